@@ -1,0 +1,156 @@
+"""GPU arrays: what the dispatcher needs to know of them, without copies.
+
+Arrays arrive as CuPy arrays, Numba device arrays, torch CUDA tensors or any
+object with ``__cuda_array_interface__`` (CAI); under Numba's CUDA simulator,
+as the simulator's device arrays, which have no CAI. Each is described once
+(pointer, shape, dtype, device, stream) and handed to the kernel as a flat 1-D
+CAI view, with no stream field so that Numba adds no synchronisation: the
+kernel runs on the stream the caller's framework is using.
+"""
+import contextlib
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class DeviceArray:
+    name: str
+    owner: object       # keeps the memory alive while the view is in use
+    ptr: int
+    shape: tuple
+    dtype: np.dtype
+    contiguous: bool
+    readonly: bool
+    device: int
+    stream: object      # CAI stream value: None, 1, 2 or a cudaStream_t
+
+    @property
+    def size(self):
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self):
+        return self.size * self.dtype.itemsize
+
+
+class _FlatView:
+    """A 1-D CAI view of a contiguous device buffer, for the kernel launch."""
+
+    def __init__(self, info):
+        self._owner = info.owner
+        self.__cuda_array_interface__ = {
+            "shape": (info.size,), "strides": None, "typestr": info.dtype.str,
+            "data": (info.ptr, False), "version": 3, "stream": None}
+
+
+def _simulator_array_type():
+    from numba import config
+    if not config.ENABLE_CUDASIM:
+        return None
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+    return FakeCUDAArray
+
+
+def is_device_array(x):
+    sim = _simulator_array_type()
+    if sim is not None and isinstance(x, sim):
+        return True
+    return hasattr(type(x), "__cuda_array_interface__")
+
+
+def describe(name, x):
+    """A `DeviceArray` for a GPU array `x` (already known to be one)."""
+    sim = _simulator_array_type()
+    if sim is not None and isinstance(x, sim):
+        host = x._ary   # the simulator's "device" memory is a NumPy array
+        return DeviceArray(name, x, host.ctypes.data, host.shape, host.dtype,
+                           host.flags.c_contiguous, not host.flags.writeable,
+                           0, None)
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        x = x.detach()   # a tensor that requires grad refuses the CAI
+        cai = x.__cuda_array_interface__
+        device = x.device.index
+        stream = torch.cuda.current_stream(x.device).cuda_stream or None
+    else:
+        cai = x.__cuda_array_interface__
+        device = _device_ordinal(x, cai["data"][0])
+        stream = cai.get("stream")
+    shape = tuple(cai["shape"])
+    dtype = np.dtype(cai["typestr"])
+    strides = cai.get("strides")
+    contiguous = strides is None or tuple(strides) == _c_strides(shape, dtype.itemsize)
+    ptr, readonly = cai["data"]
+    return DeviceArray(name, x, ptr, shape, dtype, contiguous, bool(readonly),
+                       device, stream)
+
+
+def _c_strides(shape, itemsize):
+    strides, step = [], itemsize
+    for extent in reversed(shape):
+        strides.append(step)
+        step *= max(extent, 1)
+    return tuple(reversed(strides))
+
+
+def _device_ordinal(x, ptr):
+    """The GPU an array lives on: from its library when known, else the driver."""
+    device = getattr(x, "device", None)
+    ordinal = getattr(device, "id", None)      # CuPy
+    if isinstance(ordinal, int):
+        return ordinal
+    gpu_data = getattr(x, "gpu_data", None)    # Numba device arrays
+    if gpu_data is not None:
+        return gpu_data.context.device.id
+    if ptr == 0:
+        return _current_device()
+    from cuda.bindings import driver
+    err, ordinal = driver.cuPointerGetAttribute(
+        driver.CUpointer_attribute.CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, ptr)
+    if err != driver.CUresult.CUDA_SUCCESS:
+        raise ValueError(f"cannot tell which GPU owns pointer {ptr:#x}: {err}")
+    return int(ordinal)
+
+
+def _current_device():
+    from numba import cuda
+    return cuda.get_current_device().id
+
+
+def flat_view(info):
+    """The 1-D view of `info`'s buffer that the kernel is launched with."""
+    sim = _simulator_array_type()
+    if sim is not None and isinstance(info.owner, sim):
+        return info.owner.reshape(info.size)
+    return _FlatView(info)
+
+
+_streams = {}
+
+
+def stream_of(info):
+    """The Numba stream to launch on: the one the array's producer uses."""
+    value = info.stream
+    if value is None or value == 0 or _simulator_array_type() is not None:
+        return 0
+    stream = _streams.get(value)
+    if stream is None:
+        from numba import cuda
+        if value == 1:
+            stream = cuda.legacy_default_stream()
+        elif value == 2:
+            stream = cuda.per_thread_default_stream()
+        else:
+            stream = cuda.external_stream(value)
+        _streams[value] = stream
+    return stream
+
+
+def on_device(ordinal):
+    """Make `ordinal` the current GPU for the launch (a no-op if it already is)."""
+    if _simulator_array_type() is not None or ordinal == _current_device():
+        return contextlib.nullcontext()
+    from numba import cuda
+    return cuda.gpus[ordinal]

@@ -1,0 +1,7 @@
+"""fastopt's Numba kernels: per-element rules, and one skeleton per target.
+
+Nothing here imports the public API: `fastopt` calls in, never the reverse.
+"""
+from .variants import NUM_SLOTS, SLOTS, Variant
+
+__all__ = ["NUM_SLOTS", "SLOTS", "Variant"]

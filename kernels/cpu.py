@@ -1,0 +1,65 @@
+"""The CPU skeleton: one parallel loop, compiled once per variant and dtype.
+
+Binding a variant's element step to the loop must survive Numba's on-disk
+cache. The loop is a closure over the variant's *key string* only (a value the
+cache hashes into its index key); an overload resolves that literal key to the
+element step at compile time. A closure over the step itself would never be
+cached (a dispatcher does not hash stably), and re-binding one function's
+globals would let one variant be served another's code from the cache.
+
+fastmath: only ``contract`` (fused multiply-add). No ``nnan``/``ninf`` (NaN
+and Inf must propagate as in NumPy and torch), no ``reassoc``/``arcp``/``afn``
+(sqrt and division stay correctly rounded). Contraction changes results by at
+most an ulp per operation, like CUDA's default and torch's vectorized CPU code.
+The loop vectorizes without more: its iterations are independent.
+"""
+import numba
+from numba.core import types
+from numba.core.extending import overload
+
+from .variants import element_step
+
+FASTMATH = {"contract"}
+
+_steps = {}     # variant key -> element step, read by the overload below
+_kernels = {}   # variant -> compiled loop
+
+
+def _element_at(key, i, param, grad, state, pre, hyper):
+    """Stand-in resolved by the overload below; never called from Python."""
+    raise NotImplementedError
+
+
+@overload(_element_at, prefer_literal=True, target="cpu")
+def _element_at_impl(key, i, param, grad, state, pre, hyper):
+    if not isinstance(key, types.StringLiteral):
+        return None
+    step = _steps[key.literal_value]
+
+    def impl(key, i, param, grad, state, pre, hyper):
+        step(i, param, grad, state, pre, hyper)
+
+    return impl
+
+
+def _loop(key):
+    @numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
+    def update(param, grad, state, pre, hyper):
+        for i in numba.prange(param.size):
+            _element_at(key, i, param, grad, state, pre, hyper)
+
+    return update
+
+
+def kernel(variant):
+    """The CPU kernel of `variant`: ``kernel(param, grad, state, pre, hyper)``.
+
+    Arrays are 1-D and C-contiguous, `state` is a 3-tuple of arrays (unused
+    slots may repeat `param`), `pre` and `hyper` are tuples of scalars of the
+    arrays' dtype.
+    """
+    kern = _kernels.get(variant)
+    if kern is None:
+        _steps[variant.key] = element_step(variant)
+        kern = _kernels[variant] = _loop(variant.key)
+    return kern

@@ -1,0 +1,187 @@
+"""Per-element update rules: the one source of each optimizer's math.
+
+Every rule is a pure function of scalars, compiled inline into both the CPU
+loop (``kernels/cpu.py``) and the CUDA kernel (``kernels/cuda.py``)::
+
+    new_param, new_state = rule(param, grad, state, hyper, flags)
+
+* ``state`` is always a 3-tuple (the optimizer's state slots, in the order
+  given by ``SLOTS`` in ``kernels/variants.py``); a slot the variant does not
+  use holds a placeholder that the rule must ignore and return unchanged.
+* ``hyper`` holds this step's scalars, already in the array's dtype: the host
+  computes them (bias corrections included) so that a step never recompiles
+  and no float64 arithmetic leaks into a float32 kernel.
+* ``flags`` are compile-time booleans (``nesterov``, ``centered``, ...): each
+  combination is its own compiled kernel, so no flag is tested per element.
+
+The gradient transforms every optimizer shares (scaling, clipping, weight
+decay) live in ``kernels/variants.py``; a rule sees the final gradient.
+
+No rule may contain a float literal: a Python float is a float64 and would
+turn float32 arithmetic into float64 on the GPU.
+"""
+import math
+
+import numba
+
+rule = numba.njit(inline="always")
+
+
+@rule
+def nan_max(a, b):
+    """max(a, b) that returns NaN if either is NaN, like torch.maximum."""
+    if a != a or a > b:
+        return a
+    return b
+
+
+@rule
+def sgd(p, g, s, h, f):
+    """Plain SGD (both conventions): p ← p − lr·g.   h = (lr,)"""
+    (lr,) = h
+    return p - lr * g, s
+
+
+@rule
+def sgd_momentum_keras(p, g, s, h, f):
+    """Keras SGD with momentum; slot 0 is the velocity m.
+
+    m ← μ·m − lr·g;   p ← p + m   (Nesterov: p ← p + μ·m − lr·g)
+    h = (lr, μ);  f = (nesterov,)
+    """
+    m, s1, s2 = s
+    lr, mu = h
+    (nesterov,) = f
+    m = m * mu - g * lr
+    if nesterov:
+        p = p + (m * mu - g * lr)
+    else:
+        p = p + m
+    return p, (m, s1, s2)
+
+
+@rule
+def sgd_momentum_torch(p, g, s, h, f):
+    """torch SGD with momentum; slot 0 is the momentum buffer b.
+
+    b ← c·b + d·g;   p ← p − lr·b   (Nesterov: p ← p − lr·(g + μ·b))
+    with c = μ, d = 1 − dampening, except on the first step where torch sets
+    b = g: the host passes c = 0, d = 1 then.
+    h = (lr, c, d, μ);  f = (nesterov,)
+    """
+    b, s1, s2 = s
+    lr, c, d, mu = h
+    (nesterov,) = f
+    b = c * b + d * g
+    if nesterov:
+        p = p - lr * (g + mu * b)
+    else:
+        p = p - lr * b
+    return p, (b, s1, s2)
+
+
+@rule
+def adagrad_keras(p, g, s, h, f):
+    """Keras Adagrad; slot 0 is the accumulator a.
+
+    a ← a + g²;   p ← p − lr·g / sqrt(a + ε)      h = (lr, ε)
+    """
+    a, s1, s2 = s
+    lr, eps = h
+    a = a + g * g
+    p = p - (lr * g) / math.sqrt(a + eps)
+    return p, (a, s1, s2)
+
+
+@rule
+def adagrad_torch(p, g, s, h, f):
+    """torch Adagrad; slot 0 is state_sum a.
+
+    a ← a + g²;   p ← p − clr·g / (sqrt(a) + ε)
+    h = (clr, ε) with clr = lr / (1 + (t − 1)·lr_decay) from the host.
+    """
+    a, s1, s2 = s
+    clr, eps = h
+    a = a + g * g
+    p = p - clr * (g / (math.sqrt(a) + eps))
+    return p, (a, s1, s2)
+
+
+@rule
+def rmsprop_keras(p, g, s, h, f):
+    """Keras RMSprop; slots (velocity s, average gradient ḡ, momentum buf).
+
+    s ← ρ·s + (1−ρ)·g²
+    centered: ḡ ← ρ·ḡ + (1−ρ)·g;  inc = lr·g / sqrt(s − ḡ² + ε)
+    else:                          inc = lr·g / sqrt(s + ε)
+    momentum: buf ← μ·buf + inc;  p ← p − buf      else: p ← p − inc
+    h = (lr, ρ, 1−ρ, ε, μ);  f = (centered, momentum)
+    """
+    sq, avg, buf = s
+    lr, rho, one_minus_rho, eps, mu = h
+    centered, momentum = f
+    sq = rho * sq + one_minus_rho * (g * g)
+    if centered:
+        avg = rho * avg + one_minus_rho * g
+        inc = (lr * g) / math.sqrt(sq - avg * avg + eps)
+    else:
+        inc = (lr * g) / math.sqrt(sq + eps)
+    if momentum:
+        buf = mu * buf + inc
+        p = p - buf
+    else:
+        p = p - inc
+    return p, (sq, avg, buf)
+
+
+@rule
+def rmsprop_torch(p, g, s, h, f):
+    """torch RMSprop; slots (square_avg s, grad_avg ḡ, momentum_buffer buf).
+
+    s ← α·s + (1−α)·g²
+    centered: ḡ ← ḡ + (1−α)·(g − ḡ);  d = sqrt(s − ḡ²) + ε
+    else:                              d = sqrt(s) + ε
+    momentum: buf ← μ·buf + g/d;  p ← p − lr·buf     else: p ← p − lr·g/d
+    h = (lr, α, 1−α, ε, μ);  f = (centered, momentum)
+    """
+    sq, avg, buf = s
+    lr, alpha, one_minus_alpha, eps, mu = h
+    centered, momentum = f
+    sq = alpha * sq + one_minus_alpha * (g * g)
+    if centered:
+        avg = avg + one_minus_alpha * (g - avg)
+        d = math.sqrt(sq - avg * avg) + eps
+    else:
+        d = math.sqrt(sq) + eps
+    if momentum:
+        buf = mu * buf + g / d
+        p = p - lr * buf
+    else:
+        p = p - lr * (g / d)
+    return p, (sq, avg, buf)
+
+
+@rule
+def adam(p, g, s, h, f):
+    """Adam / AMSGrad / AdamW, both conventions; slots (m, v, v̂).
+
+    m ← β₁·m + (1−β₁)·g;   v ← β₂·v + (1−β₂)·g²
+    AMSGrad: v̂ ← max(v̂, v) and v̂ replaces v below
+    p ← p − α·m / (sqrt(v) + ε′)
+
+    The host passes α = lr·sqrt(1−β₂ᵗ)/(1−β₁ᵗ). Keras uses ε′ = ε; torch's
+    form p − lr/(1−β₁ᵗ)·m / (sqrt(v)/sqrt(1−β₂ᵗ) + ε) is the same rule with
+    ε′ = ε·sqrt(1−β₂ᵗ). AdamW's decoupled decay is applied before the rule.
+    h = (α, β₁, 1−β₁, β₂, 1−β₂, ε′);  f = (amsgrad,)
+    """
+    m, v, vmax = s
+    alpha, beta1, one_minus_beta1, beta2, one_minus_beta2, eps = h
+    (amsgrad,) = f
+    m = beta1 * m + one_minus_beta1 * g
+    v = beta2 * v + one_minus_beta2 * (g * g)
+    if amsgrad:
+        vmax = nan_max(vmax, v)
+        p = p - alpha * m / (math.sqrt(vmax) + eps)
+    else:
+        p = p - alpha * m / (math.sqrt(v) + eps)
+    return p, (m, v, vmax)
