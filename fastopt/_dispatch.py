@@ -10,7 +10,6 @@ import sys
 import numpy as np
 
 from . import _device
-from .kernels import NUM_SLOTS
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -41,12 +40,17 @@ def update(fn, variant, param, grad, states, pre, hyper):
     """Check the arrays of one update and run `variant`'s kernel on them.
 
     fn:     the public function's name, for error messages.
-    states: ``NUM_SLOTS`` pairs ``(name, array or None)``; None where
-            ``variant.used`` is False.
+    states: the caller's state arrays by name (None for absent ones); the
+            kernel gets those named in ``variant.slots``.
     pre, hyper: Python floats, cast here to the arrays' dtype.
     """
     arrays = [("param", param), ("grad", grad)]
-    arrays += [(name, a) for (name, a), used in zip(states, variant.used) if used]
+    for name, why in zip(variant.slots, variant.slot_reasons):
+        if name is None:
+            continue
+        if states.get(name) is None:
+            raise ValueError(f"{fn}(): {name} is required{why}")
+        arrays.append((name, states[name]))
     places = [_place(a) for _, a in arrays]
     for (name, a), place in zip(arrays, places):
         if place is None:
@@ -161,5 +165,3 @@ def _scalars(dtype, values):
     cast = dtype.type
     return tuple([cast(v) for v in values])
 
-
-assert NUM_SLOTS == 3  # _slot_tuple and the kernels' state tuples agree

@@ -7,6 +7,7 @@ gradient transforms shared by all optimizers, then the variant's rule, reading
 each array once and writing each written array once.
 """
 import hashlib
+import itertools
 import pathlib
 from dataclasses import dataclass
 
@@ -14,16 +15,32 @@ import numba
 
 from . import rules
 
-# The rules' state slots, in the order a rule's state tuple holds them.
-SLOTS = {
-    "sgd": (),
-    "sgd_momentum_keras": ("momentum_buffer",),
-    "sgd_momentum_torch": ("momentum_buffer",),
-    "adagrad_keras": ("state_sum",),
-    "adagrad_torch": ("state_sum",),
-    "rmsprop_keras": ("square_avg", "grad_avg", "momentum_buffer"),
-    "rmsprop_torch": ("square_avg", "grad_avg", "momentum_buffer"),
-    "adam": ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+@dataclass(frozen=True)
+class RuleSpec:
+    """What a rule in `kernels.rules` needs besides its math.
+
+    slots: its state slots in order, each ``(name, flag)``: the slot holds an
+           array only when `flag` is set (None: always).
+    flags: the names of its compile-time flags, in the order it unpacks them.
+    """
+
+    slots: tuple
+    flags: tuple = ()
+
+
+_MOMENTUM = (("momentum_buffer", None),)
+_RMSPROP = RuleSpec((("square_avg", None), ("grad_avg", "centered"),
+                     ("momentum_buffer", "momentum")), ("centered", "momentum"))
+RULES = {
+    "sgd": RuleSpec(()),
+    "sgd_momentum_keras": RuleSpec(_MOMENTUM, ("nesterov",)),
+    "sgd_momentum_torch": RuleSpec(_MOMENTUM, ("nesterov",)),
+    "adagrad_keras": RuleSpec((("state_sum", None),)),
+    "adagrad_torch": RuleSpec((("state_sum", None),)),
+    "rmsprop_keras": _RMSPROP,
+    "rmsprop_torch": _RMSPROP,
+    "adam": RuleSpec((("exp_avg", None), ("exp_avg_sq", None),
+                      ("max_exp_avg_sq", "amsgrad")), ("amsgrad",)),
 }
 NUM_SLOTS = 3
 
@@ -48,33 +65,59 @@ FINGERPRINT = _source_fingerprint()
 class Variant:
     """One compiled specialisation of the update.
 
-    rule:  name of a function in `kernels.rules`.
-    flags: the rule's compile-time flags, e.g. ``(nesterov,)``.
-    used:  which of the three state slots hold real arrays (others are
-           neither read nor written).
+    rule:  name of a function in `kernels.rules` (a key of `RULES`).
+    flags: the rule's compile-time flags, in `RULES[rule].flags` order.
     clip:  clip the gradient to [−c, c] (Keras ``clipvalue``).
     l2:    add ``wd·p`` to the gradient (torch's coupled weight decay).
     """
 
     rule: str
     flags: tuple = ()
-    used: tuple = (False, False, False)
     clip: bool = False
     l2: bool = False
 
     def __post_init__(self):
-        if self.rule not in SLOTS:
+        spec = RULES.get(self.rule)
+        if spec is None:
             raise ValueError(f"unknown rule {self.rule!r}")
-        if len(self.used) != NUM_SLOTS:
-            raise ValueError("used must have one entry per state slot")
+        if len(self.flags) != len(spec.flags):
+            raise ValueError(f"rule {self.rule!r} takes flags {spec.flags}, "
+                             f"got {self.flags!r}")
+
+    @property
+    def slots(self):
+        """The names of the state slots holding arrays, None for the others."""
+        spec = RULES[self.rule]
+        on = dict(zip(spec.flags, self.flags))
+        names = [name if flag is None or on[flag] else None
+                 for name, flag in spec.slots]
+        return tuple(names + [None] * (NUM_SLOTS - len(names)))
+
+    @property
+    def slot_reasons(self):
+        """Why each used slot is needed, for messages: " when amsgrad=True"."""
+        reasons = [f" when {flag}=True" if flag else ""
+                   for _, flag in RULES[self.rule].slots]
+        return tuple(reasons + [""] * (NUM_SLOTS - len(reasons)))
+
+    @property
+    def used(self):
+        return tuple(name is not None for name in self.slots)
 
     @property
     def key(self):
         """A string naming this variant and the kernel sources it comes from."""
         flags = "".join("1" if f else "0" for f in self.flags)
-        used = "".join("1" if u else "0" for u in self.used)
-        return (f"{self.rule}-f{flags}-u{used}-c{int(self.clip)}"
-                f"-l{int(self.l2)}-{FINGERPRINT}")
+        return (f"{self.rule}-f{flags}-c{int(self.clip)}-l{int(self.l2)}"
+                f"-{FINGERPRINT}")
+
+
+def all_variants():
+    """Every variant there is: each rule with each combination of its flags."""
+    for rule, spec in RULES.items():
+        for flags in itertools.product((False, True), repeat=len(spec.flags)):
+            for clip, l2 in itertools.product((False, True), repeat=2):
+                yield Variant(rule, flags, clip, l2)
 
 
 def element_step(variant, python=False):

@@ -41,11 +41,6 @@ def check_float(fn, name, value, *, low=None, high=None, low_open=False,
     return value
 
 
-def check_state(fn, name, array, needed, why):
-    if needed and array is None:
-        raise ValueError(f"{fn}(): {name} is required {why}")
-
-
 def gradient_transforms(fn, convention, *, lr, weight_decay, decoupled_weight_decay,
                         maximize, grad_scale, clip_value):
     """Check the options shared by all optimizers.

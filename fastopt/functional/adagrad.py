@@ -45,6 +45,5 @@ def adagrad(param, grad, state_sum, *, step: int, lr: float, eps: float,
         rule, hyper = "adagrad_keras", (lr, eps)
     else:
         rule, hyper = "adagrad_torch", (lr / (1.0 + (step - 1) * lr_decay), eps)
-    variant = Variant(rule, (), (True, False, False), clip, l2)
-    states = (("state_sum", state_sum), ("", None), ("", None))
-    _dispatch.update(fn, variant, param, grad, states, pre, hyper)
+    _dispatch.update(fn, Variant(rule, (), clip, l2), param, grad,
+                     {"state_sum": state_sum}, pre, hyper)

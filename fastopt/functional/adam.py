@@ -4,7 +4,7 @@ import math
 from .. import _dispatch
 from ..kernels import Variant
 from ._common import (SHARED_ARGS_DOC, check_convention, check_flag, check_float,
-                      check_state, check_step, gradient_transforms)
+                      check_step, gradient_transforms)
 
 
 def adam(param, grad, exp_avg, exp_avg_sq, *, step: int, lr: float,
@@ -51,16 +51,15 @@ def adam(param, grad, exp_avg, exp_avg_sq, *, step: int, lr: float,
         fn, convention, lr=lr, weight_decay=weight_decay,
         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
         grad_scale=grad_scale, clip_value=clip_value)
-    check_state(fn, "max_exp_avg_sq", max_exp_avg_sq, amsgrad, "when amsgrad=True")
     # Bias corrections in float64 on the host; the kernel gets the products.
     c1 = 1.0 - beta1 ** step
     sqrt_c2 = math.sqrt(1.0 - beta2 ** step)
     eps = eps if convention == "keras" else eps * sqrt_c2
     hyper = (lr * sqrt_c2 / c1, beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps)
-    variant = Variant("adam", (amsgrad,), (True, True, amsgrad), clip, l2)
-    states = (("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq),
-              ("max_exp_avg_sq", max_exp_avg_sq if amsgrad else None))
-    _dispatch.update(fn, variant, param, grad, states, pre, hyper)
+    states = {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq,
+              "max_exp_avg_sq": max_exp_avg_sq}
+    _dispatch.update(fn, Variant("adam", (amsgrad,), clip, l2), param, grad,
+                     states, pre, hyper)
 
 
 def adamw(param, grad, exp_avg, exp_avg_sq, *, step: int, lr: float,

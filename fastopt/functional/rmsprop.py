@@ -2,7 +2,7 @@
 from .. import _dispatch
 from ..kernels import Variant
 from ._common import (SHARED_ARGS_DOC, check_convention, check_flag, check_float,
-                      check_state, check_step, gradient_transforms)
+                      check_step, gradient_transforms)
 
 
 def rmsprop(param, grad, square_avg, *, step: int, lr: float, alpha: float,
@@ -47,13 +47,8 @@ def rmsprop(param, grad, square_avg, *, step: int, lr: float, alpha: float,
         fn, convention, lr=lr, weight_decay=weight_decay,
         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
         grad_scale=grad_scale, clip_value=clip_value)
-    use_momentum = momentum > 0.0
-    check_state(fn, "momentum_buffer", momentum_buffer, use_momentum, "when momentum > 0")
-    check_state(fn, "grad_avg", grad_avg, centered, "when centered=True")
-    variant = Variant(f"rmsprop_{convention}", (centered, use_momentum),
-                      (True, centered, use_momentum), clip, l2)
+    variant = Variant(f"rmsprop_{convention}", (centered, momentum > 0.0), clip, l2)
     hyper = (lr, alpha, 1.0 - alpha, eps, momentum)
-    states = (("square_avg", square_avg),
-              ("grad_avg", grad_avg if centered else None),
-              ("momentum_buffer", momentum_buffer if use_momentum else None))
+    states = {"square_avg": square_avg, "grad_avg": grad_avg,
+              "momentum_buffer": momentum_buffer}
     _dispatch.update(fn, variant, param, grad, states, pre, hyper)

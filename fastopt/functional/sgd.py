@@ -2,7 +2,7 @@
 from .. import _dispatch
 from ..kernels import Variant
 from ._common import (SHARED_ARGS_DOC, check_convention, check_flag, check_float,
-                      check_state, check_step, gradient_transforms)
+                      check_step, gradient_transforms)
 
 
 def sgd(param, grad, momentum_buffer=None, *, step: int, lr: float,
@@ -50,18 +50,15 @@ def sgd(param, grad, momentum_buffer=None, *, step: int, lr: float,
         fn, convention, lr=lr, weight_decay=weight_decay,
         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
         grad_scale=grad_scale, clip_value=clip_value)
-    used = momentum != 0.0
-    check_state(fn, "momentum_buffer", momentum_buffer, used, "when momentum > 0")
-    if not used:
-        variant, hyper = Variant("sgd", clip=clip, l2=l2), (lr,)
+    if momentum == 0.0:
+        variant, hyper = Variant("sgd", (), clip, l2), (lr,)
     elif convention == "keras":
-        variant = Variant("sgd_momentum_keras", (nesterov,), (True, False, False), clip, l2)
+        variant = Variant("sgd_momentum_keras", (nesterov,), clip, l2)
         hyper = (lr, momentum)
     else:
-        variant = Variant("sgd_momentum_torch", (nesterov,), (True, False, False), clip, l2)
+        variant = Variant("sgd_momentum_torch", (nesterov,), clip, l2)
         first = step == 1   # torch starts the buffer as a copy of the gradient
         hyper = (lr, 0.0 if first else momentum, 1.0 if first else 1.0 - dampening,
                  momentum)
-    states = (("momentum_buffer", momentum_buffer if used else None),
-              ("", None), ("", None))
-    _dispatch.update(fn, variant, param, grad, states, pre, hyper)
+    _dispatch.update(fn, variant, param, grad, {"momentum_buffer": momentum_buffer},
+                     pre, hyper)
