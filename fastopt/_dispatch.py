@@ -10,6 +10,7 @@ import sys
 import numpy as np
 
 from . import _device
+from .kernels import PRE, RULES
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -44,6 +45,7 @@ def update(fn, variant, param, grad, states, pre, hyper):
             kernel gets those named in ``variant.slots``.
     pre, hyper: Python floats, cast here to the arrays' dtype.
     """
+    assert len(hyper) == len(RULES[variant.rule].hyper) and len(pre) == len(PRE)
     arrays = [("param", param), ("grad", grad)]
     for name, why in zip(variant.slots, variant.slot_reasons):
         if name is None:

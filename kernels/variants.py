@@ -19,29 +19,39 @@ from . import rules
 class RuleSpec:
     """What a rule in `kernels.rules` needs besides its math.
 
+    hyper: the names of its per-step scalars, in the order it unpacks them.
     slots: its state slots in order, each ``(name, flag)``: the slot holds an
            array only when `flag` is set (None: always).
     flags: the names of its compile-time flags, in the order it unpacks them.
     """
 
-    slots: tuple
+    hyper: tuple
+    slots: tuple = ()
     flags: tuple = ()
 
 
 _MOMENTUM = (("momentum_buffer", None),)
-_RMSPROP = RuleSpec((("square_avg", None), ("grad_avg", "centered"),
-                     ("momentum_buffer", "momentum")), ("centered", "momentum"))
+_STATE_SUM = (("state_sum", None),)
+_RMSPROP_SLOTS = (("square_avg", None), ("grad_avg", "centered"),
+                  ("momentum_buffer", "momentum"))
+_RMSPROP_FLAGS = ("centered", "momentum")
 RULES = {
-    "sgd": RuleSpec(()),
-    "sgd_momentum_keras": RuleSpec(_MOMENTUM, ("nesterov",)),
-    "sgd_momentum_torch": RuleSpec(_MOMENTUM, ("nesterov",)),
-    "adagrad_keras": RuleSpec((("state_sum", None),)),
-    "adagrad_torch": RuleSpec((("state_sum", None),)),
-    "rmsprop_keras": _RMSPROP,
-    "rmsprop_torch": _RMSPROP,
-    "adam": RuleSpec((("exp_avg", None), ("exp_avg_sq", None),
+    "sgd": RuleSpec(("lr",)),
+    "sgd_momentum_keras": RuleSpec(("lr", "momentum"), _MOMENTUM, ("nesterov",)),
+    "sgd_momentum_torch": RuleSpec(("lr", "buffer_decay", "buffer_grad", "momentum"),
+                                   _MOMENTUM, ("nesterov",)),
+    "adagrad_keras": RuleSpec(("lr", "eps"), _STATE_SUM),
+    "adagrad_torch": RuleSpec(("clr", "eps"), _STATE_SUM),
+    "rmsprop_keras": RuleSpec(("lr", "rho", "one_minus_rho", "eps", "momentum"),
+                              _RMSPROP_SLOTS, _RMSPROP_FLAGS),
+    "rmsprop_torch": RuleSpec(("lr", "alpha", "one_minus_alpha", "eps", "momentum"),
+                              _RMSPROP_SLOTS, _RMSPROP_FLAGS),
+    "adam": RuleSpec(("alpha", "beta1", "one_minus_beta1", "beta2",
+                      "one_minus_beta2", "eps"),
+                     (("exp_avg", None), ("exp_avg_sq", None),
                       ("max_exp_avg_sq", "amsgrad")), ("amsgrad",)),
 }
+PRE = ("scale", "bound", "wd", "decay")   # see element_step
 NUM_SLOTS = 3
 
 
@@ -123,7 +133,7 @@ def all_variants():
 def element_step(variant, python=False):
     """The per-element step of `variant`: ``step(i, param, grad, state, pre, hyper)``.
 
-    ``pre = (scale, bound, wd, decay)`` drives the shared gradient transforms,
+    ``pre`` (named in `PRE`) drives the shared gradient transforms,
     in Keras's and torch's order::
 
         g ← scale·g            (loss scaling, norm clipping, torch's maximize)
