@@ -5,12 +5,14 @@ kernel; anything exposing ``__cuda_array_interface__`` (CuPy, Numba device
 arrays, torch CUDA tensors) runs the CUDA kernel. Every check happens before
 any memory is written, so a rejected call leaves params and state untouched.
 """
+import functools
 import sys
 
+import numba
 import numpy as np
 
 from . import _device
-from .kernels import PRE, RULES
+from .kernels import PRE, RULES, cpu
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -46,29 +48,33 @@ def update(fn, variant, param, grad, states, pre, hyper):
     pre, hyper: Python floats, cast here to the arrays' dtype.
     """
     assert len(hyper) == len(RULES[variant.rule].hyper) and len(pre) == len(PRE)
-    arrays = [("param", param), ("grad", grad)]
+    names = ["param", "grad"]
+    arrays = [param, grad]
     for name, why in zip(variant.slots, variant.slot_reasons):
-        if name is None:
-            continue
-        if states.get(name) is None:
-            raise ValueError(f"{fn}(): {name} is required{why}")
-        arrays.append((name, states[name]))
-    places = [_place(a) for _, a in arrays]
-    for (name, a), place in zip(arrays, places):
+        if name is not None:
+            array = states.get(name)
+            if array is None:
+                raise ValueError(f"{fn}(): {name} is required{why}")
+            names.append(name)
+            arrays.append(array)
+    if all(type(a) is np.ndarray for a in arrays):   # the common case, fast
+        return _update_host(fn, variant, names, arrays, pre, hyper)
+    places = [_place(a) for a in arrays]
+    for name, a, place in zip(names, arrays, places):
         if place is None:
             raise TypeError(
                 f"{fn}(): {name} must be a NumPy array or a CUDA array "
                 f"(CuPy, Numba, torch), got {type(a).__name__}")
     if places.count(places[0]) != len(places):
-        host = [n for (n, _), p in zip(arrays, places) if p == _HOST]
-        dev = [n for (n, _), p in zip(arrays, places) if p == _DEVICE]
+        host = [n for n, p in zip(names, places) if p == _HOST]
+        dev = [n for n, p in zip(names, places) if p == _DEVICE]
         raise TypeError(
             f"{fn}(): arrays are mixed between host memory ({', '.join(host)}) "
             f"and a GPU ({', '.join(dev)}); all must live in the same place")
     if places[0] == _HOST:
-        _update_host(fn, variant, arrays, pre, hyper)
+        _update_host(fn, variant, names, [_host_view(a) for a in arrays], pre, hyper)
     else:
-        _update_device(fn, variant, arrays, pre, hyper)
+        _update_device(fn, variant, names, arrays, pre, hyper)
 
 
 def _host_view(x):
@@ -76,51 +82,66 @@ def _host_view(x):
         x.detach().numpy() if _is_torch(x) else np.asarray(x))
 
 
-def _update_host(fn, variant, arrays, pre, hyper):
-    from .kernels import cpu
-
-    views = [_host_view(a) for _, a in arrays]
+def _update_host(fn, variant, names, views, pre, hyper):
     p = views[0]
-    _check_dtype_shape(fn, arrays, [v.dtype for v in views],
-                       [v.shape for v in views])
-    for (name, _), v in zip(arrays, views):
-        if not v.flags.c_contiguous:
+    dtype, shape = p.dtype, p.shape
+    if dtype not in FLOAT_DTYPES:
+        _check_dtype_shape(fn, names, [v.dtype for v in views], [v.shape for v in views])
+    for name, v in zip(names, views):
+        if v.dtype != dtype or v.shape != shape:
+            _check_dtype_shape(fn, names, [v.dtype for v in views],
+                               [v.shape for v in views])
+        flags = v.flags
+        if not flags.c_contiguous:
             raise ValueError(f"{fn}(): {name} must be C-contiguous")
-    for (name, _), v in zip(arrays[:1] + arrays[2:], views[:1] + views[2:]):
-        if not v.flags.writeable:
+        if not flags.writeable and name != "grad":
             raise ValueError(f"{fn}(): {name} is read-only; it is updated in place")
-    if p.size > 1:
-        _check_no_overlap(fn, arrays, [v.ctypes.data for v in views],
-                          p.nbytes)
     if p.size == 0:
         return
-    flat = [v.reshape(-1) for v in views]
-    kern = cpu.kernel(variant)
-    kern(flat[0], flat[1], _slot_tuple(variant, flat), _scalars(p.dtype, pre),
-         _scalars(p.dtype, hyper))
+    views = tuple(views) if p.ndim == 1 else tuple([v.reshape(-1) for v in views])
+    first, second = _first_overlap(views)
+    if second >= 0:
+        raise ValueError(f"{fn}(): {names[second]} shares memory with {names[first]}; "
+                         "each array must be a separate buffer")
+    cpu.kernel(variant)(views[0], views[1], _slot_tuple(variant, views),
+                        _cached_scalars(dtype, pre), _scalars(dtype, hyper))
 
 
-def _update_device(fn, variant, arrays, pre, hyper):
-    from .kernels import cuda
+@numba.njit(cache=True)
+def _first_overlap(arrays):
+    """(i, j) of the first two arrays whose memory overlaps, else (-1, -1).
 
-    infos = [_device.describe(name, a) for name, a in arrays]
+    The arrays are contiguous and of one size, so two overlap exactly when
+    their start addresses are less than that size apart. Jitted: reading data
+    pointers from Python costs about a microsecond per array.
+    """
+    nbytes = arrays[0].nbytes
+    for j in range(1, len(arrays)):
+        for i in range(j):
+            if abs(arrays[j].ctypes.data - arrays[i].ctypes.data) < nbytes:
+                return i, j
+    return -1, -1
+
+
+def _update_device(fn, variant, names, arrays, pre, hyper):
+    from .kernels import cuda   # imported on first GPU use only
+
+    infos = [_device.describe(name, a) for name, a in zip(names, arrays)]
     p = infos[0]
-    _check_dtype_shape(fn, arrays, [i.dtype for i in infos],
+    _check_dtype_shape(fn, names, [i.dtype for i in infos],
                        [i.shape for i in infos])
-    for (name, _), info in zip(arrays, infos):
+    for name, info in zip(names, infos):
         if not info.contiguous:
             raise ValueError(f"{fn}(): {name} must be C-contiguous")
         if info.device != p.device:
             raise ValueError(
                 f"{fn}(): {name} is on GPU {info.device} but param is on GPU "
                 f"{p.device}; all arrays must be on the same GPU")
-    for (name, _), info in zip(arrays[:1] + arrays[2:], infos[:1] + infos[2:]):
-        if info.readonly:
+        if info.readonly and name != "grad":
             raise ValueError(f"{fn}(): {name} is read-only; it is updated in place")
-    if p.size > 1:
-        _check_no_overlap(fn, arrays, [i.ptr for i in infos], p.nbytes)
     if p.size == 0:
         return
+    _check_no_overlap(fn, names, [i.ptr for i in infos], p.nbytes)
     flat = [_device.flat_view(i) for i in infos]
     with _device.on_device(p.device):
         cuda.launch(variant, p.size, _device.stream_of(infos[0]), flat[0],
@@ -128,11 +149,11 @@ def _update_device(fn, variant, arrays, pre, hyper):
                     _scalars(p.dtype, pre), _scalars(p.dtype, hyper))
 
 
-def _check_dtype_shape(fn, arrays, dtypes, shapes):
+def _check_dtype_shape(fn, names, dtypes, shapes):
     if dtypes[0] not in FLOAT_DTYPES:
         raise TypeError(
             f"{fn}(): param must be float32 or float64, got {dtypes[0]}")
-    for (name, _), dtype, shape in zip(arrays[1:], dtypes[1:], shapes[1:]):
+    for name, dtype, shape in zip(names[1:], dtypes[1:], shapes[1:]):
         if dtype != dtypes[0]:
             raise TypeError(
                 f"{fn}(): {name} has dtype {dtype}, expected {dtypes[0]} like param")
@@ -141,7 +162,7 @@ def _check_dtype_shape(fn, arrays, dtypes, shapes):
                 f"{fn}(): {name} has shape {shape}, expected {shapes[0]} like param")
 
 
-def _check_no_overlap(fn, arrays, ptrs, nbytes):
+def _check_no_overlap(fn, names, ptrs, nbytes):
     """No written array may share memory with any other argument.
 
     All arrays have the same (non-zero) size and are contiguous, so two of
@@ -153,17 +174,41 @@ def _check_no_overlap(fn, arrays, ptrs, nbytes):
         if ptrs[b] - ptrs[a] < nbytes:
             first, second = sorted((a, b))
             raise ValueError(
-                f"{fn}(): {arrays[second][0]} shares memory with "
-                f"{arrays[first][0]}; each array must be a separate buffer")
+                f"{fn}(): {names[second]} shares memory with "
+                f"{names[first]}; each array must be a separate buffer")
 
 
 def _slot_tuple(variant, flat):
     """The kernel's 3 state slots; unused slots repeat param (never touched)."""
-    it = iter(flat[2:])
-    return tuple(next(it) if used else flat[0] for used in variant.used)
+    return tuple([flat[i] for i in _slot_indices(variant)])
+
+
+@functools.lru_cache(maxsize=None)
+def _slot_indices(variant):
+    """Where each state slot's array sits in [param, grad, used states...]."""
+    used = iter(range(2, 2 + sum(variant.used)))
+    return tuple(next(used) if u else 0 for u in variant.used)
 
 
 def _scalars(dtype, values):
+    """Scalars of the arrays' dtype: a Python float would be float64 in the kernel."""
+    if dtype is _FLOAT64:
+        return values
     cast = dtype.type
     return tuple([cast(v) for v in values])
+
+
+_FLOAT64 = np.dtype(np.float64)
+_scalar_cache = {}
+
+
+def _cached_scalars(dtype, values):
+    """`_scalars` for tuples that rarely change (the gradient transforms)."""
+    key = (dtype, values)
+    cast = _scalar_cache.get(key)
+    if cast is None:
+        if len(_scalar_cache) > 256:
+            _scalar_cache.clear()
+        cast = _scalar_cache[key] = _scalars(dtype, values)
+    return cast
 

@@ -6,6 +6,7 @@ changes per step (learning rate, bias corrections, ...) is a runtime scalar.
 gradient transforms shared by all optimizers, then the variant's rule, reading
 each array once and writing each written array once.
 """
+import functools
 import hashlib
 import itertools
 import pathlib
@@ -94,7 +95,7 @@ class Variant:
             raise ValueError(f"rule {self.rule!r} takes flags {spec.flags}, "
                              f"got {self.flags!r}")
 
-    @property
+    @functools.cached_property
     def slots(self):
         """The names of the state slots holding arrays, None for the others."""
         spec = RULES[self.rule]
@@ -103,23 +104,29 @@ class Variant:
                  for name, flag in spec.slots]
         return tuple(names + [None] * (NUM_SLOTS - len(names)))
 
-    @property
+    @functools.cached_property
     def slot_reasons(self):
         """Why each used slot is needed, for messages: " when amsgrad=True"."""
         reasons = [f" when {flag}=True" if flag else ""
                    for _, flag in RULES[self.rule].slots]
         return tuple(reasons + [""] * (NUM_SLOTS - len(reasons)))
 
-    @property
+    @functools.cached_property
     def used(self):
         return tuple(name is not None for name in self.slots)
 
-    @property
+    @functools.cached_property
     def key(self):
         """A string naming this variant and the kernel sources it comes from."""
         flags = "".join("1" if f else "0" for f in self.flags)
         return (f"{self.rule}-f{flags}-c{int(self.clip)}-l{int(self.l2)}"
                 f"-{FINGERPRINT}")
+
+
+@functools.lru_cache(maxsize=None)
+def variant(rule, flags=(), clip=False, l2=False):
+    """The one `Variant` object for these fields (its derived fields are cached)."""
+    return Variant(rule, flags, clip, l2)
 
 
 def all_variants():

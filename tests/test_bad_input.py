@@ -262,3 +262,12 @@ def test_adjacent_buffers_are_accepted():
     p, m = buf[:4], buf[4:]
     F.adagrad(p, np.ones(4), m, step=1, lr=0.1, eps=1e-7)
     np.testing.assert_array_equal(m, np.ones(4))
+
+
+def test_read_only_grad_is_accepted(target):
+    """grad is only read: a read-only gradient (e.g. a broadcast source) is fine."""
+    g = np.full(4, 0.5)
+    g.flags.writeable = False
+    p = target.put(np.ones(4))
+    F.sgd(p, g if target is CPU else target.put(g), step=1, lr=0.1)
+    np.testing.assert_allclose(target.get(p), np.full(4, 0.95))

@@ -12,7 +12,8 @@ def check_convention(fn, convention):
 
 
 def check_step(fn, step):
-    if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+    if type(step) is not int and (isinstance(step, bool)
+                                  or not isinstance(step, numbers.Integral)):
         raise TypeError(f"{fn}(): step must be an int, got {type(step).__name__}")
     if step < 1:
         raise ValueError(f"{fn}(): step must be >= 1 (the 1-based update count), got {step}")
@@ -26,9 +27,11 @@ def check_flag(fn, name, value):
 def check_float(fn, name, value, *, low=None, high=None, low_open=False,
                 high_open=False):
     """`value` must be a finite real number in the given range; returns it as float."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{fn}(): {name} must be a real number, got {type(value).__name__}")
-    value = float(value)
+    if type(value) is not float:   # the common case skips the slow ABC check
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(
+                f"{fn}(): {name} must be a real number, got {type(value).__name__}")
+        value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"{fn}(): {name} must be finite, got {value}")
     too_low = low is not None and (value <= low if low_open else value < low)

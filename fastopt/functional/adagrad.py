@@ -1,6 +1,6 @@
 """Adagrad, in Keras's and torch's forms."""
 from .. import _dispatch
-from ..kernels import Variant
+from ..kernels import variant
 from ._common import (SHARED_ARGS_DOC, check_convention, check_float, check_step,
                       gradient_transforms)
 
@@ -45,5 +45,5 @@ def adagrad(param, grad, state_sum, *, step: int, lr: float, eps: float,
         rule, hyper = "adagrad_keras", (lr, eps)
     else:
         rule, hyper = "adagrad_torch", (lr / (1.0 + (step - 1) * lr_decay), eps)
-    _dispatch.update(fn, Variant(rule, (), clip, l2), param, grad,
+    _dispatch.update(fn, variant(rule, (), clip, l2), param, grad,
                      {"state_sum": state_sum}, pre, hyper)

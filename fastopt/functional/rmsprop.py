@@ -1,6 +1,6 @@
 """RMSprop: plain, with momentum, centered; in Keras's and torch's forms."""
 from .. import _dispatch
-from ..kernels import Variant
+from ..kernels import variant
 from ._common import (SHARED_ARGS_DOC, check_convention, check_flag, check_float,
                       check_step, gradient_transforms)
 
@@ -47,8 +47,8 @@ def rmsprop(param, grad, square_avg, *, step: int, lr: float, alpha: float,
         fn, convention, lr=lr, weight_decay=weight_decay,
         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
         grad_scale=grad_scale, clip_value=clip_value)
-    variant = Variant(f"rmsprop_{convention}", (centered, momentum > 0.0), clip, l2)
+    which = variant(f"rmsprop_{convention}", (centered, momentum > 0.0), clip, l2)
     hyper = (lr, alpha, 1.0 - alpha, eps, momentum)
     states = {"square_avg": square_avg, "grad_avg": grad_avg,
               "momentum_buffer": momentum_buffer}
-    _dispatch.update(fn, variant, param, grad, states, pre, hyper)
+    _dispatch.update(fn, which, param, grad, states, pre, hyper)

@@ -1,6 +1,6 @@
 """SGD, with momentum and Nesterov, in Keras's and torch's forms."""
 from .. import _dispatch
-from ..kernels import Variant
+from ..kernels import variant
 from ._common import (SHARED_ARGS_DOC, check_convention, check_flag, check_float,
                       check_step, gradient_transforms)
 
@@ -51,14 +51,14 @@ def sgd(param, grad, momentum_buffer=None, *, step: int, lr: float,
         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
         grad_scale=grad_scale, clip_value=clip_value)
     if momentum == 0.0:
-        variant, hyper = Variant("sgd", (), clip, l2), (lr,)
+        which, hyper = variant("sgd", (), clip, l2), (lr,)
     elif convention == "keras":
-        variant = Variant("sgd_momentum_keras", (nesterov,), clip, l2)
+        which = variant("sgd_momentum_keras", (nesterov,), clip, l2)
         hyper = (lr, momentum)
     else:
-        variant = Variant("sgd_momentum_torch", (nesterov,), clip, l2)
+        which = variant("sgd_momentum_torch", (nesterov,), clip, l2)
         first = step == 1   # torch starts the buffer as a copy of the gradient
         hyper = (lr, 0.0 if first else momentum, 1.0 if first else 1.0 - dampening,
                  momentum)
-    _dispatch.update(fn, variant, param, grad, {"momentum_buffer": momentum_buffer},
+    _dispatch.update(fn, which, param, grad, {"momentum_buffer": momentum_buffer},
                      pre, hyper)
