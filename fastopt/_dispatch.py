@@ -87,6 +87,7 @@ def _update_host(fn, variant, names, views, pre, hyper):
     dtype, shape = p.dtype, p.shape
     if dtype not in FLOAT_DTYPES:
         _check_dtype_shape(fn, names, [v.dtype for v in views], [v.shape for v in views])
+    all_writeable = True
     for name, v in zip(names, views):
         if v.dtype != dtype or v.shape != shape:
             _check_dtype_shape(fn, names, [v.dtype for v in views],
@@ -94,15 +95,19 @@ def _update_host(fn, variant, names, views, pre, hyper):
         flags = v.flags
         if not flags.c_contiguous:
             raise ValueError(f"{fn}(): {name} must be C-contiguous")
-        if not flags.writeable and name != "grad":
-            raise ValueError(f"{fn}(): {name} is read-only; it is updated in place")
+        if not flags.writeable:
+            if name != "grad":
+                raise ValueError(f"{fn}(): {name} is read-only; it is updated in place")
+            all_writeable = False
     if p.size == 0:
         return
     views = tuple(views) if p.ndim == 1 else tuple([v.reshape(-1) for v in views])
-    first, second = _first_overlap(views)
-    if second >= 0:
-        raise ValueError(f"{fn}(): {names[second]} shares memory with {names[first]}; "
-                         "each array must be a separate buffer")
+    if all_writeable:   # one array type: the jitted check applies
+        first, second = _first_overlap(views)
+        if second >= 0:
+            raise _overlap_error(fn, names, first, second)
+    else:
+        _check_no_overlap(fn, names, [v.ctypes.data for v in views], p.nbytes)
     cpu.kernel(variant)(views[0], views[1], _slot_tuple(variant, views),
                         _cached_scalars(dtype, pre), _scalars(dtype, hyper))
 
@@ -172,10 +177,12 @@ def _check_no_overlap(fn, names, ptrs, nbytes):
     order = sorted(range(len(ptrs)), key=ptrs.__getitem__)
     for a, b in zip(order, order[1:]):
         if ptrs[b] - ptrs[a] < nbytes:
-            first, second = sorted((a, b))
-            raise ValueError(
-                f"{fn}(): {names[second]} shares memory with "
-                f"{names[first]}; each array must be a separate buffer")
+            raise _overlap_error(fn, names, *sorted((a, b)))
+
+
+def _overlap_error(fn, names, first, second):
+    return ValueError(f"{fn}(): {names[second]} shares memory with {names[first]}; "
+                      "each array must be a separate buffer")
 
 
 def _slot_tuple(variant, flat):
