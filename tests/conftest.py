@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 
 
 class Target:
-    """Moves test arrays to where a target runs, and back."""
+    """Moves test arrays to where a target runs, and back (always copies)."""
 
     def __init__(self, name):
         self.name = name
@@ -28,20 +28,56 @@ class Target:
         return self.name
 
     def put(self, array):
+        array = np.ascontiguousarray(array)
         if self.name == "cpu":
-            return np.array(array, copy=True)
-        from numba import cuda
-        return cuda.to_device(np.ascontiguousarray(array))
+            return array.copy()
+        if self.name == "cuda":           # Numba device arrays (simulated or real)
+            from numba import cuda
+            return cuda.to_device(array)
+        if self.name == "cupy":
+            import cupy
+            return cupy.array(array)
+        import torch
+        return torch.tensor(array, device="cuda")
 
     def get(self, array):
-        if self.name == "cpu":
-            return np.array(array, copy=True)
+        return to_host(array)
+
+
+def to_host(array):
+    """A NumPy copy of any test array."""
+    if isinstance(array, np.ndarray):
+        return array.copy()
+    if hasattr(array, "copy_to_host"):
         return array.copy_to_host()
+    if hasattr(array, "get"):              # CuPy
+        return array.get()
+    return array.detach().cpu().numpy()    # torch
+
+
+def _gpu_targets():
+    """CuPy and torch CUDA targets, when a real GPU and the library are there."""
+    found = []
+    if not REAL_GPU:
+        return found
+    try:
+        import cupy  # noqa: F401
+        found.append(Target("cupy"))
+    except ImportError:
+        pass
+    try:
+        import torch
+        if torch.cuda.is_available():
+            found.append(Target("torch-cuda"))
+    except ImportError:
+        pass
+    return found
 
 
 CPU, CUDA = Target("cpu"), Target("cuda")
+TARGETS = [CPU, CUDA] + _gpu_targets()
 
 
-@pytest.fixture(params=[CPU, CUDA], ids=["cpu", "cuda"])
+@pytest.fixture(params=TARGETS, ids=repr)
 def target(request):
     return request.param

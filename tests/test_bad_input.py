@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fastopt.functional as F
-from conftest import CPU, CUDA
+from conftest import CPU, CUDA, REAL_GPU, to_host
 
 
 @dataclass
@@ -81,24 +81,29 @@ def _has_kw(name):
     return lambda base: name in base.kwargs
 
 
+class _ReadOnlyCAI:
+    """A GPU array exported read-only through __cuda_array_interface__."""
+
+    def __init__(self, array):
+        self.array = array
+        cai = dict(array.__cuda_array_interface__)
+        cai["data"] = (cai["data"][0], True)
+        self.__cuda_array_interface__ = cai
+
+
 def _readonly(arrays, target):
     a = target.put(_host())
     if target is CPU:
         a.flags.writeable = False
-    else:
-        a._ary.flags.writeable = False
-    return a
+        return a
+    if not REAL_GPU:
+        a._ary.flags.writeable = False     # the simulator's memory is NumPy
+        return a
+    return _ReadOnlyCAI(a)
 
 
 def _strided(arrays, target):
-    wide = _host((5, 8))
-    view = wide[:, ::2]
-    return view if target is CPU else _strided_device(view)
-
-
-def _strided_device(view):
-    from numba import cuda
-    return cuda.to_device(np.ascontiguousarray(view.base))[:, ::2]
+    return target.put(_host((5, 8)))[:, ::2]
 
 
 MUTATIONS = [
@@ -193,11 +198,11 @@ def _call(base, arrays, **overrides):
 
 
 def _snapshot(value):
-    if isinstance(value, np.ndarray):
-        return value.copy()
-    if hasattr(value, "copy_to_host"):
-        return value.copy_to_host()
-    return None
+    if value is None or isinstance(value, list):
+        return None
+    if isinstance(value, _ReadOnlyCAI):
+        value = value.array
+    return to_host(value)
 
 
 @pytest.mark.parametrize("base, mutation", list(_cases()))

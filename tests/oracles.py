@@ -1,0 +1,49 @@
+"""Run a real torch.optim or Keras 3 optimizer over a fixed list of gradients.
+
+Both helpers take NumPy arrays and return NumPy arrays of the same dtype:
+``(final_param, {fastopt_state_name: final_state})``. The libraries are
+imported on first use (Keras takes seconds to import).
+"""
+import numpy as np
+
+
+def run(oracle, param, grads):
+    """Trajectory of `oracle` (a `optimizer_table.Oracle`) from `param`."""
+    runner = {"torch": torch_trajectory, "keras": keras_trajectory}[oracle.library]
+    return runner(oracle.cls, oracle.kwargs, oracle.states, param, grads)
+
+
+def torch_trajectory(cls, kwargs, states, param, grads):
+    """torch.optim.`cls`(**kwargs) on one tensor, gradients set by hand.
+
+    states: fastopt name -> key of ``optimizer.state[param]``.
+    foreach=False selects torch's single-tensor reference implementation.
+    """
+    import torch
+
+    p = torch.tensor(param)   # a copy, same dtype
+    opt = getattr(torch.optim, cls)([p], foreach=False, **kwargs)
+    for g in grads:
+        p.grad = torch.tensor(g)
+        opt.step()
+    found = opt.state[p]
+    return p.numpy(), {name: found[key].numpy() for name, key in states.items()}
+
+
+def keras_trajectory(cls, kwargs, states, param, grads):
+    """keras.optimizers.`cls`(**kwargs) applied to one `keras.Variable`.
+
+    states: fastopt name -> optimizer attribute holding one variable per
+    trainable variable (e.g. Adam's ``_momentums``).
+    """
+    import keras
+
+    var = keras.Variable(param, dtype=param.dtype.name)
+    opt = getattr(keras.optimizers, cls)(**kwargs)
+    for g in grads:
+        opt.apply_gradients([(keras.ops.convert_to_tensor(g), var)])
+
+    def host(v):
+        return np.asarray(keras.ops.convert_to_numpy(v))
+
+    return host(var), {name: host(getattr(opt, attr)[0]) for name, attr in states.items()}

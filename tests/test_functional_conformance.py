@@ -1,0 +1,113 @@
+"""fastopt.functional against the real libraries, for every row of the table.
+
+Each case of `optimizer_table.CASES` runs a multi-step trajectory with random
+gradients through fastopt and through its oracle (torch.optim for the torch
+convention, Keras 3 on the torch backend for the Keras convention); the final
+param and every state array must agree. On the CPU path and on the CUDA path
+(Numba's simulator unless FASTOPT_REAL_GPU=1), in float32 and float64.
+
+Shapes: sizes 0, 1 (also 0-d) and sizes that are no multiple of any block or
+vector width on the CPU; two small ones on the simulator, which pays ~8 ms per
+launch for its 64 simulated threads.
+"""
+import functools
+import zlib
+
+import numpy as np
+import pytest
+
+import fastopt.functional as F
+import oracles
+from conftest import CPU, CUDA
+from optimizer_table import CASES, TORCH, KERAS, make_state, fastopt_step, oracle
+
+CPU_SHAPES = [(), (0,), (1,), (7, 13), (300,), (3, 5, 67)]
+SIM_SHAPES = [(1,), (7, 13)]
+STEPS = 25
+TOL = {np.float32: 1e-5, np.float64: 1e-12}
+# Error measure: max_i |a_i − b_i| / max(|b_i|, FLOOR·max_j |b_j|), b the oracle.
+# Relative per element, except that elements much smaller than the array's
+# scale (a param crossing zero, a momentum near zero) are measured against
+# FLOOR times that scale: their absolute error comes from rounding quantities
+# of the array's scale, not of their own.
+FLOOR = 2.0**-4
+
+
+def max_rel_error(actual, expected):
+    """The measure above (0 for empty arrays)."""
+    if expected.size == 0:
+        return 0.0
+    scale = np.abs(expected)
+    floor = max(FLOOR * float(scale.max()), np.finfo(expected.dtype).tiny)
+    diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+    return float((diff / np.maximum(scale, floor)).max())
+
+
+def _seed(*parts):
+    return zlib.crc32(repr(parts).encode())
+
+
+@functools.lru_cache(maxsize=None)
+def _inputs(case_id, shape, dtype, steps):
+    """Initial param and `steps` gradients, reproducible per case and shape."""
+    rng = np.random.default_rng(_seed(case_id, shape, dtype.__name__))
+    param = rng.standard_normal(shape).astype(dtype)
+    grads = tuple(rng.standard_normal(shape).astype(dtype) for _ in range(steps))
+    return param, grads
+
+
+@functools.lru_cache(maxsize=None)
+def _expected(case_id, shape, dtype, steps):
+    """The oracle's final (param, states); shared by the CPU and CUDA tests."""
+    case = _BY_ID[case_id]
+    param, grads = _inputs(case_id, shape, dtype, steps)
+    return oracles.run(oracle(case), param, list(grads))
+
+
+_BY_ID = {case.id: case for case in CASES}
+
+
+def _fastopt(case, target, shape, dtype, steps):
+    param, grads = _inputs(case.id, shape, dtype, steps)
+    p = target.put(param)
+    state = {k: target.put(v) for k, v in make_state(case, shape, dtype).items()}
+    for step, g in enumerate(grads, start=1):
+        fastopt_step(case, p, target.put(g), state, step)
+    return target.get(p), {k: target.get(v) for k, v in state.items()}
+
+
+def _shape_id(shape):
+    return "x".join(map(str, shape)) or "0d"
+
+
+PLACES = ([pytest.param(CPU, s, id=f"cpu-{_shape_id(s)}") for s in CPU_SHAPES]
+          + [pytest.param(CUDA, s, id=f"cuda-{_shape_id(s)}") for s in SIM_SHAPES])
+
+
+@pytest.mark.parametrize("target, shape", PLACES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_trajectory_matches_oracle(case, dtype, target, shape):
+    param, states = _fastopt(case, target, shape, dtype, STEPS)
+    want_param, want_states = _expected(case.id, shape, dtype, STEPS)
+    assert set(states) == set(want_states)
+    tol = TOL[dtype]
+    for name, got, want in [("param", param, want_param)] + [
+            (k, states[k], want_states[k]) for k in sorted(states)]:
+        assert got.dtype == want.dtype == dtype and got.shape == want.shape == shape
+        err = max_rel_error(got, want)
+        assert err <= tol, f"{name}: error {err:.3g} > {tol:g} after {STEPS} steps"
+
+
+def test_table_covers_every_function_in_both_conventions():
+    covered = {(c.fn, c.convention) for c in CASES}
+    assert covered == {(fn, conv) for fn in F.__all__ for conv in (TORCH, KERAS)}
+    assert len(_BY_ID) == len(CASES), "case ids must be unique"
+
+
+def test_error_measure_is_relative_with_a_floor():
+    b = np.array([2.0, 1e-9, -4.0])
+    assert max_rel_error(b, b) == 0.0
+    assert max_rel_error(b * (1 + 1e-6), b) == pytest.approx(1e-6)
+    # Near zero the absolute error counts against FLOOR * max|b| = 0.25.
+    assert max_rel_error(b + [0, 1e-3, 0], b) == pytest.approx(4e-3)
