@@ -57,7 +57,13 @@ def is_device_array(x):
     sim = _simulator_array_type()
     if sim is not None and isinstance(x, sim):
         return True
-    return hasattr(type(x), "__cuda_array_interface__")
+    return hasattr(x, "__cuda_array_interface__")
+
+
+def is_device_array_type(cls):
+    """Whether every instance of `cls` is a GPU array (so the answer can be cached)."""
+    sim = _simulator_array_type()
+    return (sim is not None and issubclass(cls, sim)) or hasattr(cls, "__cuda_array_interface__")
 
 
 def describe(name, x):

@@ -27,7 +27,8 @@ def _place(x):
     if _is_torch(x):
         return _DEVICE if x.is_cuda else _HOST
     if _device.is_device_array(x):
-        _places[type(x)] = _DEVICE
+        if _device.is_device_array_type(type(x)):
+            _places[type(x)] = _DEVICE
         return _DEVICE
     if isinstance(x, np.ndarray):
         return _HOST

@@ -1,0 +1,137 @@
+"""What the optimizer classes need of arrays, wherever they live.
+
+One small place that knows each array library: describing an array (where it
+is, its shape and dtype), creating state like a param with the param's own
+library, moving state to and from the host for checkpoints, and sums of
+squares for norm clipping, reduced where the arrays live.
+"""
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import _device, _dispatch
+from ..kernels import norms
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Where an array lives and what it holds: what later calls must match."""
+
+    place: str          # "host" or "device"
+    device: int         # GPU ordinal; -1 on the host
+    shape: tuple
+    dtype: np.dtype
+
+    def where(self):
+        return "host memory" if self.place == _dispatch._HOST else f"GPU {self.device}"
+
+
+@dataclass(frozen=True)
+class Described:
+    spec: Spec
+    ptr: int
+    nbytes: int
+    contiguous: bool
+    readonly: bool
+    info: object        # the `_device.DeviceArray` of a GPU array, else the host view
+
+
+def describe(fn, name, x):
+    """A `Described` for array `x`, or a TypeError naming `name`."""
+    place = _dispatch._place(x)
+    if place is None:
+        raise TypeError(
+            f"{fn}: {name} must be a NumPy array or a CUDA array (CuPy, Numba, "
+            f"torch), got {type(x).__name__}")
+    if place == _dispatch._HOST:
+        view = _dispatch._host_view(x)
+        spec = Spec(place, -1, view.shape, view.dtype)
+        return Described(spec, view.ctypes.data, view.nbytes,
+                         view.flags.c_contiguous, not view.flags.writeable, view)
+    info = _device.describe(name, x)
+    spec = Spec(place, info.device, tuple(info.shape), info.dtype)
+    return Described(spec, info.ptr, info.nbytes, info.contiguous, info.readonly,
+                     info)
+
+
+def _is_torch(x):
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _is_cupy(x):
+    return type(x).__module__.split(".")[0] == "cupy"
+
+
+def full_like(param, value):
+    """A new contiguous array like `param` (same library, device, dtype), filled."""
+    if type(param) is np.ndarray:
+        return np.full(param.shape, value, param.dtype)
+    if _is_torch(param):
+        import torch
+        return torch.full_like(param.detach(), value,
+                               memory_format=torch.contiguous_format)
+    if _is_cupy(param):
+        import cupy
+        with param.device:
+            return cupy.full(param.shape, value, param.dtype)
+    info = _device.describe("param", param)
+    from numba import cuda
+    with _device.on_device(info.device):
+        # Numba device arrays and any other CAI producer: a Numba array,
+        # filled by one host copy at build time.
+        return cuda.to_device(np.full(info.shape, value, info.dtype))
+
+
+def to_host(x):
+    """A NumPy copy of array `x`."""
+    if type(x) is np.ndarray:
+        return x.copy()
+    if _is_torch(x):
+        return x.detach().cpu().numpy().copy()
+    if _is_cupy(x):
+        return x.get()
+    if hasattr(x, "copy_to_host"):
+        return x.copy_to_host()
+    from numba import cuda
+    return cuda.as_cuda_array(x).copy_to_host()
+
+
+def copy_from_host(dst, host):
+    """Overwrite array `dst` with NumPy array `host` (same shape and dtype)."""
+    if type(dst) is np.ndarray:
+        dst[...] = host
+    elif _is_torch(dst):
+        import torch
+        dst.detach().copy_(torch.from_numpy(np.ascontiguousarray(host)))
+    elif _is_cupy(dst):
+        dst.set(np.ascontiguousarray(host))
+    elif hasattr(dst, "copy_to_device"):
+        dst.copy_to_device(np.ascontiguousarray(host))
+    else:
+        from numba import cuda
+        cuda.as_cuda_array(dst).copy_to_device(np.ascontiguousarray(host))
+
+
+def sum_squares(described):
+    """``Σ g²`` of each described array, as a list of Python floats.
+
+    Host arrays are reduced on the CPU; GPU arrays on their GPU, on the stream
+    of the first array there, one host copy of the results per GPU.
+    """
+    sums = [0.0] * len(described)
+    by_device = {}
+    for k, d in enumerate(described):
+        if d.spec.place == _dispatch._HOST:
+            sums[k] = norms.sum_squares_host(d.info.reshape(-1))
+        else:
+            by_device.setdefault(d.spec.device, []).append(k)
+    for device, ks in by_device.items():
+        infos = [described[k].info for k in ks]
+        with _device.on_device(device):
+            got = norms.sum_squares_device([_device.flat_view(i) for i in infos],
+                                           _device.stream_of(infos[0]))
+        for k, s in zip(ks, got):
+            sums[k] = float(s)
+    return sums

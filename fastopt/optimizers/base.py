@@ -1,0 +1,470 @@
+"""The machinery every Keras-style optimizer shares, written once.
+
+An optimizer subclass is Keras's shape: a constructor, `state_slots` (which
+state arrays it keeps, and their initial value) and an `update_step` that
+calls one `fastopt.functional` function with ``convention="keras"``.
+Everything else lives here:
+
+* ``apply_gradients(zip(grads, params))``: checks the whole call before any
+  array is written, builds the state on the first call, skips None
+  gradients (as Keras does), and counts `iterations`;
+* the learning rate: a float (settable between steps) or a schedule
+  ``step -> lr`` called with `iterations`, as Keras calls a
+  ``LearningRateSchedule``; it is a runtime scalar, so nothing recompiles;
+* Keras's gradient handling, in Keras's order: ``loss_scale_factor``, then one
+  of ``clipnorm`` / ``global_clipnorm`` / ``clipvalue``, then decoupled
+  ``weight_decay`` (``p ← p − p·wd·lr``), then the update. Scaling, clipping
+  and decay are fused into the update kernel (the functional API's
+  `grad_scale`, `clip_value`, `weight_decay`); norms are reduced where the
+  gradients live and only the sums come to the host;
+* ``get_config`` / ``from_config`` with Keras's keys, ``state_dict`` /
+  ``load_state_dict`` and ``save_state`` / ``load_state`` (``.npz``).
+"""
+import math
+import numbers
+import warnings
+
+import numpy as np
+
+from .. import _dispatch
+from ..functional._common import check_flag, check_float
+from . import _arrays
+
+# Keras base-optimizer options fastopt accepts only at their "off" value, so
+# that a Keras config (``keras_opt.get_config()``) loads when it uses none.
+_KERAS_OFF = {"use_ema": False, "ema_overwrite_frequency": None,
+              "gradient_accumulation_steps": None}
+_KERAS_IGNORED = ("ema_momentum",)   # meaningful only with use_ema
+
+
+class Optimizer:
+    """Base class of fastopt's Keras-style optimizers (see the module docstring).
+
+    Subclasses define `state_slots`, `update_step` and `get_config` (adding
+    their own hyperparameters), and check those in their constructor.
+    """
+
+    def __init__(self, learning_rate, weight_decay=None, clipnorm=None,
+                 clipvalue=None, global_clipnorm=None, loss_scale_factor=None,
+                 name=None, **kwargs):
+        fn = f"{type(self).__name__}()"
+        for key, off in _KERAS_OFF.items():
+            if key in kwargs and kwargs.pop(key) != off:
+                raise ValueError(f"{fn}: {key} is a Keras option fastopt does not "
+                                 f"implement; only {key}={off!r} is accepted")
+        for key in _KERAS_IGNORED:
+            kwargs.pop(key, None)
+        if kwargs:
+            raise ValueError(f"{fn}: unknown argument(s) {sorted(kwargs)}")
+        self._fn = fn
+        self._learning_rate = self._check_learning_rate(learning_rate)
+        self.weight_decay = self._optional(weight_decay, "weight_decay", low=0.0)
+        self.clipnorm = self._optional(clipnorm, "clipnorm", positive=True)
+        self.clipvalue = self._optional(clipvalue, "clipvalue", positive=True)
+        self.global_clipnorm = self._optional(global_clipnorm, "global_clipnorm",
+                                              positive=True)
+        self.loss_scale_factor = self._optional(loss_scale_factor,
+                                                "loss_scale_factor", positive=True)
+        clips = [k for k in ("clipnorm", "clipvalue", "global_clipnorm")
+                 if getattr(self, k) is not None]
+        if len(clips) > 1:
+            raise ValueError(f"{fn}: only one of clipnorm, clipvalue and "
+                             f"global_clipnorm can be set, got {', '.join(clips)}")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"{fn}: name must be a string, got {type(name).__name__}")
+        self.name = name or type(self).__name__.lower()
+        self._iterations = 0
+        self._specs = None      # per param: the `_arrays.Spec` later calls must match
+        self._state = None      # per param: {slot name: array}
+        self._pending = None    # state loaded before build: {slot name: [host arrays]}
+        self._pending_count = 0
+        self._params = None     # the params of the last call, for apply(grads)
+
+    # -- what subclasses define ---------------------------------------------
+    def state_slots(self):
+        """``((name, initial value), ...)``: the state kept per param (Keras's names)."""
+        return ()
+
+    def update_step(self, grad, param, state, lr, options):
+        """Update one `param` in place with one fused call.
+
+        state:   this param's state arrays by slot name.
+        lr:      this step's learning rate (a float).
+        options: keyword arguments for the functional call: ``grad_scale``,
+                 ``clip_value``, ``weight_decay``.
+        """
+        raise NotImplementedError
+
+    def get_config(self):
+        """This optimizer's constructor arguments, with Keras's keys.
+
+        A float learning rate is stored as a float; a schedule as the callable
+        itself (serialise it yourself if it must go to JSON).
+
+        Example::
+
+            >>> cfg = fastopt.Adam(learning_rate=1e-3).get_config()
+            >>> fastopt.Adam.from_config(cfg).get_config() == cfg
+            True
+        """
+        return {"name": self.name, "learning_rate": self._learning_rate,
+                "weight_decay": self.weight_decay, "clipnorm": self.clipnorm,
+                "global_clipnorm": self.global_clipnorm,
+                "clipvalue": self.clipvalue,
+                "loss_scale_factor": self.loss_scale_factor}
+
+    @classmethod
+    def from_config(cls, config):
+        """A new optimizer (no state) from `get_config`'s dict, or from a Keras
+        optimizer's config that uses no option fastopt lacks.
+
+        Unknown keys raise ValueError. A Keras schedule serialised as a dict must
+        be deserialised first (``keras.optimizers.schedules.deserialize``).
+        """
+        if not isinstance(config, dict):
+            raise TypeError(f"{cls.__name__}.from_config(): config must be a dict, "
+                            f"got {type(config).__name__}")
+        if isinstance(config.get("learning_rate"), dict):
+            raise ValueError(
+                f"{cls.__name__}.from_config(): learning_rate is a serialised "
+                "schedule; deserialise it (keras.optimizers.schedules.deserialize) "
+                "and pass the object")
+        return cls(**config)
+
+    # -- checks -------------------------------------------------------------
+    def _optional(self, value, name, *, low=None, positive=False):
+        if value is None:
+            return None
+        return check_float(self._fn, name, value, low=0.0 if positive else low,
+                           low_open=positive)
+
+    def _check(self, name, value, **bounds):
+        return check_float(self._fn, name, value, **bounds)
+
+    def _flag(self, name, value):
+        check_flag(self._fn, name, value)
+        return value
+
+    def _check_learning_rate(self, value):
+        if callable(value):
+            return value
+        return check_float(self._fn, "learning_rate", value, low=0.0)
+
+    # -- learning rate and iterations ----------------------------------------
+    @property
+    def iterations(self) -> int:
+        """The number of steps applied so far (Keras's ``iterations``)."""
+        return self._iterations
+
+    @property
+    def learning_rate(self) -> float:
+        """The learning rate of the next step: the float, or the schedule's value."""
+        return self._current_lr()
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        self._learning_rate = self._check_learning_rate(value)
+
+    def _current_lr(self):
+        lr = self._learning_rate
+        if not callable(lr):
+            return lr
+        value = lr(self._iterations)
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"{self._fn}: the learning-rate schedule returned "
+                            f"{type(value).__name__}, not a number") from None
+        if not math.isfinite(value) or value < 0.0:
+            raise ValueError(f"{self._fn}: the learning-rate schedule returned "
+                             f"{value} at step {self._iterations}; it must be "
+                             "finite and >= 0")
+        return value
+
+    # -- applying gradients ---------------------------------------------------
+    @property
+    def built(self) -> bool:
+        return self._specs is not None
+
+    def build(self, params) -> None:
+        """Create the state for `params` (done by the first `apply_gradients`).
+
+        Example::
+
+            >>> opt = fastopt.Adam()
+            >>> opt.build([np.zeros(3)])
+        """
+        params = list(params)
+        if self.built:
+            raise ValueError(f"{self._fn}: already built")
+        self._build(params, [d.spec for d in self._describe_params(params)])
+
+    def _describe_params(self, params):
+        described = []
+        for i, p in enumerate(params):
+            d = _arrays.describe(self._fn, f"params[{i}]", p)
+            if d.spec.dtype not in _dispatch.FLOAT_DTYPES:
+                raise TypeError(f"{self._fn}: params[{i}] must be float32 or float64, "
+                                f"got {d.spec.dtype}")
+            if not d.contiguous:
+                raise ValueError(f"{self._fn}: params[{i}] must be C-contiguous")
+            if d.readonly:
+                raise ValueError(f"{self._fn}: params[{i}] is read-only; it is "
+                                 "updated in place")
+            described.append(d)
+        return described
+
+    def _build(self, params, specs):
+        slots = self.state_slots()
+        pending = self._pending
+        if pending is not None:
+            self._check_loaded(pending, specs)
+        state = []
+        for i, p in enumerate(params):
+            arrays = {}
+            for name, init in slots:
+                arrays[name] = _arrays.full_like(p, init)
+                if pending is not None:
+                    _arrays.copy_from_host(arrays[name], pending[name][i])
+            state.append(arrays)
+        self._specs, self._state, self._pending = specs, state, None
+
+    def apply_gradients(self, grads_and_vars) -> int:
+        """Apply one step: ``opt.apply_gradients(zip(grads, params))``.
+
+        Updates each param in place (NumPy arrays on the CPU; CuPy, Numba or
+        torch CUDA arrays on their GPU) and returns the new `iterations`. The
+        first call creates the state; later calls must pass params of the same
+        count, shapes, dtypes and devices, in the same order. A None gradient
+        skips its param for this step (Keras does the same, with a warning;
+        so does fastopt); all-None raises. Any error is raised before any
+        array is written.
+
+        Example::
+
+            >>> w = np.ones(3)
+            >>> opt = fastopt.SGD(learning_rate=0.1, momentum=0.9)
+            >>> opt.apply_gradients(zip([np.full(3, 0.5)], [w]))
+            1
+        """
+        pairs = list(grads_and_vars)
+        for k, pair in enumerate(pairs):
+            if not (isinstance(pair, tuple) and len(pair) == 2):
+                raise TypeError(f"{self._fn}: apply_gradients() takes (grad, param) "
+                                f"pairs, e.g. zip(grads, params); item {k} is "
+                                f"{type(pair).__name__}")
+        return self.apply([g for g, _ in pairs], [p for _, p in pairs])
+
+    def apply(self, grads, params=None) -> int:
+        """`apply_gradients` with separate lists; `params` may be omitted once built."""
+        grads = list(grads)
+        if params is None:
+            if not self.built:
+                raise ValueError(f"{self._fn}: params are required until the "
+                                 "optimizer is built")
+            params = self._params
+        params = list(params)
+        if len(grads) != len(params):
+            raise ValueError(f"{self._fn}: got {len(grads)} gradients for "
+                             f"{len(params)} params")
+        if not grads:
+            return self._iterations        # Keras: an empty call is a no-op
+        described_params = self._match_params(params)
+        present = [i for i, g in enumerate(grads) if g is not None]
+        if not present:
+            raise ValueError(f"{self._fn}: no gradients provided for any param "
+                             "(all are None)")
+        described = {i: self._check_grad(i, grads[i], described_params[i])
+                     for i in present}
+        lr = self._current_lr()
+        scales = self._grad_scales(described)
+        if len(present) < len(grads):
+            skipped = [i for i, g in enumerate(grads) if g is None]
+            warnings.warn(f"{self._fn}: gradients are None for params {skipped}; "
+                          "those params are not updated this step (as in Keras)",
+                          stacklevel=3)
+        if not self.built:
+            self._build(params, [d.spec for d in described_params])
+        self._params = params
+        options = {"weight_decay": self.weight_decay or 0.0,
+                   "clip_value": self.clipvalue}
+        for i in present:
+            options["grad_scale"] = scales[i]
+            self.update_step(grads[i], params[i], self._state[i], lr, options)
+        self._iterations += 1
+        return self._iterations
+
+    def _match_params(self, params):
+        if self.built and len(params) != len(self._specs):
+            raise ValueError(f"{self._fn}: got {len(params)} params, but the "
+                             f"optimizer was built for {len(self._specs)}")
+        described = self._describe_params(params)
+        if self.built:
+            for i, (d, want) in enumerate(zip(described, self._specs)):
+                _check_same(self._fn, f"params[{i}]", d.spec, want, "at build")
+        return described
+
+    def _check_grad(self, i, grad, param):
+        d = _arrays.describe(self._fn, f"grads[{i}]", grad)
+        _check_same(self._fn, f"grads[{i}]", d.spec, param.spec, f"as params[{i}]")
+        if not d.contiguous:
+            raise ValueError(f"{self._fn}: grads[{i}] must be C-contiguous")
+        if d.nbytes and abs(d.ptr - param.ptr) < d.nbytes:
+            raise ValueError(f"{self._fn}: grads[{i}] shares memory with params[{i}]")
+        return d
+
+    def _grad_scales(self, described):
+        """Each gradient's factor: 1/loss_scale_factor times its norm-clip factor."""
+        base = 1.0 if self.loss_scale_factor is None else 1.0 / self.loss_scale_factor
+        scales = dict.fromkeys(described, base)
+        clip = self.clipnorm if self.clipnorm is not None else self.global_clipnorm
+        if clip is None:
+            return scales
+        keys = list(described)
+        sums = _arrays.sum_squares([described[k] for k in keys])
+        if self.clipnorm is not None:
+            norms = [math.sqrt(s) * base for s in sums]
+        else:
+            norms = [math.sqrt(math.fsum(sums)) * base] * len(keys)
+        for k, norm in zip(keys, norms):
+            if not math.isfinite(norm):
+                # Keras would write NaN into the params; fastopt refuses, unchanged.
+                which = (f"the norm of grads[{k}]" if self.clipnorm is not None
+                         else "the global norm of the gradients")
+                raise ValueError(f"{self._fn}: {which} is {norm}; norm clipping "
+                                 "needs finite gradients")
+            scales[k] = base * (clip / max(norm, clip))
+        return scales
+
+    # -- state ------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """The optimizer's state as a flat dict of NumPy values (host copies).
+
+        Keys: ``optimizer`` (class name), ``iterations``, ``num_params``,
+        ``learning_rate`` (when a float), ``"<slot>/<i>"`` per state array.
+        `load_state_dict` into a fresh optimizer of the same config continues
+        the run bit for bit.
+        """
+        out = {"optimizer": np.array(type(self).__name__),
+               "iterations": np.array(self._iterations, np.int64)}
+        if not callable(self._learning_rate):
+            out["learning_rate"] = np.array(self._learning_rate, np.float64)
+        if self._pending is not None:
+            arrays = self._pending
+            out["num_params"] = np.array(self._pending_count, np.int64)
+        elif self.built:
+            arrays = {name: [s[name] for s in self._state]
+                      for name, _ in self.state_slots()}
+            out["num_params"] = np.array(len(self._specs), np.int64)
+        else:
+            arrays = {}
+        for name, values in arrays.items():
+            for i, a in enumerate(values):
+                out[f"{name}/{i}"] = _arrays.to_host(a)
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict`'s output (checked fully before anything changes).
+
+        Built: the state arrays are overwritten in place. Not built yet: the
+        state is kept and placed on the params' device by the first
+        `apply_gradients` (which checks it against the params first).
+        """
+        fn = f"{type(self).__name__}.load_state_dict()"
+        if not isinstance(state, dict):
+            raise TypeError(f"{fn}: state must be a dict, got {type(state).__name__}")
+        missing = {"optimizer", "iterations"} - set(state)
+        if missing:
+            raise ValueError(f"{fn}: state lacks {sorted(missing)}")
+        kind = str(np.asarray(state["optimizer"]))
+        if kind != type(self).__name__:
+            raise ValueError(f"{fn}: state is from a {kind}, not a {type(self).__name__}")
+        iterations = np.asarray(state["iterations"])
+        if iterations.shape != () or iterations.dtype.kind not in "iu" or iterations < 0:
+            raise ValueError(f"{fn}: iterations must be an integer >= 0")
+        names = [name for name, _ in self.state_slots()]
+        count = int(state.get("num_params", -1))
+        arrays = {name: [] for name in names}
+        for key in state:
+            if key in ("optimizer", "iterations", "learning_rate", "num_params"):
+                continue
+            name, _, index = key.rpartition("/")
+            if name not in arrays or not index.isdigit():
+                raise ValueError(
+                    f"{fn}: unexpected key {key!r}; this {type(self).__name__} keeps "
+                    f"{names or 'no state arrays'} (is its config the same?)")
+        for name in names:
+            i = 0
+            while f"{name}/{i}" in state:
+                arrays[name].append(np.asarray(state[f"{name}/{i}"]))
+                i += 1
+            if count < 0:
+                count = i
+            if i != count:
+                raise ValueError(f"{fn}: {i} arrays for {name}, expected {count}")
+        lr = state.get("learning_rate")
+        if lr is not None and not callable(self._learning_rate):
+            lr = check_float(fn, "learning_rate", float(np.asarray(lr)), low=0.0)
+        if self.built and count >= 0 and names:
+            self._check_loaded(arrays, self._specs, fn)
+        if self.built and count >= 0 and count != len(self._specs):
+            raise ValueError(f"{fn}: state has {count} params, the optimizer "
+                             f"{len(self._specs)}")
+        # Everything checked: now change things.
+        if self.built:
+            for i, s in enumerate(self._state):
+                for name in names:
+                    _arrays.copy_from_host(s[name], arrays[name][i])
+        elif names and count > 0:
+            self._pending = arrays
+            self._pending_count = count
+        self._iterations = int(iterations)
+        if lr is not None and not callable(self._learning_rate):
+            self._learning_rate = lr
+
+    def _check_loaded(self, arrays, specs, fn=None):
+        fn = fn or self._fn
+        for name, values in arrays.items():
+            if len(values) != len(specs):
+                raise ValueError(f"{fn}: the loaded state has {len(values)} params, "
+                                 f"got {len(specs)}")
+            for i, (a, spec) in enumerate(zip(values, specs)):
+                if a.shape != spec.shape or a.dtype != spec.dtype:
+                    raise ValueError(
+                        f"{fn}: loaded {name}/{i} is {a.dtype}{list(a.shape)}, but "
+                        f"params[{i}] is {spec.dtype}{list(spec.shape)}")
+
+    def save_state(self, path) -> None:
+        """Write `state_dict` to a ``.npz`` file.
+
+        Example::
+
+            >>> opt.save_state("opt.npz")
+            >>> fresh = fastopt.Adam.from_config(opt.get_config())
+            >>> fresh.load_state("opt.npz")
+        """
+        np.savez(path, **self.state_dict())
+
+    def load_state(self, path) -> None:
+        """Read a ``.npz`` file written by `save_state` (see `load_state_dict`)."""
+        with np.load(path, allow_pickle=False) as data:
+            self.load_state_dict({k: data[k] for k in data.files})
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items()
+                         if k != "name" and v is not None)
+        return f"{type(self).__name__}({args})"
+
+
+def _check_same(fn, name, got, want, where):
+    if got.place != want.place or got.device != want.device:
+        error = TypeError if got.place != want.place else ValueError
+        raise error(f"{fn}: {name} is in {got.where()}, expected {want.where()} "
+                    f"{where}")
+    if got.dtype != want.dtype:
+        raise TypeError(f"{fn}: {name} has dtype {got.dtype}, expected "
+                        f"{want.dtype} {where}")
+    if got.shape != want.shape:
+        raise ValueError(f"{fn}: {name} has shape {got.shape}, expected "
+                         f"{want.shape} {where}")
+
