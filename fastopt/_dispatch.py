@@ -49,6 +49,9 @@ def update(fn, variant, param, grad, states, pre, hyper):
     pre, hyper: Python floats, cast here to the arrays' dtype.
     """
     assert len(hyper) == len(RULES[variant.rule].hyper) and len(pre) == len(PRE)
+    if isinstance(param, (list, tuple)):   # the list form (fastopt/_multi.py)
+        from . import _multi
+        return _multi.update_many(fn, variant, param, grad, states, pre, hyper)
     names = ["param", "grad"]
     arrays = [param, grad]
     for name, why in zip(variant.slots, variant.slot_reasons):

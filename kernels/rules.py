@@ -36,6 +36,19 @@ def nan_max(a, b):
 
 
 @rule
+def lerp(a, b, w, one_minus_w):
+    """torch.lerp(a, b, w), formula for formula: a + w·(b − a) if w < 0.5,
+    else b − (b − a)·(1 − w). The form decides how Inf becomes NaN (once a is
+    infinite, a + w·(b − a) is NaN), so torch-convention rules use it where
+    torch does. The host passes 1 − w (no float literal here); w < 1 − w is
+    w < 0.5.
+    """
+    if w < one_minus_w:
+        return a + w * (b - a)
+    return b - (b - a) * one_minus_w
+
+
+@rule
 def sgd(p, g, s, h, f):
     """Plain SGD (both conventions): p ← p − lr·g.   h = (lr,)"""
     (lr,) = h
@@ -139,7 +152,7 @@ def rmsprop_torch(p, g, s, h, f):
     """torch RMSprop; slots (square_avg s, grad_avg ḡ, momentum_buffer buf).
 
     s ← α·s + (1−α)·g²
-    centered: ḡ ← ḡ + (1−α)·(g − ḡ);  d = sqrt(s − ḡ²) + ε
+    centered: ḡ ← lerp(ḡ, g, 1−α);    d = sqrt(s − ḡ²) + ε
     else:                              d = sqrt(s) + ε
     momentum: buf ← μ·buf + g/d;  p ← p − lr·buf     else: p ← p − lr·g/d
     h = (lr, α, 1−α, ε, μ);  f = (centered, momentum)
@@ -149,7 +162,7 @@ def rmsprop_torch(p, g, s, h, f):
     centered, momentum = f
     sq = alpha * sq + one_minus_alpha * (g * g)
     if centered:
-        avg = avg + one_minus_alpha * (g - avg)
+        avg = lerp(avg, g, one_minus_alpha, alpha)
         d = math.sqrt(sq - avg * avg) + eps
     else:
         d = math.sqrt(sq) + eps
@@ -165,19 +178,23 @@ def rmsprop_torch(p, g, s, h, f):
 def adam(p, g, s, h, f):
     """Adam / AMSGrad / AdamW, both conventions; slots (m, v, v̂).
 
-    m ← β₁·m + (1−β₁)·g;   v ← β₂·v + (1−β₂)·g²
+    m ← β₁·m + (1−β₁)·g   (torch_lerp: m ← lerp(m, g, 1−β₁), torch's form)
+    v ← β₂·v + (1−β₂)·g²
     AMSGrad: v̂ ← max(v̂, v) and v̂ replaces v below
     p ← p − α·m / (sqrt(v) + ε′)
 
     The host passes α = lr·sqrt(1−β₂ᵗ)/(1−β₁ᵗ). Keras uses ε′ = ε; torch's
     form p − lr/(1−β₁ᵗ)·m / (sqrt(v)/sqrt(1−β₂ᵗ) + ε) is the same rule with
     ε′ = ε·sqrt(1−β₂ᵗ). AdamW's decoupled decay is applied before the rule.
-    h = (α, β₁, 1−β₁, β₂, 1−β₂, ε′);  f = (amsgrad,)
+    h = (α, β₁, 1−β₁, β₂, 1−β₂, ε′);  f = (amsgrad, torch_lerp)
     """
     m, v, vmax = s
     alpha, beta1, one_minus_beta1, beta2, one_minus_beta2, eps = h
-    (amsgrad,) = f
-    m = beta1 * m + one_minus_beta1 * g
+    amsgrad, torch_lerp = f
+    if torch_lerp:
+        m = lerp(m, g, one_minus_beta1, beta1)
+    else:
+        m = beta1 * m + one_minus_beta1 * g
     v = beta2 * v + one_minus_beta2 * (g * g)
     if amsgrad:
         vmax = nan_max(vmax, v)

@@ -58,7 +58,7 @@ def adam(param, grad, exp_avg, exp_avg_sq, *, step: int, lr: float,
     hyper = (lr * sqrt_c2 / c1, beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps)
     states = {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq,
               "max_exp_avg_sq": max_exp_avg_sq}
-    _dispatch.update(fn, variant("adam", (amsgrad,), clip, l2), param, grad,
+    _dispatch.update(fn, variant("adam", (amsgrad, convention == "torch"), clip, l2), param, grad,
                      states, pre, hyper)
 
 

@@ -369,6 +369,13 @@ class Optimizer:
         Built: the state arrays are overwritten in place. Not built yet: the
         state is kept and placed on the params' device by the first
         `apply_gradients` (which checks it against the params first).
+        `iterations` is restored, and so is a float learning rate (a schedule
+        is config, not state: it stays the one this optimizer was made with).
+
+        Example::
+
+            >>> fresh = fastopt.Adam.from_config(opt.get_config())
+            >>> fresh.load_state_dict(opt.state_dict())
         """
         fn = f"{type(self).__name__}.load_state_dict()"
         if not isinstance(state, dict):
@@ -396,7 +403,7 @@ class Optimizer:
         for name in names:
             i = 0
             while f"{name}/{i}" in state:
-                arrays[name].append(np.asarray(state[f"{name}/{i}"]))
+                arrays[name].append(np.array(state[f"{name}/{i}"], copy=True))
                 i += 1
             if count < 0:
                 count = i

@@ -1,0 +1,289 @@
+"""The list form of the functional API: one kernel call per dtype, whatever N.
+
+`update_many` is `_dispatch.update` for lists: ``params``, ``grads`` and every
+state the variant uses are lists (or tuples) of one length N; tensor k is
+``(params[k], grads[k], states[name][k], ...)`` and all share the
+hyperparameters. Design: a table of addresses (the Apex ``multi_tensor_apply``
+way, for arrays the user allocated separately), so no model code changes:
+
+* the tensors are grouped by dtype; each group is cut into chunks of at most
+  `CHUNK` elements, and the table holds each tensor's five addresses
+  (param, grad, three state slots) and each chunk's ``(tensor, start, n)``;
+* on the CPU one ``prange`` over the chunks (one parallel region per dtype
+  group, `kernels.multi_cpu`); on a GPU one launch per dtype group, a block
+  per chunk (`kernels.multi_cuda`);
+* tables are cached, keyed by every address and size (so a cached table is
+  exactly the table that would be rebuilt): when the same arrays come back
+  each step, nothing is rebuilt or copied to the GPU. Tensors added, removed
+  or reallocated between steps simply give another key: the table is rebuilt.
+
+Every check of the one-tensor path runs per tensor, and across tensors no
+written array may overlap any other array of the call, all before anything
+is written. Messages name the argument and index: ``exp_avg[3]``.
+"""
+import collections
+
+import numpy as np
+
+from . import _device, _dispatch
+from .kernels import PRE, RULES
+
+# Elements per chunk: large enough that a chunk's loop runs at full speed
+# (64K float32 = 256 KiB per array), small enough to balance a few big
+# tensors over CPU threads and to give a GPU block a few hundred elements
+# per thread. A module constant so tests can exercise chunk boundaries.
+CHUNK = 1 << 16
+
+_CACHE_SIZE = 8      # tables kept (different lists, e.g. param groups)
+_tables = collections.OrderedDict()
+
+
+def update_many(fn, variant, params, grads, states, pre, hyper):
+    """Check the lists of one update and run `variant` on all their tensors.
+
+    fn:     the public function's name, for error messages.
+    params, grads: lists or tuples of arrays of one length N.
+    states: the caller's state arguments by name, each a list or tuple of N
+            arrays, or None (required only for the slots the variant uses).
+    pre, hyper: Python floats shared by all tensors, cast per dtype group.
+
+    Example (what ``fastopt.functional.sgd([p1, p2], [g1, g2], step=1,
+    lr=0.1)`` runs)::
+
+        >>> update_many("sgd", variant("sgd"), [p1, p2], [g1, g2], {}, pre, (0.1,))
+    """
+    assert len(hyper) == len(RULES[variant.rule].hyper) and len(pre) == len(PRE)
+    names, columns = _columns(fn, variant, params, grads, states)
+    n = len(params)
+    if n == 0:
+        return
+    flat = [a for column in columns for a in column]
+    if all([type(a) is np.ndarray for a in flat]):   # the common case, fast
+        return _update_host(fn, variant, names, columns, pre, hyper)
+    places = [_dispatch._place(a) for a in flat]
+    for j, (a, place) in enumerate(zip(flat, places)):
+        if place is None:
+            raise TypeError(
+                f"{fn}(): {_label(names, n, j)} must be a NumPy array or a CUDA "
+                f"array (CuPy, Numba, torch), got {type(a).__name__}")
+    if places.count(places[0]) != len(places):
+        other = next(j for j, p in enumerate(places) if p != places[0])
+        where = {_dispatch._HOST: "host memory", _dispatch._DEVICE: "a GPU"}
+        raise TypeError(
+            f"{fn}(): arrays are mixed between host memory and a GPU: "
+            f"{_label(names, n, 0)} is in {where[places[0]]}, "
+            f"{_label(names, n, other)} in {where[places[other]]}; "
+            "all must live in the same place")
+    if places[0] == _dispatch._HOST:
+        views = [[_dispatch._host_view(a) for a in column] for column in columns]
+        _update_host(fn, variant, names, views, pre, hyper)
+    else:
+        _update_device(fn, variant, names, columns, pre, hyper)
+
+
+def _label(names, n, j):
+    """The name of the j-th array of the flattened columns: ``grad[3]``."""
+    return f"{names[j // n]}[{j % n}]"
+
+
+def _columns(fn, variant, params, grads, states):
+    """The argument names and their lists, param and grad first, then used slots."""
+    names, columns = ["param", "grad"], [params, grads]
+    for name, why in zip(variant.slots, variant.slot_reasons):
+        if name is not None:
+            column = states.get(name)
+            if column is None:
+                raise ValueError(f"{fn}(): {name} is required{why}")
+            names.append(name)
+            columns.append(column)
+    n = len(params)
+    for name, column in zip(names[1:], columns[1:]):
+        if not isinstance(column, (list, tuple)):
+            raise TypeError(
+                f"{fn}(): param is a list, so {name} must be a list or tuple of "
+                f"{n} arrays too, got {type(column).__name__}")
+        if len(column) != n:
+            raise ValueError(
+                f"{fn}(): {name} has {len(column)} arrays, expected {n} like param")
+    return names, columns
+
+
+def _check_host(fn, names, columns):
+    """Per-tensor dtype, shape, layout and writability checks of host arrays."""
+    for k, p in enumerate(columns[0]):
+        dtype, shape = p.dtype, p.shape
+        if dtype not in _dispatch.FLOAT_DTYPES:
+            raise TypeError(
+                f"{fn}(): param[{k}] must be float32 or float64, got {dtype}")
+        for name, column in zip(names, columns):
+            a = column[k]
+            if a.dtype != dtype:
+                raise TypeError(f"{fn}(): {name}[{k}] has dtype {a.dtype}, "
+                                f"expected {dtype} like param[{k}]")
+            if a.shape != shape:
+                raise ValueError(f"{fn}(): {name}[{k}] has shape {a.shape}, "
+                                 f"expected {shape} like param[{k}]")
+            flags = a.flags
+            if not flags.c_contiguous:
+                raise ValueError(f"{fn}(): {name}[{k}] must be C-contiguous")
+            if not flags.writeable and name != "grad":
+                raise ValueError(
+                    f"{fn}(): {name}[{k}] is read-only; it is updated in place")
+
+
+def _check_no_overlap(fn, names, n, addresses, nbytes):
+    """No written array may share memory with any other array of the call.
+
+    `addresses` and `nbytes` run over the flattened columns (param[0..n),
+    grad[0..n), ...); grads are the only arrays not written. One sweep over
+    the arrays sorted by start address: an array overlaps an earlier one
+    exactly when it starts before the furthest end seen so far (of any
+    earlier array if it is written, of an earlier written one if not).
+    """
+    start = np.asarray(addresses, np.int64)
+    size = np.asarray(nbytes, np.int64)
+    live = np.flatnonzero(size)            # empty arrays overlap nothing
+    if live.size < 2:
+        return
+    written = (live // n) != 1
+    order = np.argsort(start[live], kind="stable")
+    idx, wr = live[order], written[order]
+    lo, hi = start[idx], start[idx] + size[idx]
+    # Running maximum of the ends before each array, over all and over written.
+    end_any = np.maximum.accumulate(hi)
+    end_written = np.maximum.accumulate(np.where(wr, hi, np.iinfo(np.int64).min))
+    before_any = np.concatenate(([np.iinfo(np.int64).min], end_any[:-1]))
+    before_written = np.concatenate(([np.iinfo(np.int64).min], end_written[:-1]))
+    bad = np.flatnonzero(np.where(wr, before_any, before_written) > lo)
+    if bad.size:
+        j = int(bad[0])
+        ends = end_any if wr[j] else end_written
+        # The earlier array whose end is the running maximum overlaps idx[j].
+        i = int(np.flatnonzero((ends[:j] == ends[j - 1]))[0])
+        first, second = sorted((int(idx[i]), int(idx[j])))
+        raise ValueError(
+            f"{fn}(): {_label(names, n, second)} shares memory with "
+            f"{_label(names, n, first)}; each array must be a separate buffer")
+
+
+def _groups(dtypes):
+    """Tensor indices by dtype, in order of first appearance."""
+    groups = {}
+    for k, dtype in enumerate(dtypes):
+        groups.setdefault(dtype, []).append(k)
+    return groups
+
+
+def _slot_columns(variant, ncols):
+    """For each of the kernel's 5 table columns, the argument column it reads.
+
+    Unused state slots repeat param's address: the kernel never touches them.
+    """
+    cols, it = [0, 1], iter(range(2, ncols))
+    cols += [next(it) if used else 0 for used in variant.used]
+    return cols
+
+
+def _table(addresses, sizes, cols, members, n):
+    """(addrs, chunks) of one dtype group, from the cache when unchanged.
+
+    addresses: flattened per column (column c, tensor k at c*n + k);
+    members: the tensor indices of the group.
+    """
+    key = (CHUNK, tuple(cols), tuple(members),
+           tuple(addresses), tuple(sizes))
+    entry = _tables.get(key)
+    if entry is not None:
+        _tables.move_to_end(key)
+        return entry
+    addr = np.asarray(addresses, np.int64).reshape(-1, n)
+    member = np.asarray(members, np.int64)
+    addrs = np.ascontiguousarray(addr[cols][:, member].T)
+    size = np.asarray(sizes, np.int64)[member]
+    count = -(-size // CHUNK)
+    tensor = np.repeat(np.arange(len(member), dtype=np.int64), count)
+    first = np.repeat(np.cumsum(count) - count, count)
+    start = (np.arange(len(tensor), dtype=np.int64) - first) * CHUNK
+    chunks = np.empty((len(tensor), 3), np.int64)
+    chunks[:, 0] = tensor
+    chunks[:, 1] = start
+    chunks[:, 2] = np.minimum(CHUNK, size[tensor] - start)
+    entry = _tables[key] = {"addrs": addrs, "chunks": chunks}
+    while len(_tables) > _CACHE_SIZE:
+        _tables.popitem(last=False)
+    return entry
+
+
+def _update_host(fn, variant, names, columns, pre, hyper):
+    from .kernels import multi_cpu
+
+    _check_host(fn, names, columns)
+    params, n = columns[0], len(columns[0])
+    flat = [a for column in columns for a in column]
+    addresses = [a.ctypes.data for a in flat]
+    sizes = [p.size for p in params]
+    itemsizes = [p.itemsize for p in params]
+    nbytes = [s * i for s, i in zip(sizes, itemsizes)]
+    _check_no_overlap(fn, names, n, addresses, nbytes * len(names))
+    cols = _slot_columns(variant, len(names))
+    kern = multi_cpu.kernel(variant)
+    for dtype, members in _groups([p.dtype for p in params]).items():
+        table = _table(addresses, sizes, cols, members, n)
+        if len(table["chunks"]):
+            kern(table["addrs"], table["chunks"], _dispatch._scalars(dtype, pre),
+                 _dispatch._scalars(dtype, hyper))
+
+
+def _update_device(fn, variant, names, columns, pre, hyper):
+    from .kernels import cuda, multi_cuda
+
+    n = len(columns[0])
+    infos = [[_device.describe(f"{name}[{k}]", a) for k, a in enumerate(column)]
+             for name, column in zip(names, columns)]
+    device = infos[0][0].device
+    for k, p in enumerate(infos[0]):
+        if p.dtype not in _dispatch.FLOAT_DTYPES:
+            raise TypeError(
+                f"{fn}(): param[{k}] must be float32 or float64, got {p.dtype}")
+        for name, column in zip(names, infos):
+            info = column[k]
+            if info.dtype != p.dtype:
+                raise TypeError(f"{fn}(): {name}[{k}] has dtype {info.dtype}, "
+                                f"expected {p.dtype} like param[{k}]")
+            if info.shape != p.shape:
+                raise ValueError(f"{fn}(): {name}[{k}] has shape {info.shape}, "
+                                 f"expected {p.shape} like param[{k}]")
+            if not info.contiguous:
+                raise ValueError(f"{fn}(): {name}[{k}] must be C-contiguous")
+            if info.device != device:
+                raise ValueError(
+                    f"{fn}(): {name}[{k}] is on GPU {info.device} but param[0] "
+                    f"is on GPU {device}; all arrays must be on the same GPU")
+            if info.readonly and name != "grad":
+                raise ValueError(
+                    f"{fn}(): {name}[{k}] is read-only; it is updated in place")
+    flat = [info for column in infos for info in column]
+    _check_no_overlap(fn, names, n, [i.ptr for i in flat], [i.nbytes for i in flat])
+    params = infos[0]
+    sizes = [p.size for p in params]
+    cols = _slot_columns(variant, len(names))
+    stream = _device.stream_of(params[0])
+    simulated = cuda._simulated()
+    with _device.on_device(device):
+        for dtype, members in _groups([p.dtype for p in params]).items():
+            kern = multi_cuda.kernel(variant)
+            if simulated:
+                # The simulator runs no intrinsic: hand the kernel the arrays
+                # themselves, in the table's layout, and its chunk list.
+                views = [_device.flat_view(i) for i in flat]
+                table = tuple(tuple(views[c * n + k] for c in cols) for k in members)
+                chunks = _table([0] * len(flat), sizes, cols, members, n)["chunks"]
+            else:
+                entry = _table([i.ptr for i in flat], sizes, cols, members, n)
+                table, chunks = multi_cuda.device_table(entry, device, stream)
+            if len(chunks) == 0:
+                continue
+            blocks, threads = multi_cuda.launch_config(len(chunks))
+            kern[blocks, threads, stream](table, chunks,
+                                          _dispatch._scalars(dtype, pre),
+                                          _dispatch._scalars(dtype, hyper))

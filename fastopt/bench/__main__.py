@@ -1,0 +1,85 @@
+"""Command line: ``python -m fastopt.bench`` / ``fastopt-bench``.
+
+Example::
+
+    python -m fastopt.bench --optimizers adam,sgd_momentum --sizes 1e6,5e7 \\
+        --dtype float32,float64 --device cpu --out bench-results
+"""
+import argparse
+import sys
+
+from .cases import CASES, DEFAULT_OPTIMIZERS
+
+
+def _list(text):
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _sizes(text):
+    try:
+        return [int(float(t)) for t in _list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"sizes must be numbers like 1e6, got {text!r}")
+
+
+def parser():
+    p = argparse.ArgumentParser(
+        prog="python -m fastopt.bench",
+        description="Time fastopt's fused optimizer updates against a memory-floor "
+                    "kernel and the installed peers (NumPy, torch.optim, CuPy, optax).")
+    p.add_argument("--optimizers", type=_list, default=list(DEFAULT_OPTIMIZERS),
+                   help=f"comma-separated, from {', '.join(CASES)} "
+                        f"(default: {','.join(DEFAULT_OPTIMIZERS)})")
+    p.add_argument("--sizes", type=_sizes, default=[1_000_000, 10_000_000],
+                   help="comma-separated element counts (default: 1e6,1e7)")
+    p.add_argument("--dtype", type=_list, default=["float32"],
+                   help="float32, float64 or both, comma-separated (default: float32)")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    p.add_argument("--peers", type=_list, default=None,
+                   help="comma-separated from numpy, torch, cupy, optax; 'none' for "
+                        "none (default: all the device's peers that are installed)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for every implementation (default: all cores)")
+    p.add_argument("--repeats", type=int, default=10,
+                   help="timed runs per measurement, median reported (default: 10)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--cold-start", type=_list, default=["adam"],
+                   help="optimizers whose first step is timed in fresh processes "
+                        "(default: adam; 'none' to skip)")
+    p.add_argument("--no-overhead", action="store_true",
+                   help="skip the dispatch-overhead measurement")
+    p.add_argument("--out", default="bench-results",
+                   help="folder for the JSON and PNG (default: ./bench-results)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv=None):
+    """Entry point of ``fastopt-bench``; returns the exit status."""
+    from . import report as reporting
+    from .gpu import NoGPU
+    from .runner import run
+
+    args = parser().parse_args(argv)
+    peers = None if args.peers is None else [
+        p for p in args.peers if p != "none"]
+    cold = [o for o in args.cold_start if o != "none"]
+    try:
+        report = run(optimizers=args.optimizers, sizes=args.sizes,
+                     dtypes=args.dtype, device=args.device, peers=peers,
+                     threads=args.threads, repeats=args.repeats,
+                     warmup=args.warmup, cold_start=cold,
+                     overhead=not args.no_overhead, progress=not args.no_progress)
+    except (NoGPU, ValueError) as err:
+        print(f"fastopt.bench: error: {err}", file=sys.stderr)
+        return 2
+    print(reporting.summary(report))
+    json_path, png_path = reporting.save(
+        report, args.out, f"fastopt-bench-{report['meta']['device']}")
+    print(f"\nwrote {json_path}" + (f" and {png_path}" if png_path else
+                                   " (no plot: matplotlib is not installed)"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""The benchmark's one table: each optimizer, its hyperparameters, its state.
+
+A row says how to call fastopt (functional name and keyword arguments, torch
+convention), which state arrays the update reads and writes, and how the
+peers spell the same update. Bytes moved per element come from `slots` only
+(`bytes_per_element`), so every implementation of a row is credited with the
+same traffic; tests check `slots` against the variant the dispatcher picks.
+"""
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Case:
+    """One optimizer configuration, as every implementation runs it.
+
+    fastopt:     name of the function in `fastopt.functional`.
+    kwargs:      its hyperparameters (``convention="torch"`` is added).
+    slots:       the state arrays the update uses, in fastopt's names.
+    torch_class: name in `torch.optim`; torch_kwargs are its arguments.
+    torch_state: torch's state key for each slot, where it differs.
+    init:        how each slot starts: ``"moment"`` (random, small, any sign)
+                 or ``"positive"`` (a running sum of squares).
+    """
+
+    fastopt: str
+    kwargs: dict
+    slots: tuple
+    torch_class: str
+    torch_kwargs: dict
+    torch_state: dict = field(default_factory=dict)
+    init: dict = field(default_factory=dict)
+
+    def bytes_per_element(self, itemsize):
+        """Each array read once (param, grad, slots), each written array
+        written once (param, slots)."""
+        return itemsize * (3 + 2 * len(self.slots))
+
+
+_ADAM = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8)
+_ADAM_TORCH = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
+_POS = "positive"
+
+CASES = {
+    "adam": Case("adam", _ADAM, ("exp_avg", "exp_avg_sq"), "Adam", _ADAM_TORCH,
+                 init={"exp_avg_sq": _POS}),
+    "adamw": Case("adamw", dict(_ADAM, weight_decay=1e-2),
+                  ("exp_avg", "exp_avg_sq"), "AdamW",
+                  dict(_ADAM_TORCH, weight_decay=1e-2), init={"exp_avg_sq": _POS}),
+    "amsgrad": Case("adam", dict(_ADAM, amsgrad=True),
+                    ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), "Adam",
+                    dict(_ADAM_TORCH, amsgrad=True),
+                    init={"exp_avg_sq": _POS, "max_exp_avg_sq": _POS}),
+    "rmsprop": Case("rmsprop", dict(lr=1e-2, alpha=0.99, eps=1e-8), ("square_avg",),
+                    "RMSprop", dict(lr=1e-2, alpha=0.99, eps=1e-8),
+                    init={"square_avg": _POS}),
+    "rmsprop_centered_momentum": Case(
+        "rmsprop", dict(lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.9, centered=True),
+        ("square_avg", "grad_avg", "momentum_buffer"), "RMSprop",
+        dict(lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.9, centered=True),
+        init={"square_avg": _POS}),
+    "adagrad": Case("adagrad", dict(lr=1e-2, eps=1e-10), ("state_sum",), "Adagrad",
+                    dict(lr=1e-2, eps=1e-10), torch_state={"state_sum": "sum"},
+                    init={"state_sum": _POS}),
+    "sgd_momentum": Case("sgd", dict(lr=1e-2, momentum=0.9), ("momentum_buffer",),
+                         "SGD", dict(lr=1e-2, momentum=0.9)),
+    "sgd": Case("sgd", dict(lr=1e-2), (), "SGD", dict(lr=1e-2)),
+}
+
+# The issue's CPU targets; also the default selection.
+DEFAULT_OPTIMIZERS = ("adam", "adamw", "rmsprop", "adagrad", "sgd_momentum")

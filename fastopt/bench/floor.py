@@ -1,0 +1,99 @@
+"""Memory-floor kernels: the same reads and writes as a rule, trivial math.
+
+For a rule with k state slots the floor reads param, grad and the k slots and
+writes param and the k slots, once each, with one multiply-add per written
+array; it is compiled like fastopt's CPU loop (parallel, prange, the same
+fastmath set), so fastopt time / floor time is how far fastopt is from what
+the memory bus allows. The copy kernels give the device's copy bandwidth.
+"""
+import functools
+
+import numba
+
+from ..kernels.cpu import FASTMATH
+
+
+def _cpu_floor(nslots):
+    # A closure over an int: Numba's cache keys on its value (see style.md).
+    @numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
+    def floor(param, grad, state, h):
+        for i in numba.prange(param.size):
+            g = grad[i]
+            b = g * g
+            param[i] = param[i] - h * g
+            if nslots > 0:
+                state[0][i] = state[0][i] * h + b
+            if nslots > 1:
+                state[1][i] = state[1][i] * h + b
+            if nslots > 2:
+                state[2][i] = state[2][i] * h + b
+
+    return floor
+
+
+CPU_FLOORS = [_cpu_floor(k) for k in range(4)]
+
+
+@numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
+def cpu_copy(dst, src):
+    """dst ← src over all threads; credits 2 x nbytes (read + write)."""
+    for i in numba.prange(src.size):
+        dst[i] = src[i]
+
+
+def make_cpu(case, sets):
+    """``call(k)``: the floor kernel of `case` on buffer set k."""
+    kern = CPU_FLOORS[len(case.slots)]
+    args = []
+    for arrays in sets:
+        p = arrays["param"]
+        slots = [arrays[s] for s in case.slots]
+        state = tuple(slots + [p] * (3 - len(slots)))   # unused: never touched
+        args.append((p, arrays["grad"], state, p.dtype.type(0.5)))
+
+    def call(k):
+        kern(*args[k])
+
+    return call
+
+
+@functools.lru_cache(maxsize=None)
+def _gpu_floor(nslots):
+    from numba import cuda
+
+    @cuda.jit
+    def floor(param, grad, s0, s1, s2, h):
+        start, stride = cuda.grid(1), cuda.gridsize(1)
+        for i in range(start, param.size, stride):
+            g = grad[i]
+            b = g * g
+            param[i] = param[i] - h * g
+            if nslots > 0:
+                s0[i] = s0[i] * h + b
+            if nslots > 1:
+                s1[i] = s1[i] * h + b
+            if nslots > 2:
+                s2[i] = s2[i] * h + b
+
+    return floor
+
+
+def make_gpu(case, sets):
+    """``call(k)``: the floor kernel of `case` on GPU buffer set k, launched
+    with fastopt's own launch configuration."""
+    from ..kernels import cuda as fastopt_cuda
+
+    kern = _gpu_floor(len(case.slots))
+    n = sets[0]["param"].size
+    blocks, threads = fastopt_cuda.launch_config(n)
+    args = []
+    for arrays in sets:
+        p = arrays["param"]
+        slots = [arrays[s] for s in case.slots]
+        args.append([p, arrays["grad"], *(slots + [p] * (3 - len(slots))),
+                     p.dtype.type(0.5)])
+
+    def call(k):
+        kern[blocks, threads](*args[k])
+
+    return call

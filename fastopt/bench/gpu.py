@@ -1,0 +1,133 @@
+"""The GPU side of the harness: availability, device buffers, timers.
+
+Nothing here runs without a real CUDA GPU: `require_gpu` refuses the CUDA
+simulator and machines without a driver, with a message saying why.
+"""
+import time
+
+import numpy as np
+
+
+class NoGPU(RuntimeError):
+    """--device cuda was asked for and no real GPU can run it."""
+
+
+def require_gpu():
+    """Raise `NoGPU` unless a real CUDA GPU is usable; returns its description."""
+    import numba
+    if numba.config.ENABLE_CUDASIM:
+        raise NoGPU("--device cuda needs a real GPU, but NUMBA_ENABLE_CUDASIM=1 "
+                    "is set (the CUDA simulator cannot be benchmarked)")
+    try:
+        from numba import cuda
+        if not cuda.is_available():
+            raise NoGPU("--device cuda: no CUDA GPU is available "
+                        "(numba.cuda.is_available() is False: no NVIDIA driver or "
+                        "no device). Use --device cpu.")
+        dev = cuda.get_current_device()
+        name = dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name)
+        driver = cuda.cudadrv.driver.driver.get_version()
+    except NoGPU:
+        raise
+    except Exception as err:   # a broken driver install reads like no GPU
+        raise NoGPU(f"--device cuda: CUDA is not usable here: {err}") from err
+    return {"name": name, "driver": ".".join(map(str, driver)),
+            "compute_capability": ".".join(map(str, dev.compute_capability)),
+            "multiprocessors": dev.MULTIPROCESSOR_COUNT}
+
+
+def gpu_available():
+    try:
+        require_gpu()
+    except NoGPU:
+        return False
+    return True
+
+
+def l2_bytes():
+    from numba import cuda
+    try:
+        return int(cuda.get_current_device().L2_CACHE_SIZE)
+    except Exception:   # attribute missing in some numba-cuda versions
+        return 64 << 20
+
+
+def to_device_sets(host_sets):
+    """Numba device arrays holding copies of host buffer sets."""
+    from numba import cuda
+    return [{name: cuda.to_device(a) for name, a in s.items()} for s in host_sets]
+
+
+class EventTimer:
+    """Times one call with CUDA events on the legacy default stream, which
+    orders work with Numba's, CuPy's and torch's default streams."""
+
+    def __init__(self):
+        from numba import cuda
+        self._cuda = cuda
+        self._start, self._end = cuda.event(), cuda.event()
+
+    def synchronize(self):
+        self._cuda.synchronize()
+
+    def measure(self, fn):
+        self._start.record()
+        fn()
+        self._end.record()
+        self._end.synchronize()
+        return self._cuda.event_elapsed_time(self._start, self._end) / 1e3
+
+
+class TorchEventTimer:
+    """CUDA events on torch's current stream (torch may not use stream 0)."""
+
+    def __init__(self):
+        import torch
+        self._torch = torch
+        self._start = torch.cuda.Event(enable_timing=True)
+        self._end = torch.cuda.Event(enable_timing=True)
+
+    def synchronize(self):
+        self._torch.cuda.synchronize()
+
+    def measure(self, fn):
+        self._start.record()
+        fn()
+        self._end.record()
+        self._end.synchronize()
+        return self._start.elapsed_time(self._end) / 1e3
+
+
+class SyncTimer:
+    """Host clock around a call followed by `block(result)` (JAX has no
+    user-facing events; it is synchronised before the clock is read)."""
+
+    def __init__(self, block):
+        self._block = block
+        self.last = None
+
+    def synchronize(self):
+        self._block()
+
+    def measure(self, fn):
+        t0 = time.perf_counter()
+        fn()
+        self._block()
+        return time.perf_counter() - t0
+
+
+def make_copy(sets):
+    """``call(k)``: a device-to-device copy of set k's param into its grad's
+    twin buffer (credited 2 x nbytes)."""
+    from numba import cuda
+    pairs = [(cuda.device_array_like(s["param"]), s["param"]) for s in sets]
+
+    def call(k):
+        dst, src = pairs[k]
+        dst.copy_to_device(src)
+
+    return call
+
+
+def host_copy_of(array):
+    return np.asarray(array.copy_to_host())

@@ -1,0 +1,135 @@
+"""Dispatch overhead and cold start of fastopt's CPU path.
+
+Overhead: many `fastopt.functional` calls on a small array, minus the same
+compiled kernel called directly with the arguments the dispatcher passed it
+(captured once by a spy), is what checking and dispatching cost per call.
+Because that difference inherits the kernel's own jitter (thread wake-ups on a
+busy machine), the Python side alone is timed too: the same calls with the
+compiled kernel swapped for a no-op.
+
+Cold start: fresh interpreters (``python -c _CHILD``, so that nothing of
+fastopt is imported before the clock starts) time ``import fastopt`` and the
+first step of each optimizer, once with an empty Numba cache and once with
+that cache warm.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import fastopt.functional
+from ..kernels import cpu
+from .cases import CASES
+from .timing import make_host_sets
+
+OVERHEAD_N = 1000
+
+
+def fastopt_call(case, arrays, step):
+    """One `fastopt.functional` step of `case` on a buffer set."""
+    fn = getattr(fastopt.functional, case.fastopt)
+    states = {slot: arrays[slot] for slot in case.slots}
+    fn(arrays["param"], arrays["grad"], **states, step=step, convention="torch",
+       **case.kwargs)
+
+
+def captured_kernel_call(case, arrays, step=2, then=None):
+    """(variant, kernel, args) of the CPU kernel that one fastopt call runs.
+
+    then(): called while the kernel is swapped for a no-op (after the capture).
+    """
+    fastopt_call(case, arrays, step)          # builds the kernel
+    seen = []
+    saved = dict(cpu._kernels)
+
+    def spy(variant, kern):
+        def call(*args):
+            if not seen:
+                seen.append((variant, kern, args))
+                return kern(*args)
+        return call
+
+    try:
+        for variant, kern in saved.items():
+            cpu._kernels[variant] = spy(variant, kern)
+        fastopt_call(case, arrays, step)
+        if then is not None:
+            then()
+    finally:
+        cpu._kernels.clear()
+        cpu._kernels.update(saved)
+    if len(seen) != 1:
+        raise RuntimeError(f"expected one CPU kernel call, saw {len(seen)}")
+    return seen[0]
+
+
+def _per_call(fn, calls, batches):
+    best = []
+    for _ in range(batches):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best.append((time.perf_counter() - t0) / calls)
+    return float(np.median(best))
+
+
+def dispatch_overhead(name, dtype, n=OVERHEAD_N, calls=2000, batches=7):
+    """Per-call microseconds of fastopt, of its kernel alone, and the difference."""
+    case = CASES[name]
+    arrays = make_host_sets(case, n, dtype, 1)[0]
+    python = []
+    variant, kern, args = captured_kernel_call(case, arrays, then=lambda: python.append(
+        _per_call(lambda: fastopt_call(case, arrays, 5), calls, batches)))
+    call_s = _per_call(lambda: fastopt_call(case, arrays, 5), calls, batches)
+    kernel_s = _per_call(lambda: kern(*args), calls, batches)
+    return {"optimizer": name, "dtype": np.dtype(dtype).name, "n": n,
+            "variant": variant.key.rsplit("-", 1)[0],
+            "call_us": call_s * 1e6, "kernel_us": kernel_s * 1e6,
+            "overhead_us": (call_s - kernel_s) * 1e6, "python_us": python[0] * 1e6}
+
+
+def cold_start(names, dtype, threads):
+    """First-step seconds in fresh processes: empty Numba cache, then warm."""
+    out = {"optimizers": list(names), "dtype": np.dtype(dtype).name}
+    with tempfile.TemporaryDirectory(prefix="fastopt-bench-cache-") as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache, NUMBA_NUM_THREADS=str(threads))
+        for label in ("cold_cache", "warm_cache"):
+            cmd = [sys.executable, "-c", _CHILD, np.dtype(dtype).name, *names]
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            wall = time.perf_counter() - t0
+            if proc.returncode != 0:
+                raise RuntimeError(f"cold-start subprocess failed:\n{proc.stderr}")
+            out[label] = dict(json.loads(proc.stdout.strip().splitlines()[-1]),
+                              process_s=wall)
+    return out
+
+
+_CHILD = """
+import sys, time
+t0 = time.perf_counter()
+import fastopt.functional
+import_s = time.perf_counter() - t0
+from fastopt.bench.overhead import child
+child(import_s, sys.argv[1], sys.argv[2:])
+"""
+
+
+def child(import_s, dtype, names):
+    """In a fresh process: time each optimizer's first step; print JSON."""
+    first = {}
+    for name in names:
+        case = CASES[name]
+        arrays = make_host_sets(case, OVERHEAD_N, np.dtype(dtype), 1)[0]
+        t0 = time.perf_counter()
+        fastopt_call(case, arrays, 1)
+        first[name] = time.perf_counter() - t0
+    kernels = list(cpu._kernels.values())
+    print(json.dumps({
+        "import_s": import_s, "first_step_s": first,
+        "cache_hits": sum(sum(k.stats.cache_hits.values()) for k in kernels),
+        "cache_misses": sum(sum(k.stats.cache_misses.values()) for k in kernels)}))

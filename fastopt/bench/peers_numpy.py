@@ -1,0 +1,78 @@
+"""Plain NumPy peers: the update as a user would first write it.
+
+Whole-array expressions with their temporaries, in place on the same arrays
+fastopt updates, torch's convention and hyperparameters (from `cases.CASES`).
+NumPy runs these on one thread whatever the thread count.
+"""
+import numpy as np
+
+
+def _adam(a, k, t, amsgrad=False, wd=0.0):
+    p, g, m, v = a["param"], a["grad"], a["exp_avg"], a["exp_avg_sq"]
+    lr, b1, b2, eps = k["lr"], k["beta1"], k["beta2"], k["eps"]
+    if wd:
+        p *= 1 - lr * wd
+    m[:] = b1 * m + (1 - b1) * g
+    v[:] = b2 * v + (1 - b2) * g * g
+    if amsgrad:
+        np.maximum(a["max_exp_avg_sq"], v, out=a["max_exp_avg_sq"])
+        v = a["max_exp_avg_sq"]
+    m_hat = m / (1 - b1 ** t)
+    v_hat = v / (1 - b2 ** t)
+    p -= lr * m_hat / (np.sqrt(v_hat) + eps)
+
+
+def _rmsprop(a, k, t):
+    p, g, s = a["param"], a["grad"], a["square_avg"]
+    alpha = k["alpha"]
+    s[:] = alpha * s + (1 - alpha) * g * g
+    if k.get("centered"):
+        avg = a["grad_avg"]
+        avg[:] = alpha * avg + (1 - alpha) * g
+        denom = np.sqrt(s - avg * avg) + k["eps"]
+    else:
+        denom = np.sqrt(s) + k["eps"]
+    if k.get("momentum"):
+        buf = a["momentum_buffer"]
+        buf[:] = k["momentum"] * buf + g / denom
+        p -= k["lr"] * buf
+    else:
+        p -= k["lr"] * g / denom
+
+
+def _adagrad(a, k, t):
+    p, g, s = a["param"], a["grad"], a["state_sum"]
+    s += g * g
+    p -= k["lr"] * g / (np.sqrt(s) + k["eps"])
+
+
+def _sgd(a, k, t):
+    p, g = a["param"], a["grad"]
+    if k.get("momentum"):
+        buf = a["momentum_buffer"]
+        buf[:] = k["momentum"] * buf + g
+        p -= k["lr"] * buf
+    else:
+        p -= k["lr"] * g
+
+
+_UPDATES = {
+    "adam": lambda a, k, t: _adam(a, k, t, amsgrad=k.get("amsgrad", False)),
+    "adamw": lambda a, k, t: _adam(a, k, t, wd=k["weight_decay"]),
+    "rmsprop": _rmsprop,
+    "adagrad": _adagrad,
+    "sgd": _sgd,
+}
+
+
+def make(case, sets):
+    """``call(k)``: one NumPy step of `case` on buffer set k."""
+    update = _UPDATES[case.fastopt]
+    kwargs = case.kwargs
+    steps = [10] * len(sets)
+
+    def call(k):
+        steps[k] += 1
+        update(sets[k], kwargs, steps[k])
+
+    return call

@@ -1,0 +1,294 @@
+"""The measurement loop: every implementation of every case, same run."""
+import datetime
+import gc
+import os
+import platform
+import sys
+
+import numpy as np
+
+from . import floor, peers_numpy, peers_torch
+from .cases import CASES, DEFAULT_OPTIMIZERS
+from .overhead import cold_start as measure_cold_start
+from .overhead import dispatch_overhead, fastopt_call
+from .progress import Progress
+from .timing import cpu_llc_bytes, make_host_sets, num_sets, time_cpu, time_gpu
+
+PEERS = {"cpu": ("numpy", "torch"), "cuda": ("torch", "cupy", "optax")}
+TORCH_MODES = tuple(peers_torch.MODES)
+QUIET_LOAD = 0.5        # 1-minute load average per core below which we call it quiet
+
+
+def _implementations(device, peers):
+    """Names of the implementations to time, fastopt and its floor first."""
+    names = ["fastopt", "floor"]
+    if "numpy" in peers and device == "cpu":
+        names.append("numpy")
+    if "torch" in peers:
+        names.extend(TORCH_MODES)
+    if device == "cuda":
+        names.extend(p for p in ("cupy", "optax") if p in peers)
+    return names
+
+
+def _unavailable(impl, name, case, device):
+    """Why `impl` cannot run `case` here, or None."""
+    from . import peers_gpu
+    if impl.startswith("torch"):
+        if not peers_torch.available():
+            return "torch is not installed"
+        return peers_torch.supports(case, impl)
+    if impl == "cupy":
+        if not peers_gpu.cupy_available():
+            return "cupy is not installed"
+        return peers_gpu.cupy_supports(name)
+    if impl == "optax" and not peers_gpu.optax_available():
+        return "jax/optax are not installed"
+    return None
+
+
+def _make_call(impl, name, case, sets, device):
+    """``(call(k), timer or None)`` for one implementation on the buffer sets."""
+    if impl == "fastopt":
+        steps = [10] * len(sets)
+
+        def call(k):
+            steps[k] += 1
+            fastopt_call(case, sets[k], steps[k])
+        return call, None
+    if impl == "floor":
+        return (floor.make_cpu if device == "cpu" else floor.make_gpu)(case, sets), None
+    if impl == "numpy":
+        return peers_numpy.make(case, sets), None
+    if impl.startswith("torch"):
+        call = peers_torch.make(case, sets, impl)
+        if device == "cuda":
+            from .gpu import TorchEventTimer
+            return call, TorchEventTimer()
+        return call, None
+    from . import peers_gpu
+    if impl == "cupy":
+        return peers_gpu.make_cupy(name, case, sets), None
+    if impl == "optax":
+        from .gpu import SyncTimer
+        call, block = peers_gpu.make_optax(name, case, sets)
+        return call, SyncTimer(block)
+    raise KeyError(impl)
+
+
+def _time(call, timer, nsets, warmup, repeats, device):
+    if device == "cpu":
+        return time_cpu(call, nsets, warmup, repeats)
+    from .gpu import EventTimer
+    return time_gpu(call, nsets, warmup, repeats, timer or EventTimer())
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _versions():
+    import numba
+    out = {"python": platform.python_version(), "numpy": np.__version__,
+           "numba": numba.__version__}
+    for mod in ("fastopt", "torch", "cupy", "jax", "optax", "numba_cuda"):
+        if mod in sys.modules or mod == "fastopt":
+            __import__(mod)
+            out[mod] = getattr(sys.modules[mod], "__version__", None)
+    return out
+
+
+def _load():
+    try:
+        return list(os.getloadavg())
+    except OSError:
+        return None
+
+
+def _resolve_device(device):
+    from .gpu import gpu_available, require_gpu
+    if device == "auto":
+        device = "cuda" if gpu_available() else "cpu"
+    if device == "cuda":
+        return device, require_gpu()
+    if device != "cpu":
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
+    return device, None
+
+
+def run(optimizers=DEFAULT_OPTIMIZERS, sizes=(1_000_000, 10_000_000),
+        dtypes=("float32",), device="cpu", peers=None, threads=None, repeats=10,
+        warmup=2, cold_start=("adam",), overhead=True, progress=True):
+    """Time every implementation of every (optimizer, dtype, size); return the report.
+
+    optimizers: keys of `cases.CASES`; sizes: element counts; dtypes: float32
+    and/or float64; device: "cpu", "cuda" or "auto"; peers: which peers to
+    try (None: all of the device's, each used when installed); threads: CPU
+    threads for every implementation (None: all cores); cold_start: the
+    optimizers whose first step is timed in fresh processes (() skips it);
+    overhead: time the dispatch overhead on 1,000 elements (CPU only).
+    """
+    import numba
+    unknown = [o for o in optimizers if o not in CASES]
+    if unknown:
+        raise ValueError(f"unknown optimizers {unknown}; choose from {sorted(CASES)}")
+    if repeats < 1 or warmup < 0:
+        raise ValueError("repeats must be >= 1 and warmup >= 0")
+    dtypes = [np.dtype(d) for d in dtypes]
+    if any(d not in (np.float32, np.float64) for d in dtypes):
+        raise ValueError(f"dtypes must be float32 or float64, got {dtypes}")
+    sizes = [int(s) for s in sizes]
+    if any(s < 1 for s in sizes):
+        raise ValueError(f"sizes must be positive, got {sizes}")
+    device, gpu_info = _resolve_device(device)
+    peers = PEERS[device] if peers is None else tuple(peers)
+    bad = [p for p in peers if p not in PEERS["cpu"] + PEERS["cuda"]]
+    if bad:
+        raise ValueError(f"unknown peers {bad}")
+    threads = threads or numba.config.NUMBA_NUM_THREADS
+    numba.set_num_threads(threads)
+    if peers_torch.available():
+        import torch
+        torch.set_num_threads(threads)
+
+    load_before = _load()
+    llc = cpu_llc_bytes() if device == "cpu" else _gpu_l2()
+    impls = _implementations(device, peers)
+    plan = [(d, n, o, i) for d in dtypes for n in sizes for o in optimizers
+            for i in impls]
+    bar = Progress(len(plan) + len(dtypes) * len(sizes), enabled=progress)
+    results, copies = [], []
+    for dtype in dtypes:
+        for n in sizes:
+            bar.describe(f"copy {dtype.name} n={n:.0e}")
+            copies.append(_measure_copy(n, dtype, llc, device, warmup, repeats))
+            bar.advance()
+            for name in optimizers:
+                case = CASES[name]
+                nbytes = case.bytes_per_element(dtype.itemsize) * n
+                nsets = num_sets(nbytes, llc)
+                sets = make_host_sets(case, n, dtype, nsets)
+                if device == "cuda":
+                    from .gpu import to_device_sets
+                    sets = to_device_sets(sets)
+                for impl in impls:
+                    bar.describe(f"{name} {dtype.name} n={n:.0e} {impl}")
+                    row = {"optimizer": name, "dtype": dtype.name, "size": n,
+                           "impl": impl, "bytes_per_element": nbytes // n,
+                           "buffer_sets": nsets}
+                    why = _unavailable(impl, name, case, device)
+                    if why:
+                        row.update(status="unavailable", note=why)
+                    else:
+                        try:
+                            call, timer = _make_call(impl, name, case, sets, device)
+                            timing = _time(call, timer, nsets, warmup, repeats, device)
+                            row.update(status="ok", **timing.as_dict(nbytes))
+                            del call, timer
+                        except Exception as err:  # a broken peer must not end the run
+                            if impl in ("fastopt", "floor"):
+                                raise
+                            row.update(status="error",
+                                       note=f"{type(err).__name__}: {err}")
+                    results.append(row)
+                    bar.advance()
+                del sets
+                gc.collect()
+    bar.close()
+
+    report = {
+        "schema": 1,
+        "meta": {
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds"),
+            "device": device, "gpu": gpu_info, "cpu_model": _cpu_model(),
+            "cores": os.cpu_count(), "threads": threads,
+            "numba_threading_layer": _threading_layer(),
+            "last_level_cache_bytes": llc, "repeats": repeats, "warmup": warmup,
+            "load_average_before": load_before, "load_average_after": _load(),
+            "versions": _versions(), "argv": sys.argv,
+        },
+        "copy": copies,
+        "results": results,
+        "ratios": ratios(results),
+    }
+    loads = [x for x in (load_before, report["meta"]["load_average_after"]) if x]
+    report["meta"]["quiet"] = bool(loads) and max(
+        max(x[0], x[1]) for x in loads) < QUIET_LOAD * (os.cpu_count() or 1)
+    if overhead and device == "cpu":
+        bar_items = [(o, d) for o in optimizers for d in dtypes]
+        report["dispatch_overhead"] = [dispatch_overhead(o, d) for o, d in bar_items]
+    if cold_start and device == "cpu":
+        report["cold_start"] = measure_cold_start(list(cold_start), dtypes[0], threads)
+    return report
+
+
+def _threading_layer():
+    import numba
+    try:
+        return numba.threading_layer()
+    except ValueError:   # no parallel region has run yet
+        return None
+
+
+def _gpu_l2():
+    from .gpu import l2_bytes
+    return l2_bytes()
+
+
+def _measure_copy(n, dtype, llc, device, warmup, repeats):
+    nbytes = 2 * dtype.itemsize * n
+    nsets = num_sets(nbytes, llc)
+    rng = np.random.default_rng(1)
+    src = [rng.standard_normal(n).astype(dtype) for _ in range(nsets)]
+    if device == "cpu":
+        dst = [np.empty_like(s) for s in src]
+
+        def call(k):
+            floor.cpu_copy(dst[k], src[k])
+        timing = time_cpu(call, nsets, warmup, repeats)
+        impl = "copy (numba prange)"
+    else:
+        from .gpu import EventTimer, make_copy, to_device_sets
+        call = make_copy(to_device_sets([{"param": s} for s in src]))
+        timing = time_gpu(call, nsets, warmup, repeats, EventTimer())
+        impl = "copy (device to device)"
+    return {"dtype": dtype.name, "size": n, "impl": impl, "buffer_sets": nsets,
+            "bytes_per_element": 2 * dtype.itemsize, **timing.as_dict(nbytes)}
+
+
+def ratios(results):
+    """Per (optimizer, dtype, size): fastopt against its floor and its peers.
+
+    vs_floor = fastopt time / floor time (target <= 1.10); vs_torch = torch
+    time / fastopt time, against torch's fused form where it has one, else
+    its foreach form (target >= 1.0); speedup[impl] = impl time / fastopt time.
+    """
+    groups = {}
+    for r in results:
+        if r["status"] == "ok":
+            groups.setdefault((r["optimizer"], r["dtype"], r["size"]), {})[
+                r["impl"]] = r["median_s"]
+    out = []
+    for (name, dtype, n), t in groups.items():
+        if "fastopt" not in t:
+            continue
+        mine = t["fastopt"]
+        ref = next((m for m in ("torch-fused", "torch-foreach") if m in t), None)
+        row = {"optimizer": name, "dtype": dtype, "size": n,
+               "vs_floor": mine / t["floor"] if "floor" in t else None,
+               "torch_reference": ref,
+               "vs_torch": t[ref] / mine if ref else None,
+               "speedup": {i: ti / mine for i, ti in t.items() if i != "fastopt"}}
+        row["meets_floor_target"] = (row["vs_floor"] is not None
+                                     and row["vs_floor"] <= 1.10)
+        row["meets_torch_target"] = ref is not None and row["vs_torch"] >= 1.0
+        out.append(row)
+    return out

@@ -1,0 +1,108 @@
+"""Buffers and clocks: rotating buffer sets, CPU and CUDA timers, statistics.
+
+A buffer set is one update's arrays (param, grad and the state slots). When a
+set is smaller than a few times the last-level cache, several sets are made
+and the timed calls cycle through them, so that a call never finds its data
+left in cache by the previous one.
+"""
+import math
+import os
+import statistics
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+CACHE_MULTIPLE = 4     # bytes touched between two uses of a set, / LLC size
+MAX_SETS = 64
+_FALLBACK_LLC = 32 << 20
+
+
+def cpu_llc_bytes():
+    """The largest CPU cache's size, from sysfs (Linux); 32 MiB if unknown."""
+    best = 0
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for entry in os.listdir(base):
+            if not entry.startswith("index"):
+                continue
+            with open(os.path.join(base, entry, "size")) as f:
+                text = f.read().strip()
+            scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+            best = max(best, int(text.rstrip("KMG")) * scale)
+    except (OSError, ValueError):
+        pass
+    return best or _FALLBACK_LLC
+
+
+def num_sets(set_bytes, llc_bytes):
+    """How many buffer sets to rotate so none is timed from cache."""
+    if set_bytes >= CACHE_MULTIPLE * llc_bytes:
+        return 1
+    return min(MAX_SETS, 1 + math.ceil(CACHE_MULTIPLE * llc_bytes / set_bytes))
+
+
+def make_host_sets(case, n, dtype, count, seed=0):
+    """`count` buffer sets of random host arrays for `case` (never zeros:
+    realistic magnitudes, no denormals). Each set is a dict by argument name."""
+    rng = np.random.default_rng(seed)
+    sets = []
+    for _ in range(count):
+        grad = (rng.standard_normal(n, dtype=np.float32) * 1e-2).astype(dtype)
+        arrays = {"param": rng.standard_normal(n, dtype=np.float32).astype(dtype),
+                  "grad": grad}
+        for slot in case.slots:
+            if case.init.get(slot) == "positive":
+                arrays[slot] = (grad * grad + 1e-6).astype(dtype)
+            else:
+                arrays[slot] = (grad * 0.1).astype(dtype)
+        sets.append(arrays)
+    return sets
+
+
+@dataclass
+class Timing:
+    """Seconds per call of `repeats` timed calls (after warm-up)."""
+
+    times: list
+
+    @property
+    def median(self):
+        return statistics.median(self.times)
+
+    def as_dict(self, nbytes):
+        """Times and the effective bandwidths they give for `nbytes` moved."""
+        med, lo, hi = self.median, min(self.times), max(self.times)
+        return {"median_s": med, "min_s": lo, "max_s": hi, "repeats": len(self.times),
+                "gbps": nbytes / med / 1e9, "gbps_best": nbytes / lo / 1e9,
+                "gbps_worst": nbytes / hi / 1e9}
+
+
+def time_cpu(call, nsets, warmup, repeats):
+    """Time ``call(k)`` (k: buffer set index) with the host clock.
+
+    Warm-up visits every set at least once (compilation, first-touch page
+    faults), then `repeats` calls cycle through the sets.
+    """
+    for k in range(max(warmup, nsets)):
+        call(k % nsets)
+    times = []
+    clock = time.perf_counter
+    for k in range(repeats):
+        t0 = clock()
+        call(k % nsets)
+        times.append(clock() - t0)
+    return Timing(times)
+
+
+def time_gpu(call, nsets, warmup, repeats, timer):
+    """Like `time_cpu` for a GPU implementation; `timer` (from gpu.py) brackets
+    each call with events on the implementation's stream, or synchronises
+    before reading the host clock where the library has no events."""
+    for k in range(max(warmup, nsets)):
+        call(k % nsets)
+    timer.synchronize()
+    times = []
+    for k in range(repeats):
+        times.append(timer.measure(lambda: call(k % nsets)))
+    return Timing(times)

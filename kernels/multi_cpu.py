@@ -1,0 +1,69 @@
+"""The CPU skeleton for many tensors: one parallel region per call, whatever N.
+
+The host describes same-dtype tensors with two int64 tables:
+``addrs[t] = (param, grad, slot0, slot1, slot2)`` addresses of tensor t
+(unused slots repeat param's and are never touched), and
+``chunks[c] = (t, start, n)``. One ``prange`` walks the chunks; each chunk
+turns its addresses into typed 1-D views (`kernels.multi_table`) and runs the
+variant's element step over its n elements, so a 100M-element tensor and a
+1-element one balance over threads alike.
+
+Vectorization: views are built once per chunk, outside the element loop, and
+that loop runs from 0 to the chunk's length, so LLVM vectorizes it (packed
+sqrt/div in zmm/ymm registers) by versioning it with a runtime overlap check
+of the few pointers; a loop that reads the address table per element, or
+indexes one big raw-address view with a computed offset, stays scalar. The
+host has already checked that no written array overlaps another, so the
+vector version is the one that runs. `tests/test_multi_tensor.py` checks the
+LLVM IR for vector stores.
+
+Caching: like `kernels.cpu`, the loop is a closure over the variant's key
+string, resolved by `kernels.cpu`'s overload, so ``cache=True`` holds.
+"""
+import numba
+from numba.core.extending import intrinsic
+from numba.np.arrayobj import populate_array
+
+from . import cpu as _cpu
+from .cpu import _element_at, _steps
+from .multi_table import view_codegen, view_signature
+from .variants import element_step
+
+_kernels = {}   # variant -> compiled loop
+
+
+@intrinsic
+def _view(typingctx, addr, start, n, like):
+    """``addr`` as a 1-D array of n elements from `start`, dtype of scalar `like`."""
+    return view_signature(addr, start, n, like), view_codegen(populate_array)
+
+
+def _loop(key, cache=True):
+    @numba.njit(parallel=True, cache=cache, fastmath=_cpu.FASTMATH)
+    def update(addrs, chunks, pre, hyper):
+        like = pre[0]
+        for c in numba.prange(chunks.shape[0]):
+            t, start, n = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+            param = _view(addrs[t, 0], start, n, like)
+            grad = _view(addrs[t, 1], start, n, like)
+            state = (_view(addrs[t, 2], start, n, like),
+                     _view(addrs[t, 3], start, n, like),
+                     _view(addrs[t, 4], start, n, like))
+            for i in range(n):
+                _element_at(key, i, param, grad, state, pre, hyper)
+
+    return update
+
+
+def kernel(variant):
+    """The many-tensor CPU kernel of `variant`: ``kernel(addrs, chunks, pre, hyper)``.
+
+    addrs: int64 (T, 5); chunks: int64 (C, 3), as above; `pre` and `hyper`
+    tuples of scalars of the tensors' dtype. The caller keeps the memory
+    alive and guarantees that no written array overlaps another.
+    """
+    kern = _kernels.get(variant)
+    if kern is None:
+        _steps.setdefault(variant.key, element_step(variant))
+        kern = _kernels[variant] = _loop(variant.key)
+    return kern

@@ -1,0 +1,89 @@
+"""The CUDA skeleton for many tensors: one launch per call, whatever N.
+
+Same tables as `kernels.multi_cpu` (``addrs`` (T, 5), ``chunks`` (C, 3)), in
+device memory. Blocks stride over the chunks (Apex's multi_tensor_apply
+layout: one chunk per block at a time) and the threads of a block over the
+chunk's elements. A chunk's addresses become typed views through a small
+intrinsic (`kernels.multi_table`): no ``carray`` (its CUDA version is an
+@overload, which needs a GPU to compile) and no device function, so
+``numba.cuda.compile_ptx`` builds the kernel with no GPU. Addresses are
+int64 and element offsets 64-bit (``start`` is int64; ``i`` < CHUNK).
+
+Under the simulator, which runs no intrinsic, the same kernel body runs as
+plain Python with `_sim_view`: the "table" is then a tuple, per tensor, of
+the five simulator arrays, and a view is a slice of one.
+"""
+import numba
+from numba import cuda
+from numba.cuda.extending import intrinsic
+from numba.cuda.np.arrayobj import populate_array
+
+from . import cuda as _cuda
+from .multi_table import view_codegen, view_signature
+from .variants import element_step
+
+_kernels = {}
+
+
+@intrinsic
+def _view(typingctx, addr, start, n, like):
+    """``addr`` as a 1-D array of n elements from `start`, dtype of scalar `like`."""
+    return view_signature(addr, start, n, like), view_codegen(populate_array)
+
+
+@numba.njit(inline="always")
+def _device_view(addrs, t, k, start, n, like):
+    return _view(addrs[t, k], start, n, like)
+
+
+def _sim_view(arrays, t, k, start, n, like):
+    return arrays[t][k][start:start + n]
+
+
+def kernel_function(variant, python=False):
+    """The Python function of the kernel, before `cuda.jit` (for compile_ptx)."""
+    step = element_step(variant, python=python)
+    view = _sim_view if python else _device_view
+
+    def update(table, chunks, pre, hyper):
+        like = pre[0]
+        for c in range(cuda.blockIdx.x, chunks.shape[0], cuda.gridDim.x):
+            t, start, n = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+            param = view(table, t, 0, start, n, like)
+            grad = view(table, t, 1, start, n, like)
+            state = (view(table, t, 2, start, n, like),
+                     view(table, t, 3, start, n, like),
+                     view(table, t, 4, start, n, like))
+            for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
+                step(i, param, grad, state, pre, hyper)
+
+    return update
+
+
+def kernel(variant):
+    """The many-tensor CUDA kernel of `variant`: ``[blocks, threads, stream](table,
+    chunks, pre, hyper)``, built lazily (importing needs no GPU)."""
+    kern = _kernels.get(variant)
+    if kern is None:
+        kern = cuda.jit(kernel_function(variant, python=_cuda._simulated()))
+        _kernels[variant] = kern
+    return kern
+
+
+def launch_config(nchunks):
+    """(blocks, threads): a block per chunk, up to what fills the GPU."""
+    return _cuda.launch_config(nchunks * _cuda.THREADS)
+
+
+def device_table(entry, device, stream):
+    """The device copies of a host table `entry` (cached in it, per GPU)."""
+    key = ("device", device)
+    tables = entry.get(key)
+    if tables is None:
+        tables = (cuda.to_device(entry["addrs"], stream=stream),
+                  cuda.to_device(entry["chunks"], stream=stream))
+        # Once per new table: a later step may launch on another stream, and
+        # the host arrays must outlive the copy.
+        (stream or cuda.default_stream()).synchronize()
+        entry[key] = tables
+    return tables
