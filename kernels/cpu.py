@@ -7,11 +7,13 @@ element step at compile time. A closure over the step itself would never be
 cached (a dispatcher does not hash stably), and re-binding one function's
 globals would let one variant be served another's code from the cache.
 
-fastmath: only ``contract`` (fused multiply-add). No ``nnan``/``ninf`` (NaN
-and Inf must propagate as in NumPy and torch), no ``reassoc``/``arcp``/``afn``
-(sqrt and division stay correctly rounded). Contraction changes results by at
-most an ulp per operation, like CUDA's default and torch's vectorized CPU code.
-The loop vectorizes without more: its iterations are independent.
+No fastmath at all. ``nnan``/``ninf`` would break NaN and Inf propagation,
+``reassoc``/``arcp``/``afn`` correctly rounded sqrt and division. Even
+``contract`` (FMA) is off: LLVM fuses the vectorized body and the scalar tail
+differently, so an element's result would depend on its position in the array
+(and a list of tensors would not match one call per tensor bit for bit). The
+kernels are memory-bound, so FMA buys no speed; the loop vectorizes without any
+flag because its iterations are independent.
 """
 import numba
 from numba.core import types
@@ -19,7 +21,7 @@ from numba.core.extending import overload
 
 from .variants import element_step
 
-FASTMATH = {"contract"}
+FASTMATH = False
 
 _steps = {}     # variant key -> element step, read by the overload below
 _kernels = {}   # variant -> compiled loop

@@ -9,6 +9,7 @@ the memory bus allows. The copy kernels give the device's copy bandwidth.
 import functools
 
 import numba
+from numba import cuda   # module level: the CUDA simulator swaps it in kernels
 
 from ..kernels.cpu import FASTMATH
 
@@ -59,8 +60,6 @@ def make_cpu(case, sets):
 
 @functools.lru_cache(maxsize=None)
 def _gpu_floor(nslots):
-    from numba import cuda
-
     @cuda.jit
     def floor(param, grad, s0, s1, s2, h):
         start, stride = cuda.grid(1), cuda.gridsize(1)

@@ -5,8 +5,6 @@ simulator and machines without a driver, with a message saying why.
 """
 import time
 
-import numpy as np
-
 
 class NoGPU(RuntimeError):
     """--device cuda was asked for and no real GPU can run it."""
@@ -26,12 +24,16 @@ def require_gpu():
                         "no device). Use --device cpu.")
         dev = cuda.get_current_device()
         name = dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name)
-        driver = cuda.cudadrv.driver.driver.get_version()
     except NoGPU:
         raise
     except Exception as err:   # a broken driver install reads like no GPU
         raise NoGPU(f"--device cuda: CUDA is not usable here: {err}") from err
-    return {"name": name, "driver": ".".join(map(str, driver)),
+    try:
+        from numba.cuda.cudadrv.driver import driver as cuda_driver
+        driver = ".".join(map(str, cuda_driver.get_version()))
+    except Exception:          # only a label for the report
+        driver = None
+    return {"name": name, "driver": driver,
             "compute_capability": ".".join(map(str, dev.compute_capability)),
             "multiprocessors": dev.MULTIPROCESSOR_COUNT}
 
@@ -75,7 +77,7 @@ class EventTimer:
         fn()
         self._end.record()
         self._end.synchronize()
-        return self._cuda.event_elapsed_time(self._start, self._end) / 1e3
+        return self._start.elapsed_time(self._end) / 1e3
 
 
 class TorchEventTimer:
@@ -104,7 +106,6 @@ class SyncTimer:
 
     def __init__(self, block):
         self._block = block
-        self.last = None
 
     def synchronize(self):
         self._block()
@@ -127,7 +128,3 @@ def make_copy(sets):
         dst.copy_to_device(src)
 
     return call
-
-
-def host_copy_of(array):
-    return np.asarray(array.copy_to_host())

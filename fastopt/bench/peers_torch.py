@@ -5,8 +5,6 @@ set's param and grad. After one step (which makes torch create its state) the
 state tensors are replaced by views of the set's own state arrays, so torch
 updates the very memory fastopt does and the benchmark holds one copy of it.
 """
-import sys
-
 MODES = {"torch-single": {"foreach": False}, "torch-foreach": {"foreach": True},
          "torch-fused": {"fused": True}}
 
@@ -21,11 +19,6 @@ def _torch():
     except ImportError:
         return None
     return torch
-
-
-def version():
-    torch = sys.modules.get("torch")
-    return getattr(torch, "__version__", None)
 
 
 def supports(case, mode):

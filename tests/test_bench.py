@@ -1,0 +1,193 @@
+"""Smoke tests of the benchmark harness: structure, same-rule peers, no timing asserts."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastopt.bench import floor, peers_numpy, peers_torch, report as reporting
+from fastopt.bench.cases import CASES
+from fastopt.bench.overhead import captured_kernel_call, fastopt_call
+from fastopt.bench.runner import run
+from fastopt.bench.timing import make_host_sets, num_sets
+
+torch = pytest.importorskip("torch")
+N = 2000
+
+
+@pytest.fixture(scope="module")
+def small_report():
+    return run(optimizers=["adam", "sgd_momentum"], sizes=[N], dtypes=["float32"],
+               repeats=3, warmup=1, cold_start=(), overhead=True, progress=False)
+
+
+def _copies(arrays):
+    return {k: v.copy() for k, v in arrays.items()}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_case_slots_are_the_variants_slots(name):
+    """The byte table (`Case.slots`) names exactly the arrays the kernel touches."""
+    case = CASES[name]
+    arrays = make_host_sets(case, 64, np.float32, 1)[0]
+    variant, _, _ = captured_kernel_call(case, arrays)
+    assert tuple(s for s in variant.slots if s) == case.slots
+    assert case.bytes_per_element(4) == 4 * (3 + 2 * sum(variant.used))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_peers_compute_the_same_update(name, dtype):
+    """NumPy and torch peers run the rule fastopt runs (else speed ratios lie)."""
+    case = CASES[name]
+    base = make_host_sets(case, 257, dtype, 1, seed=3)[0]
+    tol = dict(rtol=1e-4 if dtype == np.float32 else 1e-10, atol=1e-7)
+    # NumPy's peer starts at step 11, like the harness's fastopt calls.
+    mine, peer = _copies(base), _copies(base)
+    fastopt_call(case, mine, 11)
+    peers_numpy.make(case, [peer])(0)
+    for key in mine:
+        np.testing.assert_allclose(peer[key], mine[key], **tol, err_msg=key)
+    # torch's peer has taken one step to build its state: its next one is step 2.
+    for mode in peers_torch.MODES:
+        if peers_torch.supports(case, mode):
+            continue
+        mine, peer = _copies(base), _copies(base)
+        fastopt_call(case, mine, 2)
+        peers_torch.make(case, [peer], mode)(0)
+        for key in mine:
+            np.testing.assert_allclose(peer[key], mine[key], **tol,
+                                       err_msg=f"{mode} {key}")
+
+
+@pytest.mark.parametrize("name", ["sgd", "adagrad", "adam", "amsgrad"])
+def test_floor_touches_exactly_the_rules_arrays(name):
+    case = CASES[name]
+    arrays = make_host_sets(case, 1000, np.float32, 1)[0]
+    before = _copies(arrays)
+    floor.make_cpu(case, [arrays])(0)
+    assert np.array_equal(arrays["grad"], before["grad"])
+    for key in ("param", *case.slots):
+        assert not np.array_equal(arrays[key], before[key]), key
+        assert np.isfinite(arrays[key]).all()
+
+
+@pytest.mark.parametrize("set_bytes, llc, expected", [
+    (4 << 30, 32 << 20, 1),          # far beyond the cache: one set
+    (128 << 20, 32 << 20, 1),        # exactly 4 x LLC
+    (16 << 20, 32 << 20, 9),         # 1 + 4 * 32 / 16
+    (1000, 32 << 20, 64),            # capped
+])
+def test_buffer_sets_rotate_past_the_cache(set_bytes, llc, expected):
+    assert num_sets(set_bytes, llc) == expected
+
+
+def test_report_structure(small_report):
+    meta = small_report["meta"]
+    assert meta["device"] == "cpu" and meta["threads"] >= 1
+    assert {"numpy", "numba", "torch"} <= set(meta["versions"])
+    assert meta["cpu_model"] and meta["load_average_before"] is not None
+    rows = small_report["results"]
+    impls = {r["impl"] for r in rows}
+    assert {"fastopt", "floor", "numpy", "torch-single", "torch-foreach",
+            "torch-fused"} <= impls
+    for r in rows:
+        assert r["status"] == "ok", r
+        assert r["repeats"] == 3
+        assert r["min_s"] <= r["median_s"] <= r["max_s"]
+        assert r["gbps"] > 0 and r["gbps_best"] >= r["gbps"] >= r["gbps_worst"]
+        assert r["buffer_sets"] > 1      # 2000 elements fit in any cache
+    adam = next(r for r in rows if r["optimizer"] == "adam")
+    assert adam["bytes_per_element"] == 28
+    assert [c["gbps"] > 0 for c in small_report["copy"]] == [True]
+    ratios = small_report["ratios"]
+    assert {(r["optimizer"], r["size"]) for r in ratios} == {("adam", N),
+                                                             ("sgd_momentum", N)}
+    for r in ratios:
+        assert r["vs_floor"] > 0 and r["vs_torch"] > 0
+        assert r["torch_reference"] == "torch-fused"
+    for o in small_report["dispatch_overhead"]:
+        assert o["n"] == 1000 and o["call_us"] > 0 and o["kernel_us"] > 0
+        assert o["python_us"] > 0
+
+
+def test_table_json_and_plot(small_report, tmp_path):
+    text = reporting.summary(small_report)
+    assert "| optimizer | dtype | n | fastopt GB/s | floor GB/s" in text
+    assert text.count("| adam | float32 |") == 1
+    json_path, png_path = reporting.save(small_report, tmp_path, "run")
+    with open(json_path) as f:
+        assert json.load(f)["ratios"] == json.loads(json.dumps(small_report["ratios"]))
+    assert png_path and os.path.getsize(png_path) > 1000
+
+
+def test_rmsprop_has_no_fused_torch_form():
+    assert peers_torch.supports(CASES["rmsprop"], "torch-fused")
+    rows = run(optimizers=["rmsprop"], sizes=[500], repeats=2, warmup=1,
+               cold_start=(), overhead=False, progress=False)
+    fused = next(r for r in rows["results"] if r["impl"] == "torch-fused")
+    assert fused["status"] == "unavailable"
+    assert rows["ratios"][0]["torch_reference"] == "torch-foreach"
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(optimizers=["adamax"]), "unknown optimizers"),
+    (dict(dtypes=["float16"]), "float32 or float64"),
+    (dict(sizes=[0]), "sizes must be positive"),
+    (dict(device="tpu"), "device must be"),
+    (dict(peers=["jaxx"]), "unknown peers"),
+])
+def test_bad_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        run(**dict(dict(sizes=[10], progress=False, cold_start=()), **kwargs))
+
+
+def test_cold_start_uses_the_cache():
+    from fastopt.bench.overhead import cold_start
+    out = cold_start(["sgd"], np.dtype(np.float32), threads=1)
+    assert out["cold_cache"]["cache_misses"] >= 1
+    assert out["warm_cache"]["cache_hits"] >= 1
+    assert out["warm_cache"]["cache_misses"] == 0
+    assert out["warm_cache"]["first_step_s"]["sgd"] > 0
+
+
+def _cli(args, code=None, env=None):
+    cmd = [sys.executable, "-c", code, *args] if code else [
+        sys.executable, "-m", "fastopt.bench", *args]
+    return subprocess.run(cmd, capture_output=True, text=True,
+                          env=dict(os.environ, **(env or {})))
+
+
+def test_cuda_is_refused_under_the_simulator():
+    from fastopt.bench.__main__ import main
+    if not os.environ.get("NUMBA_ENABLE_CUDASIM"):
+        pytest.skip("tests run on a real GPU")
+    with pytest.raises(Exception, match="NUMBA_ENABLE_CUDASIM"):
+        run(device="cuda", sizes=[10], progress=False, cold_start=())
+    assert main(["--device", "cuda"]) == 2
+
+
+def test_cuda_without_a_gpu_is_refused_clearly():
+    if os.environ.get("FASTOPT_REAL_GPU") == "1" or shutil.which("nvidia-smi"):
+        pytest.skip("a real GPU may be present")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    proc = subprocess.run([sys.executable, "-m", "fastopt.bench", "--device", "cuda"],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 2
+    assert "--device cuda" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_runs_without_matplotlib_or_tqdm(tmp_path):
+    code = ("import sys; sys.modules['matplotlib'] = None; sys.modules['tqdm'] = None\n"
+            "from fastopt.bench.__main__ import main; sys.exit(main(sys.argv[1:]))")
+    proc = _cli(["--optimizers", "sgd", "--sizes", "1000", "--repeats", "2",
+                 "--cold-start", "none", "--no-overhead", "--out", str(tmp_path)],
+                code=code)
+    assert proc.returncode == 0, proc.stderr
+    assert "| sgd | float32 | 1000 |" in proc.stdout
+    assert "no plot" in proc.stdout
+    assert "[1/" in proc.stderr          # the plain progress lines
+    assert os.path.exists(tmp_path / "fastopt-bench-cpu.json")

@@ -1,0 +1,398 @@
+"""The list form of the functional API (`fastopt/_multi.py`, `kernels/multi_*.py`).
+
+* The oracle is fastopt's own one-tensor path, already checked against Keras
+  and torch: the list path must give bit-for-bit the same params and state as
+  one call per tensor, on the CPU and under the CUDA simulator, for every rule,
+  float32, float64 and mixed lists, with sizes 0, 1, odd, and around the chunk
+  size (shrunk to 8 here so that chunk boundaries fall inside tensors).
+* One kernel call per dtype group, counted.
+* Bad input: a clear error naming the argument and index, and nothing written.
+* CPU: the many-tensor loop vectorizes (LLVM IR) and is served from Numba's
+  on-disk cache in a fresh process.
+"""
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+import fastopt.functional as F
+from conftest import CPU, CUDA
+from fastopt import _multi
+from fastopt.kernels import RULES, multi_cpu, multi_cuda, variant
+
+SMALL_CHUNK = 8
+SIZES = (0, 1, 5, SMALL_CHUNK - 1, SMALL_CHUNK, SMALL_CHUNK + 1, 2 * SMALL_CHUNK + 3)
+SHAPES = [(s,) for s in SIZES] + [(3, 3)]          # a 2-D tensor too
+DTYPE_SETS = {
+    "float32": [np.float32] * len(SHAPES),
+    "float64": [np.float64] * len(SHAPES),
+    "mixed": [np.float32, np.float64] * (len(SHAPES) // 2),
+}
+
+
+@dataclass
+class Case:
+    """fn(params, grads, *positional states, **keyword states, **kwargs)."""
+    id: str
+    rule: str                  # the kernel rule this option set must select
+    fn: object
+    positional: tuple = ()
+    keyword: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    init: float = 0.0          # initial state value (Adagrad's accumulator)
+
+    def states(self):
+        return self.positional + self.keyword
+
+
+CASES = [
+    Case("sgd", "sgd", F.sgd, kwargs=dict(lr=0.1, maximize=True)),
+    Case("sgd-keras-nesterov", "sgd_momentum_keras", F.sgd, ("momentum_buffer",),
+         kwargs=dict(lr=0.1, momentum=0.9, nesterov=True, clip_value=0.5)),
+    Case("sgd-torch", "sgd_momentum_torch", F.sgd, ("momentum_buffer",),
+         kwargs=dict(lr=0.1, momentum=0.9, dampening=0.1, weight_decay=0.01,
+                     convention="torch")),
+    Case("adagrad-keras", "adagrad_keras", F.adagrad, ("state_sum",),
+         kwargs=dict(lr=0.1, eps=1e-7), init=0.1),
+    Case("adagrad-torch", "adagrad_torch", F.adagrad, ("state_sum",),
+         kwargs=dict(lr=0.1, eps=1e-10, lr_decay=0.01, convention="torch")),
+    Case("rmsprop-keras-centered-momentum", "rmsprop_keras", F.rmsprop, ("square_avg",),
+         ("momentum_buffer", "grad_avg"),
+         kwargs=dict(lr=1e-3, alpha=0.9, eps=1e-7, momentum=0.5, centered=True)),
+    Case("rmsprop-torch", "rmsprop_torch", F.rmsprop, ("square_avg",),
+         kwargs=dict(lr=1e-2, alpha=0.99, eps=1e-8, grad_scale=0.5, convention="torch")),
+    Case("adam-keras", "adam", F.adam, ("exp_avg", "exp_avg_sq"),
+         kwargs=dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-7)),
+    Case("adam-torch-amsgrad-l2", "adam", F.adam, ("exp_avg", "exp_avg_sq"),
+         ("max_exp_avg_sq",),
+         kwargs=dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, amsgrad=True,
+                     weight_decay=0.01, convention="torch")),
+    Case("adamw-keras-clip", "adam", F.adamw, ("exp_avg", "exp_avg_sq"),
+         kwargs=dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-7, weight_decay=0.004,
+                     clip_value=1.0)),
+]
+
+
+def test_every_rule_is_covered():
+    assert {c.rule for c in CASES} == set(RULES)
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    monkeypatch.setattr(_multi, "CHUNK", SMALL_CHUNK)
+
+
+@pytest.fixture
+def seen_rules(monkeypatch):
+    """The rules `update_many` ran, to check each case selects its rule."""
+    seen = []
+    original = _multi.update_many
+
+    def spy(fn, which, *args):
+        seen.append(which.rule)
+        return original(fn, which, *args)
+
+    monkeypatch.setattr(_multi, "update_many", spy)
+    return seen
+
+
+def _tensors(case, dtypes, seed=0):
+    """Host arrays by argument name, each a list over the tensors."""
+    rng = np.random.default_rng(seed)
+    arrays = {"param": [], "grad": []}
+    for shape, dtype in zip(SHAPES, dtypes):
+        arrays["param"].append(rng.standard_normal(shape).astype(dtype))
+        arrays["grad"].append(rng.standard_normal(shape).astype(dtype))
+    for name in case.states():
+        arrays[name] = [np.full(p.shape, case.init, p.dtype) for p in arrays["param"]]
+    return arrays
+
+
+def _call(case, arrays, k=None, **extra):
+    """Run case on every tensor (k=None: the list form) or on tensor k alone."""
+    pick = (lambda v: v) if k is None else (lambda v: v[k])
+    args = [pick(arrays[n]) for n in ("param", "grad") + case.positional]
+    kwargs = {n: pick(arrays[n]) for n in case.keyword}
+    case.fn(*args, **kwargs, **case.kwargs, **extra)
+
+
+def _put(target, arrays):
+    return {n: [target.put(a) for a in v] for n, v in arrays.items()}
+
+
+def _get(target, arrays):
+    return {n: [target.get(a) for a in v] for n, v in arrays.items()}
+
+
+def _assert_same(got, want):
+    """Bit for bit: both paths run the same element step on the same values
+    (kernels/cpu.py keeps FMA contraction off so position does not matter)."""
+    for name in want:
+        for k, (g, w) in enumerate(zip(got[name], want[name])):
+            assert g.dtype == w.dtype and g.shape == w.shape, (name, k)
+            np.testing.assert_array_equal(g, w, err_msg=f"{name}[{k}]", strict=True)
+
+
+@pytest.mark.parametrize("dtypes", list(DTYPE_SETS), ids=list(DTYPE_SETS))
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_list_equals_one_call_per_tensor(target, case, dtypes, small_chunks,
+                                         seen_rules):
+    host = _tensors(case, DTYPE_SETS[dtypes])
+    many, single = _put(target, host), _put(target, host)
+    for step in (1, 2, 3):       # torch SGD's first step differs from the rest
+        _call(case, many, step=step)
+        for k in range(len(SHAPES)):
+            _call(case, single, k, step=step)
+    assert set(seen_rules) == {case.rule}
+    _assert_same(_get(target, many), _get(target, single))
+
+
+class _Counter:
+    """Wraps the kernel getters of both targets to count calls and launches."""
+
+    def __init__(self, monkeypatch):
+        self.calls = 0
+        for module in (multi_cpu, multi_cuda):
+            monkeypatch.setattr(module, "kernel", self._wrap(module.kernel))
+
+    def _wrap(self, get):
+        counter = self
+
+        class Launch:
+            def __init__(self, kern):
+                self.kern = kern
+
+            def __getitem__(self, config):
+                launch = self.kern[config]
+
+                def run(*args):
+                    counter.calls += 1
+                    return launch(*args)
+                return run
+
+            def __call__(self, *args):
+                counter.calls += 1
+                return self.kern(*args)
+
+        return lambda v: Launch(get(v))
+
+
+def test_one_kernel_call_per_dtype_group(target, small_chunks, monkeypatch):
+    case = CASES[-3]   # adam
+    for dtypes, groups in (("float32", 1), ("mixed", 2)):
+        arrays = _put(target, _tensors(case, DTYPE_SETS[dtypes]))
+        counter = _Counter(monkeypatch)
+        _call(case, arrays, step=1)
+        assert counter.calls == groups
+
+
+def test_empty_list_and_all_empty_tensors(target):
+    F.sgd([], [], step=1, lr=0.1)
+    p = [target.put(np.zeros(0, np.float32)) for _ in range(2)]
+    g = [target.put(np.zeros(0, np.float32)) for _ in range(2)]
+    F.sgd(p, g, step=1, lr=0.1)
+
+
+def test_tensors_added_and_removed_between_steps(target, small_chunks):
+    """The table is cached by address and size; a different list gets its own."""
+    case = CASES[-3]
+    host = _tensors(case, DTYPE_SETS["mixed"])
+    many, single = _put(target, host), _put(target, host)
+    for step, keep in ((1, 8), (2, 8), (3, 5), (4, 8), (5, 3)):
+        _call(case, {n: v[:keep] for n, v in many.items()}, step=step)
+        for k in range(keep):
+            _call(case, single, k, step=step)
+    _assert_same(_get(target, many), _get(target, single))
+
+
+def test_torch_cpu_tensors_and_tuples():
+    torch = pytest.importorskip("torch")
+    case = CASES[-3]
+    host = _tensors(case, DTYPE_SETS["mixed"])
+    ref = {n: [a.copy() for a in v] for n, v in host.items()}
+    tensors = {n: tuple(torch.from_numpy(a) for a in v) for n, v in host.items()}
+    _call(case, tensors, step=1)
+    _call(case, ref, step=1)
+    _assert_same(host, ref)   # the same kernel on the same arrays: bitwise
+
+
+def test_grads_may_share_memory():
+    """Grads are only read: one gradient buffer may serve several tensors."""
+    p = [np.ones(4, np.float32), np.ones(4, np.float32)]
+    g = np.full(8, 0.5, np.float32)
+    F.sgd(p, [g[:4], g[:4]], step=1, lr=0.1)
+    np.testing.assert_array_equal(p[0], np.full(4, 0.95, np.float32))
+    np.testing.assert_array_equal(p[1], p[0])
+
+
+# ---- bad input ---------------------------------------------------------------
+
+ADAM = dict(step=1, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-7)
+N = 4
+
+
+def _adam_lists(target, dtype=np.float32):
+    rng = np.random.default_rng(1)
+    lists = {n: [target.put(rng.standard_normal(5).astype(dtype))
+                 for k in range(N)]
+             for n in ("param", "grad", "exp_avg", "exp_avg_sq")}
+    return lists
+
+
+def _edit(name, k, make):
+    def edit(lists, target):
+        lists[name][k] = make(lists, target)
+    return edit
+
+
+def _shared_buffer(name_a, ka, name_b, kb):
+    """Make name_b[kb] a view of the same memory as name_a[ka]."""
+    def edit(lists, target):
+        lists[name_b][kb] = lists[name_a][ka]
+    return edit
+
+
+def _partial_overlap(lists, target):
+    """grad[0] and exp_avg[3]: two views of one buffer, 2 elements in common."""
+    buffer = target.put(np.zeros(8, np.float32))
+    lists["exp_avg"][3], lists["grad"][0] = buffer[0:5], buffer[3:8]
+
+
+BAD = [
+    ("length", ValueError, r"adam\(\): grad has 3 arrays, expected 4 like param",
+     lambda lists, target: lists["grad"].pop()),
+    ("not-a-list", TypeError, r"adam\(\): param is a list, so exp_avg must be a list",
+     lambda lists, target: lists.__setitem__("exp_avg", lists["exp_avg"][0])),
+    ("shape", ValueError,
+     re.escape("adam(): exp_avg[3] has shape (4,), expected (5,) like param[3]"),
+     _edit("exp_avg", 3, lambda lists, t: t.put(np.zeros(4, np.float32)))),
+    ("dtype", TypeError,
+     r"adam\(\): grad\[2\] has dtype float64, expected float32 like param\[2\]",
+     _edit("grad", 2, lambda lists, t: t.put(np.zeros(5, np.float64)))),
+    ("param-dtype", TypeError, r"adam\(\): param\[1\] must be float32 or float64",
+     _edit("param", 1, lambda lists, t: t.put(np.zeros(3, np.int32)))),
+    ("not-an-array", TypeError, r"adam\(\): grad\[1\] must be a NumPy array or a CUDA",
+     _edit("grad", 1, lambda lists, t: [1.0, 2.0, 3.0])),
+    ("strided", ValueError, r"adam\(\): exp_avg_sq\[2\] must be C-contiguous",
+     _edit("exp_avg_sq", 2, lambda lists, t: t.put(np.zeros(10, np.float32))[::2])),
+    ("same-param-twice", ValueError,
+     r"adam\(\): param\[3\] shares memory with param\[0\]",
+     _shared_buffer("param", 0, "param", 3)),
+    ("state-is-other-grad", ValueError,
+     r"adam\(\): exp_avg\[1\] shares memory with grad\[1\]",
+     _shared_buffer("grad", 1, "exp_avg", 1)),
+    ("state-is-other-tensors-state", ValueError,
+     r"adam\(\): exp_avg_sq\[2\] shares memory with exp_avg\[2\]",
+     _shared_buffer("exp_avg", 2, "exp_avg_sq", 2)),
+    ("overlap-across-tensors", ValueError,
+     r"adam\(\): exp_avg\[3\] shares memory with grad\[0\]",
+     _partial_overlap),
+    ("host-device-mix", TypeError, r"mixed between host memory and a GPU",
+     None),
+]
+
+
+@pytest.mark.parametrize("bad", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_names_argument_and_writes_nothing(target, bad):
+    _, error, message, edit = bad
+    lists = _adam_lists(target)
+    if edit is None:     # put one array in the other place
+        other = CUDA if target is CPU else CPU
+        lists["exp_avg_sq"][2] = other.put(np.zeros(5, np.float32))
+    else:
+        edit(lists, target)
+    arrays = [a for v in lists.values() for a in (v if isinstance(v, list) else [v])]
+    before = [_snapshot(a) for a in arrays]
+    with pytest.raises(error, match=message):
+        F.adam(lists["param"], lists["grad"], lists["exp_avg"], lists["exp_avg_sq"],
+               **ADAM)
+    for a, b in zip(arrays, before):
+        if b is not None:
+            np.testing.assert_array_equal(_snapshot(a), b)
+
+
+def _snapshot(a):
+    if isinstance(a, np.ndarray):
+        return a.copy()
+    if hasattr(a, "copy_to_host"):
+        return a.copy_to_host()
+    return None
+
+
+def test_read_only_state_named(target):
+    lists = _adam_lists(CPU)
+    lists["exp_avg"][1].flags.writeable = False
+    if target is CUDA:
+        lists = {n: [CUDA.put(a) for a in v] for n, v in lists.items()}
+        lists["exp_avg"][1]._ary.flags.writeable = False   # the simulator's memory
+    with pytest.raises(ValueError, match=r"adam\(\): exp_avg\[1\] is read-only"):
+        F.adam(lists["param"], lists["grad"], lists["exp_avg"], lists["exp_avg_sq"],
+               **ADAM)
+
+
+def test_missing_state_list():
+    lists = _adam_lists(CPU)
+    with pytest.raises(ValueError, match=r"adam\(\): max_exp_avg_sq is required "
+                                         r"when amsgrad=True"):
+        F.adam(lists["param"], lists["grad"], lists["exp_avg"], lists["exp_avg_sq"],
+               amsgrad=True, **ADAM)
+
+
+# ---- CPU code shape and caching ----------------------------------------------
+
+def _pick(rule, clip=False, l2=False, **flags):
+    """The variant of `rule` with these flags on (the others off)."""
+    names = RULES[rule].flags
+    return variant(rule, tuple(flags.get(n, False) for n in names), clip, l2)
+
+
+VECTOR_VARIANTS = [_pick("sgd"), _pick("adam", True, True, amsgrad=True),
+                   _pick("rmsprop_keras", centered=True, momentum=True)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("which", VECTOR_VARIANTS, ids=lambda v: v.key.rsplit("-", 1)[0])
+def test_cpu_loop_vectorizes(which, dtype):
+    """Vector stores of the dtype in the optimized IR (an uncached twin:
+    Numba cannot inspect code loaded from its cache)."""
+    from numba.core import types
+
+    from fastopt.kernels.cpu import _steps
+    from fastopt.kernels.variants import element_step
+
+    _steps.setdefault(which.key, element_step(which))
+    kern = multi_cpu._loop(which.key, cache=False)
+    dt = getattr(types, dtype)
+    table = types.int64[:, ::1]
+    kern.compile((table, table, types.UniTuple(dt, 4),
+                  types.UniTuple(dt, len(RULES[which.rule].hyper))))
+    ir = "\n".join(kern.inspect_llvm().values())
+    llvm_type = "float" if dtype == "float32" else "double"
+    assert re.search(rf"store <\d+ x {llvm_type}>", ir), "element loop not vectorized"
+
+
+_CACHE_PROBE = """
+import numpy as np
+import fastopt.functional as F
+from fastopt.kernels import multi_cpu
+p = [np.ones(5, np.float32), np.ones(3, np.float32)]
+g = [np.full(5, .5, np.float32), np.full(3, .5, np.float32)]
+m = [np.zeros_like(a) for a in p]
+v = [np.zeros_like(a) for a in p]
+F.adam(p, g, m, v, step=1, lr=1e-3, beta1=.9, beta2=.999, eps=1e-7)
+(kern,) = multi_cpu._kernels.values()
+print(sum(kern.stats.cache_hits.values()), sum(kern.stats.cache_misses.values()))
+"""
+
+
+def test_cpu_kernel_is_served_from_disk_cache():
+    runs = [subprocess.run([sys.executable, "-c", _CACHE_PROBE], capture_output=True,
+                           text=True, timeout=300) for _ in range(2)]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-3000:]
+    hits, misses = map(int, runs[1].stdout.split())
+    assert (hits, misses) == (1, 0)
+
