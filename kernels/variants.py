@@ -56,16 +56,22 @@ PRE = ("scale", "bound", "wd", "decay")   # see element_step
 NUM_SLOTS = 3
 
 
+# The sources a CPU kernel's compiled code comes from, besides the file that
+# defines its loop (whose edits Numba's cache notices by itself).
+_RULE_SOURCES = ("rules.py", "variants.py", "cpu.py", "multi_table.py")
+
+
 def _source_fingerprint():
-    """Hash of this package's sources: part of every CPU kernel's cache key.
+    """Hash of the rule sources: part of every CPU kernel's cache key.
 
     Numba's cache notices edits to the file that defines a jitted function but
     not to the functions it calls, so without this an edited rule could be
     served from a stale cache.
     """
     digest = hashlib.sha256()
-    for path in sorted(pathlib.Path(__file__).parent.glob("*.py")):
-        digest.update(path.read_bytes())
+    here = pathlib.Path(__file__).parent
+    for name in _RULE_SOURCES:
+        digest.update((here / name).read_bytes())
     return digest.hexdigest()[:16]
 
 

@@ -21,7 +21,6 @@ Everything else lives here:
   ``load_state_dict`` and ``save_state`` / ``load_state`` (``.npz``).
 """
 import math
-import numbers
 import warnings
 
 import numpy as np
