@@ -28,7 +28,7 @@ class Target:
         return self.name
 
     def put(self, array):
-        array = np.ascontiguousarray(array)
+        array = np.asarray(array, order="C")
         if self.name == "cpu":
             return array.copy()
         if self.name == "cuda":           # Numba device arrays (simulated or real)

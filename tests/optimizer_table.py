@@ -94,7 +94,7 @@ CASES = [
           weight_decay=0.01, maximize=True, initial_accumulator_value=0.5),
     _case("adagrad-keras", "adagrad", KERAS, _K_ADAGRAD,
           initial_accumulator_value=0.1),                   # Keras's default
-    _case("adagrad-initial-accumulator-keras", "adagrad", KERAS, _K_ADAGRAD,
+    _case("adagrad-zero-accumulator-keras", "adagrad", KERAS, _K_ADAGRAD,
           initial_accumulator_value=0.0),
     _case("adagrad-weight-decay-clip-keras", "adagrad", KERAS, _K_ADAGRAD,
           weight_decay=2.0**-8, clip_value=0.25, initial_accumulator_value=0.1),

@@ -44,6 +44,8 @@ def keras_trajectory(cls, kwargs, states, param, grads):
         opt.apply_gradients([(keras.ops.convert_to_tensor(g), var)])
 
     def host(v):
-        return np.asarray(keras.ops.convert_to_numpy(v))
+        # The torch backend's tensor: np.array() of it (what
+        # keras.ops.convert_to_numpy does) warns under NumPy 2.
+        return v.value.detach().cpu().numpy().copy()
 
     return host(var), {name: host(getattr(opt, attr)[0]) for name, attr in states.items()}
