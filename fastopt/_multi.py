@@ -235,6 +235,8 @@ def _update_host(fn, variant, names, columns, pre, hyper):
 
 
 def _update_device(fn, variant, names, columns, pre, hyper):
+    from numba import cuda as numba_cuda
+
     from .kernels import cuda, multi_cuda
 
     n = len(columns[0])
@@ -277,7 +279,8 @@ def _update_device(fn, variant, names, columns, pre, hyper):
                 # themselves, in the table's layout, and its chunk list.
                 views = [_device.flat_view(i) for i in flat]
                 table = tuple(tuple(views[c * n + k] for c in cols) for k in members)
-                chunks = _table([0] * len(flat), sizes, cols, members, n)["chunks"]
+                chunks = numba_cuda.to_device(
+                    _table([0] * len(flat), sizes, cols, members, n)["chunks"])
             else:
                 entry = _table([i.ptr for i in flat], sizes, cols, members, n)
                 table, chunks = multi_cuda.device_table(entry, device, stream)

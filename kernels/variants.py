@@ -12,7 +12,6 @@ import itertools
 import pathlib
 from dataclasses import dataclass
 
-import numba
 
 from . import rules
 

@@ -23,7 +23,7 @@ def _run_cases():
     """Run every case (float32, float64) against its oracle; print a JSON summary."""
     import oracles
     from optimizer_table import CASES, fastopt_step, make_state, oracle
-    from test_functional_conformance import max_rel_error
+    from oracles import max_rel_error
 
     from fastopt.kernels import cpu, variants
 

@@ -18,6 +18,7 @@ import pytest
 
 import fastopt.functional as F
 import oracles
+from oracles import max_rel_error
 from conftest import CPU, TARGETS
 from optimizer_table import CASES, KERAS, TORCH, fastopt_step, make_state, oracle
 
@@ -26,26 +27,6 @@ DEVICE_SHAPES = [(1,), (7, 13)]
 CPU_STEPS = 25
 DEVICE_STEPS = 20   # the simulator: ~7 ms of CPU per launch, ~25 s for the table
 TOL = {np.float32: 1e-5, np.float64: 1e-12}
-# Error measure: max_i |a_i − b_i| / max(|b_i|, FLOOR·S), b the oracle, with S
-# the array's scale: max_j |b_j|, and for the param also max_j |p0_j| (its
-# initial value). Relative per element, except that elements much smaller than
-# that scale (a param crossing zero, a momentum near zero) are measured against
-# FLOOR·S: their absolute error comes from rounding quantities of size S along
-# the trajectory, not of their own size. S includes p0 because with one
-# element a param that ends near zero has no larger neighbour to set the scale.
-FLOOR = 2.0**-4
-
-
-def max_rel_error(actual, expected, scale=0.0):
-    """The measure above (0 for empty arrays); `scale` adds to S."""
-    if expected.size == 0:
-        return 0.0
-    mag = np.abs(expected)
-    floor = max(FLOOR * max(float(mag.max()), scale), np.finfo(expected.dtype).tiny)
-    diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
-    return float((diff / np.maximum(mag, floor)).max())
-
-
 _BY_ID = {case.id: case for case in CASES}
 
 

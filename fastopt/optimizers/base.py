@@ -85,9 +85,10 @@ class Optimizer:
         return ()
 
     def update_step(self, grad, param, state, lr, options):
-        """Update one `param` in place with one fused call.
+        """Update params in place with one fused functional call.
 
-        state:   this param's state arrays by slot name.
+        grad, param: lists of arrays (the functional API's list form).
+        state:   the state arrays by slot name, a list per slot.
         lr:      this step's learning rate (a float).
         options: keyword arguments for the functional call: ``grad_scale``,
                  ``clip_value``, ``weight_decay``.
@@ -287,9 +288,14 @@ class Optimizer:
         self._params = params
         options = {"weight_decay": self.weight_decay or 0.0,
                    "clip_value": self.clipvalue}
-        for i in present:
-            options["grad_scale"] = scales[i]
-            self.update_step(grads[i], params[i], self._state[i], lr, options)
+        for group in _same_scale_groups(present, scales):
+            # One list-form call per group: every array is checked before any
+            # is written, and the kernels run once per dtype, not once per param.
+            options["grad_scale"] = scales[group[0]]
+            state = {name: [self._state[i][name] for i in group]
+                     for name in self._state[group[0]]}
+            self.update_step([grads[i] for i in group], [params[i] for i in group],
+                             state, lr, options)
         self._iterations += 1
         return self._iterations
 
@@ -460,6 +466,15 @@ class Optimizer:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items()
                          if k != "name" and v is not None)
         return f"{type(self).__name__}({args})"
+
+
+def _same_scale_groups(present, scales):
+    """The params to update, grouped by gradient scale: one group unless
+    per-variable ``clipnorm`` gives each gradient its own factor."""
+    groups = {}
+    for i in present:
+        groups.setdefault(scales[i], []).append(i)
+    return list(groups.values())
 
 
 def _check_same(fn, name, got, want, where):
