@@ -1,0 +1,21 @@
+"""fastopt's PyTorch front end: torch.optim optimizers on fastopt's fused kernels.
+
+Switch with one line::
+
+    opt = fastopt.torch.Adam(model.parameters(), lr=1e-3)   # was torch.optim.Adam
+
+Same arguments, defaults, param groups, ``state_dict`` layout and update rules
+as torch.optim; works with torch's LR schedulers, ``torch.amp.GradScaler``,
+``DistributedDataParallel`` and ``ZeroRedundancyOptimizer(optimizer_class=...)``.
+"""
+try:
+    import torch  # noqa: F401
+except ImportError as e:   # pragma: no cover - torch is optional for fastopt
+    raise ImportError("fastopt.torch needs PyTorch: pip install 'fastopt[torch]'") from e
+
+from .adagrad import Adagrad
+from .adam import Adam, AdamW
+from .rmsprop import RMSprop
+from .sgd import SGD
+
+__all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW"]

@@ -1,0 +1,270 @@
+"""The machinery every fastopt.torch optimizer shares, written once.
+
+A subclass is torch's shape: a constructor that builds torch's `defaults`
+(same keys, same defaults), `_hyper` (torch's checks of one param group,
+returning the keyword arguments of its `fastopt.functional` function),
+`_slots` (the state tensors it keeps, by torch's key names, with their
+initial fill) and `_update` (one `fastopt.functional` call, list form,
+``convention="torch"``). torch.optim.Optimizer itself keeps param_groups,
+state, ``state_dict``/``load_state_dict``, ``zero_grad`` and the step hooks.
+What lives here:
+
+* ``step(closure=None)``: checks every group's hyperparameters and every
+  param that has a gradient *before* any state is created or memory written,
+  so a rejected step leaves params and state as they were; then per group,
+  creates missing state, buckets the params by (device, step number) and runs
+  one fused kernel call per bucket (per dtype inside it);
+* the tensors go to the kernels as they are: CPU tensors as zero-copy NumPy
+  views, CUDA tensors through ``__cuda_array_interface__`` on torch's current
+  stream; complex tensors as ``torch.view_as_real`` views (what torch itself
+  does, so each real and imaginary part is updated as its own element);
+* state in torch's layout: ``state["step"]`` a float scalar tensor on the CPU
+  (torch's non-capturable, non-fused layout), the per-element state as
+  tensors like the param. Checkpoints move both ways between torch.optim and
+  fastopt.torch.
+"""
+import math
+import numbers
+
+import torch
+
+try:   # torch's own rule for the dtype of state["step"]
+    from torch.optim.optimizer import _get_scalar_dtype
+except ImportError:   # pragma: no cover - older torch
+    def _get_scalar_dtype():
+        return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
+_DEVICES = ("cpu", "cuda")
+# torch's implementation switches: accepted at torch's values so that torch's
+# checkpoints load and ``torch.optim.X(...)`` call sites work unchanged.
+_REJECTED = {"capturable": "CUDA-graph capture of the step",
+             "differentiable": "differentiating through the step"}
+
+
+def check(value, label, low=0.0, high=None, *, low_open=False, high_open=False):
+    """A hyperparameter as a float, with torch's message when out of range.
+
+    A one-element tensor is read with ``.item()`` (torch accepts tensor lr).
+
+    Example::
+
+        >>> check(1e-3, "learning rate")
+        0.001
+        >>> check(-1.0, "learning rate")
+        ValueError: Invalid learning rate: -1.0
+    """
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"Tensor {label} must be 1-element")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{label} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    bad = (not math.isfinite(value)
+           or (value <= low if low_open else value < low)
+           or (high is not None and (value >= high if high_open else value > high)))
+    if bad:
+        raise ValueError(f"Invalid {label}: {value}")
+    return value
+
+
+def flag(value, name):
+    """A boolean option, checked."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def _real(t):
+    return torch.view_as_real(t) if t.is_complex() else t
+
+
+class Optimizer(torch.optim.Optimizer):
+    """Base class of fastopt.torch's optimizers (see the module docstring)."""
+
+    _counts_steps = True   # keeps state["step"] (all but SGD)
+    _fallbacks = {}        # group keys torch's __setstate__ fills in for old checkpoints
+
+    def __init__(self, params, defaults):
+        for key, what in _REJECTED.items():
+            if defaults.get(key):
+                raise ValueError(f"{key}=True ({what}) is not supported by "
+                                 f"fastopt.torch.{type(self).__name__}")
+        self._hyper(defaults)
+        super().__init__(params, defaults)
+
+    # -- what subclasses define -------------------------------------------
+    def _hyper(self, group):
+        """torch's checks of `group`; the functional's keyword arguments."""
+        raise NotImplementedError
+
+    def _slots(self, hyper, p):
+        """State tensors `p` needs under `hyper`: {torch key: initial fill}."""
+        raise NotImplementedError
+
+    def _update(self, hyper, params, grads, state, step):
+        """One `fastopt.functional` call over lists of real tensors."""
+        raise NotImplementedError
+
+    # -- torch.optim.Optimizer hooks --------------------------------------
+    def add_param_group(self, param_group):
+        if isinstance(param_group, dict):   # check before torch stores it
+            self._hyper({**self.defaults, **param_group})
+        super().add_param_group(param_group)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for key, value in self._fallbacks.items():
+                group.setdefault(key, value)
+            for p in group["params"]:
+                s = self.state.get(p)
+                if s and "step" in s and not torch.is_tensor(s["step"]):
+                    s["step"] = torch.tensor(float(s["step"]), dtype=_get_scalar_dtype())
+
+    # -- the step ---------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One update of every param that has a gradient; returns `closure()`'s loss.
+
+        Example::
+
+            >>> opt = fastopt.torch.Adam(model.parameters(), lr=1e-3)
+            >>> loss_fn(model(x), y).backward()
+            >>> opt.step()
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        work = []
+        for i, group in enumerate(self.param_groups):
+            hyper = self._checked_hyper(i, group)
+            params = []
+            for j, p in enumerate(group["params"]):
+                if p.grad is not None:
+                    self._check_param(i, j, p)
+                    params.append(p)
+            if params:
+                work.append((group, hyper, params))
+        for group, hyper, params in work:
+            self._step_group(group, hyper, params)
+        return loss
+
+    def _checked_hyper(self, i, group):
+        for key, what in _REJECTED.items():
+            if group.get(key):
+                raise ValueError(f"param_groups[{i}]: {key}=True ({what}) is not "
+                                 f"supported by fastopt.torch.{type(self).__name__}")
+        try:
+            return self._hyper(group)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"fastopt.torch.{type(self).__name__}: param_groups[{i}]: {e}") from None
+
+    def _check_param(self, i, j, p):
+        g = p.grad
+        state = self.state.get(p)
+        tensors = [t for key, t in state.items()
+                   if key != "step" and t is not None] if state else ()
+        fine = (g.layout == torch.strided and p.dtype in _DTYPES
+                and p.device.type in _DEVICES and g.dtype == p.dtype
+                and g.device == p.device and g.shape == p.shape
+                and p.is_contiguous() and g.is_contiguous()
+                and all(isinstance(t, torch.Tensor) and t.is_contiguous()
+                        and t.dtype == p.dtype and t.device == p.device
+                        and t.shape == p.shape for t in tensors))
+        if not fine:   # the common case skips building the messages
+            self._param_error(i, j, p)
+
+    def _param_error(self, i, j, p):
+        name = type(self).__name__
+        where = f"param_groups[{i}]['params'][{j}]"
+        g = p.grad
+        if g.layout != torch.strided:
+            raise TypeError(f"fastopt.torch.{name} does not support sparse gradients "
+                            f"({where} has a {g.layout} gradient); use torch.optim's "
+                            "sparse optimizers or a dense gradient")
+        if p.dtype not in _DTYPES:
+            raise TypeError(f"fastopt.torch.{name}: {where} has dtype {p.dtype}; fastopt "
+                            "updates float32, float64, complex64 and complex128 tensors")
+        if p.device.type not in _DEVICES:
+            raise TypeError(f"fastopt.torch.{name}: {where} is on {p.device}; fastopt "
+                            "runs on the CPU and on CUDA GPUs")
+        if g.dtype != p.dtype or g.device != p.device or g.shape != p.shape:
+            raise ValueError(f"fastopt.torch.{name}: the gradient of {where} is "
+                             f"{g.dtype} {tuple(g.shape)} on {g.device}, the param "
+                             f"{p.dtype} {tuple(p.shape)} on {p.device}")
+        tensors = [("param", p), ("grad", g)] + [
+            (f"state[{key!r}]", t) for key, t in self.state.get(p, {}).items()
+            if key != "step" and t is not None]
+        for what, t in tensors:
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"fastopt.torch.{name}: {what} of {where} is a "
+                                f"{type(t).__name__}, expected a tensor")
+            if not t.is_contiguous():
+                raise ValueError(f"fastopt.torch.{name}: {what} of {where} is not "
+                                 "contiguous; fastopt's kernels need contiguous tensors")
+            if t.dtype != p.dtype or t.device != p.device or t.shape != p.shape:
+                raise ValueError(f"fastopt.torch.{name}: {what} of {where} is {t.dtype} "
+                                 f"{tuple(t.shape)} on {t.device}, expected it like the "
+                                 "param")
+        raise AssertionError("unreachable")   # pragma: no cover
+
+    def _step_group(self, group, hyper, params):
+        keys = list(self._slots(hyper, params[0]))   # the same for all of a group
+        prepared = [self._prepare(hyper, p) for p in params]
+        steps = (_step_numbers([s["step"] for s, _ in prepared]) if self._counts_steps
+                 else [n for _, n in prepared])
+        buckets = {}
+        for p, (state, _), step in zip(params, prepared, steps):
+            buckets.setdefault((p.device, step), []).append((p, state))
+        for (_, step), members in buckets.items():
+            states = [s for _, s in members]
+            self._update(hyper, [_real(p) for p, _ in members],
+                         [_real(p.grad) for p, _ in members],
+                         {k: [_real(s[k]) for s in states] for k in keys}, step)
+            if self._counts_steps:
+                _add_one([s["step"] for s in states])
+        # The kernels write through raw pointers: tell autograd, as torch's
+        # in-place ops do, so a graph that saved an old value raises.
+        torch.autograd.graph.increment_version(params)
+
+    def _prepare(self, hyper, p):
+        """`p`'s state, created where missing, and this update's 1-based step."""
+        slots = self._slots(hyper, p)
+        if not slots and not self._counts_steps:
+            return None, 1   # no state: torch keeps none either
+        state = self.state[p]
+        created = False
+        if self._counts_steps and "step" not in state:
+            state["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
+        for key, fill in slots.items():
+            if state.get(key) is None:
+                state[key] = (torch.zeros_like(p, memory_format=torch.preserve_format)
+                              if fill == 0 else
+                              torch.full_like(p, fill, memory_format=torch.preserve_format))
+                created = True
+        return state, 1 if created else 2   # (counting optimizers: see _step_numbers)
+
+
+def _step_numbers(steps):
+    """This update's 1-based step of each param: its state["step"] + 1.
+
+    One stack and one copy for all (they are CPU scalars, as torch keeps
+    them); one ``.item()`` each where a checkpoint put them elsewhere.
+    """
+    try:
+        values = torch.stack(steps).tolist()
+    except RuntimeError:   # steps on several devices
+        values = [s.item() for s in steps]
+    return [int(v) + 1 for v in values]
+
+
+def _add_one(steps):
+    """``step += 1`` for each, in one op where torch offers it (as its foreach path)."""
+    try:
+        torch._foreach_add_(steps, 1)
+    except (AttributeError, RuntimeError):
+        for s in steps:
+            s += 1
