@@ -34,7 +34,7 @@ from .kernels import PRE, RULES
 # per thread. A module constant so tests can exercise chunk boundaries.
 CHUNK = 1 << 16
 
-_CACHE_SIZE = 8      # tables kept (different lists, e.g. param groups)
+_CACHE_SIZE = 64      # tables kept (different lists, e.g. param groups)
 _tables = collections.OrderedDict()
 
 

@@ -151,7 +151,7 @@ def rmsprop_keras(p, g, s, h, f):
 def rmsprop_torch(p, g, s, h, f):
     """torch RMSprop; slots (square_avg s, grad_avg ḡ, momentum_buffer buf).
 
-    s ← α·s + (1−α)·g²
+    s ← α·s + ((1−α)·g)·g    (the product rounded as torch's addcmul does)
     centered: ḡ ← lerp(ḡ, g, 1−α);    d = sqrt(s − ḡ²) + ε
     else:                              d = sqrt(s) + ε
     momentum: buf ← μ·buf + g/d;  p ← p − lr·buf     else: p ← p − lr·g/d
@@ -160,7 +160,7 @@ def rmsprop_torch(p, g, s, h, f):
     sq, avg, buf = s
     lr, alpha, one_minus_alpha, eps, mu = h
     centered, momentum = f
-    sq = alpha * sq + one_minus_alpha * (g * g)
+    sq = alpha * sq + one_minus_alpha * g * g
     if centered:
         avg = lerp(avg, g, one_minus_alpha, alpha)
         d = math.sqrt(sq - avg * avg) + eps
@@ -178,24 +178,26 @@ def rmsprop_torch(p, g, s, h, f):
 def adam(p, g, s, h, f):
     """Adam / AMSGrad / AdamW, both conventions; slots (m, v, v̂).
 
-    m ← β₁·m + (1−β₁)·g   (torch_lerp: m ← lerp(m, g, 1−β₁), torch's form)
-    v ← β₂·v + (1−β₂)·g²
+    m ← β₁·m + (1−β₁)·g;   v ← β₂·v + (1−β₂)·g²
+    torch_form: torch's own forms, m ← lerp(m, g, 1−β₁) and v's product as
+    torch's addcmul rounds it, ((1−β₂)·g)·g
     AMSGrad: v̂ ← max(v̂, v) and v̂ replaces v below
     p ← p − α·m / (sqrt(v) + ε′)
 
     The host passes α = lr·sqrt(1−β₂ᵗ)/(1−β₁ᵗ). Keras uses ε′ = ε; torch's
     form p − lr/(1−β₁ᵗ)·m / (sqrt(v)/sqrt(1−β₂ᵗ) + ε) is the same rule with
     ε′ = ε·sqrt(1−β₂ᵗ). AdamW's decoupled decay is applied before the rule.
-    h = (α, β₁, 1−β₁, β₂, 1−β₂, ε′);  f = (amsgrad, torch_lerp)
+    h = (α, β₁, 1−β₁, β₂, 1−β₂, ε′);  f = (amsgrad, torch_form)
     """
     m, v, vmax = s
     alpha, beta1, one_minus_beta1, beta2, one_minus_beta2, eps = h
-    amsgrad, torch_lerp = f
-    if torch_lerp:
+    amsgrad, torch_form = f
+    if torch_form:
         m = lerp(m, g, one_minus_beta1, beta1)
+        v = beta2 * v + one_minus_beta2 * g * g
     else:
         m = beta1 * m + one_minus_beta1 * g
-    v = beta2 * v + one_minus_beta2 * (g * g)
+        v = beta2 * v + one_minus_beta2 * (g * g)
     if amsgrad:
         vmax = nan_max(vmax, v)
         p = p - alpha * m / (math.sqrt(vmax) + eps)

@@ -49,7 +49,7 @@ RULES = {
     "adam": RuleSpec(("alpha", "beta1", "one_minus_beta1", "beta2",
                       "one_minus_beta2", "eps"),
                      (("exp_avg", None), ("exp_avg_sq", None),
-                      ("max_exp_avg_sq", "amsgrad")), ("amsgrad", "torch_lerp")),
+                      ("max_exp_avg_sq", "amsgrad")), ("amsgrad", "torch_form")),
 }
 PRE = ("scale", "bound", "wd", "decay")   # see element_step
 NUM_SLOTS = 3
