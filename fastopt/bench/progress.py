@@ -23,10 +23,10 @@ class Progress:
             print(f"[{self._done + 1}/{self._total}] {label}", file=sys.stderr,
                   flush=True)
 
-    def advance(self):
-        self._done += 1
+    def advance(self, count=1):
+        self._done += count
         if self._bar is not None:
-            self._bar.update(1)
+            self._bar.update(count)
 
     def close(self):
         if self._bar is not None:

@@ -12,7 +12,8 @@ from .cases import CASES, DEFAULT_OPTIMIZERS
 from .overhead import cold_start as measure_cold_start
 from .overhead import dispatch_overhead, fastopt_call
 from .progress import Progress
-from .timing import cpu_llc_bytes, make_host_sets, num_sets, time_cpu, time_gpu
+from .timing import (HostClock, cpu_llc_bytes, make_host_sets, num_sets,
+                     time_interleaved, warm_up)
 
 PEERS = {"cpu": ("numpy", "torch"), "cuda": ("torch", "cupy", "optax")}
 TORCH_MODES = tuple(peers_torch.MODES)
@@ -76,11 +77,18 @@ def _make_call(impl, name, case, sets, device):
     raise KeyError(impl)
 
 
-def _time(call, timer, nsets, warmup, repeats, device):
+def _default_timer(device):
     if device == "cpu":
-        return time_cpu(call, nsets, warmup, repeats)
+        return HostClock()
     from .gpu import EventTimer
-    return time_gpu(call, nsets, warmup, repeats, timer or EventTimer())
+    return EventTimer()
+
+
+def _time(call, timer, nsets, warmup, repeats, device):
+    """Time one implementation alone (the copy measurement)."""
+    timer = timer or _default_timer(device)
+    warm_up(call, nsets, warmup, timer)
+    return time_interleaved({"call": (call, timer)}, nsets, repeats)["call"]
 
 
 def _cpu_model():
@@ -178,27 +186,38 @@ def run(optimizers=DEFAULT_OPTIMIZERS, sizes=(1_000_000, 10_000_000),
                 if device == "cuda":
                     from .gpu import to_device_sets
                     sets = to_device_sets(sets)
+                rows, prepared = {}, {}
                 for impl in impls:
                     bar.describe(f"{name} {dtype.name} n={n:.0e} {impl}")
-                    row = {"optimizer": name, "dtype": dtype.name, "size": n,
-                           "impl": impl, "bytes_per_element": nbytes // n,
-                           "buffer_sets": nsets}
+                    row = rows[impl] = {
+                        "optimizer": name, "dtype": dtype.name, "size": n,
+                        "impl": impl, "bytes_per_element": nbytes // n,
+                        "buffer_sets": nsets}
                     why = _unavailable(impl, name, case, device)
                     if why:
                         row.update(status="unavailable", note=why)
+                        continue
+                    try:
+                        call, timer = _make_call(impl, name, case, sets, device)
+                        timer = timer or _default_timer(device)
+                        warm_up(call, nsets, warmup, timer)
+                        prepared[impl] = (call, timer)
+                    except Exception as err:  # a broken peer must not end the run
+                        if impl in ("fastopt", "floor"):
+                            raise
+                        row.update(status="error", note=f"{type(err).__name__}: {err}")
+                bar.describe(f"{name} {dtype.name} n={n:.0e} timing")
+                for impl, timing in time_interleaved(prepared, nsets, repeats).items():
+                    if isinstance(timing, Exception):
+                        if impl in ("fastopt", "floor"):
+                            raise timing
+                        rows[impl].update(status="error",
+                                          note=f"{type(timing).__name__}: {timing}")
                     else:
-                        try:
-                            call, timer = _make_call(impl, name, case, sets, device)
-                            timing = _time(call, timer, nsets, warmup, repeats, device)
-                            row.update(status="ok", **timing.as_dict(nbytes))
-                            del call, timer
-                        except Exception as err:  # a broken peer must not end the run
-                            if impl in ("fastopt", "floor"):
-                                raise
-                            row.update(status="error",
-                                       note=f"{type(err).__name__}: {err}")
-                    results.append(row)
-                    bar.advance()
+                        rows[impl].update(status="ok", **timing.as_dict(nbytes))
+                results.extend(rows.values())
+                bar.advance(len(impls))
+                del prepared
                 del sets
                 gc.collect()
     bar.close()
@@ -253,13 +272,12 @@ def _measure_copy(n, dtype, llc, device, warmup, repeats):
 
         def call(k):
             floor.cpu_copy(dst[k], src[k])
-        timing = time_cpu(call, nsets, warmup, repeats)
         impl = "copy (numba prange)"
     else:
-        from .gpu import EventTimer, make_copy, to_device_sets
+        from .gpu import make_copy, to_device_sets
         call = make_copy(to_device_sets([{"param": s} for s in src]))
-        timing = time_gpu(call, nsets, warmup, repeats, EventTimer())
         impl = "copy (device to device)"
+    timing = _time(call, None, nsets, warmup, repeats, device)
     return {"dtype": dtype.name, "size": n, "impl": impl, "buffer_sets": nsets,
             "bytes_per_element": 2 * dtype.itemsize, **timing.as_dict(nbytes)}
 

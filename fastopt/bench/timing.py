@@ -78,31 +78,42 @@ class Timing:
                 "gbps_worst": nbytes / hi / 1e9}
 
 
-def time_cpu(call, nsets, warmup, repeats):
-    """Time ``call(k)`` (k: buffer set index) with the host clock.
+class HostClock:
+    """Times one call with the host clock (CPU implementations)."""
 
-    Warm-up visits every set at least once (compilation, first-touch page
-    faults), then `repeats` calls cycle through the sets.
-    """
-    for k in range(max(warmup, nsets)):
-        call(k % nsets)
-    times = []
-    clock = time.perf_counter
-    for k in range(repeats):
-        t0 = clock()
-        call(k % nsets)
-        times.append(clock() - t0)
-    return Timing(times)
+    def synchronize(self):
+        pass
+
+    def measure(self, fn):
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
 
 
-def time_gpu(call, nsets, warmup, repeats, timer):
-    """Like `time_cpu` for a GPU implementation; `timer` (from gpu.py) brackets
-    each call with events on the implementation's stream, or synchronises
-    before reading the host clock where the library has no events."""
+def warm_up(call, nsets, warmup, timer):
+    """Visit every set at least once: compilation, first-touch page faults."""
     for k in range(max(warmup, nsets)):
         call(k % nsets)
     timer.synchronize()
-    times = []
+
+
+def time_interleaved(impls, nsets, repeats):
+    """Time warmed-up implementations round-robin, one call each per round.
+
+    impls: name -> ``(call(k), timer)``, `timer` a `HostClock` or a GPU timer
+    from gpu.py. Shared machines drift (other tenants, memory-bandwidth
+    regimes); interleaving gives every implementation the same conditions, so
+    their ratios hold even when the absolute figures wander. Returns name ->
+    `Timing`, or name -> the exception a call raised.
+    """
+    times = {name: [] for name in impls}
+    failed = {}
     for k in range(repeats):
-        times.append(timer.measure(lambda: call(k % nsets)))
-    return Timing(times)
+        for name, (call, timer) in impls.items():
+            if name in failed:
+                continue
+            try:
+                times[name].append(timer.measure(lambda: call(k % nsets)))
+            except Exception as err:  # a broken peer must not end the run
+                failed[name] = err
+    return {name: failed.get(name) or Timing(times[name]) for name in impls}
