@@ -115,8 +115,9 @@ MUTATIONS = [
              arrays=_replace("grad", lambda a, t: t.put(_host(dtype=np.float32)))),
     Mutation("param-int", TypeError, r"param must be float32 or float64, got int64",
              arrays=_replace("param", lambda a, t: t.put(_host(dtype=np.int64)))),
+    # (A list is the functional API's list form: tests/test_multi_tensor.py.)
     Mutation("param-not-array", TypeError, r"param must be a NumPy array or a CUDA array",
-             arrays=_replace("param", lambda a, t: [[0.0] * 4] * 5)),
+             arrays=_replace("param", lambda a, t: 0.5)),
     Mutation("grad-not-contiguous", ValueError, r"grad must be C-contiguous",
              arrays=_replace("grad", _strided)),
     Mutation("param-read-only", ValueError, r"param is read-only",
