@@ -98,7 +98,8 @@ def warm_up(call, nsets, warmup, timer):
 
 
 def time_interleaved(impls, nsets, repeats):
-    """Time warmed-up implementations round-robin, one call each per round.
+    """Time warmed-up implementations round-robin, one call each per round,
+    the order rotating from round to round.
 
     impls: name -> ``(call(k), timer)``, `timer` a `HostClock` or a GPU timer
     from gpu.py. Shared machines drift (other tenants, memory-bandwidth
@@ -109,8 +110,13 @@ def time_interleaved(impls, nsets, repeats):
     times = {name: [] for name in impls}
     failed = {}
     calls = 0    # one rotation over all calls: no call finds the last one's set in cache
-    for _ in range(repeats):
-        for name, (call, timer) in impls.items():
+    names = list(impls)
+    for r in range(repeats):
+        # Rotate who goes first: a call inherits its predecessor's state (torch's
+        # OpenMP threads spin for a while after a call and share the cores).
+        shift = r % len(names) if names else 0
+        for name in names[shift:] + names[:shift]:
+            call, timer = impls[name]
             if name in failed:
                 continue
             k = calls % nsets
