@@ -52,15 +52,7 @@ def update(fn, variant, param, grad, states, pre, hyper):
     if isinstance(param, (list, tuple)):   # the list form (fastopt/_multi.py)
         from . import _multi
         return _multi.update_many(fn, variant, param, grad, states, pre, hyper)
-    names = ["param", "grad"]
-    arrays = [param, grad]
-    for name, why in zip(variant.slots, variant.slot_reasons):
-        if name is not None:
-            array = states.get(name)
-            if array is None:
-                raise ValueError(f"{fn}(): {name} is required{why}")
-            names.append(name)
-            arrays.append(array)
+    names, arrays = named_arguments(fn, variant, param, grad, states)
     if all(type(a) is np.ndarray for a in arrays):   # the common case, fast
         return _update_host(fn, variant, names, arrays, pre, hyper)
     places = [_place(a) for a in arrays]
@@ -79,6 +71,20 @@ def update(fn, variant, param, grad, states, pre, hyper):
         _update_host(fn, variant, names, [_host_view(a) for a in arrays], pre, hyper)
     else:
         _update_device(fn, variant, names, arrays, pre, hyper)
+
+
+def named_arguments(fn, variant, param, grad, states):
+    """``(names, values)``: param, grad, then the state arguments `variant`
+    uses, in slot order; a missing one raises, saying which option needs it."""
+    names, values = ["param", "grad"], [param, grad]
+    for name, why in zip(variant.slots, variant.slot_reasons):
+        if name is not None:
+            value = states.get(name)
+            if value is None:
+                raise ValueError(f"{fn}(): {name} is required{why}")
+            names.append(name)
+            values.append(value)
+    return names, values
 
 
 def _host_view(x):

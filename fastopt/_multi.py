@@ -88,14 +88,7 @@ def _label(names, n, j):
 
 def _columns(fn, variant, params, grads, states):
     """The argument names and their lists, param and grad first, then used slots."""
-    names, columns = ["param", "grad"], [params, grads]
-    for name, why in zip(variant.slots, variant.slot_reasons):
-        if name is not None:
-            column = states.get(name)
-            if column is None:
-                raise ValueError(f"{fn}(): {name} is required{why}")
-            names.append(name)
-            columns.append(column)
+    names, columns = _dispatch.named_arguments(fn, variant, params, grads, states)
     n = len(params)
     for name, column in zip(names[1:], columns[1:]):
         if not isinstance(column, (list, tuple)):

@@ -1,0 +1,65 @@
+"""What the PTX tests share: compile every variant in a subprocess, read its PTX.
+
+`numba.cuda.compile_ptx` needs the real CUDA target, so the compiling runs in
+a child process with the simulator off (tests/conftest.py turns it on). The
+child prints one JSON record per variant and dtype; `records` collects them.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+
+from fastopt.kernels import PRE, RULES, all_variants
+
+DTYPES = ("float32", "float64")
+VARIANTS = list(all_variants())
+
+
+def variant_id(variant):
+    return variant.key.rsplit("-", 1)[0]    # without the source fingerprint
+
+
+def probe(kernel_function, arrays_signature, extra_facts=lambda ptx: {}):
+    """In the child: compile `kernel_function(variant)` for every variant and
+    dtype, with ``arrays_signature(dt)`` the argument types before the scalar
+    tuples, and print each record."""
+    from numba import cuda, types
+
+    for variant in VARIANTS:
+        for name in DTYPES:
+            dt = getattr(types, name)
+            sig = (*arrays_signature(dt), types.UniTuple(dt, len(PRE)),
+                   types.UniTuple(dt, len(RULES[variant.rule].hyper)))
+            ptx, _ = cuda.compile_ptx(kernel_function(variant), sig, cc=(9, 0))
+            bits = name[-2:]
+            print(json.dumps({
+                "key": variant.key, "dtype": name,
+                "local": ".local" in ptx,
+                "other_precision": (".f64" if bits == "32" else ".f32") in ptx,
+                "loads": len(re.findall(rf"ld\.global(?:\.nc)?\.f{bits}", ptx)),
+                "stores": ptx.count(f"st.global.f{bits}"),
+                **extra_facts(ptx),
+            }), flush=True)
+
+
+def records(script, timeout=1800):
+    """Run `script` (a test module whose ``__main__`` calls `probe`) in a child
+    process with the simulator off; its records keyed by (variant key, dtype)."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    out = subprocess.run([sys.executable, script], env=env, capture_output=True,
+                         text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr[-4000:]
+    found = [json.loads(line) for line in out.stdout.splitlines()]
+    return {(r["key"], r["dtype"]): r for r in found}
+
+
+def assert_clean(rec, variant):
+    """No spills, no other precision, and a single fused pass: one float load
+    per array read and one store per array written, per (unrolled) iteration."""
+    assert not rec["local"], "local memory in PTX (spill or stack array)"
+    assert not rec["other_precision"], "arithmetic in the other float precision"
+    arrays = sum(variant.used)
+    reads, writes = 2 + arrays, 1 + arrays
+    assert rec["loads"] % reads == 0 and rec["stores"] % writes == 0, rec
+    assert rec["loads"] // reads == rec["stores"] // writes >= 1, rec
