@@ -60,17 +60,8 @@ def to_device_sets(host_sets):
     return [{name: cuda.to_device(a) for name, a in s.items()} for s in host_sets]
 
 
-class EventTimer:
-    """Times one call with CUDA events on the legacy default stream, which
-    orders work with Numba's, CuPy's and torch's default streams."""
-
-    def __init__(self):
-        from numba import cuda
-        self._cuda = cuda
-        self._start, self._end = cuda.event(), cuda.event()
-
-    def synchronize(self):
-        self._cuda.synchronize()
+class _Events:
+    """Times one call between two CUDA events (`_start`, `_end`), set by a subclass."""
 
     def measure(self, fn):
         self._start.record()
@@ -80,24 +71,24 @@ class EventTimer:
         return self._start.elapsed_time(self._end) / 1e3
 
 
-class TorchEventTimer:
+class EventTimer(_Events):
+    """CUDA events on the legacy default stream, which orders work with
+    Numba's, CuPy's and torch's default streams."""
+
+    def __init__(self):
+        from numba import cuda
+        self.synchronize = cuda.synchronize
+        self._start, self._end = cuda.event(), cuda.event()
+
+
+class TorchEventTimer(_Events):
     """CUDA events on torch's current stream (torch may not use stream 0)."""
 
     def __init__(self):
         import torch
-        self._torch = torch
+        self.synchronize = torch.cuda.synchronize
         self._start = torch.cuda.Event(enable_timing=True)
         self._end = torch.cuda.Event(enable_timing=True)
-
-    def synchronize(self):
-        self._torch.cuda.synchronize()
-
-    def measure(self, fn):
-        self._start.record()
-        fn()
-        self._end.record()
-        self._end.synchronize()
-        return self._start.elapsed_time(self._end) / 1e3
 
 
 class SyncTimer:
