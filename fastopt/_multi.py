@@ -101,8 +101,12 @@ def _columns(fn, variant, params, grads, states):
     return names, columns
 
 
-def _check_host(fn, names, columns):
-    """Per-tensor dtype, shape, layout and writability checks of host arrays."""
+def _check_tensors(fn, names, columns, layout, device=None):
+    """Per-tensor dtype, shape, layout (and device) checks, for either place.
+
+    layout(a) -> (contiguous, readonly); `device`, if given, is the GPU every
+    array must be on (each then has a ``.device``).
+    """
     for k, p in enumerate(columns[0]):
         dtype, shape = p.dtype, p.shape
         if dtype not in _dispatch.FLOAT_DTYPES:
@@ -116,12 +120,25 @@ def _check_host(fn, names, columns):
             if a.shape != shape:
                 raise ValueError(f"{fn}(): {name}[{k}] has shape {a.shape}, "
                                  f"expected {shape} like param[{k}]")
-            flags = a.flags
-            if not flags.c_contiguous:
+            contiguous, readonly = layout(a)
+            if not contiguous:
                 raise ValueError(f"{fn}(): {name}[{k}] must be C-contiguous")
-            if not flags.writeable and name != "grad":
+            if device is not None and a.device != device:
+                raise ValueError(
+                    f"{fn}(): {name}[{k}] is on GPU {a.device} but param[0] "
+                    f"is on GPU {device}; all arrays must be on the same GPU")
+            if readonly and name != "grad":
                 raise ValueError(
                     f"{fn}(): {name}[{k}] is read-only; it is updated in place")
+
+
+def _host_layout(a):
+    flags = a.flags
+    return flags.c_contiguous, not flags.writeable
+
+
+def _device_layout(info):
+    return info.contiguous, info.readonly
 
 
 def _check_no_overlap(fn, names, n, addresses, nbytes):
@@ -210,7 +227,7 @@ def _table(addresses, sizes, cols, members, n):
 def _update_host(fn, variant, names, columns, pre, hyper):
     from .kernels import multi_cpu
 
-    _check_host(fn, names, columns)
+    _check_tensors(fn, names, columns, _host_layout)
     params, n = columns[0], len(columns[0])
     flat = [a for column in columns for a in column]
     addresses = [a.ctypes.data for a in flat]
@@ -236,46 +253,28 @@ def _update_device(fn, variant, names, columns, pre, hyper):
     infos = [[_device.describe(f"{name}[{k}]", a) for k, a in enumerate(column)]
              for name, column in zip(names, columns)]
     device = infos[0][0].device
-    for k, p in enumerate(infos[0]):
-        if p.dtype not in _dispatch.FLOAT_DTYPES:
-            raise TypeError(
-                f"{fn}(): param[{k}] must be float32 or float64, got {p.dtype}")
-        for name, column in zip(names, infos):
-            info = column[k]
-            if info.dtype != p.dtype:
-                raise TypeError(f"{fn}(): {name}[{k}] has dtype {info.dtype}, "
-                                f"expected {p.dtype} like param[{k}]")
-            if info.shape != p.shape:
-                raise ValueError(f"{fn}(): {name}[{k}] has shape {info.shape}, "
-                                 f"expected {p.shape} like param[{k}]")
-            if not info.contiguous:
-                raise ValueError(f"{fn}(): {name}[{k}] must be C-contiguous")
-            if info.device != device:
-                raise ValueError(
-                    f"{fn}(): {name}[{k}] is on GPU {info.device} but param[0] "
-                    f"is on GPU {device}; all arrays must be on the same GPU")
-            if info.readonly and name != "grad":
-                raise ValueError(
-                    f"{fn}(): {name}[{k}] is read-only; it is updated in place")
+    _check_tensors(fn, names, infos, _device_layout, device)
     flat = [info for column in infos for info in column]
-    _check_no_overlap(fn, names, n, [i.ptr for i in flat], [i.nbytes for i in flat])
+    addresses = [i.ptr for i in flat]
+    _check_no_overlap(fn, names, n, addresses, [i.nbytes for i in flat])
     params = infos[0]
     sizes = [p.size for p in params]
     cols = _slot_columns(variant, len(names))
     stream = _device.stream_of(params[0])
     simulated = cuda._simulated()
+    kern = multi_cuda.kernel(variant)
+    if simulated:
+        # The simulator runs no intrinsic: hand the kernel the arrays
+        # themselves, in the table's layout, and its chunk list.
+        views = [_device.flat_view(i) for i in flat]
     with _device.on_device(device):
         for dtype, members in _groups([p.dtype for p in params]).items():
-            kern = multi_cuda.kernel(variant)
             if simulated:
-                # The simulator runs no intrinsic: hand the kernel the arrays
-                # themselves, in the table's layout, and its chunk list.
-                views = [_device.flat_view(i) for i in flat]
                 table = tuple(tuple(views[c * n + k] for c in cols) for k in members)
                 chunks = numba_cuda.to_device(
                     _table([0] * len(flat), sizes, cols, members, n)["chunks"])
             else:
-                entry = _table([i.ptr for i in flat], sizes, cols, members, n)
+                entry = _table(addresses, sizes, cols, members, n)
                 table, chunks = multi_cuda.device_table(entry, device, stream)
             if len(chunks) == 0:
                 continue
