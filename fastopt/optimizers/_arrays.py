@@ -5,7 +5,6 @@ is, its shape and dtype), creating state like a param with the param's own
 library, moving state to and from the host for checkpoints, and sums of
 squares for norm clipping, reduced where the arrays live.
 """
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,11 +54,6 @@ def describe(fn, name, x):
                      info)
 
 
-def _is_torch(x):
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(x, torch.Tensor)
-
-
 def _is_cupy(x):
     return type(x).__module__.split(".")[0] == "cupy"
 
@@ -68,7 +62,7 @@ def full_like(param, value):
     """A new contiguous array like `param` (same library, device, dtype), filled."""
     if type(param) is np.ndarray:
         return np.full(param.shape, value, param.dtype)
-    if _is_torch(param):
+    if _dispatch._is_torch(param):
         import torch
         return torch.full_like(param.detach(), value,
                                memory_format=torch.contiguous_format)
@@ -88,7 +82,7 @@ def to_host(x):
     """A NumPy copy of array `x`."""
     if type(x) is np.ndarray:
         return x.copy()
-    if _is_torch(x):
+    if _dispatch._is_torch(x):
         return x.detach().cpu().numpy().copy()
     if _is_cupy(x):
         return x.get()
@@ -102,7 +96,7 @@ def copy_from_host(dst, host):
     """Overwrite array `dst` with NumPy array `host` (same shape and dtype)."""
     if type(dst) is np.ndarray:
         dst[...] = host
-    elif _is_torch(dst):
+    elif _dispatch._is_torch(dst):
         import torch
         dst.detach().copy_(torch.from_numpy(np.ascontiguousarray(host)))
     elif _is_cupy(dst):
