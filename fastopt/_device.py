@@ -8,6 +8,7 @@ CAI view, with no stream field so that Numba adds no synchronisation: the
 kernel runs on the stream the caller's framework is using.
 """
 import contextlib
+import math
 import sys
 from dataclasses import dataclass
 
@@ -24,11 +25,11 @@ class DeviceArray:
     contiguous: bool
     readonly: bool
     device: int
-    stream: object      # CAI stream value: None, 1, 2 or a cudaStream_t
+    stream: object      # CAI stream value: None, 1, 2, a cudaStream_t, or TORCH_STREAM
 
     @property
     def size(self):
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
     @property
     def nbytes(self):
@@ -40,6 +41,7 @@ class _FlatView:
 
     def __init__(self, info):
         self._owner = info.owner
+        self.shape = (info.size,)
         self.__cuda_array_interface__ = {
             "shape": (info.size,), "strides": None, "typestr": info.dtype.str,
             "data": (info.ptr, False), "version": 3, "stream": None}
@@ -76,10 +78,16 @@ def describe(name, x):
                            0, None)
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(x, torch.Tensor):
+        dtype = _torch_dtypes(torch).get(x.dtype)
+        if dtype is not None:
+            # Read off the tensor directly: building its CAI dict costs ~10x
+            # more, which adds up over a model's hundreds of tensors.
+            return DeviceArray(name, x, x.data_ptr(), tuple(x.shape), dtype,
+                               x.is_contiguous(), False, x.get_device(), TORCH_STREAM)
         x = x.detach()   # a tensor that requires grad refuses the CAI
         cai = x.__cuda_array_interface__
         device = x.device.index
-        stream = torch.cuda.current_stream(x.device).cuda_stream or None
+        stream = TORCH_STREAM
     else:
         cai = x.__cuda_array_interface__
         device = _device_ordinal(x, cai["data"][0])
@@ -91,6 +99,19 @@ def describe(name, x):
     ptr, readonly = cai["data"]
     return DeviceArray(name, x, ptr, shape, dtype, contiguous, bool(readonly),
                        device, stream)
+
+
+TORCH_STREAM = "torch"   # a DeviceArray.stream: torch's current stream, looked up at launch
+_torch_dtype_map = {}
+
+
+def _torch_dtypes(torch):
+    """torch dtype -> NumPy dtype for the dtypes whose CAI typestr NumPy reads."""
+    if not _torch_dtype_map:
+        _torch_dtype_map.update({torch.float32: np.dtype(np.float32),
+                                 torch.float64: np.dtype(np.float64),
+                                 torch.float16: np.dtype(np.float16)})
+    return _torch_dtype_map
 
 
 def _c_strides(shape, itemsize):
@@ -139,6 +160,9 @@ _streams = {}
 def stream_of(info):
     """The Numba stream to launch on: the one the array's producer uses."""
     value = info.stream
+    if value == TORCH_STREAM:
+        import torch
+        value = torch.cuda.current_stream(info.device).cuda_stream or None
     if value is None or value == 0 or _simulator_array_type() is not None:
         return 0
     stream = _streams.get(value)
@@ -154,9 +178,17 @@ def stream_of(info):
     return stream
 
 
+_gpu_count = []
+
+
 def on_device(ordinal):
-    """Make `ordinal` the current GPU for the launch (a no-op if it already is)."""
-    if _simulator_array_type() is not None or ordinal == _current_device():
+    """Make `ordinal` the current GPU for the launch (a no-op if it already is,
+    or if there is only one: asking the driver costs ~5 us a call)."""
+    if _simulator_array_type() is not None:
         return contextlib.nullcontext()
     from numba import cuda
+    if not _gpu_count:
+        _gpu_count.append(len(cuda.gpus))
+    if _gpu_count[0] == 1 or ordinal == _current_device():
+        return contextlib.nullcontext()
     return cuda.gpus[ordinal]

@@ -157,11 +157,14 @@ def _update_device(fn, variant, names, arrays, pre, hyper):
     if p.size == 0:
         return
     _check_no_overlap(fn, names, [i.ptr for i in infos], p.nbytes)
-    flat = [_device.flat_view(i) for i in infos]
+    if cuda._simulated():    # the simulator runs no intrinsic: pass the arrays
+        flat = [_device.flat_view(i) for i in infos]
+    else:
+        flat = [i.ptr for i in infos]
     with _device.on_device(p.device):
-        cuda.launch(variant, p.size, _device.stream_of(infos[0]), flat[0],
-                    flat[1], _slot_tuple(variant, flat),
-                    _scalars(p.dtype, pre), _scalars(p.dtype, hyper))
+        cuda.launch(variant, p.size, _device.stream_of(p),
+                    (flat[0], flat[1], *_slot_tuple(variant, flat)),
+                    _scalars(p.dtype, pre), _scalars(p.dtype, hyper), p.device)
 
 
 def _check_dtype_shape(fn, names, dtypes, shapes):

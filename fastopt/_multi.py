@@ -278,7 +278,7 @@ def _update_device(fn, variant, names, columns, pre, hyper):
                 table, chunks = multi_cuda.device_table(entry, device, stream)
             if len(chunks) == 0:
                 continue
-            blocks, threads = multi_cuda.launch_config(len(chunks))
+            blocks, threads = multi_cuda.launch_config(len(chunks), device)
             kern[blocks, threads, stream](table, chunks,
                                           _dispatch._scalars(dtype, pre),
                                           _dispatch._scalars(dtype, hyper))

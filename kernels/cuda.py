@@ -5,14 +5,27 @@ GPU. They are not cached on disk; the CUDA kernel closes over the element step
 directly, inlined at Numba IR level, which also lets `numba.cuda.compile_ptx`
 compile it with no GPU present. Indices are 64-bit (``cuda.grid`` and
 ``cuda.gridsize`` return int64), so arrays beyond 2**31 elements are covered.
+
+The arrays arrive as five int64 addresses (param, grad, three state slots)
+and a length, turned into typed views in the kernel (`kernels.multi_table`).
+Measured on an H200: handing Numba's launcher five array objects cost about
+0.3 ms of host time per call (it builds a device-array object per argument);
+scalars cost next to nothing. Under the simulator, which runs no intrinsic,
+the same body gets the arrays themselves.
 """
 import numba
 from numba import cuda
+from numba.cuda.extending import intrinsic
+from numba.cuda.np.arrayobj import populate_array
 
+from .multi_table import view_codegen, view_signature
 from .variants import element_step
 
-THREADS = 256
-BLOCKS_PER_SM = 16          # enough resident warps to saturate HBM
+# Adam, 2**28 float32 on an H200 (benchmarks/results/gpu-profile-h200.txt):
+# 256 x 16 per SM gave 3217 GB/s, 512 x 16 3364, copy 3406. 512 keeps every
+# kernel under 128 registers a thread (the many-tensor float64 one uses 66).
+THREADS = 512
+BLOCKS_PER_SM = 16
 SIM_THREADS, SIM_BLOCKS = 32, 2   # the simulator pays per simulated thread
 
 _kernels = {}
@@ -23,14 +36,34 @@ def _simulated():
     return bool(numba.config.ENABLE_CUDASIM)
 
 
+@intrinsic
+def view(typingctx, addr, start, n, like):
+    """``addr`` as a 1-D array of n elements from `start`, dtype of scalar `like`."""
+    return view_signature(addr, start, n, like), view_codegen(populate_array)
+
+
+@numba.njit(inline="always")
+def _device_view(addr, n, like):
+    return view(addr, 0, n, like)
+
+
+def _sim_view(array, n, like):
+    return array
+
+
 def kernel_function(variant, python=False):
     """The Python function of the kernel, before `cuda.jit` (for compile_ptx)."""
     step = element_step(variant, python=python)
+    view_of = _sim_view if python else _device_view
 
-    def update(param, grad, state, pre, hyper):
+    def update(addrs, n, pre, hyper):
+        like = pre[0]
+        param, grad = view_of(addrs[0], n, like), view_of(addrs[1], n, like)
+        state = (view_of(addrs[2], n, like), view_of(addrs[3], n, like),
+                 view_of(addrs[4], n, like))
         start = cuda.grid(1)
         stride = cuda.gridsize(1)
-        for i in range(start, param.size, stride):
+        for i in range(start, n, stride):
             step(i, param, grad, state, pre, hyper)
 
     return update
@@ -45,18 +78,27 @@ def kernel(variant):
     return kern
 
 
-def launch_config(n):
-    """(blocks, threads) for n elements: enough to fill the GPU, no more."""
+def launch_config(n, device=None):
+    """(blocks, threads) for n elements: enough to fill the GPU, no more.
+
+    device: the ordinal of the current GPU, when the caller knows it (asking
+    the driver costs ~5 us a call).
+    """
     if _simulated():
         return SIM_BLOCKS, SIM_THREADS
-    device = cuda.get_current_device()
-    limit = _max_blocks.get(device.id)
+    limit = _max_blocks.get(device)
     if limit is None:
-        limit = _max_blocks[device.id] = BLOCKS_PER_SM * device.MULTIPROCESSOR_COUNT
+        count = cuda.get_current_device().MULTIPROCESSOR_COUNT
+        limit = _max_blocks[device] = BLOCKS_PER_SM * count
     return max(1, min(limit, -(-n // THREADS))), THREADS
 
 
-def launch(variant, n, stream, param, grad, state, pre, hyper):
-    """Run the kernel of `variant` over n elements on `stream` (0: default)."""
-    blocks, threads = launch_config(n)
-    kernel(variant)[blocks, threads, stream](param, grad, state, pre, hyper)
+def launch(variant, n, stream, addrs, pre, hyper, device=None):
+    """Run the kernel of `variant` over n elements on `stream` (0: default).
+
+    addrs: the addresses of param, grad and the three state slots (an unused
+    slot repeats param's; it is never touched); under the simulator, the
+    arrays themselves.
+    """
+    blocks, threads = launch_config(n, device)
+    kernel(variant)[blocks, threads, stream](addrs, n, pre, hyper)

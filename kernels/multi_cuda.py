@@ -4,7 +4,7 @@ Same tables as `kernels.multi_cpu` (``addrs`` (T, 5), ``chunks`` (C, 3)), in
 device memory. Blocks stride over the chunks (Apex's multi_tensor_apply
 layout: one chunk per block at a time) and the threads of a block over the
 chunk's elements. A chunk's addresses become typed views through a small
-intrinsic (`kernels.multi_table`): no ``carray`` (its CUDA version is an
+intrinsic (`kernels.cuda.view`): no ``carray`` (its CUDA version is an
 @overload, which needs a GPU to compile) and no device function, so
 ``numba.cuda.compile_ptx`` builds the kernel with no GPU. Addresses are
 int64 and element offsets 64-bit (``start`` is int64; ``i`` < CHUNK).
@@ -15,25 +15,15 @@ the five simulator arrays, and a view is a slice of one.
 """
 import numba
 from numba import cuda
-from numba.cuda.extending import intrinsic
-from numba.cuda.np.arrayobj import populate_array
-
 from . import cuda as _cuda
-from .multi_table import view_codegen, view_signature
 from .variants import element_step
 
 _kernels = {}
 
 
-@intrinsic
-def _view(typingctx, addr, start, n, like):
-    """``addr`` as a 1-D array of n elements from `start`, dtype of scalar `like`."""
-    return view_signature(addr, start, n, like), view_codegen(populate_array)
-
-
 @numba.njit(inline="always")
 def _device_view(addrs, t, k, start, n, like):
-    return _view(addrs[t, k], start, n, like)
+    return _cuda.view(addrs[t, k], start, n, like)
 
 
 def _sim_view(arrays, t, k, start, n, like):
@@ -70,9 +60,9 @@ def kernel(variant):
     return kern
 
 
-def launch_config(nchunks):
+def launch_config(nchunks, device=None):
     """(blocks, threads): a block per chunk, up to what fills the GPU."""
-    return _cuda.launch_config(nchunks * _cuda.THREADS)
+    return _cuda.launch_config(nchunks * _cuda.THREADS, device)
 
 
 def device_table(entry, device, stream):

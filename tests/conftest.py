@@ -1,6 +1,7 @@
 """Test set-up shared by every test module.
 
-* Keras runs on its torch backend (no TensorFlow needed).
+* Keras runs on its torch backend (no TensorFlow needed), on the CPU even
+  where torch sees a GPU: it is an oracle fed NumPy arrays.
 * CUDA kernels run under Numba's CUDA simulator unless FASTOPT_REAL_GPU=1,
   so the whole suite runs on a machine without a GPU. Both must be set before
   numba or keras is first imported, hence here.
@@ -8,6 +9,7 @@
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
+os.environ.setdefault("KERAS_TORCH_DEVICE", "cpu")   # the oracle runs on the host
 os.environ.setdefault("NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS", "0")
 os.environ.setdefault("NUMBA_CUDA_WARN_ON_IMPLICIT_COPY", "0")
 REAL_GPU = os.environ.get("FASTOPT_REAL_GPU") == "1"
@@ -72,6 +74,27 @@ def _gpu_targets():
     except ImportError:
         pass
     return found
+
+
+class _ReadOnlyCAI:
+    """A GPU array exported read-only through __cuda_array_interface__."""
+
+    def __init__(self, array):
+        self.array = array
+        cai = dict(array.__cuda_array_interface__)
+        cai["data"] = (cai["data"][0], True)
+        self.__cuda_array_interface__ = cai
+
+
+def read_only(array):
+    """A test array (as a target put it) that the dispatcher must see as read-only."""
+    if isinstance(array, np.ndarray):
+        array.flags.writeable = False
+        return array
+    if not REAL_GPU:
+        array._ary.flags.writeable = False     # the simulator's memory is NumPy
+        return array
+    return _ReadOnlyCAI(array)
 
 
 CPU, CUDA = Target("cpu"), Target("cuda")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fastopt.functional as F
-from conftest import CPU, CUDA, REAL_GPU, to_host
+from conftest import CPU, CUDA, read_only, to_host
 
 
 @dataclass
@@ -81,25 +81,8 @@ def _has_kw(name):
     return lambda base: name in base.kwargs
 
 
-class _ReadOnlyCAI:
-    """A GPU array exported read-only through __cuda_array_interface__."""
-
-    def __init__(self, array):
-        self.array = array
-        cai = dict(array.__cuda_array_interface__)
-        cai["data"] = (cai["data"][0], True)
-        self.__cuda_array_interface__ = cai
-
-
 def _readonly(arrays, target):
-    a = target.put(_host())
-    if target is CPU:
-        a.flags.writeable = False
-        return a
-    if not REAL_GPU:
-        a._ary.flags.writeable = False     # the simulator's memory is NumPy
-        return a
-    return _ReadOnlyCAI(a)
+    return read_only(target.put(_host()))
 
 
 def _strided(arrays, target):
@@ -200,8 +183,7 @@ def _call(base, arrays, **overrides):
 
 def _snapshot(value):
     """A host copy of an array argument; None for anything else (nothing to compare)."""
-    if isinstance(value, _ReadOnlyCAI):
-        value = value.array
+    value = getattr(value, "array", value)   # conftest's read-only CAI wrapper
     return to_host(value) if hasattr(value, "shape") else None
 
 

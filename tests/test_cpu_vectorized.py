@@ -8,6 +8,7 @@ import inspect
 import platform
 import re
 
+import numba
 import numpy as np
 import pytest
 
@@ -28,7 +29,12 @@ def _all_flags_on(rule):
 @pytest.mark.parametrize("rule", sorted(RULES))
 def test_cpu_kernel_uses_packed_simd(rule, dtype):
     v = _all_flags_on(rule)
-    kern = cpu.kernel(v)
+    # A kernel loaded from the disk cache (another process may have written it)
+    # has no assembly to show: compile an uncached twin with the same options.
+    cached = cpu.kernel(v)
+    options = {k: o for k, o in cached.targetoptions.items()
+               if k not in ("cache", "nopython")}
+    kern = numba.njit(**options)(cached.py_func)
     n = 64
     param = np.ones(n, dtype)
     arrays = [np.ones(n, dtype) for _ in range(3)]

@@ -8,7 +8,9 @@ param and every state array must agree. On the CPU path and on the CUDA path
 
 Shapes: sizes 0, 1 (also 0-d) and sizes that are no multiple of any block or
 vector width (91, 300, 1005) on the CPU; two small ones on the device targets,
-where the simulator pays ~7 ms of CPU per launch for its 64 simulated threads.
+where the simulator pays ~7 ms of CPU per launch for its 64 simulated threads;
+on a real GPU (FASTOPT_REAL_GPU=1) also sizes that need many blocks and more
+than one pass of the grid-stride loop.
 """
 import functools
 import zlib
@@ -19,11 +21,13 @@ import pytest
 import fastopt.functional as F
 import oracles
 from oracles import max_rel_error
-from conftest import CPU, TARGETS
+from conftest import CPU, REAL_GPU, TARGETS
 from optimizer_table import CASES, KERAS, TORCH, fastopt_step, make_state, oracle
 
 CPU_SHAPES = [(), (0,), (1,), (7, 13), (300,), (3, 5, 67)]
 DEVICE_SHAPES = [(1,), (7, 13)]
+if REAL_GPU:   # many blocks, a grid-stride tail, and an array larger than one grid
+    DEVICE_SHAPES += [(300_007,), (1 << 18, 3)]
 CPU_STEPS = 25
 DEVICE_STEPS = 20   # the simulator: ~7 ms of CPU per launch, ~25 s for the table
 TOL = {np.float32: 1e-5, np.float64: 1e-12}

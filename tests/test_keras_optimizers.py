@@ -10,7 +10,7 @@ import pytest
 
 import fastopt
 import keras_table as T
-from conftest import CPU, CUDA
+from conftest import CPU, CUDA, REAL_GPU
 
 NAMES = list(T.VARIANTS)
 
@@ -48,10 +48,13 @@ def test_matches_keras_cuda_simulator(case, dtype):
 
 def test_cuda_norms_copy_only_the_sums_to_the_host(monkeypatch):
     """global_clipnorm on GPU arrays: the only device->host copy is the sums."""
-    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+    if REAL_GPU:
+        from numba.cuda.cudadrv.devicearray import DeviceNDArray as DeviceArray
+    else:
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray as DeviceArray
 
     copied = []
-    original = FakeCUDAArray.copy_to_host
+    original = DeviceArray.copy_to_host
 
     def spy(self, *args, **kwargs):
         copied.append(self.shape)
@@ -60,7 +63,7 @@ def test_cuda_norms_copy_only_the_sums_to_the_host(monkeypatch):
     params, grads = T.make_problem(3, "float64", shapes=[(40,), (3, 5), (7,)], steps=2)
     arrays = [CUDA.put(p) for p in params]
     opt = fastopt.Adam(learning_rate=T.LR, global_clipnorm=0.5)
-    monkeypatch.setattr(FakeCUDAArray, "copy_to_host", spy)
+    monkeypatch.setattr(DeviceArray, "copy_to_host", spy)
     for gs in grads:
         opt.apply_gradients(zip([CUDA.put(g) for g in gs], arrays))
     assert copied == [(3,), (3,)]       # one vector of 3 sums per step

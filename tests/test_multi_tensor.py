@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import fastopt.functional as F
-from conftest import CPU, CUDA
+from conftest import CPU, CUDA, read_only
 from fastopt import _multi
 from fastopt.kernels import RULES, multi_cpu, multi_cuda, variant
 
@@ -323,11 +323,8 @@ def _snapshot(a):
 
 
 def test_read_only_state_named(target):
-    lists = _adam_lists(CPU)
-    lists["exp_avg"][1].flags.writeable = False
-    if target is CUDA:
-        lists = {n: [CUDA.put(a) for a in v] for n, v in lists.items()}
-        lists["exp_avg"][1]._ary.flags.writeable = False   # the simulator's memory
+    lists = _adam_lists(target)
+    lists["exp_avg"][1] = read_only(lists["exp_avg"][1])
     with pytest.raises(ValueError, match=r"adam\(\): exp_avg\[1\] is read-only"):
         F.adam(lists["param"], lists["grad"], lists["exp_avg"], lists["exp_avg_sq"],
                **ADAM)

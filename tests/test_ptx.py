@@ -21,8 +21,7 @@ from ptx_probe import DTYPES, VARIANTS, variant_id
 
 def _arrays(dt):
     from numba import types
-    arr = dt[::1]
-    return arr, arr, types.UniTuple(arr, NUM_SLOTS)
+    return types.UniTuple(types.int64, 2 + NUM_SLOTS), types.int64   # addresses, n
 
 
 @pytest.fixture(scope="module")

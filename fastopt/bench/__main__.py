@@ -50,6 +50,10 @@ def parser():
                    help="skip the dispatch-overhead measurement")
     p.add_argument("--out", default="bench-results",
                    help="folder for the JSON and PNG (default: ./bench-results)")
+    p.add_argument("--lists", type=_list, default=None,
+                   help="instead of the size sweep, time whole-model steps over "
+                        "these shape lists: gpt2-small, resnet50, 200x1000 "
+                        "(list form vs one flat tensor vs torch, launches counted)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -61,6 +65,8 @@ def main(argv=None):
     from .runner import run
 
     args = parser().parse_args(argv)
+    if args.lists is not None:
+        return _main_lists(args)
     peers = None if args.peers is None else [
         p for p in args.peers if p != "none"]
     cold = [o for o in args.cold_start if o != "none"]
@@ -78,6 +84,29 @@ def main(argv=None):
         report, args.out, f"fastopt-bench-{report['meta']['device']}")
     print(f"\nwrote {json_path}" + (f" and {png_path}" if png_path else
                                    " (no plot: matplotlib is not installed)"))
+    return 0
+
+
+def _main_lists(args):
+    import os
+
+    from . import report as reporting
+    from .gpu import NoGPU
+    from .runner import list_report
+
+    try:
+        report = list_report(args.lists, args.optimizers, args.dtype[0], args.device,
+                             args.threads, args.repeats, args.warmup,
+                             progress=not args.no_progress)
+    except (NoGPU, ValueError) as err:
+        print(f"fastopt.bench: error: {err}", file=sys.stderr)
+        return 2
+    from .lists import summary
+    print(summary(report["results"], report["ratios"]))
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, f"fastopt-bench-lists-{report['meta']['device']}.json")
+    reporting.write_json(report, path)
+    print(f"\nwrote {path}")
     return 0
 
 

@@ -7,6 +7,10 @@ arrays (JAX buffers), so it gets copies, with the old ones donated to each
 step so that it too updates in place.
 """
 import math
+import os
+
+# JAX would take 75% of the GPU at start; the other implementations need room.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 _CUPY_RULES = {
     # name: (scalar names, state names, body)

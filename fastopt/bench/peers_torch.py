@@ -21,12 +21,15 @@ def _torch():
     return torch
 
 
-def supports(case, mode):
-    """None if torch can run `case` in `mode`, else why not."""
+def supports(case, mode, device="cpu"):
+    """None if torch can run `case` in `mode` on `device`, else why not
+    (its fused forms differ between CPU and CUDA)."""
     torch = _torch()
     cls = getattr(torch.optim, case.torch_class)
-    p = torch.zeros(4)
-    p.grad = torch.ones(4)
+    if device == "cuda" and not torch.cuda.is_available():
+        return "this torch has no CUDA"
+    p = torch.zeros(4, device=device)
+    p.grad = torch.ones(4, device=device)
     try:
         cls([p], **case.torch_kwargs, **MODES[mode]).step()
     except (TypeError, RuntimeError, ValueError) as err:

@@ -38,7 +38,7 @@ def _unavailable(impl, name, case, device):
     if impl.startswith("torch"):
         if not peers_torch.available():
             return "torch is not installed"
-        return peers_torch.supports(case, impl)
+        return peers_torch.supports(case, impl, device)
     if impl == "cupy":
         if not peers_gpu.cupy_available():
             return "cupy is not installed"
@@ -182,10 +182,11 @@ def run(optimizers=DEFAULT_OPTIMIZERS, sizes=(1_000_000, 10_000_000),
                 case = CASES[name]
                 nbytes = case.bytes_per_element(dtype.itemsize) * n
                 nsets = num_sets(nbytes, llc)
-                sets = make_host_sets(case, n, dtype, nsets)
                 if device == "cuda":
-                    from .gpu import to_device_sets
-                    sets = to_device_sets(sets)
+                    from .gpu import make_device_sets
+                    sets = make_device_sets(case, n, dtype, nsets)
+                else:
+                    sets = make_host_sets(case, n, dtype, nsets)
                 rows, prepared = {}, {}
                 for impl in impls:
                     bar.describe(f"{name} {dtype.name} n={n:.0e} {impl}")
@@ -247,6 +248,40 @@ def run(optimizers=DEFAULT_OPTIMIZERS, sizes=(1_000_000, 10_000_000),
     if cold_start and device == "cpu":
         report["cold_start"] = measure_cold_start(list(cold_start), dtypes[0], threads)
     return report
+
+
+def list_report(models, optimizers, dtype, device, threads=None, repeats=10,
+                warmup=2, progress=True):
+    """The many-tensor benchmark (`lists.run_lists`) with the run's metadata."""
+    import numba
+
+    from ..bench_shapes import MODELS
+    from .lists import run_lists
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise ValueError(f"unknown shape lists {unknown}; choose from {sorted(MODELS)}")
+    unknown = [o for o in optimizers if o not in CASES]
+    if unknown:
+        raise ValueError(f"unknown optimizers {unknown}; choose from {sorted(CASES)}")
+    device, gpu_info = _resolve_device(device)
+    threads = threads or numba.config.NUMBA_NUM_THREADS
+    numba.set_num_threads(threads)
+    if peers_torch.available():
+        import torch
+        torch.set_num_threads(threads)
+    llc = cpu_llc_bytes() if device == "cpu" else _gpu_l2()
+    bar = Progress(len(models) * len(optimizers), enabled=progress)
+    load_before = _load()
+    rows, ratios = run_lists(models, optimizers, dtype, device, repeats, warmup, llc, bar)
+    bar.close()
+    return {"schema": 1, "kind": "lists",
+            "meta": {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                         timespec="seconds"),
+                     "device": device, "gpu": gpu_info, "cpu_model": _cpu_model(),
+                     "cores": os.cpu_count(), "threads": threads, "repeats": repeats,
+                     "load_average_before": load_before, "load_average_after": _load(),
+                     "versions": _versions(), "argv": sys.argv},
+            "results": rows, "ratios": ratios}
 
 
 def _threading_layer():

@@ -1,0 +1,201 @@
+"""Many tensors per step: a model's parameter list against one flat tensor.
+
+For each shape list (`fastopt.bench_shapes.MODELS`) and optimizer, timed
+round-robin in the same run:
+
+* ``fastopt-list``: one list-form call over the model's N tensors;
+* ``fastopt-flat``: one call over a single array of the same total size, the
+  reference (``list / flat``: the issue's target is <= 1.15);
+* ``fastopt-per-tensor``: N single-array calls, what the list form replaces;
+* ``torch-foreach`` / ``torch-fused``: torch.optim over the same N tensors.
+
+Launches per step are counted, not assumed: on a GPU with torch's profiler
+(CUPTI sees every kernel the GPU ran during one step, whoever launched it),
+on the CPU by counting calls into fastopt's kernel objects (each call is one
+parallel region). On a GPU every array is a torch CUDA tensor, so fastopt
+and torch get the same tensors.
+"""
+import numpy as np
+
+from ..bench_shapes import MODELS
+from . import peers_torch
+from .cases import CASES
+from .overhead import fastopt_call
+from .timing import HostClock, num_sets, time_interleaved, warm_up
+
+IMPLS = ("fastopt-list", "fastopt-flat", "fastopt-per-tensor", "torch-foreach",
+         "torch-fused")
+
+
+def _lists(case, shapes, dtype, rng, device):
+    """One buffer set: name -> list of arrays (NumPy, or torch CUDA tensors)."""
+    out = {"param": [], "grad": []}
+    for slot in case.slots:
+        out[slot] = []
+    for shape in shapes:
+        g = (rng.standard_normal(shape, dtype=np.float32) * 1e-2).astype(dtype)
+        out["param"].append(rng.standard_normal(shape, dtype=np.float32).astype(dtype))
+        out["grad"].append(g)
+        for slot in case.slots:
+            positive = case.init.get(slot) == "positive"
+            out[slot].append((g * g + 1e-6 if positive else g * 0.1).astype(dtype))
+    if device == "cuda":
+        import torch
+        out = {k: [torch.from_numpy(a).cuda() for a in v] for k, v in out.items()}
+    return out
+
+
+def _fastopt(case, sets, per_tensor=False):
+    steps = [10] * len(sets)
+
+    def call(k):
+        steps[k] += 1
+        if not per_tensor:
+            return fastopt_call(case, sets[k], steps[k])
+        for t in range(len(sets[k]["param"])):
+            fastopt_call(case, {n: v[t] for n, v in sets[k].items()}, steps[k])
+
+    return call
+
+
+def _torch(case, sets, mode):
+    """torch.optim over the same tensors (its state replaced by our slots)."""
+    import torch
+    cls = getattr(torch.optim, case.torch_class)
+    optimizers = []
+    for arrays in sets:
+        params = [peers_torch.tensor_view(p) if isinstance(p, np.ndarray) else p
+                  for p in arrays["param"]]
+        for p, g in zip(params, arrays["grad"]):
+            p.grad = peers_torch.tensor_view(g) if isinstance(g, np.ndarray) else g
+        opt = cls(params, **case.torch_kwargs, **peers_torch.MODES[mode])
+        saved = [p.detach().clone() for p in params]
+        opt.step()                                  # creates the state
+        for p, s in zip(params, saved):
+            p.detach().copy_(s)
+        for t, p in enumerate(params):
+            for slot in case.slots:
+                a = arrays[slot][t]
+                opt.state[p][case.torch_state.get(slot, slot)] = (
+                    peers_torch.tensor_view(a) if isinstance(a, np.ndarray) else a)
+        optimizers.append(opt)
+    return lambda k: optimizers[k].step()
+
+
+def _count_launches(impl, call, device):
+    """Kernels run by one call of `call(0)`, counted (None: cannot be counted
+    here, torch's CPU loops)."""
+    if device == "cpu" and not impl.startswith("fastopt"):
+        return None
+    if device == "cuda":
+        import torch
+        from torch.profiler import ProfilerActivity, profile
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            call(0)
+            torch.cuda.synchronize()
+        kernels = [e for e in prof.events()
+                   if e.device_type == torch.autograd.DeviceType.CUDA
+                   and "memcpy" not in e.name.lower() and "memset" not in e.name.lower()]
+        return len(kernels)
+    from ..kernels import cpu, multi_cpu
+    counts = [0]
+    saved = {}
+    for module in (cpu, multi_cpu):
+        saved[module] = module.kernel
+
+        def counted(variant, get=module.kernel):
+            kern = get(variant)
+
+            def run(*args):
+                counts[0] += 1
+                return kern(*args)
+            return run
+        module.kernel = counted
+    try:
+        call(0)
+    finally:
+        for module, get in saved.items():
+            module.kernel = get
+    return counts[0]
+
+
+def run_lists(models, optimizers, dtype, device, repeats, warmup, llc, bar=None):
+    """Rows for every (model, optimizer, implementation), and their ratios."""
+    rows, ratios = [], []
+    dtype = np.dtype(dtype)
+    for model in models:
+        shapes = MODELS[model]()
+        total = sum(int(np.prod(s)) for s in shapes)
+        for name in optimizers:
+            case = CASES[name]
+            nbytes = case.bytes_per_element(dtype.itemsize) * total
+            nsets = num_sets(nbytes, llc)
+            rng = np.random.default_rng(0)
+            many = [_lists(case, shapes, dtype, rng, device) for _ in range(nsets)]
+            flat = [{k: v[0] for k, v in _lists(case, [(total,)], dtype, rng,
+                                                 device).items()} for _ in range(nsets)]
+            calls = {"fastopt-list": _fastopt(case, many),
+                     "fastopt-flat": _fastopt(case, flat),
+                     "fastopt-per-tensor": _fastopt(case, many, per_tensor=True)}
+            for mode in ("torch-foreach", "torch-fused"):
+                if peers_torch.available() and not peers_torch.supports(case, mode, device):
+                    calls[mode] = _torch(case, many, mode)
+            timer = _timer(device)
+            prepared = {}
+            for impl, call in calls.items():
+                warm_up(call, nsets, warmup, timer)
+                prepared[impl] = (call, timer)
+            launches = {impl: _count_launches(impl, call, device)
+                        for impl, call in calls.items()}
+            timings = time_interleaved(prepared, nsets, repeats)
+            group = {}
+            for impl, timing in timings.items():
+                row = {"model": model, "tensors": len(shapes), "elements": total,
+                       "optimizer": name, "dtype": dtype.name, "impl": impl,
+                       "buffer_sets": nsets, "launches_per_step": launches[impl]}
+                if isinstance(timing, Exception):
+                    row.update(status="error", note=f"{type(timing).__name__}: {timing}")
+                else:
+                    row.update(status="ok", **timing.as_dict(nbytes))
+                    group[impl] = timing.median
+                rows.append(row)
+            ratios.append(_ratio(model, name, dtype, group))
+            if bar is not None:
+                bar.advance()
+            del many, flat, prepared, calls
+    return rows, ratios
+
+
+def _ratio(model, name, dtype, t):
+    out = {"model": model, "optimizer": name, "dtype": dtype.name,
+           "list_over_flat": t["fastopt-list"] / t["fastopt-flat"]}
+    out["meets_list_target"] = out["list_over_flat"] <= 1.15
+    for mode in ("torch-fused", "torch-foreach"):
+        if mode in t:
+            out[f"{mode}_over_list"] = t[mode] / t["fastopt-list"]
+    return out
+
+
+def _timer(device):
+    if device == "cpu":
+        return HostClock()
+    from .gpu import TorchEventTimer
+    return TorchEventTimer()
+
+
+def summary(rows, ratios):
+    """Text table: ms per step, launches, and the ratios."""
+    lines = [f"{'model':10s} {'optimizer':13s} {'impl':19s} {'ms/step':>9s} "
+             f"{'launches':>8s}"]
+    for r in rows:
+        ms = f"{r['median_s'] * 1e3:9.3f}" if r["status"] == "ok" else f"{'error':>9s}"
+        n = r["launches_per_step"]
+        lines.append(f"{r['model']:10s} {r['optimizer']:13s} {r['impl']:19s} {ms} "
+                     f"{'-' if n is None else n:>8}")
+    for q in ratios:
+        extra = "".join(f", {k.replace('_over_list', '')}/list {v:.2f}"
+                        for k, v in q.items() if k.endswith("_over_list"))
+        lines.append(f"{q['model']} {q['optimizer']}: list/flat "
+                     f"{q['list_over_flat']:.3f}{extra}")
+    return "\n".join(lines)
