@@ -8,6 +8,7 @@ CAI view, with no stream field so that Numba adds no synchronisation: the
 kernel runs on the stream the caller's framework is using.
 """
 import contextlib
+import functools
 import math
 import sys
 from dataclasses import dataclass
@@ -178,7 +179,10 @@ def stream_of(info):
     return stream
 
 
-_gpu_count = []
+@functools.lru_cache(maxsize=None)
+def _gpu_count():
+    from numba import cuda
+    return len(cuda.gpus)
 
 
 def on_device(ordinal):
@@ -186,9 +190,7 @@ def on_device(ordinal):
     or if there is only one: asking the driver costs ~5 us a call)."""
     if _simulator_array_type() is not None:
         return contextlib.nullcontext()
-    from numba import cuda
-    if not _gpu_count:
-        _gpu_count.append(len(cuda.gpus))
-    if _gpu_count[0] == 1 or ordinal == _current_device():
+    if _gpu_count() == 1 or ordinal == _current_device():
         return contextlib.nullcontext()
+    from numba import cuda
     return cuda.gpus[ordinal]
