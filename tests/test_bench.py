@@ -12,7 +12,7 @@ from fastopt.bench import floor, peers_numpy, peers_torch, report as reporting
 from fastopt.bench.cases import CASES
 from fastopt.bench.overhead import captured_kernel_call, fastopt_call
 from fastopt.bench.runner import run
-from fastopt.bench.timing import make_host_sets, num_sets
+from fastopt.bench.timing import draw_arrays, make_host_sets, num_sets
 
 torch = pytest.importorskip("torch")
 N = 2000
@@ -191,3 +191,34 @@ def test_cli_runs_without_matplotlib_or_tqdm(tmp_path):
     assert "no plot" in proc.stdout
     assert "[1/" in proc.stderr          # the plain progress lines
     assert os.path.exists(tmp_path / "fastopt-bench-cpu.json")
+
+
+def test_list_benchmark_counts_launches(monkeypatch):
+    from fastopt.bench import lists
+    monkeypatch.setitem(lists.MODELS, "tiny", lambda: [(3,), (5, 2), (1,)])
+    rows, ratios = lists.run_lists(["tiny"], ["adam"], "float32", "cpu", repeats=2,
+                                   warmup=1, llc=1 << 16)
+    by_impl = {r["impl"]: r for r in rows}
+    assert all(r["status"] == "ok" and r["elements"] == 14 for r in rows)
+    assert by_impl["fastopt-list"]["launches_per_step"] == 1      # one parallel region
+    assert by_impl["fastopt-flat"]["launches_per_step"] == 1
+    assert by_impl["fastopt-per-tensor"]["launches_per_step"] == 3
+    assert by_impl["torch-fused"]["launches_per_step"] is None    # not countable on CPU
+    (ratio,) = ratios
+    assert ratio["list_over_flat"] > 0 and "torch-fused_over_list" in ratio
+
+
+def test_torch_peer_over_a_list_updates_every_tensor():
+    case = CASES["adam"]
+    rng = np.random.default_rng(0)
+    drawn = [draw_arrays(case, n, np.float64, rng) for n in (4, 7)]
+    lists = {k: [d[k].copy() for d in drawn] for k in drawn[0]}
+    singles = [{k: v.copy() for k, v in d.items()} for d in drawn]
+    peers_torch.make(case, [lists], "torch-single")(0)
+    for k, d in enumerate(drawn):       # the step moved every tensor and its state
+        assert not np.array_equal(lists["param"][k], d["param"])
+        assert not np.array_equal(lists["exp_avg"][k], d["exp_avg"])
+    for k, single in enumerate(singles):
+        peers_torch.make(case, [single], "torch-single")(0)
+        for name, a in single.items():
+            np.testing.assert_array_equal(lists[name][k], a)

@@ -58,23 +58,16 @@ def make_device_sets(case, n, dtype, count, seed=0):
     """Like `timing.make_host_sets`, drawn on the GPU with CuPy when it is
     installed (host draws of 2**28 elements take seconds each); Numba device
     arrays either way."""
+    from .timing import draw_arrays, make_host_sets
     try:
         import cupy
     except ImportError:
-        from .timing import make_host_sets
         return to_device_sets(make_host_sets(case, n, dtype, count, seed))
     from numba import cuda
     rng = cupy.random.default_rng(seed)
-    sets = []
-    for _ in range(count):
-        grad = (rng.standard_normal(n, dtype=cupy.float32) * 1e-2).astype(dtype)
-        arrays = {"param": rng.standard_normal(n, dtype=cupy.float32).astype(dtype),
-                  "grad": grad}
-        for slot in case.slots:
-            positive = case.init.get(slot) == "positive"
-            arrays[slot] = (grad * grad + 1e-6 if positive else grad * 0.1).astype(dtype)
-        sets.append({k: cuda.as_cuda_array(a) for k, a in arrays.items()})
-    return sets
+    return [{k: cuda.as_cuda_array(a)
+             for k, a in draw_arrays(case, n, dtype, rng, cupy).items()}
+            for _ in range(count)]
 
 
 def to_device_sets(host_sets):

@@ -21,24 +21,12 @@ from ..bench_shapes import MODELS
 from . import peers_torch
 from .cases import CASES
 from .overhead import fastopt_call
-from .timing import HostClock, num_sets, time_interleaved, warm_up
-
-IMPLS = ("fastopt-list", "fastopt-flat", "fastopt-per-tensor", "torch-foreach",
-         "torch-fused")
-
+from .timing import HostClock, draw_arrays, num_sets, time_interleaved, warm_up
 
 def _lists(case, shapes, dtype, rng, device):
     """One buffer set: name -> list of arrays (NumPy, or torch CUDA tensors)."""
-    out = {"param": [], "grad": []}
-    for slot in case.slots:
-        out[slot] = []
-    for shape in shapes:
-        g = (rng.standard_normal(shape, dtype=np.float32) * 1e-2).astype(dtype)
-        out["param"].append(rng.standard_normal(shape, dtype=np.float32).astype(dtype))
-        out["grad"].append(g)
-        for slot in case.slots:
-            positive = case.init.get(slot) == "positive"
-            out[slot].append((g * g + 1e-6 if positive else g * 0.1).astype(dtype))
+    drawn = [draw_arrays(case, shape, dtype, rng) for shape in shapes]
+    out = {name: [d[name] for d in drawn] for name in drawn[0]}
     if device == "cuda":
         import torch
         out = {k: [torch.from_numpy(a).cuda() for a in v] for k, v in out.items()}
@@ -56,30 +44,6 @@ def _fastopt(case, sets, per_tensor=False):
             fastopt_call(case, {n: v[t] for n, v in sets[k].items()}, steps[k])
 
     return call
-
-
-def _torch(case, sets, mode):
-    """torch.optim over the same tensors (its state replaced by our slots)."""
-    import torch
-    cls = getattr(torch.optim, case.torch_class)
-    optimizers = []
-    for arrays in sets:
-        params = [peers_torch.tensor_view(p) if isinstance(p, np.ndarray) else p
-                  for p in arrays["param"]]
-        for p, g in zip(params, arrays["grad"]):
-            p.grad = peers_torch.tensor_view(g) if isinstance(g, np.ndarray) else g
-        opt = cls(params, **case.torch_kwargs, **peers_torch.MODES[mode])
-        saved = [p.detach().clone() for p in params]
-        opt.step()                                  # creates the state
-        for p, s in zip(params, saved):
-            p.detach().copy_(s)
-        for t, p in enumerate(params):
-            for slot in case.slots:
-                a = arrays[slot][t]
-                opt.state[p][case.torch_state.get(slot, slot)] = (
-                    peers_torch.tensor_view(a) if isinstance(a, np.ndarray) else a)
-        optimizers.append(opt)
-    return lambda k: optimizers[k].step()
 
 
 def _count_launches(impl, call, device):
@@ -140,7 +104,7 @@ def run_lists(models, optimizers, dtype, device, repeats, warmup, llc, bar=None)
                      "fastopt-per-tensor": _fastopt(case, many, per_tensor=True)}
             for mode in ("torch-foreach", "torch-fused"):
                 if peers_torch.available() and not peers_torch.supports(case, mode, device):
-                    calls[mode] = _torch(case, many, mode)
+                    calls[mode] = peers_torch.make(case, many, mode)
             timer = _timer(device)
             prepared = {}
             for impl, call in calls.items():

@@ -143,10 +143,7 @@ def run(optimizers=DEFAULT_OPTIMIZERS, sizes=(1_000_000, 10_000_000),
     optimizers whose first step is timed in fresh processes (() skips it);
     overhead: time the dispatch overhead on 1,000 elements (CPU only).
     """
-    import numba
-    unknown = [o for o in optimizers if o not in CASES]
-    if unknown:
-        raise ValueError(f"unknown optimizers {unknown}; choose from {sorted(CASES)}")
+    _check_optimizers(optimizers)
     if repeats < 1 or warmup < 0:
         raise ValueError("repeats must be >= 1 and warmup >= 0")
     dtypes = [np.dtype(d) for d in dtypes]
@@ -160,12 +157,7 @@ def run(optimizers=DEFAULT_OPTIMIZERS, sizes=(1_000_000, 10_000_000),
     bad = [p for p in peers if p not in PEERS["cpu"] + PEERS["cuda"]]
     if bad:
         raise ValueError(f"unknown peers {bad}")
-    threads = threads or numba.config.NUMBA_NUM_THREADS
-    numba.set_num_threads(threads)
-    if peers_torch.available():
-        import torch
-        torch.set_num_threads(threads)
-
+    threads = _set_threads(threads)
     load_before = _load()
     llc = cpu_llc_bytes() if device == "cpu" else _gpu_l2()
     impls = _implementations(device, peers)
@@ -225,23 +217,11 @@ def run(optimizers=DEFAULT_OPTIMIZERS, sizes=(1_000_000, 10_000_000),
 
     report = {
         "schema": 1,
-        "meta": {
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                timespec="seconds"),
-            "device": device, "gpu": gpu_info, "cpu_model": _cpu_model(),
-            "cores": os.cpu_count(), "threads": threads,
-            "numba_threading_layer": _threading_layer(),
-            "last_level_cache_bytes": llc, "repeats": repeats, "warmup": warmup,
-            "load_average_before": load_before, "load_average_after": _load(),
-            "versions": _versions(), "argv": sys.argv,
-        },
+        "meta": _meta(device, gpu_info, threads, llc, repeats, warmup, load_before),
         "copy": copies,
         "results": results,
         "ratios": ratios(results),
     }
-    loads = [x for x in (load_before, report["meta"]["load_average_after"]) if x]
-    report["meta"]["quiet"] = bool(loads) and max(
-        max(x[0], x[1]) for x in loads) < QUIET_LOAD * (os.cpu_count() or 1)
     if overhead and device == "cpu":
         bar_items = [(o, d) for o in optimizers for d in dtypes]
         report["dispatch_overhead"] = [dispatch_overhead(o, d) for o, d in bar_items]
@@ -253,35 +233,57 @@ def run(optimizers=DEFAULT_OPTIMIZERS, sizes=(1_000_000, 10_000_000),
 def list_report(models, optimizers, dtype, device, threads=None, repeats=10,
                 warmup=2, progress=True):
     """The many-tensor benchmark (`lists.run_lists`) with the run's metadata."""
-    import numba
-
     from ..bench_shapes import MODELS
     from .lists import run_lists
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         raise ValueError(f"unknown shape lists {unknown}; choose from {sorted(MODELS)}")
-    unknown = [o for o in optimizers if o not in CASES]
-    if unknown:
-        raise ValueError(f"unknown optimizers {unknown}; choose from {sorted(CASES)}")
+    _check_optimizers(optimizers)
     device, gpu_info = _resolve_device(device)
-    threads = threads or numba.config.NUMBA_NUM_THREADS
-    numba.set_num_threads(threads)
-    if peers_torch.available():
-        import torch
-        torch.set_num_threads(threads)
+    threads = _set_threads(threads)
     llc = cpu_llc_bytes() if device == "cpu" else _gpu_l2()
     bar = Progress(len(models) * len(optimizers), enabled=progress)
     load_before = _load()
     rows, ratios = run_lists(models, optimizers, dtype, device, repeats, warmup, llc, bar)
     bar.close()
     return {"schema": 1, "kind": "lists",
-            "meta": {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                         timespec="seconds"),
-                     "device": device, "gpu": gpu_info, "cpu_model": _cpu_model(),
-                     "cores": os.cpu_count(), "threads": threads, "repeats": repeats,
-                     "load_average_before": load_before, "load_average_after": _load(),
-                     "versions": _versions(), "argv": sys.argv},
+            "meta": _meta(device, gpu_info, threads, llc, repeats, warmup, load_before),
             "results": rows, "ratios": ratios}
+
+
+def _check_optimizers(optimizers):
+    unknown = [o for o in optimizers if o not in CASES]
+    if unknown:
+        raise ValueError(f"unknown optimizers {unknown}; choose from {sorted(CASES)}")
+
+
+def _set_threads(threads):
+    """The same CPU thread count for Numba and torch (None: all cores)."""
+    import numba
+    threads = threads or numba.config.NUMBA_NUM_THREADS
+    numba.set_num_threads(threads)
+    if peers_torch.available():
+        import torch
+        torch.set_num_threads(threads)
+    return threads
+
+
+def _meta(device, gpu_info, threads, llc, repeats, warmup, load_before):
+    """What a report says of its run: machine, versions, load, date."""
+    meta = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"),
+        "device": device, "gpu": gpu_info, "cpu_model": _cpu_model(),
+        "cores": os.cpu_count(), "threads": threads,
+        "numba_threading_layer": _threading_layer(),
+        "last_level_cache_bytes": llc, "repeats": repeats, "warmup": warmup,
+        "load_average_before": load_before, "load_average_after": _load(),
+        "versions": _versions(), "argv": sys.argv,
+    }
+    loads = [x for x in (load_before, meta["load_average_after"]) if x]
+    meta["quiet"] = bool(loads) and max(
+        max(x[0], x[1]) for x in loads) < QUIET_LOAD * (os.cpu_count() or 1)
+    return meta
 
 
 def _threading_layer():

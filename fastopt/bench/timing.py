@@ -42,22 +42,26 @@ def num_sets(set_bytes, llc_bytes):
     return min(MAX_SETS, 1 + math.ceil(CACHE_MULTIPLE * llc_bytes / set_bytes))
 
 
+def draw_arrays(case, shape, dtype, rng, xp=np):
+    """One update's arrays for `case`, by argument name, drawn with `rng` of
+    array module `xp` (NumPy, or CuPy to draw on the GPU): never zeros,
+    realistic magnitudes, no denormals."""
+    grad = (rng.standard_normal(shape, dtype=xp.float32) * 1e-2).astype(dtype)
+    arrays = {"param": rng.standard_normal(shape, dtype=xp.float32).astype(dtype),
+              "grad": grad}
+    for slot in case.slots:
+        if case.init.get(slot) == "positive":
+            arrays[slot] = (grad * grad + 1e-6).astype(dtype)
+        else:
+            arrays[slot] = (grad * 0.1).astype(dtype)
+    return arrays
+
+
 def make_host_sets(case, n, dtype, count, seed=0):
-    """`count` buffer sets of random host arrays for `case` (never zeros:
-    realistic magnitudes, no denormals). Each set is a dict by argument name."""
+    """`count` buffer sets of random host arrays for `case` (`draw_arrays`).
+    Each set is a dict by argument name."""
     rng = np.random.default_rng(seed)
-    sets = []
-    for _ in range(count):
-        grad = (rng.standard_normal(n, dtype=np.float32) * 1e-2).astype(dtype)
-        arrays = {"param": rng.standard_normal(n, dtype=np.float32).astype(dtype),
-                  "grad": grad}
-        for slot in case.slots:
-            if case.init.get(slot) == "positive":
-                arrays[slot] = (grad * grad + 1e-6).astype(dtype)
-            else:
-                arrays[slot] = (grad * 0.1).astype(dtype)
-        sets.append(arrays)
-    return sets
+    return [draw_arrays(case, n, dtype, rng) for _ in range(count)]
 
 
 @dataclass
