@@ -118,8 +118,7 @@ def _update_host(fn, variant, names, views, pre, hyper):
             raise _overlap_error(fn, names, first, second)
     else:
         _check_no_overlap(fn, names, [v.ctypes.data for v in views], p.nbytes)
-    cpu.kernel(variant)(views[0], views[1], _slot_tuple(variant, views),
-                        _cached_scalars(dtype, pre), _scalars(dtype, hyper))
+    cpu.kernel(variant)(views[0], views[1], _slot_tuple(variant, views), pre, hyper)
 
 
 @numba.njit(cache=True)
@@ -211,7 +210,8 @@ def _slot_indices(variant):
 
 
 def _scalars(dtype, values):
-    """Scalars of the arrays' dtype: a Python float would be float64 in the kernel."""
+    """Scalars of the arrays' dtype, for the CUDA kernels (a Python float would
+    be float64 there; the CPU skeletons cast Python floats themselves)."""
     if dtype is _FLOAT64:
         return values
     cast = dtype.type
@@ -219,16 +219,4 @@ def _scalars(dtype, values):
 
 
 _FLOAT64 = np.dtype(np.float64)
-_scalar_cache = {}
-
-
-def _cached_scalars(dtype, values):
-    """`_scalars` for tuples that rarely change (the gradient transforms)."""
-    key = (dtype, values)
-    cast = _scalar_cache.get(key)
-    if cast is None:
-        if len(_scalar_cache) > 256:
-            _scalar_cache.clear()
-        cast = _scalar_cache[key] = _scalars(dtype, values)
-    return cast
 

@@ -20,12 +20,18 @@ way, for arrays the user allocated separately), so no model code changes:
 Every check of the one-tensor path runs per tensor, and across tensors no
 written array may overlap any other array of the call, all before anything
 is written. Messages name the argument and index: ``exp_avg[3]``.
+
+Host lists of plain NumPy arrays (the common case) are checked by one
+compiled walk over the arrays' structs (`_hostscan`), about 30 ns per array
+instead of ~2 µs of Python attribute reads; its result, the layout (every
+address, size and dtype), keys the cached overlap check and tables. Anything
+the walk does not accept takes the Python path below, which names the problem.
 """
 import collections
 
 import numpy as np
 
-from . import _device, _dispatch
+from . import _device, _dispatch, _hostscan
 from .kernels import PRE, RULES
 
 # Elements per chunk: large enough that a chunk's loop runs at full speed
@@ -36,6 +42,8 @@ CHUNK = 1 << 16
 
 _CACHE_SIZE = 64      # tables kept (different lists, e.g. param groups)
 _tables = collections.OrderedDict()
+_layouts = collections.OrderedDict()   # the fast host path's, by layout
+_LIKE = {d: d.type(0) for d in _dispatch.FLOAT_DTYPES}   # the CPU kernel's dtype
 
 
 def update_many(fn, variant, params, grads, states, pre, hyper):
@@ -57,8 +65,11 @@ def update_many(fn, variant, params, grads, states, pre, hyper):
     n = len(params)
     if n == 0:
         return
+    scanned = _hostscan.scan(columns, read_only=1)    # the common case, fast
+    if scanned is not None:
+        return _update_scanned(fn, variant, names, n, scanned, pre, hyper)
     flat = [a for column in columns for a in column]
-    if all([type(a) is np.ndarray for a in flat]):   # the common case, fast
+    if all([type(a) is np.ndarray for a in flat]):
         return _update_host(fn, variant, names, columns, pre, hyper)
     places = [_dispatch._place(a) for a in flat]
     for j, (a, place) in enumerate(zip(flat, places)):
@@ -206,10 +217,19 @@ def _table(addresses, sizes, cols, members, n):
     if entry is not None:
         _tables.move_to_end(key)
         return entry
-    addr = np.asarray(addresses, np.int64).reshape(-1, n)
-    member = np.asarray(members, np.int64)
+    entry = _tables[key] = _build_table(
+        np.asarray(addresses, np.int64).reshape(-1, n), np.asarray(sizes, np.int64),
+        cols, np.asarray(members, np.int64))
+    while len(_tables) > _CACHE_SIZE:
+        _tables.popitem(last=False)
+    return entry
+
+
+def _build_table(addr, size, cols, member):
+    """The kernel's tables for tensors `member`: addr[c, k] is column c's
+    address of tensor k, size[k] its element count."""
     addrs = np.ascontiguousarray(addr[cols][:, member].T)
-    size = np.asarray(sizes, np.int64)[member]
+    size = size[member]
     count = -(-size // CHUNK)
     tensor = np.repeat(np.arange(len(member), dtype=np.int64), count)
     first = np.repeat(np.cumsum(count) - count, count)
@@ -218,10 +238,43 @@ def _table(addresses, sizes, cols, members, n):
     chunks[:, 0] = tensor
     chunks[:, 1] = start
     chunks[:, 2] = np.minimum(CHUNK, size[tensor] - start)
-    entry = _tables[key] = {"addrs": addrs, "chunks": chunks}
-    while len(_tables) > _CACHE_SIZE:
-        _tables.popitem(last=False)
-    return entry
+    return {"addrs": addrs, "chunks": chunks}
+
+
+def _update_scanned(fn, variant, names, n, scanned, pre, hyper):
+    """The host path for lists `_hostscan` accepted: every per-array check is
+    done; what is left (overlap, tables) depends on the layout only, so it
+    is done once per layout and cached."""
+    from .kernels import multi_cpu
+
+    layout, digest = scanned
+    key = (CHUNK, variant.used, digest)
+    entry = _layouts.get(key)
+    if entry is None or not _hostscan.same(entry["layout"], layout):
+        entry = _layout_entry(fn, names, n, variant, layout)
+        _layouts[key] = entry
+        while len(_layouts) > _CACHE_SIZE:
+            _layouts.popitem(last=False)
+    else:
+        _layouts.move_to_end(key)
+    kern = multi_cpu.kernel(variant)
+    for dtype, table in entry["groups"]:
+        kern(table["addrs"], table["chunks"], _LIKE[dtype], pre, hyper)
+
+
+def _layout_entry(fn, names, n, variant, layout):
+    ncols = len(names)
+    addr = layout[:ncols * n].reshape(ncols, n)
+    size, code = layout[ncols * n:(ncols + 1) * n], layout[(ncols + 1) * n:]
+    itemsize = np.array([d.itemsize for d in _hostscan.FLOAT_DTYPES])[code]
+    _check_no_overlap(fn, names, n, addr.ravel(), np.tile(size * itemsize, ncols))
+    cols = _slot_columns(variant, ncols)
+    groups = []
+    for c in np.unique(code):
+        table = _build_table(addr, size, cols, np.flatnonzero(code == c))
+        if len(table["chunks"]):
+            groups.append((_hostscan.FLOAT_DTYPES[c], table))
+    return {"layout": layout, "groups": groups}
 
 
 def _update_host(fn, variant, names, columns, pre, hyper):
@@ -240,8 +293,7 @@ def _update_host(fn, variant, names, columns, pre, hyper):
     for dtype, members in _groups([p.dtype for p in params]).items():
         table = _table(addresses, sizes, cols, members, n)
         if len(table["chunks"]):
-            kern(table["addrs"], table["chunks"], _dispatch._scalars(dtype, pre),
-                 _dispatch._scalars(dtype, hyper))
+            kern(table["addrs"], table["chunks"], _LIKE[dtype], pre, hyper)
 
 
 def _update_device(fn, variant, names, columns, pre, hyper):

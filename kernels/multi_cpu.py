@@ -25,7 +25,7 @@ from numba.core.extending import intrinsic
 from numba.np.arrayobj import populate_array
 
 from . import cpu as _cpu
-from .cpu import _element_at, _steps
+from .cpu import _element_at, _steps, as_dtype_of
 from .multi_table import view_codegen, view_signature
 from .variants import element_step
 
@@ -40,8 +40,8 @@ def _view(typingctx, addr, start, n, like):
 
 def _loop(key, cache=True):
     @numba.njit(parallel=True, cache=cache, fastmath=_cpu.FASTMATH)
-    def update(addrs, chunks, pre, hyper):
-        like = pre[0]
+    def update(addrs, chunks, like, pre, hyper):
+        pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
         for c in numba.prange(chunks.shape[0]):
             t, start, n = chunks[c, 0], chunks[c, 1], chunks[c, 2]
             param = _view(addrs[t, 0], start, n, like)
@@ -56,10 +56,10 @@ def _loop(key, cache=True):
 
 
 def kernel(variant):
-    """The many-tensor CPU kernel of `variant`: ``kernel(addrs, chunks, pre, hyper)``.
+    """The many-tensor CPU kernel: ``kernel(addrs, chunks, like, pre, hyper)``.
 
-    addrs: int64 (T, 5); chunks: int64 (C, 3), as above; `pre` and `hyper`
-    tuples of scalars of the tensors' dtype. The caller keeps the memory
+    addrs: int64 (T, 5); chunks: int64 (C, 3), as above; `like` a scalar of
+    the tensors' dtype; `pre` and `hyper` tuples of Python floats. The caller keeps the memory
     alive and guarantees that no written array overlaps another.
     """
     kern = _kernels.get(variant)

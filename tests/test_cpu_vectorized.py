@@ -39,9 +39,9 @@ def test_cpu_kernel_uses_packed_simd(rule, dtype):
     param = np.ones(n, dtype)
     arrays = [np.ones(n, dtype) for _ in range(3)]
     state = tuple(a if used else param for a, used in zip(arrays, v.used))
-    pre = tuple(dtype(x) for x in (1, 0, 0, 1))
+    pre = (1.0, 0.0, 0.0, 1.0)
     assert len(pre) == len(PRE)
-    hyper = tuple(dtype(0.5) for _ in RULES[rule].hyper)
+    hyper = tuple(0.5 for _ in RULES[rule].hyper)
     kern(param, np.ones(n, dtype), state, pre, hyper)
     asm = kern.inspect_asm(kern.signatures[0])
     assert PACKED_ARITH.search(asm), "no packed arithmetic: the loop did not vectorize"

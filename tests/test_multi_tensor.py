@@ -364,8 +364,8 @@ def test_cpu_loop_vectorizes(which, dtype):
     kern = multi_cpu._loop(which.key, cache=False)
     dt = getattr(types, dtype)
     table = types.int64[:, ::1]
-    kern.compile((table, table, types.UniTuple(dt, 4),
-                  types.UniTuple(dt, len(RULES[which.rule].hyper))))
+    kern.compile((table, table, dt, types.UniTuple(types.float64, 4),
+                  types.UniTuple(types.float64, len(RULES[which.rule].hyper))))
     ir = "\n".join(kern.inspect_llvm().values())
     llvm_type = "float" if dtype == "float32" else "double"
     assert re.search(rf"store <\d+ x {llvm_type}>", ir), "element loop not vectorized"

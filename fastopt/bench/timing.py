@@ -7,6 +7,7 @@ left in cache by the previous one.
 """
 import math
 import os
+import random
 import statistics
 import time
 from dataclasses import dataclass
@@ -115,11 +116,14 @@ def time_interleaved(impls, nsets, repeats):
     failed = {}
     calls = 0    # one rotation over all calls: no call finds the last one's set in cache
     names = list(impls)
+    order = random.Random(0)
     for r in range(repeats):
-        # Rotate who goes first: a call inherits its predecessor's state (torch's
-        # OpenMP threads spin for a while after a call and share the cores).
-        shift = r % len(names) if names else 0
-        for name in names[shift:] + names[:shift]:
+        # A call inherits its predecessor's state (torch's OpenMP threads spin
+        # for a while after a call and share the cores), so the order is drawn
+        # anew each round: a fixed cyclic order would give every
+        # implementation the same predecessor in every round.
+        order.shuffle(names)
+        for name in names:
             call, timer = impls[name]
             if name in failed:
                 continue

@@ -1,0 +1,122 @@
+"""The list form's compiled layout scan (`fastopt/_hostscan.py`).
+
+It reads NumPy's and CPython's structs directly, so every fact it reports is
+compared here with what Python says of the same arrays, and every kind of
+array it must not accept is shown to send the call to the Python path (which
+names the problem: tests/test_multi_tensor.py).
+"""
+import numpy as np
+import pytest
+
+import fastopt.functional as F
+from fastopt import _hostscan, _multi
+
+ADAM = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-7)
+
+
+def _columns(n=5, ncols=4, seed=0):
+    rng = np.random.default_rng(seed)
+    shapes = [(3,), (2, 5), (0,), (1,), (4, 1, 3)][:n]
+    dtypes = [np.float32, np.float64, np.float32, np.float64, np.float32][:n]
+    return [[rng.standard_normal(s).astype(d) for s, d in zip(shapes, dtypes)]
+            for _ in range(ncols)]
+
+
+def test_layout_is_enabled_here():
+    assert _hostscan.enabled()
+
+
+def test_scan_reports_what_python_reads():
+    columns = _columns()
+    columns[1][2] = _read_only(columns[1][2])       # grads may be read-only
+    layout, digest = _hostscan.scan(columns, read_only=1)
+    ncols, n = len(columns), len(columns[0])
+    want_addr = [a.ctypes.data for column in columns for a in column]
+    want_size = [a.size for a in columns[0]]
+    want_code = [_hostscan.FLOAT_DTYPES.index(a.dtype) for a in columns[0]]
+    assert list(layout) == want_addr + want_size + want_code
+    assert len(layout) == (ncols + 2) * n
+    again, digest_again = _hostscan.scan([list(c) for c in columns], read_only=1)
+    assert digest == digest_again and _hostscan.same(layout, again)
+
+
+def _read_only(a):
+    a = a.copy()
+    a.flags.writeable = False
+    return a
+
+
+class _Sub(np.ndarray):
+    pass
+
+
+UNUSUAL = {
+    "tuple": lambda cols: cols.__setitem__(2, tuple(cols[2])),
+    "subclass": lambda cols: cols[0].__setitem__(1, cols[0][1].view(_Sub)),
+    "byte-swapped": lambda cols: cols[3].__setitem__(0, cols[3][0].astype(">f4")),
+    "int-dtype": lambda cols: cols[0].__setitem__(0, np.zeros(3, np.int32)),
+    "other-dtype-than-param": lambda cols: cols[2].__setitem__(1, cols[2][1].astype(np.float32)),
+    "strided": lambda cols: cols[1].__setitem__(0, np.zeros(6, np.float32)[::2]),
+    "fortran": lambda cols: cols[2].__setitem__(1, np.asfortranarray(cols[2][1])),
+    "read-only-written": lambda cols: cols[3].__setitem__(4, _read_only(cols[3][4])),
+    "other-shape": lambda cols: cols[1].__setitem__(1, cols[1][1].reshape(5, 2)),
+    "other-ndim": lambda cols: cols[3].__setitem__(1, cols[3][1].reshape(10)),
+    "shorter-list": lambda cols: cols[2].pop(),
+    "not-an-array": lambda cols: cols[1].__setitem__(3, [1.0]),
+}
+
+
+@pytest.mark.parametrize("edit", list(UNUSUAL), ids=list(UNUSUAL))
+def test_scan_declines_what_it_does_not_check_itself(edit):
+    columns = _columns()
+    assert _hostscan.scan(columns, read_only=1) is not None
+    UNUSUAL[edit](columns)
+    assert _hostscan.scan(columns, read_only=1) is None
+
+
+def test_checks_run_again_after_the_layout_is_cached():
+    """A cached layout skips the overlap check and the table build, never the
+    per-array checks: an array made read-only (or reshaped) after a step is
+    refused on the next one, and nothing is written."""
+    p, g, m, v = _columns(n=2)
+    for step in (1, 2):
+        F.adam(p, g, m, v, step=step, **ADAM)
+    before = [a.copy() for a in p + m + v]
+    m[1].flags.writeable = False
+    with pytest.raises(ValueError, match=r"adam\(\): exp_avg\[1\] is read-only"):
+        F.adam(p, g, m, v, step=3, **ADAM)
+    m[1].flags.writeable = True
+    v[0].shape = (3, 1)
+    with pytest.raises(ValueError, match=r"exp_avg_sq\[0\] has shape \(3, 1\)"):
+        F.adam(p, g, m, v, step=3, **ADAM)
+    for a, b in zip(p + m + v, before):
+        np.testing.assert_array_equal(a.reshape(b.shape), b)
+
+
+def test_fast_and_python_paths_agree_bitwise(monkeypatch):
+    """The same step through the scan and with the scan turned off."""
+    fast = _columns(n=5)
+    slow = [[a.copy() for a in c] for c in fast]
+    calls = []
+    original = _multi._update_scanned
+    monkeypatch.setattr(_multi, "_update_scanned",
+                        lambda *a: calls.append(1) or original(*a))
+    for step in (1, 2, 3):
+        F.adam(*fast, step=step, **ADAM)
+    assert calls == [1, 1, 1]
+    monkeypatch.setattr(_hostscan, "scan", lambda columns, read_only: None)
+    for step in (1, 2, 3):
+        F.adam(*slow, step=step, **ADAM)
+    assert calls == [1, 1, 1]
+    for got, want in zip(fast, slow):
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b, strict=True)
+
+
+def test_overlap_found_on_the_fast_path_and_not_cached():
+    p, g, m, v = _columns(n=3)
+    m[1] = v[1]
+    for _ in range(2):      # the failed layout must not be remembered as checked
+        with pytest.raises(ValueError, match=r"exp_avg_sq\[1\] shares memory with "
+                                             r"exp_avg\[1\]"):
+            F.adam(p, g, m, v, step=1, **ADAM)
