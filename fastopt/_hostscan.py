@@ -56,21 +56,22 @@ _i64, _i32 = _loader(types.int64), _loader(types.int32)
 
 
 @numba.njit(cache=True)
-def _walk(lists, read_only, ndarray, descrs, out):
+def _walk(lists, read_only, ndarray, descrs, out, expect):
     """Fill `out` from the arrays of the lists at addresses `lists`.
 
     Column `read_only` may be read-only, every other must be writeable.
     descrs: the accepted dtype descriptors' addresses, by dtype code. `out`
     is int64 of length (ncols + 2) * n: the columns' data addresses
     (column-major), then each tensor's element count, then its dtype code.
-    Returns (ok, hash of `out`); ok is False when any array is not of the
-    accepted kind (nothing else is told: the Python path finds out what).
+    Returns (status, hash of `out`): status 0 when any array is not of the
+    accepted kind (nothing else is told: the Python path finds out what),
+    2 when `out` equals `expect` (then the hash is not computed), else 1.
     """
-    ncols, n = lists.size, (out.size // (lists.size + 2))
+    ncols, n = len(lists), out.size // (len(lists) + 2)
     items = np.empty(ncols, np.int64)
     for c in range(ncols):
         if _i64(lists[c] + _LIST_SIZE) != n:
-            return False, 0
+            return 0, 0
         items[c] = _i64(lists[c] + _LIST_ITEMS)
     # First the data addresses alone: independent loads the CPU overlaps,
     # which also bring every array object into cache for the checks below.
@@ -85,7 +86,7 @@ def _walk(lists, read_only, ndarray, descrs, out):
             if descrs[d] == descr:
                 code = d
         if code < 0:
-            return False, 0
+            return 0, 0
         dims = _i64(p + _DIMS)
         size = 1
         for d in range(ndim):
@@ -94,17 +95,19 @@ def _walk(lists, read_only, ndarray, descrs, out):
             a = _i64(items[c] + 8 * k)
             if (_i64(a + _OB_TYPE) != ndarray or _i64(a + _DESCR) != descr
                     or _i32(a + _NDIM) != ndim):
-                return False, 0
+                return 0, 0
             flags = _i32(a + _FLAGS)
             if not flags & _C_CONTIGUOUS or (c != read_only and not flags & _WRITEABLE):
-                return False, 0
+                return 0, 0
             a_dims = _i64(a + _DIMS)
             for d in range(ndim):
                 if _i64(a_dims + 8 * d) != _i64(dims + 8 * d):
-                    return False, 0
+                    return 0, 0
         out[ncols * n + k] = size
         out[(ncols + 1) * n + k] = code
-    return True, _hash(out)
+    if same(out, expect):
+        return 2, 0
+    return 1, _hash(out)
 
 
 @numba.njit(cache=True)
@@ -130,22 +133,30 @@ def same(a, b):
     return True
 
 
-def scan(columns, read_only):
-    """``(layout, hash)`` of a list-form call's arrays, or None if any is unusual.
+def scan(columns, read_only, expect=None):
+    """The layout of a list-form call's arrays: ``(layout, hash)``, or
+    ``(expect, None)`` when it equals `expect`, or None if any array is unusual.
 
     columns: the argument lists (param, grad, states...), each of one length
     n; column `read_only` is the one not updated. `layout` is an int64
     array: the data addresses (column c, tensor k at ``c*n + k``), then each
     tensor's element count, then its dtype (index into `FLOAT_DTYPES`).
+    expect: a layout this call probably has (last step's), or None.
     """
-    if not enabled() or any(type(c) is not list for c in columns):
+    if not enabled():
         return None
+    for c in columns:
+        if type(c) is not list:
+            return None
     out = np.empty((len(columns) + 2) * len(columns[0]), np.int64)
-    lists = np.array([id(c) for c in columns], np.int64)
-    ok, digest = _walk(lists, read_only, _NDARRAY, _DESCRS, out)
-    return (out, digest) if ok else None
+    status, digest = _walk(tuple([id(c) for c in columns]), read_only, _NDARRAY,
+                           _DESCRS, out, _NOTHING if expect is None else expect)
+    if status == 2:
+        return expect, None
+    return (out, digest) if status else None
 
 
+_NOTHING = np.empty(0, np.int64)
 _NDARRAY = id(np.ndarray)
 _DESCRS = np.array([id(d) for d in FLOAT_DTYPES], np.int64)
 

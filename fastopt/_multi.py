@@ -43,6 +43,7 @@ CHUNK = 1 << 16
 _CACHE_SIZE = 64      # tables kept (different lists, e.g. param groups)
 _tables = collections.OrderedDict()
 _layouts = collections.OrderedDict()   # the fast host path's, by layout
+_last_layout = {}     # list identities -> their last layout's entry (a hint)
 _LIKE = {d: d.type(0) for d in _dispatch.FLOAT_DTYPES}   # the CPU kernel's dtype
 
 
@@ -65,9 +66,8 @@ def update_many(fn, variant, params, grads, states, pre, hyper):
     n = len(params)
     if n == 0:
         return
-    scanned = _hostscan.scan(columns, read_only=1)    # the common case, fast
-    if scanned is not None:
-        return _update_scanned(fn, variant, names, n, scanned, pre, hyper)
+    if _update_scanned(fn, variant, names, columns, pre, hyper):   # common, fast
+        return
     flat = [a for column in columns for a in column]
     if all([type(a) is np.ndarray for a in flat]):
         return _update_host(fn, variant, names, columns, pre, hyper)
@@ -241,25 +241,39 @@ def _build_table(addr, size, cols, member):
     return {"addrs": addrs, "chunks": chunks}
 
 
-def _update_scanned(fn, variant, names, n, scanned, pre, hyper):
-    """The host path for lists `_hostscan` accepted: every per-array check is
-    done; what is left (overlap, tables) depends on the layout only, so it
-    is done once per layout and cached."""
+def _update_scanned(fn, variant, names, columns, pre, hyper):
+    """The host path for lists `_hostscan` accepts (False if it does not).
+
+    Every per-array check is the scan's; what is left (overlap check,
+    tables) depends on the layout only, so it is done once per layout and
+    cached. The lists' identities point at last step's layout, which the
+    scan compares as it goes: the same arrays again cost no lookup at all.
+    """
     from .kernels import multi_cpu
 
+    lists = (CHUNK, variant.used, *[id(c) for c in columns])
+    guess = _last_layout.get(lists)
+    scanned = _hostscan.scan(columns, 1, None if guess is None else guess["layout"])
+    if scanned is None:
+        return False
     layout, digest = scanned
-    key = (CHUNK, variant.used, digest)
-    entry = _layouts.get(key)
-    if entry is None or not _hostscan.same(entry["layout"], layout):
-        entry = _layout_entry(fn, names, n, variant, layout)
-        _layouts[key] = entry
-        while len(_layouts) > _CACHE_SIZE:
-            _layouts.popitem(last=False)
+    if digest is None:
+        entry = guess
     else:
-        _layouts.move_to_end(key)
+        key = (CHUNK, variant.used, digest)
+        entry = _layouts.get(key)
+        if entry is None or not _hostscan.same(entry["layout"], layout):
+            entry = _layout_entry(fn, names, len(columns[0]), variant, layout)
+            _layouts[key] = entry
+            while len(_layouts) > _CACHE_SIZE:
+                _layouts.popitem(last=False)
+        if len(_last_layout) >= _CACHE_SIZE:
+            _last_layout.clear()
+        _last_layout[lists] = entry
     kern = multi_cpu.kernel(variant)
     for dtype, table in entry["groups"]:
         kern(table["addrs"], table["chunks"], _LIKE[dtype], pre, hyper)
+    return True
 
 
 def _layout_entry(fn, names, n, variant, layout):

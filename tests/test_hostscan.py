@@ -38,6 +38,10 @@ def test_scan_reports_what_python_reads():
     assert len(layout) == (ncols + 2) * n
     again, digest_again = _hostscan.scan([list(c) for c in columns], read_only=1)
     assert digest == digest_again and _hostscan.same(layout, again)
+    assert _hostscan.scan(columns, 1, expect=again) == (again, None)   # unchanged
+    changed = again.copy()
+    changed[0] += 4
+    assert _hostscan.same(_hostscan.scan(columns, 1, expect=changed)[0], layout)
 
 
 def _read_only(a):
@@ -99,15 +103,20 @@ def test_fast_and_python_paths_agree_bitwise(monkeypatch):
     slow = [[a.copy() for a in c] for c in fast]
     calls = []
     original = _multi._update_scanned
-    monkeypatch.setattr(_multi, "_update_scanned",
-                        lambda *a: calls.append(1) or original(*a))
+
+    def spy(*args):
+        taken = original(*args)
+        calls.append(taken)
+        return taken
+
+    monkeypatch.setattr(_multi, "_update_scanned", spy)
     for step in (1, 2, 3):
         F.adam(*fast, step=step, **ADAM)
-    assert calls == [1, 1, 1]
-    monkeypatch.setattr(_hostscan, "scan", lambda columns, read_only: None)
+    assert calls == [True] * 3
+    monkeypatch.setattr(_hostscan, "scan", lambda *args: None)
     for step in (1, 2, 3):
         F.adam(*slow, step=step, **ADAM)
-    assert calls == [1, 1, 1]
+    assert calls == [True] * 3 + [False] * 3
     for got, want in zip(fast, slow):
         for a, b in zip(got, want):
             np.testing.assert_array_equal(a, b, strict=True)
