@@ -8,13 +8,13 @@ any memory is written, so a rejected call leaves params and state untouched.
 import functools
 import sys
 
-import numba
 import numpy as np
 
-from . import _device
+from . import _device, _hostscan
 from .kernels import PRE, RULES, cpu
 
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+FLOAT_DTYPES = _hostscan.FLOAT_DTYPES
+LIKE = {d: d.type(0) for d in FLOAT_DTYPES}   # the CPU kernels' dtype argument
 
 _HOST, _DEVICE = "host", "device"
 _places = {np.ndarray: _HOST}     # type -> place, for types with one place
@@ -53,7 +53,13 @@ def update(fn, variant, param, grad, states, pre, hyper):
         from . import _multi
         return _multi.update_many(fn, variant, param, grad, states, pre, hyper)
     names, arrays = named_arguments(fn, variant, param, grad, states)
-    if all(type(a) is np.ndarray for a in arrays):   # the common case, fast
+    order, used = _kernel_slots(variant)
+    ok, code, n, addrs = _hostscan.check_one(tuple([id(arrays[i]) for i in order]), used)
+    if ok:     # plain NumPy arrays, all checked in one compiled pass
+        if n:
+            cpu.kernel(variant)(addrs, n, LIKE[FLOAT_DTYPES[code]], pre, hyper)
+        return
+    if all(type(a) is np.ndarray for a in arrays):
         return _update_host(fn, variant, names, arrays, pre, hyper)
     places = [_place(a) for a in arrays]
     for name, a, place in zip(names, arrays, places):
@@ -93,48 +99,23 @@ def _host_view(x):
 
 
 def _update_host(fn, variant, names, views, pre, hyper):
+    """The host path in Python: any array `_hostscan` declined (torch CPU
+    tensors' views, subclasses...), and the error messages."""
     p = views[0]
-    dtype, shape = p.dtype, p.shape
-    if dtype not in FLOAT_DTYPES:
-        _check_dtype_shape(fn, names, [v.dtype for v in views], [v.shape for v in views])
-    all_writeable = True
+    _check_dtype_shape(fn, names, [v.dtype for v in views], [v.shape for v in views])
     for name, v in zip(names, views):
-        if v.dtype != dtype or v.shape != shape:
-            _check_dtype_shape(fn, names, [v.dtype for v in views],
-                               [v.shape for v in views])
         flags = v.flags
         if not flags.c_contiguous:
             raise ValueError(f"{fn}(): {name} must be C-contiguous")
-        if not flags.writeable:
-            if name != "grad":
-                raise ValueError(f"{fn}(): {name} is read-only; it is updated in place")
-            all_writeable = False
+        if not flags.writeable and name != "grad":
+            raise ValueError(f"{fn}(): {name} is read-only; it is updated in place")
     if p.size == 0:
         return
-    views = tuple(views) if p.ndim == 1 else tuple([v.reshape(-1) for v in views])
-    if all_writeable:   # one array type: the jitted check applies
-        first, second = _first_overlap(views)
-        if second >= 0:
-            raise _overlap_error(fn, names, first, second)
-    else:
-        _check_no_overlap(fn, names, [v.ctypes.data for v in views], p.nbytes)
-    cpu.kernel(variant)(views[0], views[1], _slot_tuple(variant, views), pre, hyper)
-
-
-@numba.njit(cache=True)
-def _first_overlap(arrays):
-    """(i, j) of the first two arrays whose memory overlaps, else (-1, -1).
-
-    The arrays are contiguous and of one size, so two overlap exactly when
-    their start addresses are less than that size apart. Jitted: reading data
-    pointers from Python costs about a microsecond per array.
-    """
-    nbytes = arrays[0].nbytes
-    for j in range(1, len(arrays)):
-        for i in range(j):
-            if abs(arrays[j].ctypes.data - arrays[i].ctypes.data) < nbytes:
-                return i, j
-    return -1, -1
+    ptrs = [v.ctypes.data for v in views]
+    _check_no_overlap(fn, names, ptrs, p.nbytes)
+    order, _ = _kernel_slots(variant)
+    cpu.kernel(variant)(tuple([ptrs[i] for i in order]), p.size, LIKE[p.dtype],
+                        pre, hyper)
 
 
 def _update_device(fn, variant, names, arrays, pre, hyper):
@@ -207,6 +188,13 @@ def _slot_indices(variant):
     """Where each state slot's array sits in [param, grad, used states...]."""
     used = iter(range(2, 2 + sum(variant.used)))
     return tuple(next(used) if u else 0 for u in variant.used)
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel_slots(variant):
+    """The kernel's 5 arrays (param, grad, 3 slots) as indices into
+    [param, grad, used states...], and which of the 5 are used."""
+    return (0, 1, *_slot_indices(variant)), (True, True, *variant.used)
 
 
 def _scalars(dtype, values):

@@ -1,4 +1,4 @@
-"""The list form's fast check: many NumPy arrays' layouts read in one compiled pass.
+"""The host's fast argument check: NumPy arrays' layouts read in one compiled pass.
 
 Checking a model's tensors attribute by attribute costs about a microsecond
 per array in Python (``a.ctypes.data`` alone is most of it): 200 tensors of
@@ -9,13 +9,15 @@ NumPy's own C macros read (``PyArray_DATA``, ``PyArray_NDIM``,
 ``PyArrayObject_fields`` struct, stable ABI since NumPy 1.7, and the list
 object's item array.
 
-It only ever accepts: every argument a ``list`` of exact ``np.ndarray``
+`scan` checks the list form's columns, `check_one` a single-array call. They
+only ever accept: every argument (a ``list`` of) exact ``np.ndarray``
 objects whose dtype is the canonical float32 or float64 descriptor, the same
 dtype and shape across a tensor's arrays, C-contiguous, and writeable where
 written. Anything else (tuples, subclasses, torch tensors, a byte-swapped
-dtype, a read-only param) makes `scan` return None and the caller takes the
-Python path, which checks the same things and names the culprit. The walk
-holds the GIL, and the caller holds the lists, so nothing moves under it.
+dtype, a read-only param, memory shared within a single call) makes them
+decline, and the caller takes the Python path, which checks the same things
+and names the culprit. The walk holds the GIL, and the caller holds the
+arrays, so nothing moves under it.
 
 The offsets are checked once, against arrays and a list read through Python
 (`enabled`): on an interpreter or NumPy whose layout differs (PyPy, a
@@ -56,6 +58,40 @@ _i64, _i32 = _loader(types.int64), _loader(types.int32)
 
 
 @numba.njit(cache=True)
+def _kind(a, ndarray, descrs):
+    """(dtype code, ndim, dims address, element count) of the object at `a`;
+    code -1 if it is not an exact ndarray of an accepted dtype."""
+    if _i64(a + _OB_TYPE) != ndarray:      # first: only an ndarray has the fields
+        return -1, 0, 0, 0
+    descr, ndim, dims = _i64(a + _DESCR), _i32(a + _NDIM), _i64(a + _DIMS)
+    code = -1
+    for d in range(descrs.size):
+        if descrs[d] == descr:
+            code = d
+    size = 1
+    for d in range(ndim):
+        size *= _i64(dims + 8 * d)
+    return code, ndim, dims, size
+
+
+@numba.njit(cache=True)
+def _like(a, p, ndim, dims, writeable, ndarray):
+    """Whether the object at `a` is an exact ndarray with the dtype of the
+    array at `p` and shape (ndim, dims), C-contiguous, writeable if asked."""
+    if (_i64(a + _OB_TYPE) != ndarray or _i64(a + _DESCR) != _i64(p + _DESCR)
+            or _i32(a + _NDIM) != ndim):
+        return False
+    flags = _i32(a + _FLAGS)
+    if not flags & _C_CONTIGUOUS or (writeable and not flags & _WRITEABLE):
+        return False
+    a_dims = _i64(a + _DIMS)
+    for d in range(ndim):
+        if _i64(a_dims + 8 * d) != _i64(dims + 8 * d):
+            return False
+    return True
+
+
+@numba.njit(cache=True)
 def _walk(lists, read_only, ndarray, descrs, out, expect):
     """Fill `out` from the arrays of the lists at addresses `lists`.
 
@@ -77,37 +113,48 @@ def _walk(lists, read_only, ndarray, descrs, out, expect):
     # which also bring every array object into cache for the checks below.
     for c in range(ncols):
         for k in range(n):
-            out[c * n + k] = _i64(_i64(items[c] + 8 * k) + _DATA)
+            a = _i64(items[c] + 8 * k)
+            if _i64(a + _OB_TYPE) != ndarray:
+                return 0, 0
+            out[c * n + k] = _i64(a + _DATA)
     for k in range(n):
         p = _i64(items[0] + 8 * k)
-        descr, ndim = _i64(p + _DESCR), _i32(p + _NDIM)
-        code = -1
-        for d in range(descrs.size):
-            if descrs[d] == descr:
-                code = d
+        code, ndim, dims, size = _kind(p, ndarray, descrs)
         if code < 0:
             return 0, 0
-        dims = _i64(p + _DIMS)
-        size = 1
-        for d in range(ndim):
-            size *= _i64(dims + 8 * d)
         for c in range(ncols):
-            a = _i64(items[c] + 8 * k)
-            if (_i64(a + _OB_TYPE) != ndarray or _i64(a + _DESCR) != descr
-                    or _i32(a + _NDIM) != ndim):
+            if not _like(_i64(items[c] + 8 * k), p, ndim, dims, c != read_only, ndarray):
                 return 0, 0
-            flags = _i32(a + _FLAGS)
-            if not flags & _C_CONTIGUOUS or (c != read_only and not flags & _WRITEABLE):
-                return 0, 0
-            a_dims = _i64(a + _DIMS)
-            for d in range(ndim):
-                if _i64(a_dims + 8 * d) != _i64(dims + 8 * d):
-                    return 0, 0
         out[ncols * n + k] = size
         out[(ncols + 1) * n + k] = code
     if same(out, expect):
         return 2, 0
     return 1, _hash(out)
+
+
+@numba.njit(cache=True)
+def _walk_one(ids, used, ndarray, descrs, itemsizes):
+    """The single-array form: `ids` are the objects of param, grad and the
+    3 state slots, `used` says which slots hold arrays (the others repeat
+    param). All must match param; none may share memory with another (only
+    grad is read, and it may be read-only). Returns (ok, dtype code, element
+    count, the 5 data addresses)."""
+    fail = (False, 0, 0, (0, 0, 0, 0, 0))
+    p = ids[0]
+    code, ndim, dims, size = _kind(p, ndarray, descrs)
+    if code < 0:
+        return fail
+    for j in range(5):
+        if used[j] and not _like(ids[j], p, ndim, dims, j != 1, ndarray):
+            return fail
+    data = (_i64(ids[0] + _DATA), _i64(ids[1] + _DATA), _i64(ids[2] + _DATA),
+            _i64(ids[3] + _DATA), _i64(ids[4] + _DATA))
+    nbytes = size * itemsizes[code]
+    for j in range(1, 5):
+        for i in range(j):
+            if used[i] and used[j] and abs(data[j] - data[i]) < nbytes:
+                return fail
+    return True, code, size, data
 
 
 @numba.njit(cache=True)
@@ -157,8 +204,26 @@ def scan(columns, read_only, expect=None):
 
 
 _NOTHING = np.empty(0, np.int64)
+
+
+def check_one(ids, used):
+    """``(ok, dtype code, n, addresses)`` of a single-array call.
+
+    ids: ``id()`` of param, grad and the 3 state slots, in the kernel's
+    order (an unused slot repeats param's); used: 5 bools, which slots are
+    arrays of the call. ok is False when anything is unusual (then the Python
+    path checks, and names the problem): a non-ndarray, another dtype or
+    shape than param, not C-contiguous, read-only (but grad), or memory
+    shared between two of the arrays.
+    """
+    if not enabled():
+        return False, 0, 0, None
+    return _walk_one(ids, used, _NDARRAY, _DESCRS, _ITEMSIZES)
+
+
 _NDARRAY = id(np.ndarray)
 _DESCRS = np.array([id(d) for d in FLOAT_DTYPES], np.int64)
+_ITEMSIZES = np.array([d.itemsize for d in FLOAT_DTYPES], np.int64)
 
 
 @functools.lru_cache(maxsize=None)

@@ -44,7 +44,6 @@ _CACHE_SIZE = 64      # tables kept (different lists, e.g. param groups)
 _tables = collections.OrderedDict()
 _layouts = collections.OrderedDict()   # the fast host path's, by layout
 _last_layout = {}     # list identities -> their last layout's entry (a hint)
-_LIKE = {d: d.type(0) for d in _dispatch.FLOAT_DTYPES}   # the CPU kernel's dtype
 
 
 def update_many(fn, variant, params, grads, states, pre, hyper):
@@ -272,7 +271,7 @@ def _update_scanned(fn, variant, names, columns, pre, hyper):
         _last_layout[lists] = entry
     kern = multi_cpu.kernel(variant)
     for dtype, table in entry["groups"]:
-        kern(table["addrs"], table["chunks"], _LIKE[dtype], pre, hyper)
+        kern(table["addrs"], table["chunks"], _dispatch.LIKE[dtype], pre, hyper)
     return True
 
 
@@ -307,7 +306,7 @@ def _update_host(fn, variant, names, columns, pre, hyper):
     for dtype, members in _groups([p.dtype for p in params]).items():
         table = _table(addresses, sizes, cols, members, n)
         if len(table["chunks"]):
-            kern(table["addrs"], table["chunks"], _LIKE[dtype], pre, hyper)
+            kern(table["addrs"], table["chunks"], _dispatch.LIKE[dtype], pre, hyper)
 
 
 def _update_device(fn, variant, names, columns, pre, hyper):

@@ -18,7 +18,9 @@ flag because its iterations are independent.
 import numba
 from numba.core import types
 from numba.core.extending import intrinsic, overload
+from numba.np.arrayobj import populate_array
 
+from .multi_table import view_codegen, view_signature
 from .variants import element_step
 
 FASTMATH = False
@@ -64,22 +66,34 @@ def as_dtype_of(typingctx, values, like):
     return out(values, like), codegen
 
 
-def _loop(key):
-    @numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
-    def update(param, grad, state, pre, hyper):
-        pre, hyper = as_dtype_of(pre, param), as_dtype_of(hyper, param)
-        for i in numba.prange(param.size):
+@intrinsic
+def view(typingctx, addr, start, n, like):
+    """``addr`` as a 1-D array of n elements from `start`, dtype of scalar `like`."""
+    return view_signature(addr, start, n, like), view_codegen(populate_array)
+
+
+def _loop(key, cache=True):
+    @numba.njit(parallel=True, cache=cache, fastmath=FASTMATH)
+    def update(addrs, n, like, pre, hyper):
+        pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
+        param, grad = view(addrs[0], 0, n, like), view(addrs[1], 0, n, like)
+        state = (view(addrs[2], 0, n, like), view(addrs[3], 0, n, like),
+                 view(addrs[4], 0, n, like))
+        for i in numba.prange(n):
             _element_at(key, i, param, grad, state, pre, hyper)
 
     return update
 
 
 def kernel(variant):
-    """The CPU kernel of `variant`: ``kernel(param, grad, state, pre, hyper)``.
+    """The CPU kernel of `variant`: ``kernel(addrs, n, like, pre, hyper)``.
 
-    Arrays are 1-D and C-contiguous, `state` is a 3-tuple of arrays (unused
-    slots may repeat `param`), `pre` and `hyper` are tuples of Python floats
-    (cast to the arrays' dtype inside).
+    addrs: the data addresses of param, grad and the 3 state slots (unused
+    slots repeat param's and are never touched), n elements each, C-contiguous,
+    of the dtype of scalar `like`; `pre` and `hyper` are tuples of Python
+    floats (cast to that dtype inside). As on the GPU, the kernel sees
+    addresses, not arrays: the host checks the arrays (none may overlap a
+    written one) and keeps them alive for the call.
     """
     kern = _kernels.get(variant)
     if kern is None:

@@ -24,20 +24,13 @@ import numba
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.core.extending import intrinsic
-from numba.np.arrayobj import populate_array
 
 from . import cpu as _cpu
 from .cpu import _element_at, _steps, as_dtype_of
-from .multi_table import view_codegen, view_signature
+from .cpu import view as _view
 from .variants import element_step
 
 _kernels = {}   # variant -> compiled loop
-
-
-@intrinsic
-def _view(typingctx, addr, start, n, like):
-    """``addr`` as a 1-D array of n elements from `start`, dtype of scalar `like`."""
-    return view_signature(addr, start, n, like), view_codegen(populate_array)
 
 
 @intrinsic

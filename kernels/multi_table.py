@@ -1,9 +1,9 @@
-"""Raw addresses to typed 1-D views, for the many-tensor kernels of both targets.
+"""Raw addresses to typed 1-D views, for the kernels of both targets.
 
 `view_codegen` builds, from an int64 address, an element offset and a length,
 a C-contiguous 1-D array struct with no owner (no meminfo): the host keeps the
 memory alive for the duration of the call. It is lowered by a tiny intrinsic
-per target (`kernels.multi_cpu`, `kernels.multi_cuda`), not by ``carray``,
+per target (``view`` in `kernels.cpu` and `kernels.cuda`), not by ``carray``,
 whose CUDA version is an @overload that needs a GPU to compile.
 """
 from numba.core import types

@@ -36,13 +36,14 @@ def test_cpu_kernel_uses_packed_simd(rule, dtype):
                if k not in ("cache", "nopython")}
     kern = numba.njit(**options)(cached.py_func)
     n = 64
-    param = np.ones(n, dtype)
+    param, grad = np.ones(n, dtype), np.ones(n, dtype)
     arrays = [np.ones(n, dtype) for _ in range(3)]
-    state = tuple(a if used else param for a, used in zip(arrays, v.used))
+    state = [a if used else param for a, used in zip(arrays, v.used)]
+    addrs = tuple(a.ctypes.data for a in [param, grad, *state])
     pre = (1.0, 0.0, 0.0, 1.0)
     assert len(pre) == len(PRE)
     hyper = tuple(0.5 for _ in RULES[rule].hyper)
-    kern(param, np.ones(n, dtype), state, pre, hyper)
+    kern(addrs, n, dtype(0), pre, hyper)
     asm = kern.inspect_asm(kern.signatures[0])
     assert PACKED_ARITH.search(asm), "no packed arithmetic: the loop did not vectorize"
     if "math.sqrt" in inspect.getsource(getattr(rules, rule)):

@@ -78,6 +78,49 @@ def test_scan_declines_what_it_does_not_check_itself(edit):
     assert _hostscan.scan(columns, read_only=1) is None
 
 
+def _one(arrays, used=(True,) * 5):
+    """check_one over param, grad and 3 slots (None: an unused slot)."""
+    ids = tuple(id(a if a is not None else arrays[0]) for a in arrays)
+    return _hostscan.check_one(ids, tuple(a is not None for a in arrays))
+
+
+def test_check_one_reports_what_python_reads():
+    rng = np.random.default_rng(0)
+    p, g, m = (rng.standard_normal((3, 4)).astype(np.float32) for _ in range(3))
+    ok, code, n, addrs = _one([p, _read_only(g), m, None, None])
+    assert (ok, code, n) == (True, 0, 12)
+    assert addrs[0] == p.ctypes.data and addrs[2] == m.ctypes.data
+    assert addrs[3] == addrs[4] == p.ctypes.data      # unused slots repeat param
+    assert _one([np.zeros(0), np.zeros(0), None, None, None])[:3] == (True, 1, 0)
+
+
+ONE_UNUSUAL = {
+    "grad-is-param": lambda p, g, m: [p, p, m, None, None],
+    "state-is-grad": lambda p, g, m: [p, g, g, None, None],
+    "partial-overlap": lambda p, g, m: _partial(p, g),
+    "read-only-state": lambda p, g, m: [p, g, _read_only(m), None, None],
+    "read-only-param": lambda p, g, m: [_read_only(p), g, m, None, None],
+    "other-shape": lambda p, g, m: [p, g.reshape(4, 3), m, None, None],
+    "other-dtype": lambda p, g, m: [p, g, m.astype(np.float64), None, None],
+    "int-param": lambda p, g, m: [p.astype(np.int32), g, m, None, None],
+    "subclass": lambda p, g, m: [p, g.view(_Sub), m, None, None],
+    "not-an-array": lambda p, g, m: [p, 1.5, m, None, None],
+    "transposed": lambda p, g, m: [p, g, np.ascontiguousarray(m.T).T, None, None],
+}
+
+
+def _partial(p, g):
+    buffer = np.zeros(20, np.float32)
+    return [p, buffer[:12].reshape(3, 4), buffer[8:].reshape(3, 4), None, None]
+
+
+@pytest.mark.parametrize("edit", list(ONE_UNUSUAL), ids=list(ONE_UNUSUAL))
+def test_check_one_declines_what_the_python_path_must_name(edit):
+    p, g, m = (np.ones((3, 4), np.float32) for _ in range(3))
+    assert _one([p, g, m, None, None])[0]
+    assert not _one(ONE_UNUSUAL[edit](p, g, m))[0]
+
+
 def test_checks_run_again_after_the_layout_is_cached():
     """A cached layout skips the overlap check and the table build, never the
     per-array checks: an array made read-only (or reshaped) after a step is
@@ -129,3 +172,18 @@ def test_overlap_found_on_the_fast_path_and_not_cached():
         with pytest.raises(ValueError, match=r"exp_avg_sq\[1\] shares memory with "
                                              r"exp_avg\[1\]"):
             F.adam(p, g, m, v, step=1, **ADAM)
+
+
+def test_single_array_fast_and_python_paths_agree_bitwise(monkeypatch):
+    rng = np.random.default_rng(3)
+    fast = [rng.standard_normal((5, 7)).astype(np.float32) for _ in range(4)]
+    slow = [a.copy() for a in fast]
+    start = fast[0].copy()
+    for step in (1, 2):
+        F.adam(*fast, step=step, amsgrad=False, **ADAM)
+    monkeypatch.setattr(_hostscan, "check_one", lambda ids, used: (False, 0, 0, None))
+    for step in (1, 2):
+        F.adam(*slow, step=step, amsgrad=False, **ADAM)
+    for a, b in zip(fast, slow):
+        np.testing.assert_array_equal(a, b, strict=True)
+    assert not np.array_equal(fast[0], start)

@@ -369,6 +369,7 @@ def test_cpu_loop_vectorizes(which, dtype):
     ir = "\n".join(kern.inspect_llvm().values())
     llvm_type = "float" if dtype == "float32" else "double"
     assert re.search(rf"store <\d+ x {llvm_type}>", ir), "element loop not vectorized"
+    assert "llvm.prefetch" in ir, "the next chunk is not prefetched"
 
 
 _CACHE_PROBE = """

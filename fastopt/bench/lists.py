@@ -20,7 +20,7 @@ import numpy as np
 from ..bench_shapes import MODELS
 from . import peers_torch
 from .cases import CASES
-from .overhead import fastopt_call
+from .overhead import fastopt_step
 from .timing import HostClock, draw_arrays, num_sets, time_interleaved, warm_up
 
 def _lists(case, shapes, dtype, rng, device):
@@ -35,13 +35,16 @@ def _lists(case, shapes, dtype, rng, device):
 
 def _fastopt(case, sets, per_tensor=False):
     steps = [10] * len(sets)
+    if per_tensor:
+        bound = [[fastopt_step(case, {n: v[t] for n, v in arrays.items()})
+                  for t in range(len(arrays["param"]))] for arrays in sets]
+    else:
+        bound = [[fastopt_step(case, arrays)] for arrays in sets]
 
     def call(k):
         steps[k] += 1
-        if not per_tensor:
-            return fastopt_call(case, sets[k], steps[k])
-        for t in range(len(sets[k]["param"])):
-            fastopt_call(case, {n: v[t] for n, v in sets[k].items()}, steps[k])
+        for step in bound[k]:
+            step(step=steps[k])
 
     return call
 

@@ -10,7 +10,7 @@ import numpy as np
 from . import floor, peers_numpy, peers_torch
 from .cases import CASES, DEFAULT_OPTIMIZERS
 from .overhead import cold_start as measure_cold_start
-from .overhead import dispatch_overhead, fastopt_call
+from .overhead import dispatch_overhead, fastopt_step
 from .progress import Progress
 from .timing import (HostClock, cpu_llc_bytes, make_host_sets, num_sets,
                      time_interleaved, warm_up)
@@ -52,10 +52,11 @@ def _make_call(impl, name, case, sets, device):
     """``(call(k), timer or None)`` for one implementation on the buffer sets."""
     if impl == "fastopt":
         steps = [10] * len(sets)
+        bound = [fastopt_step(case, arrays) for arrays in sets]
 
         def call(k):
             steps[k] += 1
-            fastopt_call(case, sets[k], steps[k])
+            bound[k](step=steps[k])
         return call, None
     if impl == "floor":
         return (floor.make_cpu if device == "cpu" else floor.make_gpu)(case, sets), None
