@@ -78,6 +78,7 @@ class Optimizer:
         self._pending = None    # state loaded before build: {slot name: [host arrays]}
         self._pending_count = 0
         self._params = None     # the params of the last call, for apply(grads)
+        self._columns = None    # the state by slot name, a list per param
 
     # -- what subclasses define ---------------------------------------------
     def state_slots(self):
@@ -228,6 +229,9 @@ class Optimizer:
                     _arrays.copy_from_host(arrays[name], pending[name][i])
             state.append(arrays)
         self._specs, self._state, self._pending = specs, state, None
+        # The same state as lists per slot, for `_fast_step` (loading a
+        # checkpoint copies into these arrays, so the lists stay valid).
+        self._columns = {name: [s[name] for s in state] for name, _ in slots}
 
     def apply_gradients(self, grads_and_vars) -> int:
         """Apply one step: ``opt.apply_gradients(zip(grads, params))``.
@@ -269,6 +273,8 @@ class Optimizer:
                              f"{len(params)} params")
         if not grads:
             return self._iterations        # Keras: an empty call is a no-op
+        if self._fast_step(grads, params):
+            return self._iterations
         described_params = self._match_params(params)
         present = [i for i, g in enumerate(grads) if g is not None]
         if not present:
@@ -298,6 +304,30 @@ class Optimizer:
                              state, lr, options)
         self._iterations += 1
         return self._iterations
+
+    def _fast_step(self, grads, params):
+        """The common step as one list-form call, with no Python per array.
+
+        Taken once built, when every gradient is present and no norm is
+        clipped. The functional call checks every array before writing any,
+        and the state has each param's build-time shape, dtype and place, so
+        it refuses whatever the checks in `apply` would; when it does, nothing
+        is written and `apply` runs those checks to raise its own message.
+        """
+        if (not self.built or self.clipnorm is not None
+                or self.global_clipnorm is not None or len(params) != len(self._specs)
+                or any(g is None for g in grads)):
+            return False
+        scale = 1.0 if self.loss_scale_factor is None else 1.0 / self.loss_scale_factor
+        options = {"weight_decay": self.weight_decay or 0.0,
+                   "clip_value": self.clipvalue, "grad_scale": scale}
+        try:
+            self.update_step(grads, params, self._columns, self._current_lr(), options)
+        except (TypeError, ValueError):
+            return False
+        self._params = params
+        self._iterations += 1
+        return True
 
     def _match_params(self, params):
         if self.built and len(params) != len(self._specs):
