@@ -50,7 +50,6 @@ def update(fn, variant, param, grad, states, pre, hyper):
     """
     assert len(hyper) == len(RULES[variant.rule].hyper) and len(pre) == len(PRE)
     if isinstance(param, (list, tuple)):   # the list form (fastopt/_multi.py)
-        from . import _multi
         return _multi.update_many(fn, variant, param, grad, states, pre, hyper)
     names, arrays = named_arguments(fn, variant, param, grad, states)
     order, used = _kernel_slots(variant)
@@ -208,3 +207,6 @@ def _scalars(dtype, values):
 
 _FLOAT64 = np.dtype(np.float64)
 
+
+# Last: _multi imports this module (a cycle that is fine once both are defined).
+from . import _multi  # noqa: E402

@@ -33,7 +33,7 @@ import sys
 import numpy as np
 
 from . import _device, _dispatch, _hostscan
-from .kernels import PRE, RULES
+from .kernels import PRE, RULES, multi_cpu
 
 # Elements per chunk: large enough that a chunk's loop runs at full speed
 # (64K float32 = 256 KiB per array), small enough to balance a few big
@@ -247,8 +247,6 @@ def _update_scanned(fn, variant, names, columns, pre, hyper):
     cached. The lists' identities point at last step's layout, which the
     scan compares as it goes: the same arrays again cost no lookup at all.
     """
-    from .kernels import multi_cpu
-
     lists = (CHUNK, variant.used, *[id(c) for c in columns])
     guess = _last_layout.get(lists)
     scanned = _hostscan.scan(columns, 1, None if guess is None else guess["layout"])
@@ -314,8 +312,6 @@ def _address(a):
 def _update_host(fn, variant, names, columns, pre, hyper):
     """The list form on the host in Python: NumPy arrays `_hostscan` declined,
     torch CPU tensors (as `DeviceArray`), and the error messages."""
-    from .kernels import multi_cpu
-
     _check_tensors(fn, names, columns, _host_layout)
     params, n = columns[0], len(columns[0])
     flat = [a for column in columns for a in column]
