@@ -142,7 +142,7 @@ def _update_device(fn, variant, names, arrays, pre, hyper):
         flat = [i.ptr for i in infos]
     with _device.on_device(p.device):
         cuda.launch(variant, p.size, _device.stream_of(p),
-                    (flat[0], flat[1], *_slot_tuple(variant, flat)),
+                    tuple([flat[i] for i in _kernel_slots(variant)[0]]),
                     _scalars(p.dtype, pre), _scalars(p.dtype, hyper), p.device)
 
 
@@ -177,23 +177,14 @@ def _overlap_error(fn, names, first, second):
                       "each array must be a separate buffer")
 
 
-def _slot_tuple(variant, flat):
-    """The kernel's 3 state slots; unused slots repeat param (never touched)."""
-    return tuple([flat[i] for i in _slot_indices(variant)])
-
-
-@functools.lru_cache(maxsize=None)
-def _slot_indices(variant):
-    """Where each state slot's array sits in [param, grad, used states...]."""
-    used = iter(range(2, 2 + sum(variant.used)))
-    return tuple(next(used) if u else 0 for u in variant.used)
-
-
 @functools.lru_cache(maxsize=None)
 def _kernel_slots(variant):
-    """The kernel's 5 arrays (param, grad, 3 slots) as indices into
-    [param, grad, used states...], and which of the 5 are used."""
-    return (0, 1, *_slot_indices(variant)), (True, True, *variant.used)
+    """The kernels' 5 arrays (param, grad, 3 state slots) as indices into
+    [param, grad, used states...], and which of the 5 are used. An unused
+    slot repeats param (index 0): the kernel never touches it."""
+    used = iter(range(2, 2 + sum(variant.used)))
+    slots = tuple(next(used) if u else 0 for u in variant.used)
+    return (0, 1, *slots), (True, True, *variant.used)
 
 
 def _scalars(dtype, values):

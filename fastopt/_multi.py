@@ -193,16 +193,6 @@ def _groups(dtypes):
     return groups
 
 
-def _slot_columns(variant, ncols):
-    """For each of the kernel's 5 table columns, the argument column it reads.
-
-    Unused state slots repeat param's address: the kernel never touches them.
-    """
-    cols, it = [0, 1], iter(range(2, ncols))
-    cols += [next(it) if used else 0 for used in variant.used]
-    return cols
-
-
 def _table(addresses, sizes, cols, members, n):
     """(addrs, chunks) of one dtype group, from the cache when unchanged.
 
@@ -278,7 +268,7 @@ def _layout_entry(fn, names, n, variant, layout):
     size, code = layout[ncols * n:(ncols + 1) * n], layout[(ncols + 1) * n:]
     itemsize = np.array([d.itemsize for d in _hostscan.FLOAT_DTYPES])[code]
     _check_no_overlap(fn, names, n, addr.ravel(), np.tile(size * itemsize, ncols))
-    cols = _slot_columns(variant, ncols)
+    cols = list(_dispatch._kernel_slots(variant)[0])
     groups = []
     for c in np.unique(code):
         table = _build_table(addr, size, cols, np.flatnonzero(code == c))
@@ -319,7 +309,7 @@ def _update_host(fn, variant, names, columns, pre, hyper):
     sizes = [p.size for p in params]
     nbytes = [p.size * p.dtype.itemsize for p in params]
     _check_no_overlap(fn, names, n, addresses, nbytes * len(names))
-    cols = _slot_columns(variant, len(names))
+    cols = list(_dispatch._kernel_slots(variant)[0])
     kern = multi_cpu.kernel(variant)
     for dtype, members in _groups([p.dtype for p in params]).items():
         table = _table(addresses, sizes, cols, members, n)
@@ -342,7 +332,7 @@ def _update_device(fn, variant, names, columns, pre, hyper):
     _check_no_overlap(fn, names, n, addresses, [i.nbytes for i in flat])
     params = infos[0]
     sizes = [p.size for p in params]
-    cols = _slot_columns(variant, len(names))
+    cols = list(_dispatch._kernel_slots(variant)[0])
     stream = _device.stream_of(params[0])
     simulated = cuda._simulated()
     kern = multi_cuda.kernel(variant)
