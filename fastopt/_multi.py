@@ -71,6 +71,9 @@ def update_many(fn, variant, params, grads, states, pre, hyper):
     flat = [a for column in columns for a in column]
     if all([type(a) is np.ndarray for a in flat]):
         return _update_host(fn, variant, names, columns, pre, hyper)
+    layout = _torch_host_layout(columns, flat)
+    if layout is not None:
+        return _run_host(fn, variant, names, *layout, pre, hyper)
     places = [_dispatch._place(a) for a in flat]
     for j, (a, place) in enumerate(zip(flat, places)):
         if place is None:
@@ -299,19 +302,48 @@ def _address(a):
     return a.ptr if type(a) is _device.DeviceArray else a.ctypes.data
 
 
+def _torch_host_layout(columns, flat):
+    """``(addresses, sizes, dtypes)`` of lists of torch CPU tensors, read in
+    bulk (one list comprehension per property), or None when they are not
+    all float32/float64 CPU tensors alike per tensor and contiguous: then the
+    per-tensor checks run, and name the culprit."""
+    torch = sys.modules.get("torch")
+    if torch is None or not all([isinstance(t, torch.Tensor) for t in flat]):
+        return None
+    if any([t.is_cuda for t in flat]):
+        return None
+    params = columns[0]
+    dtypes, shapes = [p.dtype for p in params], [p.shape for p in params]
+    for column in columns:
+        if ([t.dtype for t in column] != dtypes or [t.shape for t in column] != shapes
+                or not all([t.is_contiguous() for t in column])):
+            return None
+    known = _device._torch_dtypes(torch)
+    np_dtypes = [known.get(d) for d in dtypes]
+    if not all([d is not None and d in _dispatch.FLOAT_DTYPES for d in np_dtypes]):
+        return None
+    return [t.data_ptr() for t in flat], [p.numel() for p in params], np_dtypes
+
+
 def _update_host(fn, variant, names, columns, pre, hyper):
     """The list form on the host in Python: NumPy arrays `_hostscan` declined,
     torch CPU tensors (as `DeviceArray`), and the error messages."""
     _check_tensors(fn, names, columns, _host_layout)
-    params, n = columns[0], len(columns[0])
-    flat = [a for column in columns for a in column]
-    addresses = [_address(a) for a in flat]
-    sizes = [p.size for p in params]
-    nbytes = [p.size * p.dtype.itemsize for p in params]
+    params = columns[0]
+    addresses = [_address(a) for column in columns for a in column]
+    _run_host(fn, variant, names, addresses, [p.size for p in params],
+              [p.dtype for p in params], pre, hyper)
+
+
+def _run_host(fn, variant, names, addresses, sizes, dtypes, pre, hyper):
+    """Check overlap and run the CPU kernel on arrays that passed every other
+    check: `addresses` flattened per column, `sizes` and `dtypes` per tensor."""
+    n = len(sizes)
+    nbytes = [size * dtype.itemsize for size, dtype in zip(sizes, dtypes)]
     _check_no_overlap(fn, names, n, addresses, nbytes * len(names))
     cols = list(_dispatch._kernel_slots(variant)[0])
     kern = multi_cpu.kernel(variant)
-    for dtype, members in _groups([p.dtype for p in params]).items():
+    for dtype, members in _groups(dtypes).items():
         table = _table(addresses, sizes, cols, members, n)
         if len(table["chunks"]):
             kern(table["addrs"], table["chunks"], _dispatch.LIKE[dtype], pre, hyper)

@@ -219,6 +219,38 @@ def test_torch_cpu_tensors_and_tuples():
     _assert_same(host, ref)   # the same kernel on the same arrays: bitwise
 
 
+TORCH_BAD = {
+    "shape": (lambda t, lists: lists["exp_avg"].__setitem__(2, t.zeros(4)),
+              ValueError, r"exp_avg\[2\] has shape \(4,\), expected \(5,\)"),
+    "dtype": (lambda t, lists: lists["grad"].__setitem__(1, t.zeros(5, dtype=t.float64)),
+              TypeError, r"grad\[1\] has dtype float64, expected float32"),
+    "float16": (lambda t, lists: [lists[n].__setitem__(0, lists[n][0].half())
+                                  for n in lists], TypeError, r"param\[0\] must be float32"),
+    "strided": (lambda t, lists: lists["exp_avg_sq"].__setitem__(3, t.zeros(10)[::2]),
+                ValueError, r"exp_avg_sq\[3\] must be C-contiguous"),
+    "overlap": (lambda t, lists: lists["exp_avg"].__setitem__(0, lists["exp_avg_sq"][0]),
+                ValueError, r"exp_avg_sq\[0\] shares memory with exp_avg\[0\]"),
+}
+
+
+@pytest.mark.parametrize("bad", list(TORCH_BAD), ids=list(TORCH_BAD))
+def test_torch_cpu_lists_checked_in_bulk_name_the_culprit(bad):
+    """torch CPU tensors are read in bulk; whatever that bulk read refuses is
+    named by the per-tensor checks, with nothing written."""
+    torch = pytest.importorskip("torch")
+    edit, error, message = TORCH_BAD[bad]
+    lists = {n: [torch.from_numpy(a) for a in v]
+             for n, v in _adam_lists(CPU).items()}
+    edit(torch, lists)
+    before = {n: [t.clone() for t in v] for n, v in lists.items()}
+    with pytest.raises(error, match=message):
+        F.adam(lists["param"], lists["grad"], lists["exp_avg"], lists["exp_avg_sq"],
+               **ADAM)
+    for n, v in lists.items():
+        for t, b in zip(v, before[n]):
+            assert torch.equal(t, b)
+
+
 def test_grads_may_share_memory():
     """Grads are only read: one gradient buffer may serve several tensors."""
     p = [np.ones(4, np.float32), np.ones(4, np.float32)]
