@@ -89,11 +89,8 @@ def update_many(fn, variant, params, grads, states, pre, hyper):
             f"{_label(names, n, other)} in {where[places[other]]}; "
             "all must live in the same place")
     if places[0] == _dispatch._HOST:
-        # torch CPU tensors are read off directly (their pointer, shape,
-        # dtype): a NumPy view of each costs ~3x more per tensor.
-        columns = [[_describe_host(f"{name}[{k}]", a) for k, a in enumerate(column)]
-                   for name, column in zip(names, columns)]
-        _update_host(fn, variant, names, columns, pre, hyper)
+        views = [[_dispatch._host_view(a) for a in column] for column in columns]
+        _update_host(fn, variant, names, views, pre, hyper)
     else:
         _update_device(fn, variant, names, columns, pre, hyper)
 
@@ -280,26 +277,9 @@ def _layout_entry(fn, names, n, variant, layout):
     return {"layout": layout, "groups": groups}
 
 
-def _describe_host(name, a):
-    """A host argument as NumPy array or, for a float torch tensor, as a
-    `_device.DeviceArray` read off its own accessors (device -1)."""
-    if type(a) is not np.ndarray and _dispatch._is_torch(a):
-        dtype = _device._torch_dtypes(sys.modules["torch"]).get(a.dtype)
-        if dtype is not None:
-            return _device.DeviceArray(name, a, a.data_ptr(), tuple(a.shape), dtype,
-                                       a.is_contiguous(), False, -1, None)
-    return _dispatch._host_view(a)
-
-
 def _host_layout(a):
-    if type(a) is _device.DeviceArray:
-        return a.contiguous, a.readonly
     flags = a.flags
     return flags.c_contiguous, not flags.writeable
-
-
-def _address(a):
-    return a.ptr if type(a) is _device.DeviceArray else a.ctypes.data
 
 
 def _torch_host_layout(columns, flat):
@@ -326,11 +306,11 @@ def _torch_host_layout(columns, flat):
 
 
 def _update_host(fn, variant, names, columns, pre, hyper):
-    """The list form on the host in Python: NumPy arrays `_hostscan` declined,
-    torch CPU tensors (as `DeviceArray`), and the error messages."""
+    """The list form on the host in Python: NumPy arrays (or views) that
+    neither fast path took, and the error messages."""
     _check_tensors(fn, names, columns, _host_layout)
     params = columns[0]
-    addresses = [_address(a) for column in columns for a in column]
+    addresses = [a.ctypes.data for column in columns for a in column]
     _run_host(fn, variant, names, addresses, [p.size for p in params],
               [p.dtype for p in params], pre, hyper)
 
