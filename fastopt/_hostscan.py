@@ -218,12 +218,12 @@ def check_one(ids, used):
     """
     if not enabled():
         return False, 0, 0, None
-    return _walk_one(ids, used, _NDARRAY, _DESCRS, _ITEMSIZES)
+    return _walk_one(ids, used, _NDARRAY, _DESCRS, ITEMSIZES)
 
 
 _NDARRAY = id(np.ndarray)
 _DESCRS = np.array([id(d) for d in FLOAT_DTYPES], np.int64)
-_ITEMSIZES = np.array([d.itemsize for d in FLOAT_DTYPES], np.int64)
+ITEMSIZES = np.array([d.itemsize for d in FLOAT_DTYPES], np.int64)
 
 
 @functools.lru_cache(maxsize=None)

@@ -266,7 +266,7 @@ def _layout_entry(fn, names, n, variant, layout):
     ncols = len(names)
     addr = layout[:ncols * n].reshape(ncols, n)
     size, code = layout[ncols * n:(ncols + 1) * n], layout[(ncols + 1) * n:]
-    itemsize = np.array([d.itemsize for d in _hostscan.FLOAT_DTYPES])[code]
+    itemsize = _hostscan.ITEMSIZES[code]
     _check_no_overlap(fn, names, n, addr.ravel(), np.tile(size * itemsize, ncols))
     cols = list(_dispatch._kernel_slots(variant)[0])
     groups = []
