@@ -292,16 +292,13 @@ class Optimizer:
         if not self.built:
             self._build(params, [d.spec for d in described_params])
         self._params = params
-        options = {"weight_decay": self.weight_decay or 0.0,
-                   "clip_value": self.clipvalue}
         for group in _same_scale_groups(present, scales):
             # One list-form call per group: every array is checked before any
             # is written, and the kernels run once per dtype, not once per param.
-            options["grad_scale"] = scales[group[0]]
             state = {name: [self._state[i][name] for i in group]
                      for name in self._state[group[0]]}
             self.update_step([grads[i] for i in group], [params[i] for i in group],
-                             state, lr, options)
+                             state, lr, self._options(scales[group[0]]))
         self._iterations += 1
         return self._iterations
 
@@ -318,16 +315,24 @@ class Optimizer:
                 or self.global_clipnorm is not None or len(params) != len(self._specs)
                 or any(g is None for g in grads)):
             return False
-        scale = 1.0 if self.loss_scale_factor is None else 1.0 / self.loss_scale_factor
-        options = {"weight_decay": self.weight_decay or 0.0,
-                   "clip_value": self.clipvalue, "grad_scale": scale}
         try:
-            self.update_step(grads, params, self._columns, self._current_lr(), options)
+            self.update_step(grads, params, self._columns, self._current_lr(),
+                             self._options(self._unscale()))
         except (TypeError, ValueError):
             return False
         self._params = params
         self._iterations += 1
         return True
+
+    def _unscale(self):
+        """The factor undoing ``loss_scale_factor`` (1 without one)."""
+        return 1.0 if self.loss_scale_factor is None else 1.0 / self.loss_scale_factor
+
+    def _options(self, grad_scale):
+        """The functional call's keyword arguments for gradients scaled by
+        `grad_scale` (see `update_step`)."""
+        return {"weight_decay": self.weight_decay or 0.0, "clip_value": self.clipvalue,
+                "grad_scale": grad_scale}
 
     def _match_params(self, params):
         if self.built and len(params) != len(self._specs):
@@ -350,7 +355,7 @@ class Optimizer:
 
     def _grad_scales(self, described):
         """Each gradient's factor: 1/loss_scale_factor times its norm-clip factor."""
-        base = 1.0 if self.loss_scale_factor is None else 1.0 / self.loss_scale_factor
+        base = self._unscale()
         scales = dict.fromkeys(described, base)
         clip = self.clipnorm if self.clipnorm is not None else self.global_clipnorm
         if clip is None:
