@@ -21,7 +21,7 @@ from numba.cuda.np.arrayobj import populate_array
 from .multi_table import view_codegen, view_signature
 from .variants import element_step
 
-# Adam, 2**28 float32 on an H200 (benchmarks/results/gpu-profile-h200.txt):
+# Adam, 2**28 float32 on an H200 (benchmarks/results/gpu-h200-2026-11-25/profile.txt):
 # 256 x 16 per SM gave 3217 GB/s, 512 x 16 3364, copy 3406. 512 keeps every
 # kernel under 128 registers a thread (the many-tensor float64 one uses 66).
 THREADS = 512

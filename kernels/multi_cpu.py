@@ -79,8 +79,9 @@ def kernel(variant):
     """The many-tensor CPU kernel: ``kernel(addrs, chunks, like, pre, hyper)``.
 
     addrs: int64 (T, 5); chunks: int64 (C, 3), as above; `like` a scalar of
-    the tensors' dtype; `pre` and `hyper` tuples of Python floats. The caller keeps the memory
-    alive and guarantees that no written array overlaps another.
+    the tensors' dtype; `pre` and `hyper` tuples of Python floats. The caller
+    keeps the memory alive and guarantees that no written array overlaps
+    another.
     """
     kern = _kernels.get(variant)
     if kern is None:
