@@ -204,8 +204,13 @@ def test_list_benchmark_counts_launches(monkeypatch):
     assert by_impl["fastopt-flat"]["launches_per_step"] == 1
     assert by_impl["fastopt-per-tensor"]["launches_per_step"] == 3
     assert by_impl["torch-fused"]["launches_per_step"] is None    # not countable on CPU
+    # The torch front end: one region a step on its table path and flat=True
+    # (there a single-array call: the tensors were laid out by the first step).
+    assert by_impl["fastopt.torch"]["launches_per_step"] == 1
+    assert by_impl["fastopt.torch-flat"]["launches_per_step"] == 1
     (ratio,) = ratios
     assert ratio["list_over_flat"] > 0 and "torch-fused_over_list" in ratio
+    assert ratio["fastopt.torch-flat_over_flat"] > 0
 
 
 def test_torch_peer_over_a_list_updates_every_tensor():

@@ -7,6 +7,10 @@ round-robin in the same run:
 * ``fastopt-flat``: one call over a single array of the same total size, the
   reference (``list / flat``: the issue's target is <= 1.15);
 * ``fastopt-per-tensor``: N single-array calls, what the list form replaces;
+* ``fastopt.torch`` / ``fastopt.torch-flat``: the torch front end over the N
+  tensors, its table path and ``flat=True`` (params and grads moved into one
+  buffer each, state kept in its own; the front end's own per-step work is in
+  the figure, as torch.optim's is in torch's);
 * ``torch-foreach`` / ``torch-fused``: torch.optim over the same N tensors.
 
 Launches per step are counted, not assumed: on a GPU with torch's profiler
@@ -45,6 +49,26 @@ def _fastopt(case, sets, per_tensor=False):
         steps[k] += 1
         for step in bound[k]:
             step(step=steps[k])
+
+    return call
+
+
+def _torch_front_end(case, sets, flat):
+    """``call(k)``: a fastopt.torch step over set k's params and grads (as
+    zero-copy tensors); its state is its own, made by a first step, which
+    with ``flat=True`` also lays the tensors out."""
+    import fastopt.torch
+    cls = getattr(fastopt.torch, case.torch_class)
+    optimizers = []
+    for arrays in sets:
+        params = [peers_torch.tensor_view(p) for p in arrays["param"]]
+        for p, g in zip(params, arrays["grad"]):
+            p.grad = peers_torch.tensor_view(g)
+        optimizers.append(cls(params, **case.torch_kwargs, flat=flat))
+        optimizers[-1].step()
+
+    def call(k):
+        optimizers[k].step()
 
     return call
 
@@ -105,6 +129,9 @@ def run_lists(models, optimizers, dtype, device, repeats, warmup, llc, bar=None)
             calls = {"fastopt-list": _fastopt(case, many),
                      "fastopt-flat": _fastopt(case, flat),
                      "fastopt-per-tensor": _fastopt(case, many, per_tensor=True)}
+            if peers_torch.available():
+                calls["fastopt.torch"] = _torch_front_end(case, many, flat=False)
+                calls["fastopt.torch-flat"] = _torch_front_end(case, many, flat=True)
             for mode in ("torch-foreach", "torch-fused"):
                 if peers_torch.available() and not peers_torch.supports(case, mode, device):
                     calls[mode] = peers_torch.make(case, many, mode)
@@ -138,6 +165,9 @@ def _ratio(model, name, dtype, t):
     out = {"model": model, "optimizer": name, "dtype": dtype.name,
            "list_over_flat": t["fastopt-list"] / t["fastopt-flat"]}
     out["meets_list_target"] = out["list_over_flat"] <= 1.15
+    for impl in ("fastopt.torch", "fastopt.torch-flat"):
+        if impl in t:
+            out[f"{impl}_over_flat"] = t[impl] / t["fastopt-flat"]
     for mode in ("torch-fused", "torch-foreach"):
         if mode in t:
             out[f"{mode}_over_list"] = t[mode] / t["fastopt-list"]
@@ -163,6 +193,9 @@ def summary(rows, ratios):
     for q in ratios:
         extra = "".join(f", {k.replace('_over_list', '')}/list {v:.2f}"
                         for k, v in q.items() if k.endswith("_over_list"))
+        extra += "".join(f", {k.replace('_over_flat', '')}/flat {v:.2f}"
+                         for k, v in q.items()
+                         if k.endswith("_over_flat") and k != "list_over_flat")
         lines.append(f"{q['model']} {q['optimizer']}: list/flat "
                      f"{q['list_over_flat']:.3f}{extra}")
     return "\n".join(lines)

@@ -4,9 +4,10 @@ A subclass is torch's shape: a constructor that builds torch's `defaults`
 (same keys, same defaults), `_hyper` (torch's checks of one param group,
 returning the keyword arguments of its `fastopt.functional` function),
 `_slots` (the state tensors it keeps, by torch's key names, with their
-initial fill) and `_update` (one `fastopt.functional` call, list form,
-``convention="torch"``). torch.optim.Optimizer itself keeps param_groups,
-state, ``state_dict``/``load_state_dict``, ``zero_grad`` and the step hooks.
+initial fill) and `_update` (one `fastopt.functional` call, on lists or on
+a flat layout's buffers, ``convention="torch"``). torch.optim.Optimizer
+itself keeps param_groups, state, ``state_dict``/``load_state_dict``,
+``zero_grad`` and the step hooks.
 What lives here:
 
 * ``step(closure=None)``: checks every group's hyperparameters and every
@@ -18,6 +19,9 @@ What lives here:
   views, CUDA tensors through ``__cuda_array_interface__`` on torch's current
   stream; complex tensors as ``torch.view_as_real`` views (what torch itself
   does, so each real and imaginary part is updated as its own element);
+* with ``flat=True``, a group's params, grads and state laid out as views of
+  one buffer per (device, dtype) after its first full step, and a step that
+  finds the layout intact is one kernel call per buffer (`_flat`);
 * state in torch's layout: ``state["step"]`` a float scalar tensor on the CPU
   (torch's non-capturable, non-fused layout), the per-element state as
   tensors like the param. Checkpoints move both ways between torch.optim and
@@ -27,6 +31,8 @@ import math
 import numbers
 
 import torch
+
+from . import _flat
 
 try:   # torch's own rule for the dtype of state["step"]
     from torch.optim.optimizer import _get_scalar_dtype
@@ -86,12 +92,14 @@ class Optimizer(torch.optim.Optimizer):
     _counts_steps = True   # keeps state["step"] (all but SGD)
     _fallbacks = {}        # group keys torch's __setstate__ fills in for old checkpoints
 
-    def __init__(self, params, defaults):
+    def __init__(self, params, defaults, flat=False):
         for key, what in _REJECTED.items():
             if defaults.get(key):
                 raise ValueError(f"{key}=True ({what}) is not supported by "
                                  f"fastopt.torch.{type(self).__name__}")
         self._hyper(defaults)
+        self._flat_mode = flag(flat, "flat")
+        self._flat = {}     # param group index -> its _flat.FlatGroup
         super().__init__(params, defaults)
 
     # -- what subclasses define -------------------------------------------
@@ -104,7 +112,8 @@ class Optimizer(torch.optim.Optimizer):
         raise NotImplementedError
 
     def _update(self, hyper, params, grads, state, step):
-        """One `fastopt.functional` call over lists of real tensors."""
+        """One `fastopt.functional` call over lists of real tensors, or over
+        single arrays (a flat layout's buffers, `_step_flat`)."""
         raise NotImplementedError
 
     # -- torch.optim.Optimizer hooks --------------------------------------
@@ -113,8 +122,14 @@ class Optimizer(torch.optim.Optimizer):
             self._hyper({**self.defaults, **param_group})
         super().add_param_group(param_group)
 
+    def __getstate__(self):
+        return {**super().__getstate__(), "_flat_mode": self._flat_mode}
+
     def __setstate__(self, state):
         super().__setstate__(state)
+        # New state or groups (load_state_dict, unpickling): rebuilt at the next step.
+        self._flat = {}
+        self.__dict__.setdefault("_flat_mode", False)
         for group in self.param_groups:
             for key, value in self._fallbacks.items():
                 group.setdefault(key, value)
@@ -141,16 +156,69 @@ class Optimizer(torch.optim.Optimizer):
         work = []
         for i, group in enumerate(self.param_groups):
             hyper = self._checked_hyper(i, group)
+            layout, verdict = self._flat.get(i), None
+            if layout is not None:
+                verdict = layout.ready(group, list(self._slots(hyper, layout.members[0])))
+                if verdict is _flat.READY:
+                    work.append((i, group, hyper, layout, verdict))
+                    continue
             params = []
             for j, p in enumerate(group["params"]):
                 if p.grad is not None:
                     self._check_param(i, j, p)
                     params.append(p)
             if params:
-                work.append((group, hyper, params))
-        for group, hyper, params in work:
-            self._step_group(group, hyper, params)
+                work.append((i, group, hyper, params, verdict))
+        for i, group, hyper, what, verdict in work:
+            if verdict is _flat.READY:
+                self._step_flat(hyper, what)
+                continue
+            self._step_group(group, hyper, what)
+            if self._flat_mode:
+                self._relayout(i, group, hyper, what, verdict)
         return loss
+
+    def zero_grad(self, set_to_none=True):
+        """torch's ``zero_grad``; with ``flat=True`` the grads of a flattened
+        group are zeroed in place and stay views of its buffer, whatever
+        `set_to_none` says (torch's ``set_to_none=False`` behaviour)."""
+        if not self._flat:
+            return super().zero_grad(set_to_none)
+        for i, group in enumerate(self.param_groups):
+            layout = self._flat.get(i)
+            if layout is not None and layout.group is group:
+                layout.zero_grad(set_to_none)
+            else:
+                for p in group["params"]:
+                    _flat.zero_like_torch(p, set_to_none)
+
+    def _step_flat(self, hyper, layout):
+        """A READY flattened group: one kernel call per buffer (per run of
+        equal step counts in it)."""
+        for b in layout.buckets:
+            for first, _, arrays in b.runs:
+                if b.steps is not None:
+                    step = int(b.steps[first]) + 1
+                else:   # as _prepare: 2 once state exists
+                    step = 2 if len(arrays) > 2 else 1
+                self._update(hyper, arrays["param"], arrays["grad"], arrays, step)
+            if b.steps is not None:
+                b.steps.add_(1)
+        torch.autograd.graph.increment_version(layout.members)
+
+    def _relayout(self, i, group, hyper, params, verdict):
+        """After a per-tensor step of group `i` (params: those it updated):
+        keep, drop or (re)build its flat layout."""
+        if verdict is _flat.GRADS:
+            self._flat[i].stepped_apart()
+            return
+        self._flat.pop(i, None)
+        # Built once every trainable param has had its step (and so its state).
+        if all([p.grad is not None for p in group["params"] if p.requires_grad]):
+            layout = _flat.build(group, params, self.state,
+                                 list(self._slots(hyper, params[0])), self._counts_steps)
+            if layout is not None:
+                self._flat[i] = layout
 
     def _checked_hyper(self, i, group):
         for key, what in _REJECTED.items():

@@ -22,11 +22,11 @@ class Adagrad(Optimizer):
 
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0,
                  initial_accumulator_value=0, eps=1e-10, foreach=None, *,
-                 maximize=False, differentiable=False, fused=None):
+                 maximize=False, differentiable=False, fused=None, flat=False):
         super().__init__(params, dict(
             lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
             initial_accumulator_value=initial_accumulator_value, foreach=foreach,
-            maximize=maximize, differentiable=differentiable, fused=fused))
+            maximize=maximize, differentiable=differentiable, fused=fused), flat)
         for group in self.param_groups:   # torch builds the state eagerly
             for p in group["params"]:
                 state = self.state[p]

@@ -19,11 +19,11 @@ class RMSprop(Optimizer):
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0,
                  momentum=0, centered=False, capturable=False, foreach=None,
-                 maximize=False, differentiable=False):
+                 maximize=False, differentiable=False, *, flat=False):
         super().__init__(params, dict(
             lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
             weight_decay=weight_decay, capturable=capturable, foreach=foreach,
-            maximize=maximize, differentiable=differentiable))
+            maximize=maximize, differentiable=differentiable), flat)
 
     def _hyper(self, group):
         return dict(lr=check(group["lr"], "learning rate"),

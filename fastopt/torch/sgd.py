@@ -20,11 +20,11 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
                  nesterov=False, *, maximize=False, foreach=None,
-                 differentiable=False, fused=None):
+                 differentiable=False, fused=None, flat=False):
         super().__init__(params, dict(
             lr=lr, momentum=momentum, dampening=dampening,
             weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
-            foreach=foreach, differentiable=differentiable, fused=fused))
+            foreach=foreach, differentiable=differentiable, fused=fused), flat)
 
     def _hyper(self, group):
         hyper = dict(lr=check(group["lr"], "learning rate"),
