@@ -76,9 +76,8 @@ class Bucket:
     """
 
     def __init__(self, params, state, keys, counts_steps):
+        """params: in layout order (by step count, `_buckets`)."""
         dtype, device = params[0].dtype, params[0].device
-        if counts_steps:
-            params = sorted(params, key=lambda p: float(state[p]["step"]))
         self.params = params
         buffer = _span(params)
         if buffer is None:
@@ -143,13 +142,13 @@ class FlatGroup:
     built (``members``, in buckets) and the others (``outsiders``: frozen
     params, which a READY step requires to still have no gradient)."""
 
-    def __init__(self, group, members, state, keys, counts_steps):
+    def __init__(self, group, members, by_place, state, keys, counts_steps):
         self.group, self.count, self.keys = group, len(group["params"]), keys
         inside = set(map(id, members))
         self.members = members
         self.outsiders = [p for p in group["params"] if id(p) not in inside]
         self.buckets = [Bucket(ps, state, keys, counts_steps)
-                        for ps in _buckets(members).values()]
+                        for ps in by_place.values()]
 
     def ready(self, group, keys):
         """READY, GRADS or STALE (module docstring) for a step of `group`."""
@@ -201,10 +200,15 @@ def zero_like_torch(p, set_to_none):
     p.grad.zero_()
 
 
-def _buckets(params):
+def _buckets(params, state, counts_steps):
+    """`params` by (device, dtype), each in layout order: by step count
+    when the optimizer counts steps (stable, so equal counts keep theirs)."""
     by_place = {}
     for p in params:
         by_place.setdefault((p.device, p.dtype), []).append(p)
+    if counts_steps:
+        for place, ps in by_place.items():
+            by_place[place] = sorted(ps, key=lambda p: float(state[p]["step"]))
     return by_place
 
 
@@ -213,15 +217,15 @@ def build(group, members, state, keys, counts_steps):
     all with state), or None where flattening would change what the model
     sees: params sharing a storage other than back to back (flattening would
     untie them), or step counts that are not CPU scalars of one dtype."""
-    by_place = _buckets(members)
-    for params in by_place.values():
-        held = [p for p in params if p.numel()]
-        if (len({p.untyped_storage().data_ptr() for p in held}) != len(held)
-                and _span(params) is None):
-            return None
     if counts_steps:
         steps = [state[p].get("step") for p in members]
         if not all(isinstance(s, torch.Tensor) and s.device.type == "cpu"
                    and s.dim() == 0 and s.dtype == steps[0].dtype for s in steps):
             return None
-    return FlatGroup(group, members, state, keys, counts_steps)
+    by_place = _buckets(members, state, counts_steps)
+    for params in by_place.values():   # the order Bucket will lay them out in
+        held = [p for p in params if p.numel()]
+        if (len({p.untyped_storage().data_ptr() for p in held}) != len(held)
+                and _span(params) is None):
+            return None
+    return FlatGroup(group, members, by_place, state, keys, counts_steps)
