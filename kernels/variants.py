@@ -77,9 +77,13 @@ def _source_fingerprint():
 FINGERPRINT = _source_fingerprint()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Variant:
     """One compiled specialisation of the update.
+
+    Made by `variant()`, which returns one object per set of fields, so that
+    equality is identity and hashing is C's: a variant keys every kernel
+    cache, and a generated ``__hash__`` would run Python code on every call.
 
     rule:  name of a function in `kernels.rules` (a key of `RULES`).
     flags: the rule's compile-time flags, in `RULES[rule].flags` order.
@@ -130,8 +134,16 @@ class Variant:
 
 @functools.lru_cache(maxsize=None)
 def variant(rule, flags=(), clip=False, l2=False):
-    """The one `Variant` object for these fields (its derived fields are cached)."""
-    return Variant(rule, flags, clip, l2)
+    """The one `Variant` object for these fields (its derived fields are cached).
+
+    Cached twice: by the arguments as passed (the fast lookup every step
+    makes), then by their normal form, so that ``variant("sgd")`` and
+    ``variant("sgd", (), False, False)`` are the same object.
+    """
+    return _interned(rule, tuple(map(bool, flags)), bool(clip), bool(l2))
+
+
+_interned = functools.lru_cache(maxsize=None)(Variant)
 
 
 def all_variants():
@@ -139,7 +151,7 @@ def all_variants():
     for rule, spec in RULES.items():
         for flags in itertools.product((False, True), repeat=len(spec.flags)):
             for clip, l2 in itertools.product((False, True), repeat=2):
-                yield Variant(rule, flags, clip, l2)
+                yield variant(rule, flags, clip, l2)
 
 
 def element_step(variant, python=False):
