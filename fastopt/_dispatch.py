@@ -25,8 +25,8 @@ def _place(x):
     place = _places.get(type(x))
     if place is not None:
         return place
-    if _is_torch(x):
-        return _DEVICE if x.is_cuda else _HOST
+    if _is_torch(x):   # other devices (meta, mps, ...): neither place
+        return _DEVICE if x.is_cuda else _HOST if x.is_cpu else None
     if _device.is_device_array(x):
         if _device.is_device_array_type(type(x)):
             _places[type(x)] = _DEVICE
@@ -34,6 +34,13 @@ def _place(x):
     if isinstance(x, np.ndarray):
         return _HOST
     return None
+
+
+def describe(x):
+    """What `x` is, for messages: its type, and its device if it is a tensor."""
+    if _is_torch(x):
+        return f"a torch tensor on {x.device}"
+    return type(x).__name__
 
 
 def _is_torch(x):
@@ -73,7 +80,7 @@ def update(fn, variant, param, grad, states, pre, hyper):
         if place is None:
             raise TypeError(
                 f"{fn}(): {name} must be a NumPy array or a CUDA array "
-                f"(CuPy, Numba, torch), got {type(a).__name__}")
+                f"(CuPy, Numba, torch), got {describe(a)}")
     if places.count(places[0]) != len(places):
         host = [n for n, p in zip(names, places) if p == _HOST]
         dev = [n for n, p in zip(names, places) if p == _DEVICE]

@@ -79,7 +79,7 @@ def update_many(fn, variant, params, grads, states, pre, hyper):
         if place is None:
             raise TypeError(
                 f"{fn}(): {_label(names, n, j)} must be a NumPy array or a CUDA "
-                f"array (CuPy, Numba, torch), got {type(a).__name__}")
+                f"array (CuPy, Numba, torch), got {_dispatch.describe(a)}")
     if places.count(places[0]) != len(places):
         other = next(j for j, p in enumerate(places) if p != places[0])
         where = {_dispatch._HOST: "host memory", _dispatch._DEVICE: "a GPU"}
@@ -286,11 +286,12 @@ def _torch_host_layout(columns, flat):
     """``(addresses, sizes, dtypes)`` of lists of torch CPU tensors, read in
     bulk (one list comprehension per property), or None when they are not
     all float32/float64 CPU tensors alike per tensor and contiguous: then the
-    per-tensor checks run, and name the culprit."""
+    per-tensor checks run, and name the culprit. (A tensor on any other
+    device, meta or mps, has no host address: it must never reach a kernel.)"""
     torch = sys.modules.get("torch")
     if torch is None or not all([isinstance(t, torch.Tensor) for t in flat]):
         return None
-    if any([t.is_cuda for t in flat]):
+    if not all([t.is_cpu for t in flat]):   # CUDA, or a device with no host memory
         return None
     params = columns[0]
     dtypes, shapes = [p.dtype for p in params], [p.shape for p in params]

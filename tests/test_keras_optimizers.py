@@ -277,6 +277,8 @@ BAD_CALLS = [
      r"grads\[2\] is in GPU 0, expected host memory"),
     ("grad not an array", _bad_last_grad(lambda p, g: g.tolist()), TypeError,
      r"grads\[2\] must be a NumPy array"),
+    ("grad on torch's meta device", _bad_last_grad(lambda p, g: _meta(g)), TypeError,
+     r"grads\[2\] must be a NumPy array .* got a torch tensor on meta"),
     ("grad not contiguous", _bad_last_grad(lambda p, g: np.asfortranarray(g)),
      ValueError, r"grads\[2\] must be C-contiguous"),
     ("grad is the param", _bad_last_grad(lambda p, g: p), ValueError,
@@ -296,6 +298,12 @@ BAD_CALLS = [
      ValueError, r"params\[2\] is read-only"),
     ("not pairs", lambda ps, gs: gs, TypeError, "pairs"),
 ]
+
+
+def _meta(x):
+    """A torch tensor with no memory at all (device "meta")."""
+    torch = pytest.importorskip("torch")
+    return torch.empty(x.shape, dtype=torch.float64, device="meta")
 
 
 def _readonly(x):

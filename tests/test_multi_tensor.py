@@ -251,6 +251,27 @@ def test_torch_cpu_lists_checked_in_bulk_name_the_culprit(bad):
             assert torch.equal(t, b)
 
 
+@pytest.mark.parametrize("column", ["param", "grad", "exp_avg"])
+@pytest.mark.parametrize("listed", [True, False], ids=["list", "single"])
+def test_torch_tensor_without_host_memory_is_refused(column, listed):
+    """A tensor on a device that is neither the CPU nor CUDA (meta here; mps,
+    xpu alike) has no host address: refused by name, never handed to a
+    kernel (a meta param among CPU tensors used to reach one, at address 0)."""
+    torch = pytest.importorskip("torch")
+    lists = {n: [torch.from_numpy(a) for a in v] for n, v in _adam_lists(CPU).items()}
+    lists[column][1] = torch.empty(lists[column][1].shape, device="meta")
+    before = {n: [t.clone() for t in v if t.is_cpu] for n, v in lists.items()}
+    args = [lists[n] if listed else lists[n][1]
+            for n in ("param", "grad", "exp_avg", "exp_avg_sq")]
+    label = rf"{column}\[1\]" if listed else column
+    with pytest.raises(TypeError, match=label + r" must be a NumPy array or a CUDA array "
+                       r"\(CuPy, Numba, torch\), got a torch tensor on meta"):
+        F.adam(*args, **ADAM)
+    for n, v in lists.items():
+        for t, b in zip([t for t in v if t.is_cpu], before[n]):
+            assert torch.equal(t, b)
+
+
 def test_grads_may_share_memory():
     """Grads are only read: one gradient buffer may serve several tensors."""
     p = [np.ones(4, np.float32), np.ones(4, np.float32)]

@@ -42,7 +42,7 @@ def describe(fn, name, x):
     if place is None:
         raise TypeError(
             f"{fn}: {name} must be a NumPy array or a CUDA array (CuPy, Numba, "
-            f"torch), got {type(x).__name__}")
+            f"torch), got {_dispatch.describe(x)}")
     if place == _dispatch._HOST:
         view = _dispatch._host_view(x)
         spec = Spec(place, -1, view.shape, view.dtype)
