@@ -36,6 +36,12 @@ class DeviceArray:
     def nbytes(self):
         return self.size * self.dtype.itemsize
 
+    @property
+    def aligned(self):
+        """Whether the buffer starts on an element boundary: a GPU load from a
+        misaligned address is a fault that ends the CUDA context."""
+        return self.ptr % self.dtype.itemsize == 0
+
 
 class _FlatView:
     """A 1-D CAI view of a contiguous device buffer, for the kernel launch."""

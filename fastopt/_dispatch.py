@@ -148,6 +148,8 @@ def _update_device(fn, variant, names, arrays, pre, hyper):
                 f"{p.device}; all arrays must be on the same GPU")
         if info.readonly and name != "grad":
             raise ValueError(f"{fn}(): {name} is read-only; it is updated in place")
+        if not info.aligned:
+            raise ValueError(_misaligned(fn, name, info))
     if p.size == 0:
         return
     _check_no_overlap(fn, names, [i.ptr for i in infos], p.nbytes)
@@ -172,6 +174,11 @@ def _check_dtype_shape(fn, names, dtypes, shapes):
         if shape != shapes[0]:
             raise ValueError(
                 f"{fn}(): {name} has shape {shape}, expected {shapes[0]} like param")
+
+
+def _misaligned(fn, name, info):
+    return (f"{fn}(): {name} starts at {info.ptr:#x}, not on a {info.dtype.itemsize}-byte "
+            f"boundary; GPU arrays must be aligned to their elements")
 
 
 def _check_no_overlap(fn, names, ptrs, nbytes):

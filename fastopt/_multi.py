@@ -141,6 +141,8 @@ def _check_tensors(fn, names, columns, layout, device=None):
                 raise ValueError(
                     f"{fn}(): {name}[{k}] is on GPU {a.device} but param[0] "
                     f"is on GPU {device}; all arrays must be on the same GPU")
+            if device is not None and not a.aligned:
+                raise ValueError(_dispatch._misaligned(fn, f"{name}[{k}]", a))
             if readonly and name != "grad":
                 raise ValueError(
                     f"{fn}(): {name}[{k}] is read-only; it is updated in place")

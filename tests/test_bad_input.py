@@ -233,6 +233,29 @@ def test_arrays_on_different_gpus_are_rejected(monkeypatch):
     np.testing.assert_array_equal(CUDA.get(p), np.ones(4))
 
 
+@pytest.mark.parametrize("listed", [False, True], ids=["single", "list"])
+def test_misaligned_gpu_array_is_rejected(monkeypatch, listed):
+    """A GPU array off its element boundary (a raw CAI pointer can be) is
+    refused before launch: the load would fault and end the CUDA context.
+    The pointer is shifted only in what the checks see."""
+    from fastopt import _device
+    describe = _device.describe
+
+    def grad_off_by_one_byte(name, x):
+        info = describe(name, x)
+        if name.startswith("grad"):
+            info.ptr += 1
+        return info
+
+    monkeypatch.setattr(_device, "describe", grad_off_by_one_byte)
+    p, g = CUDA.put(np.ones(4)), CUDA.put(np.ones(4))
+    label = r"grad\[0\]" if listed else "grad"
+    with pytest.raises(ValueError, match=rf"sgd\(\): {label} starts at 0x[0-9a-f]+, "
+                       r"not on a 8-byte boundary"):
+        F.sgd([p] if listed else p, [g] if listed else g, step=1, lr=0.1)
+    np.testing.assert_array_equal(CUDA.get(p), np.ones(4))
+
+
 def test_partial_overlap_is_rejected():
     """Two views of one buffer, offset by one element, overlap."""
     buf = np.zeros(9)
