@@ -25,7 +25,9 @@ def _place(x):
     place = _places.get(type(x))
     if place is not None:
         return place
-    if _is_torch(x):   # other devices (meta, mps, ...): neither place
+    if _is_torch(x):   # other devices (meta, mps, ...), sparse layouts: neither
+        if x.layout != _torch_strided():
+            return None
         return _DEVICE if x.is_cuda else _HOST if x.is_cpu else None
     if _device.is_device_array(x):
         if _device.is_device_array_type(type(x)):
@@ -39,8 +41,14 @@ def _place(x):
 def describe(x):
     """What `x` is, for messages: its type, and its device if it is a tensor."""
     if _is_torch(x):
+        if x.layout != _torch_strided():
+            return f"a torch tensor with layout {x.layout} (only dense tensors can be updated)"
         return f"a torch tensor on {x.device}"
     return type(x).__name__
+
+
+def _torch_strided():
+    return sys.modules["torch"].strided
 
 
 def _is_torch(x):

@@ -293,8 +293,8 @@ def _torch_host_layout(columns, flat):
     torch = sys.modules.get("torch")
     if torch is None or not all([isinstance(t, torch.Tensor) for t in flat]):
         return None
-    if not all([t.is_cpu for t in flat]):   # CUDA, or a device with no host memory
-        return None
+    if not all([t.is_cpu and t.layout == torch.strided for t in flat]):
+        return None   # CUDA, a device with no host memory, or sparse: checked one by one
     params = columns[0]
     dtypes, shapes = [p.dtype for p in params], [p.shape for p in params]
     for column in columns:

@@ -251,24 +251,37 @@ def test_torch_cpu_lists_checked_in_bulk_name_the_culprit(bad):
             assert torch.equal(t, b)
 
 
+UNUSABLE_TORCH = {   # tensors with no dense host memory, and what they are called
+    "meta": (lambda t: t.new_empty(t.shape, device="meta"), "a torch tensor on meta"),
+    "sparse": (lambda t: t.to_sparse(), r"a torch tensor with layout torch.sparse_coo"),
+}
+
+
+@pytest.mark.parametrize("kind", list(UNUSABLE_TORCH))
 @pytest.mark.parametrize("column", ["param", "grad", "exp_avg"])
 @pytest.mark.parametrize("listed", [True, False], ids=["list", "single"])
-def test_torch_tensor_without_host_memory_is_refused(column, listed):
+def test_torch_tensor_without_dense_host_memory_is_refused(kind, column, listed):
     """A tensor on a device that is neither the CPU nor CUDA (meta here; mps,
-    xpu alike) has no host address: refused by name, never handed to a
-    kernel (a meta param among CPU tensors used to reach one, at address 0)."""
+    xpu alike) has no host address, a sparse one no dense buffer: refused by
+    name, never handed to a kernel (a meta param among CPU tensors used to
+    reach one, at address 0)."""
     torch = pytest.importorskip("torch")
+    make, called = UNUSABLE_TORCH[kind]
     lists = {n: [torch.from_numpy(a) for a in v] for n, v in _adam_lists(CPU).items()}
-    lists[column][1] = torch.empty(lists[column][1].shape, device="meta")
-    before = {n: [t.clone() for t in v if t.is_cpu] for n, v in lists.items()}
+    lists[column][1] = make(lists[column][1])
+
+    def dense(column):   # the tensors that can be compared afterwards
+        return [t for t in column if t.is_cpu and t.layout == torch.strided]
+
+    before = {n: [t.clone() for t in dense(v)] for n, v in lists.items()}
     args = [lists[n] if listed else lists[n][1]
             for n in ("param", "grad", "exp_avg", "exp_avg_sq")]
     label = rf"{column}\[1\]" if listed else column
     with pytest.raises(TypeError, match=label + r" must be a NumPy array or a CUDA array "
-                       r"\(CuPy, Numba, torch\), got a torch tensor on meta"):
+                       r"\(CuPy, Numba, torch\), got " + called):
         F.adam(*args, **ADAM)
     for n, v in lists.items():
-        for t, b in zip([t for t in v if t.is_cpu], before[n]):
+        for t, b in zip(dense(v), before[n]):
             assert torch.equal(t, b)
 
 
