@@ -32,7 +32,7 @@ import numbers
 
 import torch
 
-from . import _flat
+from . import _flat, _steps
 
 try:   # torch's own rule for the dtype of state["step"]
     from torch.optim.optimizer import _get_scalar_dtype
@@ -162,11 +162,7 @@ class Optimizer(torch.optim.Optimizer):
                 if verdict is _flat.READY:
                     work.append((i, group, hyper, layout, verdict))
                     continue
-            params = []
-            for j, p in enumerate(group["params"]):
-                if p.grad is not None:
-                    self._check_param(i, j, p)
-                    params.append(p)
+            params = self._params_with_grads(i, group)
             if params:
                 work.append((i, group, hyper, params, verdict))
         for i, group, hyper, what, verdict in work:
@@ -230,6 +226,41 @@ class Optimizer(torch.optim.Optimizer):
         except (TypeError, ValueError) as e:
             raise type(e)(f"fastopt.torch.{type(self).__name__}: param_groups[{i}]: {e}") from None
 
+    def _params_with_grads(self, i, group):
+        """Group `i`'s params that have a gradient, checked as `_check_param`
+        does: in bulk (one comprehension per property, ~4x faster than param
+        by param), then one by one only to name the culprit."""
+        params = [p for p in group["params"] if p.grad is not None]
+        if params and not self._all_fine(params):
+            for j, p in enumerate(group["params"]):
+                if p.grad is not None:
+                    self._check_param(i, j, p)
+        return params
+
+    def _all_fine(self, params):
+        """Whether `_check_param` would accept every one of `params`."""
+        grads = [p.grad for p in params]
+        dtypes, devices = [p.dtype for p in params], [p.device for p in params]
+        shapes = [p.shape for p in params]
+        strided = torch.strided
+        if not (all([d in _DTYPES for d in dtypes])
+                and all([d.type in _DEVICES for d in devices])
+                and all([g.layout is strided for g in grads])
+                and [g.dtype for g in grads] == dtypes
+                and [g.device for g in grads] == devices
+                and [g.shape for g in grads] == shapes
+                and all([p.is_contiguous() for p in params])
+                and all([g.is_contiguous() for g in grads])):
+            return False
+        owned = [(k, t) for k, state in enumerate(map(self.state.get, params)) if state
+                 for key, t in state.items() if key != "step" and t is not None]
+        tensors = [t for _, t in owned]
+        return (all([isinstance(t, torch.Tensor) for t in tensors])
+                and all([t.is_contiguous() for t in tensors])
+                and [t.dtype for t in tensors] == [dtypes[k] for k, _ in owned]
+                and [t.device for t in tensors] == [devices[k] for k, _ in owned]
+                and [t.shape for t in tensors] == [shapes[k] for k, _ in owned])
+
     def _check_param(self, i, j, p):
         g = p.grad
         state = self.state.get(p)
@@ -282,18 +313,27 @@ class Optimizer(torch.optim.Optimizer):
     def _step_group(self, group, hyper, params):
         keys = list(self._slots(hyper, params[0]))   # the same for all of a group
         prepared = [self._prepare(hyper, p) for p in params]
-        steps = (_step_numbers([s["step"] for s, _ in prepared]) if self._counts_steps
-                 else [n for _, n in prepared])
+        counters = None
+        if self._counts_steps:
+            counters = _steps.Counters([s["step"] for s, _ in prepared])
+            steps = counters.numbers()
+        else:
+            steps = [n for _, n in prepared]
         buckets = {}
-        for p, (state, _), step in zip(params, prepared, steps):
-            buckets.setdefault((p.device, step), []).append((p, state))
+        for k, (p, step) in enumerate(zip(params, steps)):
+            buckets.setdefault((p.device, step), []).append(k)
+        # Grads and state are checked to have their param's dtype: one look
+        # at the params tells whether any tensor needs its real view.
+        real = _real if any([p.is_complex() for p in params]) else None
         for (_, step), members in buckets.items():
-            states = [s for _, s in members]
-            self._update(hyper, [_real(p) for p, _ in members],
-                         [_real(p.grad) for p, _ in members],
-                         {k: [_real(s[k]) for s in states] for k in keys}, step)
-            if self._counts_steps:
-                _add_one([s["step"] for s in states])
+            ps = [params[k] for k in members]
+            states = [prepared[k][0] for k in members]
+            columns = [ps, [p.grad for p in ps]] + [[s[key] for s in states] for key in keys]
+            if real is not None:
+                columns = [[real(t) for t in column] for column in columns]
+            self._update(hyper, columns[0], columns[1], dict(zip(keys, columns[2:])), step)
+            if counters is not None:
+                counters.advance(members)
         # The kernels write through raw pointers: tell autograd, as torch's
         # in-place ops do, so a graph that saved an old value raises.
         torch.autograd.graph.increment_version(params)
@@ -313,26 +353,4 @@ class Optimizer(torch.optim.Optimizer):
                               if fill == 0 else
                               torch.full_like(p, fill, memory_format=torch.preserve_format))
                 created = True
-        return state, 1 if created else 2   # (counting optimizers: see _step_numbers)
-
-
-def _step_numbers(steps):
-    """This update's 1-based step of each param: its state["step"] + 1.
-
-    One stack and one copy for all (they are CPU scalars, as torch keeps
-    them); one ``.item()`` each where a checkpoint put them elsewhere.
-    """
-    try:
-        values = torch.stack(steps).tolist()
-    except RuntimeError:   # steps on several devices
-        values = [s.item() for s in steps]
-    return [int(v) + 1 for v in values]
-
-
-def _add_one(steps):
-    """``step += 1`` for each, in one op where torch offers it (as its foreach path)."""
-    try:
-        torch._foreach_add_(steps, 1)
-    except (AttributeError, RuntimeError):
-        for s in steps:
-            s += 1
+        return state, 1 if created else 2   # (counting optimizers: their counters decide)

@@ -1,0 +1,103 @@
+"""The ``state["step"]`` counters of a bucket of params, read and advanced in
+one compiled pass each.
+
+torch keeps each param's step count as its own CPU scalar tensor. Reading N
+of them (``torch.stack(...).tolist()``) and adding one to each
+(``torch._foreach_add_``, on the CPU a loop of N single-tensor ops) cost
+~2.4 µs per param (measured on 200 params: 105 + 374 µs a step), more than
+the update of a small tensor. Here the counters' addresses are read in bulk
+and one jitted loop reads, or advances, all of them. Counters that are not
+all float32 (or all float64) scalars in host memory, as a checkpoint may
+leave them, take torch's own ops instead.
+"""
+import numba
+import numpy as np
+import torch
+from numba.core import types
+from numba.core.extending import intrinsic
+
+_LIKE = {torch.float32: np.float32(0), torch.float64: np.float64(0)}
+
+
+@intrinsic
+def _pointer(typingctx, addr, like):
+    """The int64 address `addr` as a pointer to a value of `like`'s type."""
+    sig = types.CPointer(like)(types.int64, like)
+
+    def codegen(context, builder, sig, args):
+        return builder.inttoptr(args[0], context.get_value_type(sig.return_type))
+    return sig, codegen
+
+
+@numba.njit(cache=True)
+def _read(addrs, like):
+    out = np.empty(addrs.size, np.float64)
+    for i in range(addrs.size):
+        out[i] = numba.carray(_pointer(addrs[i], like), 1)[0]
+    return out
+
+
+@numba.njit(cache=True)
+def _advance(addrs, like):
+    for i in range(addrs.size):   # in order: a counter listed twice gains 2, as with torch
+        value = numba.carray(_pointer(addrs[i], like), 1)
+        value[0] += 1
+
+
+class Counters:
+    """The step counters of a list of params (their ``state["step"]`` tensors).
+
+    Example::
+
+        >>> counters = Counters([opt.state[p]["step"] for p in params])
+        >>> counters.numbers()      # this update's 1-based step of each param
+        [11, 11, 3]
+        >>> counters.advance([0, 1])   # after params 0 and 1 were updated
+    """
+
+    def __init__(self, steps):
+        self.steps = steps
+        self.like = _host_scalars(steps)
+        if self.like is not None:
+            self.addrs = np.array([s.data_ptr() for s in steps], np.int64)
+
+    def numbers(self):
+        """Each counter + 1, as ints: the step the coming update is."""
+        if self.like is not None:
+            values = _read(self.addrs, self.like).tolist()
+        else:
+            try:
+                values = torch.stack(self.steps).tolist()
+            except RuntimeError:   # counters on several devices
+                values = [s.item() for s in self.steps]
+        return [int(v) + 1 for v in values]
+
+    def advance(self, members):
+        """``step += 1`` for the counters at indices `members`, with their
+        autograd versions bumped as torch's in-place add does."""
+        steps = [self.steps[k] for k in members]
+        if self.like is not None:
+            _advance(self.addrs[members], self.like)
+            torch.autograd.graph.increment_version(steps)
+            return
+        try:
+            torch._foreach_add_(steps, 1)
+        except (AttributeError, RuntimeError):
+            for s in steps:
+                s += 1
+
+
+def _host_scalars(steps):
+    """The scalar type of `steps` if all are one-element dense host tensors
+    of one float dtype (what fastopt and torch create); else None."""
+    if not all([isinstance(s, torch.Tensor) for s in steps]):
+        return None
+    dtypes = {s.dtype for s in steps}
+    if len(dtypes) != 1:
+        return None
+    like = _LIKE.get(dtypes.pop())
+    strided = torch.strided
+    if like is None or not all([s.is_cpu and s.layout is strided and s.numel() == 1
+                                for s in steps]):
+        return None
+    return like
