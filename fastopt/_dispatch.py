@@ -25,6 +25,8 @@ def _place(x):
     place = _places.get(type(x))
     if place is not None:
         return place
+    if isinstance(x, np.ma.MaskedArray):   # the kernels would ignore the mask
+        return None
     if _is_torch(x):   # other devices (meta, mps, ...), sparse layouts: neither
         if x.layout != _torch_strided():
             return None
@@ -40,6 +42,8 @@ def _place(x):
 
 def describe(x):
     """What `x` is, for messages: its type, and its device if it is a tensor."""
+    if isinstance(x, np.ma.MaskedArray):
+        return "a masked array (its mask would be ignored: pass .data or .filled())"
     if _is_torch(x):
         if x.layout != _torch_strided():
             return f"a torch tensor with layout {x.layout} (only dense tensors can be updated)"
@@ -99,6 +103,24 @@ def update(fn, variant, param, grad, states, pre, hyper):
         _update_host(fn, variant, names, [_host_view(a) for a in arrays], pre, hyper)
     else:
         _update_device(fn, variant, names, arrays, pre, hyper)
+    bump_torch_versions([a for name, a in zip(names, arrays) if name != "grad"])
+
+
+def bump_torch_versions(written):
+    """Tell autograd that the torch tensors among `written` changed.
+
+    The kernels write through raw pointers; torch's in-place ops bump a
+    tensor's version, so that a graph which saved the old value raises
+    instead of silently using the new one (inference tensors, which keep no
+    version, are skipped by torch).
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    tensor = torch.Tensor
+    tensors = [t for t in written if isinstance(t, tensor)]
+    if tensors:
+        torch.autograd.graph.increment_version(tensors)
 
 
 def named_arguments(fn, variant, param, grad, states):

@@ -73,7 +73,8 @@ def update_many(fn, variant, params, grads, states, pre, hyper):
         return _update_host(fn, variant, names, columns, pre, hyper)
     layout = _torch_host_layout(columns, flat)
     if layout is not None:
-        return _run_host(fn, variant, names, *layout, pre, hyper)
+        _run_host(fn, variant, names, *layout, pre, hyper)
+        return _dispatch.bump_torch_versions(_written(columns))
     places = [_dispatch._place(a) for a in flat]
     for j, (a, place) in enumerate(zip(flat, places)):
         if place is None:
@@ -93,6 +94,12 @@ def update_many(fn, variant, params, grads, states, pre, hyper):
         _update_host(fn, variant, names, views, pre, hyper)
     else:
         _update_device(fn, variant, names, columns, pre, hyper)
+    _dispatch.bump_torch_versions(_written(columns))
+
+
+def _written(columns):
+    """Every array the update writes: all columns but grad's (the second)."""
+    return [a for c, column in enumerate(columns) if c != 1 for a in column]
 
 
 def _label(names, n, j):
@@ -293,7 +300,8 @@ def _torch_host_layout(columns, flat):
     torch = sys.modules.get("torch")
     if torch is None or not all([isinstance(t, torch.Tensor) for t in flat]):
         return None
-    if not all([t.is_cpu and t.layout == torch.strided for t in flat]):
+    strided = torch.strided
+    if not all([t.is_cpu and t.layout is strided for t in flat]):
         return None   # CUDA, a device with no host memory, or sparse: checked one by one
     params = columns[0]
     dtypes, shapes = [p.dtype for p in params], [p.shape for p in params]

@@ -285,6 +285,40 @@ def test_torch_tensor_without_dense_host_memory_is_refused(kind, column, listed)
             assert torch.equal(t, b)
 
 
+@pytest.mark.parametrize("listed", [True, False], ids=["list", "single"])
+def test_torch_tensors_written_have_their_version_bumped(listed):
+    """As torch's in-place ops do: a graph that saved a param's old value
+    must raise at backward rather than use the updated one. Grads are only
+    read: their versions stay."""
+    torch = pytest.importorskip("torch")
+    lists = {n: [torch.from_numpy(a) for a in v] for n, v in _adam_lists(CPU).items()}
+    names = ("param", "grad", "exp_avg", "exp_avg_sq")
+    before = {n: [t._version for t in lists[n]] for n in names}
+    args = [lists[n] if listed else lists[n][0] for n in names]
+    F.adam(*args, **ADAM)
+    touched = slice(None) if listed else slice(0, 1)
+    for n in names:
+        now = [t._version for t in lists[n]]
+        bumped = [a > b for a, b in zip(now, before[n])][touched]
+        assert all(bumped) if n != "grad" else not any(bumped), n
+
+    w = torch.ones(3, requires_grad=True)
+    p = torch.ones(3)
+    loss = (w * p).sum()        # saves p for backward
+    F.sgd(p, torch.ones(3), step=1, lr=0.1)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+def test_masked_arrays_are_refused():
+    """A masked array's mask would be ignored by the kernels: refused, by name."""
+    p, g = np.ma.masked_array(np.ones(4), mask=[0, 1, 0, 0]), np.ones(4)
+    for args in ((p, g), ([np.ones(4), p], [g, g])):
+        with pytest.raises(TypeError, match=r"got a masked array \(its mask would be ignored"):
+            F.sgd(*args, step=1, lr=0.1)
+    np.testing.assert_array_equal(p.data, np.ones(4))
+
+
 def test_grads_may_share_memory():
     """Grads are only read: one gradient buffer may serve several tensors."""
     p = [np.ones(4, np.float32), np.ones(4, np.float32)]

@@ -334,9 +334,8 @@ class Optimizer(torch.optim.Optimizer):
             self._update(hyper, columns[0], columns[1], dict(zip(keys, columns[2:])), step)
             if counters is not None:
                 counters.advance(members)
-        # The kernels write through raw pointers: tell autograd, as torch's
-        # in-place ops do, so a graph that saved an old value raises.
-        torch.autograd.graph.increment_version(params)
+        # Autograd is told of the writes by the functional call, which bumps
+        # the version of every torch tensor it updated (params and state).
 
     def _prepare(self, hyper, p):
         """`p`'s state, created where missing, and this update's 1-based step."""
