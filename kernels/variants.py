@@ -104,6 +104,9 @@ class Variant:
             raise ValueError(f"rule {self.rule!r} takes flags {spec.flags}, "
                              f"got {self.flags!r}")
 
+    def __reduce__(self):   # unpickled as the interned object, not a twin of it
+        return variant, (self.rule, self.flags, self.clip, self.l2)
+
     @functools.cached_property
     def slots(self):
         """The names of the state slots holding arrays, None for the others."""

@@ -1,5 +1,6 @@
 """Variants are interned: one object per set of fields, so kernel caches key on identity."""
 import itertools
+import pickle
 
 from fastopt.kernels import RULES, all_variants, variant
 
@@ -23,3 +24,9 @@ def test_hash_and_equality_are_identity():
     assert hash(a) == object.__hash__(a) and a == a and a != b
     for x, y in itertools.combinations(list(all_variants())[:8], 2):
         assert x != y
+
+
+def test_unpickled_variant_is_the_interned_one():
+    v = variant("sgd_momentum_torch", (True,), True, False)
+    v.key   # a cached property, set on the object: not part of the pickle
+    assert pickle.loads(pickle.dumps(v)) is v
