@@ -227,9 +227,9 @@ class Optimizer(torch.optim.Optimizer):
             raise type(e)(f"fastopt.torch.{type(self).__name__}: param_groups[{i}]: {e}") from None
 
     def _params_with_grads(self, i, group):
-        """Group `i`'s params that have a gradient, checked as `_check_param`
-        does: in bulk (one comprehension per property, ~4x faster than param
-        by param), then one by one only to name the culprit."""
+        """Group `i`'s params that have a gradient, checked in bulk (one
+        comprehension per property, ~4x faster than param by param), then
+        one by one (`_check_param`) only to name the culprit."""
         params = [p for p in group["params"] if p.grad is not None]
         if params and not self._all_fine(params):
             for j, p in enumerate(group["params"]):
@@ -238,7 +238,8 @@ class Optimizer(torch.optim.Optimizer):
         return params
 
     def _all_fine(self, params):
-        """Whether `_check_param` would accept every one of `params`."""
+        """Whether every one of `params` (its grad and state) can be updated:
+        the conditions `_check_param` raises on, checked in bulk."""
         grads = [p.grad for p in params]
         dtypes, devices = [p.dtype for p in params], [p.device for p in params]
         shapes = [p.shape for p in params]
@@ -262,21 +263,8 @@ class Optimizer(torch.optim.Optimizer):
                 and [t.shape for t in tensors] == [shapes[k] for k, _ in owned])
 
     def _check_param(self, i, j, p):
-        g = p.grad
-        state = self.state.get(p)
-        tensors = [t for key, t in state.items()
-                   if key != "step" and t is not None] if state else ()
-        fine = (g.layout == torch.strided and p.dtype in _DTYPES
-                and p.device.type in _DEVICES and g.dtype == p.dtype
-                and g.device == p.device and g.shape == p.shape
-                and p.is_contiguous() and g.is_contiguous()
-                and all(isinstance(t, torch.Tensor) and t.is_contiguous()
-                        and t.dtype == p.dtype and t.device == p.device
-                        and t.shape == p.shape for t in tensors))
-        if not fine:   # the common case skips building the messages
-            self._param_error(i, j, p)
-
-    def _param_error(self, i, j, p):
+        """Raise, naming `p` and what is wrong with it, unless `_all_fine`
+        would accept it; the checks one by one, for the message."""
         name = type(self).__name__
         where = f"param_groups[{i}]['params'][{j}]"
         g = p.grad
@@ -308,7 +296,6 @@ class Optimizer(torch.optim.Optimizer):
                 raise ValueError(f"fastopt.torch.{name}: {what} of {where} is {t.dtype} "
                                  f"{tuple(t.shape)} on {t.device}, expected it like the "
                                  "param")
-        raise AssertionError("unreachable")   # pragma: no cover
 
     def _step_group(self, group, hyper, params):
         keys = list(self._slots(hyper, params[0]))   # the same for all of a group
