@@ -104,7 +104,7 @@ def warm_up(call, nsets, warmup, timer):
 
 def time_interleaved(impls, nsets, repeats):
     """Time warmed-up implementations round-robin, one call each per round,
-    the order rotating from round to round.
+    in an order drawn anew each round (seeded, so runs repeat).
 
     impls: name -> ``(call(k), timer)``, `timer` a `HostClock` or a GPU timer
     from gpu.py. Shared machines drift (other tenants, memory-bandwidth
