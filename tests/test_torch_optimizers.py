@@ -355,6 +355,32 @@ def test_rejected_step_changes_nothing(what):
     _assert_untouched(model, opt, snap)
 
 
+def test_checked_cpu_groups_are_not_read_twice(monkeypatch):
+    """A CPU group the bulk check passed reaches the functional call as
+    `Checked`, which reads only addresses, not every property again."""
+    from fastopt import _multi
+    model, opt = _trained()
+    calls = []
+    monkeypatch.setattr(_multi, "_torch_host_layout", lambda *a: calls.append(a))
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.step()
+    assert calls == []
+    assert not any(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_sparse_state_is_rejected():
+    """A state tensor swapped for a sparse one (no dense memory to write):
+    named, and nothing is written."""
+    model, opt = _trained()
+    opt.state[model[2].weight]["exp_avg_sq"] = torch.zeros(
+        model[2].weight.shape, dtype=torch.float64).to_sparse()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(TypeError, match=r"exp_avg_sq'\] of param_groups\[1\]\['params'\]"
+                                        r"\[0\] has layout torch.sparse_coo"):
+        opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
 def test_sparse_gradients_are_rejected():
     emb = torch.nn.Embedding(10, 4, sparse=True).double()
     dense = torch.nn.Linear(4, 1).double()

@@ -14,7 +14,9 @@ What lives here:
   param that has a gradient *before* any state is created or memory written,
   so a rejected step leaves params and state as they were; then per group,
   creates missing state, buckets the params by (device, step number) and runs
-  one fused kernel call per bucket (per dtype inside it);
+  one fused kernel call per bucket (per dtype inside it); a CPU bucket the
+  bulk check passed goes to it as `fastopt._multi.Checked`, so that its
+  tensors' properties are read once a step, not twice;
 * the tensors go to the kernels as they are: CPU tensors as zero-copy NumPy
   views, CUDA tensors through ``__cuda_array_interface__`` on torch's current
   stream; complex tensors as ``torch.view_as_real`` views (what torch itself
@@ -32,6 +34,7 @@ import numbers
 
 import torch
 
+from .._multi import Checked
 from . import _flat, _steps
 
 try:   # torch's own rule for the dtype of state["step"]
@@ -162,16 +165,17 @@ class Optimizer(torch.optim.Optimizer):
                 if verdict is _flat.READY:
                     work.append((i, group, hyper, layout, verdict))
                     continue
-            params = self._params_with_grads(i, group)
+            params, checked = self._params_with_grads(i, group)
             if params:
-                work.append((i, group, hyper, params, verdict))
+                work.append((i, group, hyper, (params, checked), verdict))
         for i, group, hyper, what, verdict in work:
             if verdict is _flat.READY:
                 self._step_flat(hyper, what)
                 continue
-            self._step_group(group, hyper, what)
+            params, checked = what
+            self._step_group(group, hyper, params, checked)
             if self._flat_mode:
-                self._relayout(i, group, hyper, what, verdict)
+                self._relayout(i, group, hyper, params, verdict)
         return loss
 
     def zero_grad(self, set_to_none=True):
@@ -227,15 +231,18 @@ class Optimizer(torch.optim.Optimizer):
             raise type(e)(f"fastopt.torch.{type(self).__name__}: param_groups[{i}]: {e}") from None
 
     def _params_with_grads(self, i, group):
-        """Group `i`'s params that have a gradient, checked in bulk (one
-        comprehension per property, ~4x faster than param by param), then
-        one by one (`_check_param`) only to name the culprit."""
+        """``(params, checked)``: group `i`'s params that have a gradient, and
+        whether the bulk check (one comprehension per property, ~4x faster
+        than param by param) passed. If not, they are checked one by one
+        (`_check_param`) to name the culprit, and what that lets through is
+        left to the functional call's own checks."""
         params = [p for p in group["params"] if p.grad is not None]
         if params and not self._all_fine(params):
             for j, p in enumerate(group["params"]):
                 if p.grad is not None:
                     self._check_param(i, j, p)
-        return params
+            return params, False
+        return params, True
 
     def _all_fine(self, params):
         """Whether every one of `params` (its grad and state) can be updated:
@@ -246,6 +253,7 @@ class Optimizer(torch.optim.Optimizer):
         strided = torch.strided
         if not (all([d in _DTYPES for d in dtypes])
                 and all([d.type in _DEVICES for d in devices])
+                and all([p.layout is strided for p in params])
                 and all([g.layout is strided for g in grads])
                 and [g.dtype for g in grads] == dtypes
                 and [g.device for g in grads] == devices
@@ -257,6 +265,7 @@ class Optimizer(torch.optim.Optimizer):
                  for key, t in state.items() if key != "step" and t is not None]
         tensors = [t for _, t in owned]
         return (all([isinstance(t, torch.Tensor) for t in tensors])
+                and all([t.layout is strided for t in tensors])
                 and all([t.is_contiguous() for t in tensors])
                 and [t.dtype for t in tensors] == [dtypes[k] for k, _ in owned]
                 and [t.device for t in tensors] == [devices[k] for k, _ in owned]
@@ -272,6 +281,9 @@ class Optimizer(torch.optim.Optimizer):
             raise TypeError(f"fastopt.torch.{name} does not support sparse gradients "
                             f"({where} has a {g.layout} gradient); use torch.optim's "
                             "sparse optimizers or a dense gradient")
+        if p.layout != torch.strided:
+            raise TypeError(f"fastopt.torch.{name}: {where} has layout {p.layout}; "
+                            "fastopt updates dense tensors")
         if p.dtype not in _DTYPES:
             raise TypeError(f"fastopt.torch.{name}: {where} has dtype {p.dtype}; fastopt "
                             "updates float32, float64, complex64 and complex128 tensors")
@@ -289,6 +301,9 @@ class Optimizer(torch.optim.Optimizer):
             if not isinstance(t, torch.Tensor):
                 raise TypeError(f"fastopt.torch.{name}: {what} of {where} is a "
                                 f"{type(t).__name__}, expected a tensor")
+            if t.layout != torch.strided:
+                raise TypeError(f"fastopt.torch.{name}: {what} of {where} has layout "
+                                f"{t.layout}, expected a dense tensor")
             if not t.is_contiguous():
                 raise ValueError(f"fastopt.torch.{name}: {what} of {where} is not "
                                  "contiguous; fastopt's kernels need contiguous tensors")
@@ -297,7 +312,10 @@ class Optimizer(torch.optim.Optimizer):
                                  f"{tuple(t.shape)} on {t.device}, expected it like the "
                                  "param")
 
-    def _step_group(self, group, hyper, params):
+    def _step_group(self, group, hyper, params, checked):
+        """One functional call per bucket of `params` (same device and step).
+        checked: whether `_all_fine` passed them, which for CPU tensors is
+        every check of the functional call but reading their addresses."""
         keys = list(self._slots(hyper, params[0]))   # the same for all of a group
         prepared = [self._prepare(hyper, p) for p in params]
         counters = None
@@ -312,12 +330,14 @@ class Optimizer(torch.optim.Optimizer):
         # Grads and state are checked to have their param's dtype: one look
         # at the params tells whether any tensor needs its real view.
         real = _real if any([p.is_complex() for p in params]) else None
-        for (_, step), members in buckets.items():
+        for (device, step), members in buckets.items():
             ps = [params[k] for k in members]
             states = [prepared[k][0] for k in members]
             columns = [ps, [p.grad for p in ps]] + [[s[key] for s in states] for key in keys]
             if real is not None:
                 columns = [[real(t) for t in column] for column in columns]
+            if checked and device.type == "cpu":
+                columns[0] = Checked(columns[0])
             self._update(hyper, columns[0], columns[1], dict(zip(keys, columns[2:])), step)
             if counters is not None:
                 counters.advance(members)
