@@ -211,6 +211,7 @@ def test_list_benchmark_counts_launches(monkeypatch):
     (ratio,) = ratios
     assert ratio["list_over_flat"] > 0 and "torch-fused_over_list" in ratio
     assert ratio["fastopt.torch-flat_over_flat"] > 0
+    assert ratio["fastopt.torch_vs_torch-fused"] > 0
 
 
 def test_torch_peer_over_a_list_updates_every_tensor():

@@ -171,6 +171,11 @@ def _ratio(model, name, dtype, t):
     for mode in ("torch-fused", "torch-foreach"):
         if mode in t:
             out[f"{mode}_over_list"] = t[mode] / t["fastopt-list"]
+    # The torch front end against torch's own optimizer on the same tensors
+    # (below 1: fastopt.torch is faster).
+    for impl in ("fastopt.torch", "fastopt.torch-flat"):
+        if impl in t and "torch-fused" in t:
+            out[f"{impl}_vs_torch-fused"] = t[impl] / t["torch-fused"]
     return out
 
 
@@ -196,6 +201,8 @@ def summary(rows, ratios):
         extra += "".join(f", {k.replace('_over_flat', '')}/flat {v:.2f}"
                          for k, v in q.items()
                          if k.endswith("_over_flat") and k != "list_over_flat")
+        extra += "".join(f", {k.replace('_vs_torch-fused', '')}/torch-fused {v:.2f}"
+                         for k, v in q.items() if k.endswith("_vs_torch-fused"))
         lines.append(f"{q['model']} {q['optimizer']}: list/flat "
                      f"{q['list_over_flat']:.3f}{extra}")
     return "\n".join(lines)
