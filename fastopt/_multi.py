@@ -81,7 +81,8 @@ def update_many(fn, variant, params, grads, states, pre, hyper):
     if n == 0:
         return
     if type(params) is Checked:     # checked by the caller (fastopt.torch)
-        _run_host(fn, variant, names, *_torch_addresses(columns), pre, hyper)
+        layout = _torch_addresses(columns, [p.dtype for p in params])
+        _run_host(fn, variant, names, *layout, pre, hyper)
         return _dispatch.bump_torch_versions(_written(columns))
     if _update_scanned(fn, variant, names, columns, pre, hyper):   # common, fast
         return
@@ -339,17 +340,17 @@ def _torch_host_layout(columns, flat):
     known = _device._torch_dtypes(torch)
     if not all([d in _dispatch.FLOAT_DTYPES for d in map(known.get, dtypes)]):
         return None
-    return _torch_addresses(columns)
+    return _torch_addresses(columns, dtypes)
 
 
-def _torch_addresses(columns):
+def _torch_addresses(columns, dtypes):
     """``(addresses, sizes, dtypes)`` of checked lists of torch CPU tensors:
     every data address (flattened per column), then per tensor its element
-    count and NumPy dtype."""
-    params = columns[0]
+    count and NumPy dtype. dtypes: the params' torch dtypes, as the caller
+    has read them already."""
     known = _device._torch_dtypes(sys.modules["torch"])
     return ([t.data_ptr() for column in columns for t in column],
-            [p.numel() for p in params], [known[p.dtype] for p in params])
+            [p.numel() for p in columns[0]], [known[d] for d in dtypes])
 
 
 def _update_host(fn, variant, names, columns, pre, hyper):
