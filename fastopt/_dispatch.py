@@ -15,7 +15,6 @@ from .kernels import PRE, RULES, cpu
 
 FLOAT_DTYPES = _hostscan.FLOAT_DTYPES
 LIKE = {d: d.type(0) for d in FLOAT_DTYPES}   # the CPU kernels' dtype argument
-_LIKE_BY_CODE = tuple([LIKE[d] for d in FLOAT_DTYPES])   # by _hostscan's dtype code
 
 _HOST, _DEVICE = "host", "device"
 _places = {np.ndarray: _HOST}     # type -> place, for types with one place
@@ -68,21 +67,19 @@ def update(fn, variant, param, grad, states, pre, hyper):
             kernel gets those named in ``variant.slots``.
     pre, hyper: Python floats, cast here to the arrays' dtype.
     """
-    if isinstance(param, (list, tuple)):   # the list form (fastopt/_multi.py)
-        return _multi.update_many(fn, variant, param, grad, states, pre, hyper)
     # The common case first, in straight-line code: it runs with cold caches
     # between training steps, where each line of Python costs about a
-    # microsecond (measured: a whole adam() call on a tiny array ~60 µs cold,
-    # ~75 before this path was cut down; the kernel's own dispatch ~20).
-    name0, name1, name2, used = _host_plan(variant)
-    ok, code, n, addrs = _hostscan.check_one(
-        (id(param), id(grad), id(param if name0 is None else states.get(name0)),
-         id(param if name1 is None else states.get(name1)),
-         id(param if name2 is None else states.get(name2))), used)
-    if ok:     # plain NumPy arrays, all checked in one compiled pass
-        if n:
-            cpu.kernel(variant)(addrs, n, _LIKE_BY_CODE[code], pre, hyper)
-        return
+    # microsecond (measured: a whole adam() call on a tiny array ~80 µs cold,
+    # ~100 before this path was cut down; the floor kernel's call ~35).
+    if type(param) is np.ndarray:
+        run, name0, name1, name2, used = _host_plans.get(variant) or _host_plan(variant)
+        if run is not None and run(   # checked and updated in one jitted call
+                (id(param), id(grad), id(param if name0 is None else states.get(name0)),
+                 id(param if name1 is None else states.get(name1)),
+                 id(param if name2 is None else states.get(name2))), used, pre, hyper):
+            return
+    elif isinstance(param, (list, tuple)):   # the list form (fastopt/_multi.py)
+        return _multi.update_many(fn, variant, param, grad, states, pre, hyper)
     assert len(hyper) == len(RULES[variant.rule].hyper) and len(pre) == len(PRE)
     names, arrays = named_arguments(fn, variant, param, grad, states)
     if all(type(a) is np.ndarray for a in arrays):
@@ -229,12 +226,16 @@ def _overlap_error(fn, names, first, second):
                       "each array must be a separate buffer")
 
 
-@functools.lru_cache(maxsize=None)
 def _host_plan(variant):
-    """What `update`'s fast path needs of `variant`, in one lookup: the names
-    of its 3 state slots (None: unused) and which of the kernel's 5 arrays
-    it uses."""
-    return (*variant.slots, _kernel_slots(variant)[1])
+    """What `update`'s fast path needs of `variant`, in one lookup: its
+    `_hostscan.runner`, the names of its 3 state slots (None: unused) and
+    which of the kernel's 5 arrays it uses."""
+    plan = _host_plans[variant] = (_hostscan.runner(variant), *variant.slots,
+                                   _kernel_slots(variant)[1])
+    return plan
+
+
+_host_plans = {}
 
 
 @functools.lru_cache(maxsize=None)

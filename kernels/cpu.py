@@ -72,15 +72,26 @@ def view(typingctx, addr, start, n, like):
     return view_signature(addr, start, n, like), view_codegen(populate_array)
 
 
+@numba.njit(inline="always")
+def loop(key, addrs, n, like, pre, hyper):
+    """The parallel loop of the variant whose element step `_steps` holds
+    under the literal `key`, as `kernel` describes its arguments; inlined
+    into the jitted caller, which must be ``parallel=True`` (a call from
+    one compiled function into another's copy of the loop could, loaded
+    from Numba's cache, bind to a loop of the same signature compiled by
+    another process for another variant)."""
+    pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
+    param, grad = view(addrs[0], 0, n, like), view(addrs[1], 0, n, like)
+    state = (view(addrs[2], 0, n, like), view(addrs[3], 0, n, like),
+             view(addrs[4], 0, n, like))
+    for i in numba.prange(n):
+        _element_at(key, i, param, grad, state, pre, hyper)
+
+
 def _loop(key, cache=True):
     @numba.njit(parallel=True, cache=cache, fastmath=FASTMATH)
     def update(addrs, n, like, pre, hyper):
-        pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
-        param, grad = view(addrs[0], 0, n, like), view(addrs[1], 0, n, like)
-        state = (view(addrs[2], 0, n, like), view(addrs[3], 0, n, like),
-                 view(addrs[4], 0, n, like))
-        for i in numba.prange(n):
-            _element_at(key, i, param, grad, state, pre, hyper)
+        loop(key, addrs, n, like, pre, hyper)
 
     return update
 
@@ -100,3 +111,4 @@ def kernel(variant):
         _steps[variant.key] = element_step(variant)
         kern = _kernels[variant] = _loop(variant.key)
     return kern
+

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import fastopt.functional as F
-from fastopt import _hostscan, _multi
+from fastopt import _dispatch, _hostscan, _multi
+from fastopt.kernels import cpu
 
 ADAM = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-7)
 
@@ -179,11 +180,18 @@ def test_single_array_fast_and_python_paths_agree_bitwise(monkeypatch):
     fast = [rng.standard_normal((5, 7)).astype(np.float32) for _ in range(4)]
     slow = [a.copy() for a in fast]
     start = fast[0].copy()
+    F.adam(*[a.copy() for a in fast], step=1, amsgrad=False, **ADAM)   # builds the plan
+    python_path = []    # the Python path is the one that calls the kernel itself
+    kernel = cpu.kernel
+    monkeypatch.setattr(cpu, "kernel", lambda v: python_path.append(v) or kernel(v))
     for step in (1, 2):
         F.adam(*fast, step=step, amsgrad=False, **ADAM)
-    monkeypatch.setattr(_hostscan, "check_one", lambda ids, used: (False, 0, 0, None))
+    assert python_path == []
+    monkeypatch.setattr(_dispatch, "_host_plans", {})
+    monkeypatch.setattr(_hostscan, "runner", lambda variant: None)
     for step in (1, 2):
         F.adam(*slow, step=step, amsgrad=False, **ADAM)
+    assert len(python_path) == 2
     for a, b in zip(fast, slow):
         np.testing.assert_array_equal(a, b, strict=True)
     assert not np.array_equal(fast[0], start)

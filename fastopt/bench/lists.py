@@ -16,7 +16,8 @@ round-robin in the same run:
 Launches per step are counted, not assumed: on a GPU with torch's profiler
 (CUPTI sees every kernel the GPU ran during one step, whoever launched it),
 on the CPU by counting calls into fastopt's kernel objects (each call is one
-parallel region). On a GPU every array is a torch CUDA tensor, so fastopt
+parallel region; a NumPy single-array call's jitted check-and-run counts when
+its check passed). On a GPU every array is a torch CUDA tensor, so fastopt
 and torch get the same tensors.
 """
 import numpy as np
@@ -89,25 +90,32 @@ def _count_launches(impl, call, device):
                    if e.device_type == torch.autograd.DeviceType.CUDA
                    and "memcpy" not in e.name.lower() and "memset" not in e.name.lower()]
         return len(kernels)
+    from .. import _dispatch
     from ..kernels import cpu, multi_cpu
     counts = [0]
-    saved = {}
-    for module in (cpu, multi_cpu):
-        saved[module] = module.kernel
 
-        def counted(variant, get=module.kernel):
-            kern = get(variant)
+    def counted(kern, ran=lambda result: True):
+        def run(*args):
+            result = kern(*args)
+            counts[0] += ran(result)
+            return result
+        return run
 
-            def run(*args):
-                counts[0] += 1
-                return kern(*args)
-            return run
-        module.kernel = counted
+    saved = {module: module.kernel for module in (cpu, multi_cpu)}
+    for module, get in saved.items():
+        module.kernel = lambda variant, get=get: counted(get(variant))
+    # A NumPy single-array call checks and runs the kernel in one jitted
+    # call (built by the warm-up); it ran the kernel when the check passed.
+    plans = dict(_dispatch._host_plans)
+    _dispatch._host_plans.update({
+        v: (counted(plan[0], ran=bool), *plan[1:]) for v, plan in plans.items()
+        if plan[0] is not None})
     try:
         call(0)
     finally:
         for module, get in saved.items():
             module.kernel = get
+        _dispatch._host_plans.update(plans)
     return counts[0]
 
 

@@ -4,8 +4,8 @@ Overhead: many `fastopt.functional` calls on a small array, minus the same
 compiled kernel called directly with the arguments the dispatcher passed it
 (captured once by a spy), is what checking and dispatching cost per call.
 Because that difference inherits the kernel's own jitter (thread wake-ups on a
-busy machine), the Python side alone is timed too: the same calls with the
-compiled kernel swapped for a no-op.
+busy machine), the rest alone is timed too: the same calls with the kernel
+left out (the fast path's jitted check still runs).
 
 Cold start: fresh interpreters (``python -c _CHILD``, so that nothing of
 fastopt is imported before the clock starts) time ``import fastopt`` and the
@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 import fastopt.functional
+from .. import _dispatch, _hostscan
 from ..kernels import cpu
 from .cases import CASES
 from .timing import make_host_sets
@@ -48,28 +49,35 @@ def fastopt_step(case, arrays):
 def captured_kernel_call(case, arrays, step=2, then=None):
     """(variant, kernel, args) of the CPU kernel that one fastopt call runs.
 
-    then(): called while the kernel is swapped for a no-op (after the capture).
+    The common path checks and runs the kernel in one jitted call
+    (`fastopt._hostscan.runner`), so the arguments are captured on the Python
+    path, which passes the kernel the same ones.
+    then(): called while the fast path runs its check alone, without the
+    kernel: what the call costs besides the kernel.
     """
-    fastopt_call(case, arrays, step)          # builds the kernel
+    fastopt_call(case, arrays, step)          # builds the kernel and the plan
     seen = []
-    saved = dict(cpu._kernels)
+    kernels, plans = dict(cpu._kernels), dict(_dispatch._host_plans)
 
     def spy(variant, kern):
         def call(*args):
-            if not seen:
-                seen.append((variant, kern, args))
-                return kern(*args)
+            seen.append((variant, kern, args))
+            return kern(*args)
         return call
 
+    def check_only(ids, used, pre, hyper):
+        return _hostscan.check_one(ids, used)[0]
+
     try:
-        for variant, kern in saved.items():
-            cpu._kernels[variant] = spy(variant, kern)
+        cpu._kernels.update({v: spy(v, k) for v, k in kernels.items()})
+        _dispatch._host_plans.update({v: (None, *p[1:]) for v, p in plans.items()})
         fastopt_call(case, arrays, step)
         if then is not None:
+            _dispatch._host_plans.update({v: (check_only, *p[1:]) for v, p in plans.items()})
             then()
     finally:
-        cpu._kernels.clear()
-        cpu._kernels.update(saved)
+        cpu._kernels.update(kernels)
+        _dispatch._host_plans.update(plans)
     if len(seen) != 1:
         raise RuntimeError(f"expected one CPU kernel call, saw {len(seen)}")
     return seen[0]
@@ -137,7 +145,10 @@ def child(import_s, dtype, names):
         t0 = time.perf_counter()
         fastopt_call(case, arrays, 1)
         first[name] = time.perf_counter() - t0
-    kernels = list(cpu._kernels.values())
+    # The common path's jitted check-and-run functions, and the kernels the
+    # Python path calls (loaded only if some call took it).
+    kernels = list(cpu._kernels.values()) + [
+        plan[0].func for plan in _dispatch._host_plans.values() if plan[0] is not None]
     print(json.dumps({
         "import_s": import_s, "first_step_s": first,
         "cache_hits": sum(sum(k.stats.cache_hits.values()) for k in kernels),
