@@ -281,3 +281,21 @@ def test_read_only_grad_is_accepted(target):
     p = target.put(np.ones(4))
     F.sgd(p, g if target is CPU else target.put(g), step=1, lr=0.1)
     np.testing.assert_allclose(target.get(p), np.full(4, 0.95))
+
+
+def test_remembered_checks_see_every_new_value():
+    """A call's checked hyperparameters are remembered by identity: an equal
+    value of a refused type is still refused, and a new value takes effect."""
+    rng = np.random.default_rng(0)
+    p, g = rng.standard_normal(8), rng.standard_normal(8)
+    m, v = np.zeros(8), np.zeros(8)
+    kwargs = dict(step=1, lr=1.0, beta1=0.0, beta2=0.5, eps=1.0, amsgrad=False)
+    F.adam(p, g, m, v, **kwargs)
+    F.adam(p, g, m, v, **kwargs)                      # remembered
+    before = p.copy()
+    with pytest.raises(TypeError, match=r"adam\(\): lr must be a real number, got bool"):
+        F.adam(p, g, m, v, **{**kwargs, "lr": True})   # True == 1.0
+    with pytest.raises(TypeError, match=r"adam\(\): amsgrad must be True or False"):
+        F.adam(p, g, m, v, **{**kwargs, "amsgrad": 0})  # 0 == False
+    F.adam(p, g, m, v, **{**kwargs, "lr": 0.0})      # moves the moments only
+    np.testing.assert_array_equal(p, before)

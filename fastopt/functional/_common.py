@@ -1,6 +1,7 @@
 """What every functional optimizer shares: argument checks and gradient transforms."""
 import math
 import numbers
+import operator
 
 CONVENTIONS = ("keras", "torch")
 
@@ -63,6 +64,38 @@ def gradient_transforms(fn, convention, *, lr, weight_decay, decoupled_weight_de
     decay = 1.0 - lr * weight_decay if decoupled_weight_decay else 1.0
     scale = -grad_scale if maximize else grad_scale
     return clip, l2, (scale, bound, weight_decay if l2 else 0.0, decay)
+
+
+def remember_last(settings):
+    """`settings` (a pure function of a call's hyperparameters: checks them,
+    returns what the kernel call needs), remembering the last arguments it
+    accepted and what it returned for them.
+
+    A training loop passes the same hyperparameter objects every step, and
+    checking them anew costs ~9 µs with cold caches, as every update between
+    two training steps runs (measured on a whole `adam()` call). Arguments are
+    compared by identity, not equality (``True == 1 == 1.0``, and only the
+    very objects are known good), and remembered only when all are of plain
+    immutable types; holding them keeps their ids from being reused. One
+    tuple holds both, so that concurrent callers never pair one call's
+    arguments with another's result.
+    """
+    last = ((), None)
+
+    def settings_of(*args):
+        nonlocal last
+        known, result = last
+        if len(args) == len(known) and all(map(operator.is_, args, known)):
+            return result
+        result = settings(*args)        # raises on a bad value: nothing kept
+        if all([type(a) in _PLAIN for a in args]):
+            last = (args, result)
+        return result
+
+    return settings_of
+
+
+_PLAIN = frozenset([float, int, bool, str, type(None)])
 
 
 # The keyword arguments every functional optimizer takes, documented once.

@@ -2,7 +2,7 @@
 from .. import _dispatch
 from ..kernels import variant
 from ._common import (SHARED_ARGS_DOC, check_convention, check_float, check_step,
-                      gradient_transforms)
+                      gradient_transforms, remember_last)
 
 
 def adagrad(param, grad, state_sum, *, step: int, lr: float, eps: float,
@@ -30,8 +30,20 @@ def adagrad(param, grad, state_sum, *, step: int, lr: float, eps: float,
         >>> fastopt.functional.adagrad(p, g, acc, step=1, lr=0.1, eps=1e-7)
     """
     fn = "adagrad"
-    check_convention(fn, convention)
     check_step(fn, step)
+    which, pre, lr, eps, lr_decay = _settings(
+        fn, lr, eps, lr_decay, weight_decay, decoupled_weight_decay, maximize,
+        grad_scale, clip_value, convention)
+    if convention == "torch":
+        lr = lr / (1.0 + (step - 1) * lr_decay)
+    _dispatch.update(fn, which, param, grad, {"state_sum": state_sum}, pre, (lr, eps))
+
+
+@remember_last
+def _settings(fn, lr, eps, lr_decay, weight_decay, decoupled_weight_decay, maximize,
+              grad_scale, clip_value, convention):
+    """`adagrad`'s checks: (variant, pre, and lr, eps, lr_decay as floats)."""
+    check_convention(fn, convention)
     lr = check_float(fn, "lr", lr, low=0.0)
     eps = check_float(fn, "eps", eps, low=0.0, low_open=True)
     lr_decay = check_float(fn, "lr_decay", lr_decay, low=0.0)
@@ -41,9 +53,4 @@ def adagrad(param, grad, state_sum, *, step: int, lr: float, eps: float,
         fn, convention, lr=lr, weight_decay=weight_decay,
         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
         grad_scale=grad_scale, clip_value=clip_value)
-    if convention == "keras":
-        rule, hyper = "adagrad_keras", (lr, eps)
-    else:
-        rule, hyper = "adagrad_torch", (lr / (1.0 + (step - 1) * lr_decay), eps)
-    _dispatch.update(fn, variant(rule, (), clip, l2), param, grad,
-                     {"state_sum": state_sum}, pre, hyper)
+    return variant(f"adagrad_{convention}", (), clip, l2), pre, lr, eps, lr_decay

@@ -4,7 +4,7 @@ import math
 from .. import _dispatch
 from ..kernels import variant
 from ._common import (SHARED_ARGS_DOC, check_convention, check_flag, check_float,
-                      check_step, gradient_transforms)
+                      check_step, gradient_transforms, remember_last)
 
 
 def adam(param, grad, exp_avg, exp_avg_sq, *, step: int, lr: float,
@@ -39,9 +39,25 @@ def adam(param, grad, exp_avg, exp_avg_sq, *, step: int, lr: float,
         ...     fastopt.functional.adam(p, g, m, v, step=t, lr=1e-3,
         ...                             beta1=0.9, beta2=0.999, eps=1e-7)
     """
-    fn = _fn
+    check_step(_fn, step)
+    which, pre, lr, beta1, beta2, eps = _settings(
+        _fn, lr, beta1, beta2, eps, amsgrad, weight_decay, decoupled_weight_decay,
+        maximize, grad_scale, clip_value, convention)
+    # Bias corrections in float64 on the host; the kernel gets the products.
+    c1 = 1.0 - beta1 ** step
+    sqrt_c2 = math.sqrt(1.0 - beta2 ** step)
+    eps = eps if convention == "keras" else eps * sqrt_c2
+    hyper = (lr * sqrt_c2 / c1, beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps)
+    states = {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq,
+              "max_exp_avg_sq": max_exp_avg_sq}
+    _dispatch.update(_fn, which, param, grad, states, pre, hyper)
+
+
+@remember_last
+def _settings(fn, lr, beta1, beta2, eps, amsgrad, weight_decay, decoupled_weight_decay,
+              maximize, grad_scale, clip_value, convention):
+    """`adam`'s checks: (variant, pre, and lr, beta1, beta2, eps as floats)."""
     check_convention(fn, convention)
-    check_step(fn, step)
     lr = check_float(fn, "lr", lr, low=0.0)
     beta1 = check_float(fn, "beta1", beta1, low=0.0, high=1.0, high_open=True)
     beta2 = check_float(fn, "beta2", beta2, low=0.0, high=1.0, high_open=True)
@@ -51,16 +67,8 @@ def adam(param, grad, exp_avg, exp_avg_sq, *, step: int, lr: float,
         fn, convention, lr=lr, weight_decay=weight_decay,
         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
         grad_scale=grad_scale, clip_value=clip_value)
-    # Bias corrections in float64 on the host; the kernel gets the products.
-    c1 = 1.0 - beta1 ** step
-    sqrt_c2 = math.sqrt(1.0 - beta2 ** step)
-    eps = eps if convention == "keras" else eps * sqrt_c2
-    hyper = (lr * sqrt_c2 / c1, beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps)
-    states = {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq,
-              "max_exp_avg_sq": max_exp_avg_sq}
-    _dispatch.update(fn, variant("adam", (amsgrad, convention == "torch"), clip, l2), param, grad,
-                     states, pre, hyper)
-
+    which = variant("adam", (amsgrad, convention == "torch"), clip, l2)
+    return which, pre, lr, beta1, beta2, eps
 
 def adamw(param, grad, exp_avg, exp_avg_sq, *, step: int, lr: float,
           beta1: float, beta2: float, eps: float, weight_decay: float,

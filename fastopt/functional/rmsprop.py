@@ -2,7 +2,7 @@
 from .. import _dispatch
 from ..kernels import variant
 from ._common import (SHARED_ARGS_DOC, check_convention, check_flag, check_float,
-                      check_step, gradient_transforms)
+                      check_step, gradient_transforms, remember_last)
 
 
 def rmsprop(param, grad, square_avg, *, step: int, lr: float, alpha: float,
@@ -36,8 +36,20 @@ def rmsprop(param, grad, square_avg, *, step: int, lr: float, alpha: float,
         >>> fastopt.functional.rmsprop(p, g, s, step=1, lr=1e-3, alpha=0.9, eps=1e-7)
     """
     fn = "rmsprop"
-    check_convention(fn, convention)
     check_step(fn, step)
+    which, pre, hyper = _settings(fn, lr, alpha, eps, momentum, centered, weight_decay,
+                                  decoupled_weight_decay, maximize, grad_scale,
+                                  clip_value, convention)
+    states = {"square_avg": square_avg, "grad_avg": grad_avg,
+              "momentum_buffer": momentum_buffer}
+    _dispatch.update(fn, which, param, grad, states, pre, hyper)
+
+
+@remember_last
+def _settings(fn, lr, alpha, eps, momentum, centered, weight_decay,
+              decoupled_weight_decay, maximize, grad_scale, clip_value, convention):
+    """`rmsprop`'s checks: (variant, pre, the kernel's hyperparameters)."""
+    check_convention(fn, convention)
     lr = check_float(fn, "lr", lr, low=0.0)
     alpha = check_float(fn, "alpha", alpha, low=0.0, high=1.0)
     eps = check_float(fn, "eps", eps, low=0.0, low_open=True)
@@ -48,7 +60,4 @@ def rmsprop(param, grad, square_avg, *, step: int, lr: float, alpha: float,
         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
         grad_scale=grad_scale, clip_value=clip_value)
     which = variant(f"rmsprop_{convention}", (centered, momentum > 0.0), clip, l2)
-    hyper = (lr, alpha, 1.0 - alpha, eps, momentum)
-    states = {"square_avg": square_avg, "grad_avg": grad_avg,
-              "momentum_buffer": momentum_buffer}
-    _dispatch.update(fn, which, param, grad, states, pre, hyper)
+    return which, pre, (lr, alpha, 1.0 - alpha, eps, momentum)

@@ -2,7 +2,7 @@
 from .. import _dispatch
 from ..kernels import variant
 from ._common import (SHARED_ARGS_DOC, check_convention, check_flag, check_float,
-                      check_step, gradient_transforms)
+                      check_step, gradient_transforms, remember_last)
 
 
 def sgd(param, grad, momentum_buffer=None, *, step: int, lr: float,
@@ -35,8 +35,23 @@ def sgd(param, grad, momentum_buffer=None, *, step: int, lr: float,
         array([0.95, 0.95, 0.95], dtype=float32)
     """
     fn = "sgd"
-    check_convention(fn, convention)
     check_step(fn, step)
+    which, pre, hyper = _settings(fn, lr, momentum, dampening, nesterov, weight_decay,
+                                  decoupled_weight_decay, maximize, grad_scale,
+                                  clip_value, convention)
+    if step == 1 and which.rule == "sgd_momentum_torch":
+        # (lr, buffer decay, buffer grad, momentum): torch starts the buffer
+        # as a copy of the gradient
+        hyper = (hyper[0], 0.0, 1.0, hyper[3])
+    _dispatch.update(fn, which, param, grad, {"momentum_buffer": momentum_buffer},
+                     pre, hyper)
+
+
+@remember_last
+def _settings(fn, lr, momentum, dampening, nesterov, weight_decay,
+              decoupled_weight_decay, maximize, grad_scale, clip_value, convention):
+    """`sgd`'s checks: (variant, pre, the kernel's hyperparameters after step 1)."""
+    check_convention(fn, convention)
     lr = check_float(fn, "lr", lr, low=0.0)
     high = 1.0 if convention == "keras" else None
     momentum = check_float(fn, "momentum", momentum, low=0.0, high=high)
@@ -51,14 +66,8 @@ def sgd(param, grad, momentum_buffer=None, *, step: int, lr: float,
         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
         grad_scale=grad_scale, clip_value=clip_value)
     if momentum == 0.0:
-        which, hyper = variant("sgd", (), clip, l2), (lr,)
-    elif convention == "keras":
-        which = variant("sgd_momentum_keras", (nesterov,), clip, l2)
-        hyper = (lr, momentum)
-    else:
-        which = variant("sgd_momentum_torch", (nesterov,), clip, l2)
-        first = step == 1   # torch starts the buffer as a copy of the gradient
-        hyper = (lr, 0.0 if first else momentum, 1.0 if first else 1.0 - dampening,
-                 momentum)
-    _dispatch.update(fn, which, param, grad, {"momentum_buffer": momentum_buffer},
-                     pre, hyper)
+        return variant("sgd", (), clip, l2), pre, (lr,)
+    if convention == "keras":
+        return variant("sgd_momentum_keras", (nesterov,), clip, l2), pre, (lr, momentum)
+    return (variant("sgd_momentum_torch", (nesterov,), clip, l2), pre,
+            (lr, momentum, 1.0 - dampening, momentum))
