@@ -57,7 +57,7 @@ def summary(report):
     for o in report.get("dispatch_overhead", ()):
         out.append(f"dispatch overhead, {o['optimizer']} {o['dtype']} n={o['n']}: "
                    f"{o['overhead_us']:.1f} µs (call {o['call_us']:.1f} µs, "
-                   f"kernel alone {o['kernel_us']:.1f} µs; Python side alone "
+                   f"kernel alone {o['kernel_us']:.1f} µs; the call without its loop "
                    f"{o['python_us']:.1f} µs)")
     cold = report.get("cold_start")
     if cold:
