@@ -111,4 +111,3 @@ def kernel(variant):
         _steps[variant.key] = element_step(variant)
         kern = _kernels[variant] = _loop(variant.key)
     return kern
-

@@ -70,6 +70,7 @@ def _settings(fn, lr, beta1, beta2, eps, amsgrad, weight_decay, decoupled_weight
     which = variant("adam", (amsgrad, convention == "torch"), clip, l2)
     return which, pre, lr, beta1, beta2, eps
 
+
 def adamw(param, grad, exp_avg, exp_avg_sq, *, step: int, lr: float,
           beta1: float, beta2: float, eps: float, weight_decay: float,
           amsgrad: bool = False, max_exp_avg_sq=None, maximize: bool = False,
