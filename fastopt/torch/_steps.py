@@ -13,34 +13,24 @@ leave them, take torch's own ops instead.
 import numba
 import numpy as np
 import torch
-from numba.core import types
-from numba.core.extending import intrinsic
+
+from ..kernels.cpu import view
 
 _LIKE = {torch.float32: np.float32(0), torch.float64: np.float64(0)}
-
-
-@intrinsic
-def _pointer(typingctx, addr, like):
-    """The int64 address `addr` as a pointer to a value of `like`'s type."""
-    sig = types.CPointer(like)(types.int64, like)
-
-    def codegen(context, builder, sig, args):
-        return builder.inttoptr(args[0], context.get_value_type(sig.return_type))
-    return sig, codegen
 
 
 @numba.njit(cache=True)
 def _read(addrs, like):
     out = np.empty(addrs.size, np.float64)
     for i in range(addrs.size):
-        out[i] = numba.carray(_pointer(addrs[i], like), 1)[0]
+        out[i] = view(addrs[i], 0, 1, like)[0]
     return out
 
 
 @numba.njit(cache=True)
 def _advance(addrs, like):
     for i in range(addrs.size):   # in order: a counter listed twice gains 2, as with torch
-        value = numba.carray(_pointer(addrs[i], like), 1)
+        value = view(addrs[i], 0, 1, like)
         value[0] += 1
 
 
