@@ -1,12 +1,15 @@
 """The CPU skeleton for many tensors: one parallel region per call, whatever N.
 
-The host describes same-dtype tensors with two int64 tables:
+The host describes same-dtype tensors with three int64 tables:
 ``addrs[t] = (param, grad, slot0, slot1, slot2)`` addresses of tensor t
-(unused slots repeat param's and are never touched), and
-``chunks[c] = (t, start, n)``. One ``prange`` walks the chunks; each chunk
-turns its addresses into typed 1-D views (`kernels.multi_table`) and runs the
-variant's element step over its n elements, so a 100M-element tensor and a
-1-element one balance over threads alike.
+(unused slots repeat param's and are never touched),
+``chunks[c] = (t, start, n)``, and ``parts``, where each run of consecutive
+chunks of about equal element count starts (part j is chunks
+``parts[j]:parts[j + 1]``). One ``prange`` walks the parts, so threads,
+which take equal numbers of them, get equal work however the chunk sizes
+vary; each chunk turns its addresses into typed 1-D views
+(`kernels.multi_table`) and runs the variant's element step over its n
+elements.
 
 Vectorization: views are built once per chunk, outside the element loop, and
 that loop runs from 0 to the chunk's length, so LLVM vectorizes it (packed
@@ -52,17 +55,23 @@ def prefetch(typingctx, addr, start, like):
     return types.void(types.int64, types.int64, like), codegen
 
 
-def _loop(key, cache=True):
-    @numba.njit(parallel=True, cache=cache, fastmath=_cpu.FASTMATH)
-    def update(addrs, chunks, like, pre, hyper):
-        pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
-        last = chunks.shape[0] - 1
-        for c in numba.prange(chunks.shape[0]):
+@numba.njit(inline="always")
+def loop(key, addrs, chunks, parts, like, pre, hyper):
+    """The parallel loop over `chunks` of the variant whose element step
+    `kernels.cpu` holds under the literal `key`, as `kernel` describes its
+    arguments; inlined into its jitted caller, which must be
+    ``parallel=True`` (why inlined: `kernels.cpu.loop`)."""
+    pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
+    last = chunks.shape[0] - 1
+    for j in numba.prange(parts.shape[0] - 1):
+        for c in range(parts[j], parts[j + 1]):
             t, start, n = chunks[c, 0], chunks[c, 1], chunks[c, 2]
             if c < last:
-                # A thread's next chunk is usually c + 1, often another tensor
-                # elsewhere in memory: start its five streams now (measured
-                # on 200 tensors of 1,000 elements: 10% less time).
+                # A thread's next chunk is c + 1 (its parts are consecutive),
+                # often another tensor elsewhere in memory: start its five
+                # streams now (measured on 200 tensors of 1,000 elements:
+                # 10% less time; prefetching more of it, or further ahead,
+                # was slower).
                 for a in range(5):
                     prefetch(addrs[chunks[c + 1, 0], a], chunks[c + 1, 1], like)
             param = _view(addrs[t, 0], start, n, like)
@@ -73,13 +82,21 @@ def _loop(key, cache=True):
             for i in range(n):
                 _element_at(key, i, param, grad, state, pre, hyper)
 
+
+def _loop(key, cache=True):
+    @numba.njit(parallel=True, cache=cache, fastmath=_cpu.FASTMATH)
+    def update(addrs, chunks, parts, like, pre, hyper):
+        loop(key, addrs, chunks, parts, like, pre, hyper)
+
     return update
 
 
 def kernel(variant):
-    """The many-tensor CPU kernel: ``kernel(addrs, chunks, like, pre, hyper)``.
+    """The many-tensor CPU kernel:
+    ``kernel(addrs, chunks, parts, like, pre, hyper)``.
 
-    addrs: int64 (T, 5); chunks: int64 (C, 3), as above; `like` a scalar of
+    addrs: int64 (T, 5); chunks: int64 (C, 3); parts: int64 (P + 1,),
+    non-decreasing from 0 to C; all as above; `like` a scalar of
     the tensors' dtype; `pre` and `hyper` tuples of Python floats. The caller
     keeps the memory alive and guarantees that no written array overlaps
     another.

@@ -97,21 +97,29 @@ _TWINS = {"plain": {}, "centered": {"centered": True}, "momentum": {"momentum": 
 
 
 def _run_twins(names):
-    """Three float64 RMSprop steps of each named variant; print the params."""
+    """Three float64 RMSprop steps of each named variant, on one array and on
+    a list of 10 (the list form's compiled walk-and-run); print the params."""
     from fastopt import functional as F
 
     out = {}
     for name in names:
         kwargs = _TWINS[name]
-        rng = np.random.default_rng(1)
-        p = rng.standard_normal(64)
-        states = {"momentum_buffer": np.zeros(64) if "momentum" in kwargs else None,
-                  "grad_avg": np.zeros(64) if "centered" in kwargs else None}
-        square_avg = np.zeros(64)
-        for step in (1, 2, 3):
-            F.rmsprop(p, rng.standard_normal(64), square_avg, **states, step=step,
-                      lr=0.01, alpha=0.9, eps=1e-8, convention="torch", **kwargs)
-        out[name] = p.tolist()
+        for count in (None, 10):
+            rng = np.random.default_rng(1)
+
+            def arrays(fill):
+                made = [fill(64) for _ in range(count or 1)]
+                return made if count else made[0]
+
+            p = arrays(rng.standard_normal)
+            states = {"momentum_buffer": arrays(np.zeros) if "momentum" in kwargs else None,
+                      "grad_avg": arrays(np.zeros) if "centered" in kwargs else None}
+            square_avg = arrays(np.zeros)
+            for step in (1, 2, 3):
+                F.rmsprop(p, arrays(rng.standard_normal), square_avg, **states,
+                          step=step, lr=0.01, alpha=0.9, eps=1e-8, convention="torch",
+                          **kwargs)
+            out[f"{name}/{count or 'one'}"] = np.asarray(p).tolist()
     print(json.dumps(out))
 
 

@@ -10,7 +10,7 @@ import pytest
 
 import fastopt.functional as F
 from fastopt import _dispatch, _hostscan, _multi
-from fastopt.kernels import cpu
+from fastopt.kernels import cpu, multi_cpu
 
 ADAM = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-7)
 
@@ -77,6 +77,27 @@ def test_scan_declines_what_it_does_not_check_itself(edit):
     assert _hostscan.scan(columns, read_only=1) is not None
     UNUSUAL[edit](columns)
     assert _hostscan.scan(columns, read_only=1) is None
+
+
+def test_scan_of_many_blocks_reports_and_declines_alike():
+    """The walk runs a block of tensors per thread: the last block's arrays
+    are read and checked like the first's."""
+    n = 2 * _hostscan._BLOCK + 3
+    rng = np.random.default_rng(1)
+    columns = [[rng.standard_normal(k % 4 + 1).astype([np.float32, np.float64][k % 2])
+                for k in range(n)] for _ in range(4)]
+    layout, _ = _hostscan.scan(columns, read_only=1)
+    assert list(layout) == ([a.ctypes.data for column in columns for a in column]
+                            + [a.size for a in columns[0]]
+                            + [k % 2 for k in range(n)])
+    last = n - 1
+    for edit in (lambda: _read_only(columns[2][last]), lambda: columns[2][last][:1],
+                 lambda: columns[2][last].astype(np.float16), lambda: [0.0]):
+        kept = columns[2][last]
+        columns[2][last] = edit()
+        assert _hostscan.scan(columns, read_only=1) is None
+        columns[2][last] = kept
+    assert _hostscan.scan(columns, read_only=1) is not None
 
 
 def _one(arrays, used=(True,) * 5):
@@ -154,10 +175,18 @@ def test_fast_and_python_paths_agree_bitwise(monkeypatch):
         return taken
 
     monkeypatch.setattr(_multi, "_update_scanned", spy)
+    kernels = []    # calls into the kernel outside the walk's compiled call
+    kernel = multi_cpu.kernel
+    monkeypatch.setattr(multi_cpu, "kernel", lambda v: kernels.append(v) or kernel(v))
     for step in (1, 2, 3):
         F.adam(*fast, step=step, **ADAM)
+        if step == 1:
+            assert len(kernels) <= 1
+            kernels.clear()
     assert calls == [True] * 3
-    monkeypatch.setattr(_hostscan, "scan", lambda *args: None)
+    assert kernels == [], "a known layout runs its kernel in the walk's call"
+    monkeypatch.setattr(_multi, "_runners", {})
+    monkeypatch.setattr(_hostscan, "list_runner", lambda variant: None)
     for step in (1, 2, 3):
         F.adam(*slow, step=step, **ADAM)
     assert calls == [True] * 3 + [False] * 3

@@ -15,10 +15,12 @@ round-robin in the same run:
 
 Launches per step are counted, not assumed: on a GPU with torch's profiler
 (CUPTI sees every kernel the GPU ran during one step, whoever launched it),
-on the CPU by counting calls into fastopt's kernel objects (each call is one
-parallel region; a NumPy single-array call's jitted check-and-run counts when
-its check passed). On a GPU every array is a torch CUDA tensor, so fastopt
-and torch get the same tensors.
+on the CPU by counting the update loops run by calls into fastopt's compiled
+objects (each loop is one parallel region; a NumPy call's jitted
+check-and-run counts when it ran the loop; the check of a list of more than
+8 tensors is a parallel region of its own, not counted: it updates nothing).
+On a GPU every array is a torch CUDA tensor, so fastopt and torch get the
+same tensors.
 """
 import numpy as np
 
@@ -90,7 +92,7 @@ def _count_launches(impl, call, device):
                    if e.device_type == torch.autograd.DeviceType.CUDA
                    and "memcpy" not in e.name.lower() and "memset" not in e.name.lower()]
         return len(kernels)
-    from .. import _dispatch
+    from .. import _dispatch, _multi
     from ..kernels import cpu, multi_cpu
     counts = [0]
 
@@ -104,18 +106,22 @@ def _count_launches(impl, call, device):
     saved = {module: module.kernel for module in (cpu, multi_cpu)}
     for module, get in saved.items():
         module.kernel = lambda variant, get=get: counted(get(variant))
-    # A NumPy single-array call checks and runs the kernel in one jitted
-    # call (built by the warm-up); it ran the kernel when the check passed.
-    plans = dict(_dispatch._host_plans)
+    # NumPy calls check and run the kernel in one jitted call (built by the
+    # warm-up): a single array's ran it when the check passed, a list's when
+    # the lists held last step's layout (else it ran `multi_cpu.kernel`).
+    plans, runners = dict(_dispatch._host_plans), dict(_multi._runners)
     _dispatch._host_plans.update({
         v: (counted(plan[0], ran=bool), *plan[1:]) for v, plan in plans.items()
         if plan[0] is not None})
+    _multi._runners.update({v: counted(run, ran=lambda result: result[0] == 2)
+                            for v, run in runners.items() if run is not None})
     try:
         call(0)
     finally:
         for module, get in saved.items():
             module.kernel = get
         _dispatch._host_plans.update(plans)
+        _multi._runners.update(runners)
     return counts[0]
 
 
