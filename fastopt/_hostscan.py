@@ -270,7 +270,7 @@ def runner(variant):
     cpu.kernel(variant)     # registers the element step `cpu.loop` inlines
     key = variant.key
 
-    @numba.njit(parallel=True, cache=True, fastmath=cpu.FASTMATH)
+    @cpu.jit()
     def run(ndarray, descrs, itemsizes, ids, used, pre, hyper):
         ok, code, n, addrs = _walk_one(ids, used, ndarray, descrs, itemsizes)
         if ok and n:
@@ -301,7 +301,7 @@ def list_runner(variant):
     multi_cpu.kernel(variant)   # registers the element step `multi_cpu.loop` inlines
     key = variant.key
 
-    @numba.njit(parallel=True, cache=True, fastmath=cpu.FASTMATH)
+    @cpu.jit()
     def run(ndarray, descrs, lists, out, expect, tables, pre, hyper):
         status, hashed = _walk(lists, 1, ndarray, descrs, out, expect)
         if status == 2:

@@ -40,7 +40,7 @@ import numba
 import numpy as np
 
 from . import _device, _dispatch, _hostscan
-from .kernels import PRE, RULES, multi_cpu
+from .kernels import PRE, RULES, cpu, multi_cpu
 
 # Elements per chunk: large enough that a chunk's loop runs at full speed
 # (64K float32 = 256 KiB per array), small enough to balance a few big
@@ -343,11 +343,13 @@ def _parts(chunks):
     consecutive chunks cut into parts of about equal element counts, the CPU
     kernel's unit of work. Threads take equal numbers of parts, so equal
     work, however the chunk sizes vary (ResNet-50's chunks, cut evenly by
-    count, gave one thread of two 1.2x the average)."""
-    count = min(len(chunks), PARTS_PER_THREAD * numba.config.NUMBA_NUM_THREADS)
+    count, gave one thread of two 1.2x the average). Fewer elements than
+    `kernels.cpu.SERIAL_BELOW` make one part, run on the calling thread."""
     sizes = chunks[:, 2]
     starts = np.cumsum(sizes) - sizes       # each chunk's first element
     total = int(sizes.sum())
+    count = (min(len(chunks), PARTS_PER_THREAD * numba.config.NUMBA_NUM_THREADS)
+             if total >= cpu.SERIAL_BELOW else min(len(chunks), 1))
     bounds = np.searchsorted(starts * count, np.arange(count) * total, side="left")
     return np.append(bounds, len(chunks)).astype(np.int64)
 

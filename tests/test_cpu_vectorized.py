@@ -25,16 +25,20 @@ def _all_flags_on(rule):
     return variant(rule, (True,) * len(RULES[rule].flags))
 
 
+@pytest.mark.parametrize("parallel", [True, False], ids=["parallel", "serial-only"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("rule", sorted(RULES))
-def test_cpu_kernel_uses_packed_simd(rule, dtype):
+def test_cpu_kernel_uses_packed_simd(rule, dtype, parallel):
+    """The serial loop (below `cpu.SERIAL_BELOW`) must vectorize as well as
+    the parallel one: compiled with ``parallel=False`` the twin holds only
+    serial loops (Numba's default error model, for one, keeps them scalar)."""
     v = _all_flags_on(rule)
     # A kernel loaded from the disk cache (another process may have written it)
     # has no assembly to show: compile an uncached twin with the same options.
     cached = cpu.kernel(v)
     options = {k: o for k, o in cached.targetoptions.items()
                if k not in ("cache", "nopython")}
-    kern = numba.njit(**options)(cached.py_func)
+    kern = numba.njit(**{**options, "parallel": parallel})(cached.py_func)
     n = 64
     param, grad = np.ones(n, dtype), np.ones(n, dtype)
     arrays = [np.ones(n, dtype) for _ in range(3)]

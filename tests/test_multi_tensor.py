@@ -23,7 +23,7 @@ import fastopt.functional as F
 from conftest import CPU, CUDA, read_only
 from fastopt import _multi
 from fastopt.bench_shapes import MODELS
-from fastopt.kernels import RULES, multi_cpu, multi_cuda, variant
+from fastopt.kernels import RULES, cpu, multi_cpu, multi_cuda, variant
 
 SMALL_CHUNK = 8
 SIZES = (0, 1, 5, SMALL_CHUNK - 1, SMALL_CHUNK, SMALL_CHUNK + 1, 2 * SMALL_CHUNK + 3)
@@ -153,6 +153,34 @@ def test_list_equals_one_call_per_tensor(target, case, dtypes, small_chunks,
             _call(case, single, k, step=step)
     assert set(seen_rules) == {case.rule}
     _assert_same(_get(target, many), _get(target, single))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_serial_and_parallel_loops_agree(case):
+    """Below `kernels.cpu.SERIAL_BELOW` elements a CPU loop runs on the
+    calling thread, from there in parallel: the same results, bit for bit.
+    Reference: every tensor updated in pieces too small to go parallel."""
+    below = cpu.SERIAL_BELOW
+    shapes = [(below + 3,), (below // 2 + 7,), (below // 2 + 11,)]
+    rng = np.random.default_rng(5)
+    host = {"param": [rng.standard_normal(s).astype(np.float32) for s in shapes]}
+    host["grad"] = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    for name in case.states():
+        host[name] = [np.full(s, case.init, np.float32) for s in shapes]
+    listed, single, pieces = ({n: [a.copy() for a in v] for n, v in host.items()}
+                              for _ in range(3))
+    cuts = [(t, start, min(start + below // 2, shapes[t][0]))
+            for t in range(len(shapes)) for start in range(0, shapes[t][0], below // 2)]
+    small = {n: [v[t][a:b] for t, a, b in cuts] for n, v in pieces.items()}
+    for step in (1, 2, 3):
+        _call(case, listed, step=step)                 # parallel parts
+        _call(case, single, 0, step=step)              # a parallel single loop
+        for k in range(1, len(shapes)):
+            _call(case, single, k, step=step)
+        for k in range(len(cuts)):
+            _call(case, small, k, step=step)
+    _assert_same(listed, pieces)
+    _assert_same(single, pieces)
 
 
 class _Counter:

@@ -2,40 +2,51 @@
 
 For a rule with k state slots the floor reads param, grad and the k slots and
 writes param and the k slots, once each, with one multiply-add per written
-array; it is compiled like fastopt's CPU loop (parallel, prange, the same
-fastmath set), so fastopt time / floor time is how far fastopt is from what
-the memory bus allows. The copy kernels give the device's copy bandwidth.
+array; it is compiled and run like fastopt's CPU loop (`kernels.cpu.jit`,
+on the calling thread below `kernels.cpu.SERIAL_BELOW` elements, prange from
+there), so fastopt time / floor time is how far fastopt is from what the
+memory bus allows. The copy kernels give the device's copy
+bandwidth.
 """
 import functools
 
 import numba
 from numba import cuda   # module level: the CUDA simulator swaps it in kernels
 
-from ..kernels.cpu import FASTMATH
+from ..kernels.cpu import SERIAL_BELOW, jit
 
 
 def _cpu_floor(nslots):
     # A closure over an int: Numba's cache keys on its value (see style.md).
-    @numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
+    @jit()
     def floor(param, grad, state, h):
-        for i in numba.prange(param.size):
-            g = grad[i]
-            b = g * g
-            param[i] = param[i] - h * g
-            if nslots > 0:
-                state[0][i] = state[0][i] * h + b
-            if nslots > 1:
-                state[1][i] = state[1][i] * h + b
-            if nslots > 2:
-                state[2][i] = state[2][i] * h + b
+        if param.size < SERIAL_BELOW:      # as kernels.cpu.loop
+            for i in range(param.size):
+                _floor_at(nslots, i, param, grad, state, h)
+        else:
+            for i in numba.prange(param.size):
+                _floor_at(nslots, i, param, grad, state, h)
 
     return floor
+
+
+@numba.njit(inline="always")
+def _floor_at(nslots, i, param, grad, state, h):
+    g = grad[i]
+    b = g * g
+    param[i] = param[i] - h * g
+    if nslots > 0:
+        state[0][i] = state[0][i] * h + b
+    if nslots > 1:
+        state[1][i] = state[1][i] * h + b
+    if nslots > 2:
+        state[2][i] = state[2][i] * h + b
 
 
 CPU_FLOORS = [_cpu_floor(k) for k in range(4)]
 
 
-@numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
+@jit()
 def cpu_copy(dst, src):
     """dst ← src over all threads; credits 2 x nbytes (read + write)."""
     for i in numba.prange(src.size):
