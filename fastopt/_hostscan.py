@@ -11,14 +11,15 @@ object's item array.
 
 `scan` checks the list form's columns, `check_one` a single-array call;
 `list_runner` and `runner` run each with the variant's kernel in one compiled
-call (the kernel runs only when the check passed). They only ever accept: every argument (a ``list`` of) exact ``np.ndarray``
-objects whose dtype is the canonical float32 or float64 descriptor, the same
-dtype and shape across a tensor's arrays, C-contiguous, and writeable where
-written. Anything else (tuples, subclasses, torch tensors, a byte-swapped
-dtype, a read-only param, memory shared within a single call) makes them
-decline, and the caller takes the Python path, which checks the same things
-and names the culprit. The walk holds the GIL, and the caller holds the
-arrays, so nothing moves under it.
+call (the kernel runs only when the check passed). They only ever accept:
+every argument (a ``list`` of) exact ``np.ndarray`` objects whose dtype is
+the canonical float32 or float64 descriptor, the same dtype and shape across
+a tensor's arrays, C-contiguous, and writeable where written. Anything else
+(tuples, subclasses, torch tensors, a byte-swapped dtype, a read-only param,
+memory shared within a single call) makes them decline, and the caller takes
+the Python path, which checks the same things and names the culprit. The
+walk's caller holds the GIL until it returns (the walk's threads only read)
+and holds the arrays, so nothing moves under it.
 
 The offsets are checked once, against arrays and a list read through Python
 (`enabled`): on an interpreter or NumPy whose layout differs (PyPy, a
@@ -313,8 +314,6 @@ def list_runner(variant):
         return status, hashed
 
     return functools.partial(run, _NDARRAY, _DESCRS)
-
-
 
 
 _NDARRAY = id(np.ndarray)

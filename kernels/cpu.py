@@ -1,4 +1,5 @@
-"""The CPU skeleton: one parallel loop, compiled once per variant and dtype.
+"""The CPU skeleton: one loop (parallel from `SERIAL_BELOW` elements),
+compiled once per variant and dtype.
 
 Binding a variant's element step to the loop must survive Numba's on-disk
 cache. The loop is a closure over the variant's *key string* only (a value the

@@ -1,4 +1,5 @@
-"""The CPU skeleton for many tensors: one parallel region per call, whatever N.
+"""The CPU skeleton for many tensors: one loop per call, whatever N (a
+parallel region from `kernels.cpu.SERIAL_BELOW` elements in all).
 
 The host describes same-dtype tensors with three int64 tables:
 ``addrs[t] = (param, grad, slot0, slot1, slot2)`` addresses of tensor t
