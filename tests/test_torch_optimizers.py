@@ -416,6 +416,15 @@ def test_non_contiguous_param_is_rejected():
     assert torch.equal(w, before)
 
 
+def test_param_on_a_device_without_kernels_is_rejected():
+    w = torch.nn.Parameter(torch.zeros(3, device="meta"))
+    w.grad = torch.zeros(3, device="meta")
+    opt = fastopt.torch.Adam([w])
+    with pytest.raises(TypeError, match=r"is on meta; fastopt runs on the CPU and on CUDA"):
+        opt.step()
+    assert len(opt.state) == 0
+
+
 def test_add_param_group_checks_before_adding():
     model = T.make_model()
     opt = fastopt.torch.RMSprop(model[0].parameters())

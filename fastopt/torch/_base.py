@@ -252,7 +252,7 @@ class Optimizer(torch.optim.Optimizer):
         shapes = [p.shape for p in params]
         strided = torch.strided
         if not (all([d in _DTYPES for d in dtypes])
-                and all([d.type in _DEVICES for d in devices])
+                and all([p.is_cpu or p.is_cuda for p in params])
                 and all([p.layout is strided for p in params])
                 and all([g.layout is strided for g in grads])
                 and [g.dtype for g in grads] == dtypes
