@@ -62,6 +62,20 @@ def test_matches_torch_cuda(case, dtype):
             assert t.device.type == ("cpu" if key == "step" else "cuda")
 
 
+def test_momentum_turned_on_mid_training_matches_torch():
+    """SGD momentum set between steps (the one new state slot torch.optim
+    itself accepts mid-training): the buffer is created and seeded from the
+    gradient as torch does, though every other state already exists."""
+    ref, ref_opt, got, got_opt = T.twins("SGD", {}, "one_group", torch.float64)
+    start = T.copy_model(ref)
+    x, y = T.make_data(torch.float64)
+    for model, opt in ((ref, ref_opt), (got, got_opt)):
+        T.train(model, opt, x, y, 3)
+        opt.param_groups[0]["momentum"] = 0.9
+        T.train(model, opt, x, y, 5, first=3)
+    _check_twins(ref, ref_opt, got, got_opt, start, T.TOL[torch.float64])
+
+
 @pytest.mark.parametrize("dtype", [torch.complex128, torch.complex64], ids=str)
 @pytest.mark.parametrize("name", NAMES)
 def test_complex_params_match_torch(name, dtype):

@@ -317,7 +317,7 @@ class Optimizer(torch.optim.Optimizer):
         checked: whether `_all_fine` passed them, which for CPU tensors is
         every check of the functional call but reading their addresses."""
         keys = list(self._slots(hyper, params[0]))   # the same for all of a group
-        prepared = [self._prepare(hyper, p) for p in params]
+        prepared = self._prepare_all(hyper, params, keys)
         counters = None
         if self._counts_steps:
             counters = _steps.Counters([s["step"] for s, _ in prepared])
@@ -343,6 +343,17 @@ class Optimizer(torch.optim.Optimizer):
                 counters.advance(members)
         # Autograd is told of the writes by the functional call, which bumps
         # the version of every torch tensor it updated (params and state).
+
+    def _prepare_all(self, hyper, params, keys):
+        """`_prepare` of each of `params` (`keys`: their state slots). After a
+        first step every state exists: that is checked in bulk first, one
+        comprehension per question instead of a call per param."""
+        if keys or self._counts_steps:
+            states = [self.state[p] for p in params]
+            if (all([s.get(key) is not None for s in states for key in keys])
+                    and (not self._counts_steps or all(["step" in s for s in states]))):
+                return [(s, 2) for s in states]
+        return [self._prepare(hyper, p) for p in params]
 
     def _prepare(self, hyper, p):
         """`p`'s state, created where missing, and this update's 1-based step."""
