@@ -54,9 +54,14 @@ class _FlatView:
             "data": (info.ptr, False), "version": 3, "stream": None}
 
 
-def _simulator_array_type():
+def simulated():
+    """Whether Numba's CUDA simulator stands in for a GPU."""
     from numba import config
-    if not config.ENABLE_CUDASIM:
+    return bool(config.ENABLE_CUDASIM)
+
+
+def _simulator_array_type():
+    if not simulated():
         return None
     from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
     return FakeCUDAArray
@@ -166,11 +171,19 @@ _streams = {}
 
 def stream_of(info):
     """The Numba stream to launch on: the one the array's producer uses."""
-    value = info.stream
+    return _stream(info.stream, info.device)
+
+
+def torch_stream(device):
+    """The Numba stream of torch's current stream on GPU `device`."""
+    return _stream(TORCH_STREAM, device)
+
+
+def _stream(value, device):
     if value == TORCH_STREAM:
         import torch
-        value = torch.cuda.current_stream(info.device).cuda_stream or None
-    if value is None or value == 0 or _simulator_array_type() is not None:
+        value = torch.cuda.current_stream(device).cuda_stream or None
+    if value is None or value == 0 or simulated():
         return 0
     stream = _streams.get(value)
     if stream is None:

@@ -29,11 +29,14 @@ overlap check and tables. When the layout is last step's, the kernel runs in
 the same compiled call as the walk, on last step's tables. Anything
 the walk does not accept takes the Python path below, which names the problem;
 the host lists it checks are put in the same layout form, so one cache serves
-both. Lists of torch CPU tensors are read in bulk (one comprehension per
-property); fastopt.torch, which has checked its tensors in bulk already, marks
-its params `Checked` and only their addresses are read.
+both. Lists of torch tensors, on the CPU or on one GPU, are read in bulk (one
+pass per property, `_torch_device`); fastopt.torch, which has checked its
+tensors in bulk already, marks its params `Checked` and only their addresses
+and sizes are read. Other GPU arrays (CuPy, Numba, any CAI producer) are
+described one by one (`_update_device`, ~6 µs an array).
 """
 import collections
+import operator
 import sys
 
 import numba
@@ -56,11 +59,11 @@ _last_layout = {}     # list identities -> their last layout's entry (a hint)
 
 class Checked(list):
     """A list-form call's params, from a caller that has checked every column
-    as `_torch_host_layout` does (fastopt.torch, in its bulk check of a
-    step): torch CPU tensors, dense and contiguous, float32 or float64, each
-    like its param. The call then reads only their addresses; reading every
-    property of every tensor a second time was a third of a step's time on
-    200 small tensors."""
+    as `_torch_device` does (fastopt.torch, in its bulk check of a step):
+    torch tensors all on the CPU or all on one GPU, dense and contiguous,
+    float32 or float64, each like its param. The call then reads only their
+    addresses and sizes; reading every property of every tensor a second
+    time was a third of a step's time on 200 small tensors."""
     __slots__ = ()
 
 
@@ -89,16 +92,13 @@ def update_many(fn, variant, params, grads, states, pre, hyper):
     if n == 0:
         return
     if type(params) is Checked:     # checked by the caller (fastopt.torch)
-        layout = _torch_addresses(columns, [p.dtype for p in params])
-        _run_host(fn, variant, names, *layout, pre, hyper)
-        return _dispatch.bump_torch_versions(_written(columns))
-    flat = [a for column in columns for a in column]
+        return _run_torch(fn, variant, names, columns, params[0].get_device(), pre, hyper)
+    flat = _flatten(columns)
     if all([type(a) is np.ndarray for a in flat]):
         return _update_host(fn, variant, names, columns, pre, hyper)
-    layout = _torch_host_layout(columns, flat)
-    if layout is not None:
-        _run_host(fn, variant, names, *layout, pre, hyper)
-        return _dispatch.bump_torch_versions(_written(columns))
+    device = _torch_device(columns, flat)
+    if device is not None:
+        return _run_torch(fn, variant, names, columns, device, pre, hyper)
     places = [_dispatch._place(a) for a in flat]
     for j, (a, place) in enumerate(zip(flat, places)):
         if place is None:
@@ -123,7 +123,15 @@ def update_many(fn, variant, params, grads, states, pre, hyper):
 
 def _written(columns):
     """Every array the update writes: all columns but grad's (the second)."""
-    return [a for c, column in enumerate(columns) if c != 1 for a in column]
+    return _flatten(columns[:1] + columns[2:])
+
+
+def _flatten(columns, get=None):
+    """The arrays of `columns` one after the other (their `get(array)`, if given)."""
+    out = []
+    for column in columns:
+        out += column if get is None else map(get, column)
+    return out
 
 
 def _label(names, n, j):
@@ -172,8 +180,6 @@ def _check_tensors(fn, names, columns, layout, device=None):
                 raise ValueError(
                     f"{fn}(): {name}[{k}] is on GPU {a.device} but param[0] "
                     f"is on GPU {device}; all arrays must be on the same GPU")
-            if device is not None and not a.aligned:
-                raise ValueError(_dispatch._misaligned(fn, f"{name}[{k}]", a))
             if readonly and name != "grad":
                 raise ValueError(
                     f"{fn}(): {name}[{k}] is read-only; it is updated in place")
@@ -365,38 +371,59 @@ def _host_layout(a):
     return flags.c_contiguous, not flags.writeable
 
 
-def _torch_host_layout(columns, flat):
-    """``(addresses, sizes, dtypes)`` of lists of torch CPU tensors, read in
-    bulk (one list comprehension per property), or None when they are not
-    all float32/float64 CPU tensors alike per tensor and contiguous: then the
-    per-tensor checks run, and name the culprit. (A tensor on any other
-    device, meta or mps, has no host address: it must never reach a kernel.)"""
+def _torch_device(columns, flat):
+    """Where lists of torch tensors live, read in bulk (one pass per
+    property): -1 when all are CPU tensors, the GPU's ordinal when all are
+    CUDA tensors on one GPU, and None unless every tensor is also float32 or
+    float64, dense, contiguous and like its param. None sends the tensors
+    through the per-tensor checks, which name the culprit. (A tensor on any
+    other device, meta or mps, has no memory a kernel can reach: it must
+    never get past here.)"""
     torch = sys.modules.get("torch")
     if torch is None or not all([isinstance(t, torch.Tensor) for t in flat]):
         return None
-    strided = torch.strided
-    if not all([t.is_cpu and t.layout is strided for t in flat]):
-        return None   # CUDA, a device with no host memory, or sparse: checked one by one
+    if all(map(_IS_CPU, flat)):
+        device = -1
+    elif (all(map(_IS_CUDA, flat)) and not _device.simulated()
+          and len(set(map(torch.Tensor.get_device, flat))) == 1):
+        device = flat[0].get_device()
+    else:
+        return None
+    if list(map(_LAYOUT, flat)).count(torch.strided) != len(flat):
+        return None   # sparse, or another layout with no dense buffer
     params = columns[0]
-    dtypes, shapes = [p.dtype for p in params], [p.shape for p in params]
+    dtypes, shapes = list(map(_DTYPE, params)), list(map(_SHAPE, params))
     for column in columns:
-        if ([t.dtype for t in column] != dtypes or [t.shape for t in column] != shapes
-                or not all([t.is_contiguous() for t in column])):
+        if (list(map(_DTYPE, column)) != dtypes
+                or list(map(_SHAPE, column)) != shapes
+                or not all(map(torch.Tensor.is_contiguous, column))):
             return None
     known = _device._torch_dtypes(torch)
     if not all([d in _dispatch.FLOAT_DTYPES for d in map(known.get, dtypes)]):
         return None
-    return _torch_addresses(columns, dtypes)
+    return device
 
 
-def _torch_addresses(columns, dtypes):
-    """``(addresses, sizes, dtypes)`` of checked lists of torch CPU tensors:
-    every data address (flattened per column), then per tensor its element
-    count and NumPy dtype. dtypes: the params' torch dtypes, as the caller
-    has read them already."""
-    known = _device._torch_dtypes(sys.modules["torch"])
-    return ([t.data_ptr() for column in columns for t in column],
-            [p.numel() for p in columns[0]], [known[d] for d in dtypes])
+def _run_torch(fn, variant, names, columns, device, pre, hyper):
+    """Run the update on checked lists of torch tensors (`_torch_device`'s
+    checks), on the CPU (device -1) or on GPU `device`, on torch's current
+    stream there; then bump the versions of the tensors written. Only
+    their addresses and sizes are read here."""
+    torch = sys.modules["torch"]
+    known = _device._torch_dtypes(torch)
+    layout = (_flatten(columns, torch.Tensor.data_ptr),
+              list(map(torch.Tensor.numel, columns[0])),
+              list(map(known.__getitem__, map(_DTYPE, columns[0]))))
+    if device < 0:
+        _run_host(fn, variant, names, *layout, pre, hyper)
+    else:
+        _run_device(fn, variant, names, *layout, device,
+                    _device.torch_stream(device), pre, hyper)
+    torch.autograd.graph.increment_version(_written(columns))
+
+
+_IS_CPU, _IS_CUDA, _LAYOUT, _DTYPE, _SHAPE = map(
+    operator.attrgetter, ("is_cpu", "is_cuda", "layout", "dtype", "shape"))
 
 
 def _update_host(fn, variant, names, columns, pre, hyper):
@@ -423,37 +450,49 @@ _CODES = {d: code for code, d in enumerate(_hostscan.FLOAT_DTYPES)}
 
 
 def _update_device(fn, variant, names, columns, pre, hyper):
-    from numba import cuda as numba_cuda
-
-    from .kernels import cuda, multi_cuda
-
-    n = len(columns[0])
+    """The list form on a GPU, array by array: the checks, then `_run_device`."""
     infos = [[_device.describe(f"{name}[{k}]", a) for k, a in enumerate(column)]
              for name, column in zip(names, columns)]
     device = infos[0][0].device
     _check_tensors(fn, names, infos, _device_layout, device)
-    flat = [info for column in infos for info in column]
-    addresses = [i.ptr for i in flat]
-    _check_no_overlap(fn, names, n, addresses, [i.nbytes for i in flat])
-    params = infos[0]
-    sizes = [p.size for p in params]
+    flat, params = _flatten(infos), infos[0]
+    # The simulator runs no intrinsic: its kernel takes the arrays themselves.
+    views = [_device.flat_view(i) for i in flat] if _device.simulated() else None
+    _run_device(fn, variant, names, [i.ptr for i in flat], [p.size for p in params],
+                [p.dtype for p in params], device, _device.stream_of(params[0]),
+                pre, hyper, views)
+
+
+def _run_device(fn, variant, names, addresses, sizes, dtypes, device, stream, pre,
+                hyper, views=None):
+    """Check alignment and overlap, then launch the GPU kernel once per dtype,
+    on arrays that passed every other check: `addresses` flattened per
+    column, `sizes` and `dtypes` per tensor, all on GPU `device`; `views`,
+    under the simulator, the arrays themselves in the same order."""
+    from numba import cuda as numba_cuda
+
+    from .kernels import multi_cuda
+
+    n = len(sizes)
+    itemsize = np.tile(np.array([d.itemsize for d in dtypes], np.int64), len(names))
+    misaligned = np.flatnonzero(np.asarray(addresses, np.int64) % itemsize)
+    if misaligned.size:   # a load off its boundary faults and ends the CUDA context
+        j = int(misaligned[0])
+        raise ValueError(f"{fn}(): {_label(names, n, j)} starts at {addresses[j]:#x}, "
+                         f"not on a {itemsize[j]}-byte boundary; GPU arrays must be "
+                         "aligned to their elements")
+    _check_no_overlap(fn, names, n, addresses,
+                      itemsize * np.tile(np.asarray(sizes, np.int64), len(names)))
     cols = list(_dispatch._kernel_slots(variant)[0])
-    stream = _device.stream_of(params[0])
-    simulated = cuda._simulated()
     kern = multi_cuda.kernel(variant)
-    if simulated:
-        # The simulator runs no intrinsic: hand the kernel the arrays
-        # themselves, in the table's layout, and its chunk list.
-        views = [_device.flat_view(i) for i in flat]
     with _device.on_device(device):
-        for dtype, members in _groups([p.dtype for p in params]).items():
-            if simulated:
-                table = tuple(tuple(views[c * n + k] for c in cols) for k in members)
-                chunks = numba_cuda.to_device(
-                    _table([0] * len(flat), sizes, cols, members, n)["chunks"])
-            else:
-                entry = _table(addresses, sizes, cols, members, n)
+        for dtype, members in _groups(dtypes).items():
+            entry = _table(addresses, sizes, cols, members, n)
+            if views is None:
                 table, chunks = multi_cuda.device_table(entry, device, stream)
+            else:   # per tensor, its five arrays in the table's order
+                table = tuple(tuple(views[c * n + k] for c in cols) for k in members)
+                chunks = numba_cuda.to_device(entry["chunks"])
             if len(chunks) == 0:
                 continue
             blocks, threads = multi_cuda.launch_config(len(chunks), device)

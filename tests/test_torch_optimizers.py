@@ -369,13 +369,22 @@ def test_rejected_step_changes_nothing(what):
     _assert_untouched(model, opt, snap)
 
 
-def test_checked_cpu_groups_are_not_read_twice(monkeypatch):
-    """A CPU group the bulk check passed reaches the functional call as
-    `Checked`, which reads only addresses, not every property again."""
+@pytest.mark.parametrize("device", [
+    "cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+        not CUDA, reason="needs FASTOPT_REAL_GPU=1 and a CUDA build of torch"))])
+def test_checked_groups_are_not_read_twice(monkeypatch, device):
+    """A group the bulk check passed reaches the functional call as
+    `Checked`, which reads only addresses and sizes, not every property
+    again (nor, on a GPU, describes each tensor)."""
     from fastopt import _multi
-    model, opt = _trained()
+    model = T.make_model(device=device)
+    opt = fastopt.torch.Adam(model.parameters())
+    x, y = T.make_data(device=device)
+    T.train(model, opt, x, y, 2)
+    T.loss_of(model, x, y).backward()
     calls = []
-    monkeypatch.setattr(_multi, "_torch_host_layout", lambda *a: calls.append(a))
+    for name in ("_torch_device", "_update_device"):
+        monkeypatch.setattr(_multi, name, lambda *a, name=name: calls.append(name))
     before = [p.detach().clone() for p in model.parameters()]
     opt.step()
     assert calls == []

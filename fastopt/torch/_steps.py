@@ -10,6 +10,8 @@ and one jitted loop reads, or advances, all of them. Counters that are not
 all float32 (or all float64) scalars in host memory, as a checkpoint may
 leave them, take torch's own ops instead.
 """
+import operator
+
 import numba
 import numpy as np
 import torch
@@ -49,7 +51,7 @@ class Counters:
         self.steps = steps
         self.like = _host_scalars(steps)
         if self.like is not None:
-            self.addrs = np.array([s.data_ptr() for s in steps], np.int64)
+            self.addrs = np.array(list(map(torch.Tensor.data_ptr, steps)), np.int64)
 
     def numbers(self):
         """Each counter + 1, as ints: the step the coming update is."""
@@ -62,12 +64,16 @@ class Counters:
                 values = [s.item() for s in self.steps]
         return [int(v) + 1 for v in values]
 
-    def advance(self, members):
-        """``step += 1`` for the counters at indices `members`, with their
-        autograd versions bumped as torch's in-place add does."""
-        steps = [self.steps[k] for k in members]
+    def advance(self, members=None):
+        """``step += 1`` for the counters at indices `members` (None: all),
+        with their autograd versions bumped as torch's in-place add does."""
+        if members is None:
+            steps, addrs = self.steps, getattr(self, "addrs", None)
+        else:
+            steps = [self.steps[k] for k in members]
+            addrs = self.addrs[members] if self.like is not None else None
         if self.like is not None:
-            _advance(self.addrs[members], self.like)
+            _advance(addrs, self.like)
             torch.autograd.graph.increment_version(steps)
             return
         try:
@@ -82,12 +88,15 @@ def _host_scalars(steps):
     of one float dtype (what fastopt and torch create); else None."""
     if not all([isinstance(s, torch.Tensor) for s in steps]):
         return None
-    dtypes = {s.dtype for s in steps}
+    dtypes = set(map(_DTYPE, steps))
     if len(dtypes) != 1:
         return None
-    like = _LIKE.get(dtypes.pop())
-    strided = torch.strided
-    if like is None or not all([s.is_cpu and s.layout is strided and s.numel() == 1
-                                for s in steps]):
+    like, n = _LIKE.get(dtypes.pop()), len(steps)
+    if (like is None or not all(map(_IS_CPU, steps))
+            or list(map(_LAYOUT, steps)).count(torch.strided) != n
+            or list(map(torch.Tensor.numel, steps)).count(1) != n):
         return None
     return like
+
+
+_DTYPE, _IS_CPU, _LAYOUT = map(operator.attrgetter, ("dtype", "is_cpu", "layout"))
