@@ -7,10 +7,11 @@ Adam kernel's SASS. Needs a real CUDA GPU and CuPy.
 
 `sanitize` runs every row of the optimizer table (3 steps, float32 and
 float64, odd sizes that leave partial blocks, chunk edges and grid-stride
-tails) through the single-array and the list kernels, requires the two to
-agree bit for bit, and runs the device norm reduction against NumPy. `sass` writes the SASS of Adam's
-single-array and many-tensor kernels and prints their registers, local
-memory and global load/store widths.
+tails) through the single-array and the list kernels (lists of CuPy arrays
+and of torch tensors on the same memory), requires them to agree bit for
+bit, and runs the device norm reduction against NumPy. `sass` writes the
+SASS of Adam's single-array and many-tensor kernels and prints their
+registers, local memory and global load/store widths.
 """
 import collections
 import pathlib
@@ -24,6 +25,18 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 SIZES = (0, 1, 65_537, 3, 300_007)   # partial blocks, chunk edges, grid-stride tails
 STEPS = 3
+
+
+def _torch_views(arrays):
+    """Zero-copy torch CUDA tensors of CuPy arrays: the list path that reads
+    torch tensors in bulk, on the same memory."""
+    import torch
+    return [torch.as_tensor(a, device="cuda") for a in arrays]
+
+
+# How the list kernels are called: CuPy lists (each array described), torch
+# lists (read in bulk), both checked against one call per array.
+FORMS = {"single": None, "list": list, "torch-list": _torch_views}
 
 
 def _compare(label, got, want, dtype):
@@ -46,32 +59,36 @@ def sanitize():
             grads = [[cupy.asarray(rng.standard_normal(n).astype(dtype)) for n in SIZES]
                      for _ in range(STEPS)]
             states = [make_state(case, (n,), dtype) for n in SIZES]
-            runs = []
-            for form in ("single", "list"):
+            runs = {}
+            for form in FORMS:
                 params = [cupy.asarray(h) for h in host]
                 state = {k: [cupy.asarray(s[k]) for s in states] for k in states[0]}
                 for step, g in enumerate(grads, start=1):
-                    if form == "list":
-                        fastopt_step(case, params, g, state, step)
+                    if form == "single":
+                        for t in range(len(SIZES)):
+                            fastopt_step(case, params[t], g[t],
+                                         {k: v[t] for k, v in state.items()}, step)
                         continue
-                    for t in range(len(SIZES)):
-                        fastopt_step(case, params[t], g[t],
-                                     {k: v[t] for k, v in state.items()}, step)
-                runs.append({"param": params, **state})
+                    as_form = FORMS[form]
+                    fastopt_step(case, as_form(params), as_form(g),
+                                 {k: as_form(v) for k, v in state.items()}, step)
+                runs[form] = {"param": params, **state}
             cupy.cuda.Device().synchronize()
-            for name, single in runs[0].items():
-                for t, (x, y) in enumerate(zip(single, runs[1][name])):
-                    x, y = cupy.asnumpy(x), cupy.asnumpy(y)
-                    if not (np.array_equal(x, y, equal_nan=True) and np.isfinite(x).all()):
-                        raise AssertionError(f"{case.id} {name}[{t}]: list form differs "
-                                             "from single calls or is not finite")
+            for form in list(FORMS)[1:]:
+                for name, single in runs["single"].items():
+                    for t, (x, y) in enumerate(zip(single, runs[form][name])):
+                        x, y = cupy.asnumpy(x), cupy.asnumpy(y)
+                        if not (np.array_equal(x, y, equal_nan=True)
+                                and np.isfinite(x).all()):
+                            raise AssertionError(f"{case.id} {name}[{t}]: {form} form "
+                                                 "differs from single calls or is not finite")
             print(f"ok {np.dtype(dtype).name} {case.id}", flush=True)
         arrays = [cupy.asarray(rng.standard_normal(n).astype(dtype)) for n in SIZES]
         got = norms.sum_squares_device(arrays)
         want = [np.dot(cupy.asnumpy(a).astype(np.float64), cupy.asnumpy(a)) for a in arrays]
         _compare(f"norms {np.dtype(dtype).name}", got, np.array(want), np.float32)
         print(f"ok {np.dtype(dtype).name} norms", flush=True)
-    print("sanitize: every case ran; list form equals single calls")
+    print("sanitize: every case ran; both list forms equal single calls")
 
 
 def _sass_summary(sass):
