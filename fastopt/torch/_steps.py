@@ -67,13 +67,9 @@ class Counters:
     def advance(self, members=None):
         """``step += 1`` for the counters at indices `members` (None: all),
         with their autograd versions bumped as torch's in-place add does."""
-        if members is None:
-            steps, addrs = self.steps, getattr(self, "addrs", None)
-        else:
-            steps = [self.steps[k] for k in members]
-            addrs = self.addrs[members] if self.like is not None else None
+        steps = self.steps if members is None else [self.steps[k] for k in members]
         if self.like is not None:
-            _advance(addrs, self.like)
+            _advance(self.addrs if members is None else self.addrs[members], self.like)
             torch.autograd.graph.increment_version(steps)
             return
         try:
