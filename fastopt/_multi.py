@@ -16,6 +16,8 @@ way, for arrays the user allocated separately), so no model code changes:
   exactly the table that would be rebuilt): when the same arrays come back
   each step, nothing is rebuilt or copied to the GPU. Tensors added, removed
   or reallocated between steps simply give another key: the table is rebuilt.
+  The cache (`_Cache`) keeps up to `CACHE_ENTRIES` tables and `CACHE_BYTES`
+  bytes of them, least recently used out first.
 
 Every check of the one-tensor path runs per tensor, and across tensors no
 written array may overlap any other array of the call, all before anything
@@ -51,10 +53,42 @@ from .kernels import PRE, RULES, cpu, multi_cpu
 # per thread. A module constant so tests can exercise chunk boundaries.
 CHUNK = 1 << 16
 
-_CACHE_SIZE = 64      # tables kept (different lists, e.g. param groups)
-_tables = collections.OrderedDict()
-_layouts = collections.OrderedDict()   # the fast host path's, by layout
-_last_layout = {}     # list identities -> their last layout's entry (a hint)
+# A training loop meets one layout per param group; a benchmark rotating
+# buffer sets, or several models trained in turn, meet more: a cache smaller
+# than the cycle of layouts it serves would miss on every call (64 entries
+# did, under the list benchmark's 75).
+CACHE_ENTRIES = 1024
+CACHE_BYTES = 64 << 20
+
+
+class _Cache(collections.OrderedDict):
+    """Entries (dicts of table arrays) by key; past `CACHE_ENTRIES` entries
+    or `CACHE_BYTES` bytes of arrays the least recently used go first."""
+
+    nbytes = 0
+
+    def hit(self, key):
+        """The entry of `key`, marked as just used; None if there is none."""
+        entry = self.get(key)
+        if entry is not None:
+            self.move_to_end(key)
+        return entry
+
+    def store(self, key, entry, nbytes):
+        """Keep `entry` (`nbytes` bytes of arrays) under `key`; returns it."""
+        if key in self:
+            self.nbytes -= self.pop(key)["nbytes"]
+        entry["nbytes"] = nbytes
+        self[key] = entry
+        self.nbytes += nbytes
+        while len(self) > 1 and (len(self) > CACHE_ENTRIES or self.nbytes > CACHE_BYTES):
+            self.nbytes -= self.popitem(last=False)[1]["nbytes"]
+        return entry
+
+
+_tables = _Cache()     # by the columns, members, addresses and sizes
+_layouts = _Cache()    # the host path's overlap-checked tables, by layout
+_last_layout = {}      # list identities -> their last layout's key (a hint)
 
 
 class Checked(list):
@@ -240,15 +274,12 @@ def _table(addresses, sizes, cols, members, n):
     """
     key = (CHUNK, tuple(cols), tuple(members),
            tuple(addresses), tuple(sizes))
-    entry = _tables.get(key)
-    if entry is not None:
-        _tables.move_to_end(key)
-        return entry
-    entry = _tables[key] = _build_table(
-        np.asarray(addresses, np.int64).reshape(-1, n), np.asarray(sizes, np.int64),
-        cols, np.asarray(members, np.int64))
-    while len(_tables) > _CACHE_SIZE:
-        _tables.popitem(last=False)
+    entry = _tables.hit(key)
+    if entry is None:
+        entry = _build_table(
+            np.asarray(addresses, np.int64).reshape(-1, n), np.asarray(sizes, np.int64),
+            cols, np.asarray(members, np.int64))
+        _tables.store(key, entry, entry["addrs"].nbytes + entry["chunks"].nbytes)
     return entry
 
 
@@ -286,16 +317,16 @@ def _update_scanned(fn, variant, params, grads, states, pre, hyper):
         return False
     ids = tuple([id(c) for c in columns])
     lists = (CHUNK, variant.used, ids)
-    guess = _last_layout.get(lists, _NO_LAYOUT)
+    guess = _layouts.get(_last_layout.get(lists), _NO_LAYOUT)
     n = len(params)
     out = np.empty((len(columns) + 2) * n, np.int64)
     status, digest = run(ids, out, guess["layout"], guess["tables"], pre, hyper)
     if status == 1:     # not last step's layout: check it, then run
         names = _dispatch.named_arguments(fn, variant, params, grads, states)[0]
         entry = _entry(fn, names, n, variant, out, digest)
-        if len(_last_layout) >= _CACHE_SIZE:
+        if len(_last_layout) >= CACHE_ENTRIES:
             _last_layout.clear()
-        _last_layout[lists] = entry
+        _last_layout[lists] = _layout_key(variant, digest)
         _run_entry(variant, entry, pre, hyper)
     return status != 0
 
@@ -316,13 +347,16 @@ def _run_entry(variant, entry, pre, hyper):
 def _entry(fn, names, n, variant, layout, digest):
     """The overlap-checked tables of a layout (`_hostscan.scan`'s int64
     form, `digest` its hash), from the cache when seen before."""
-    key = (CHUNK, variant.used, digest)
-    entry = _layouts.get(key)
+    key = _layout_key(variant, digest)
+    entry = _layouts.hit(key)
     if entry is None or not _hostscan.same(entry["layout"], layout):
-        entry = _layouts[key] = _layout_entry(fn, names, n, variant, layout)
-        while len(_layouts) > _CACHE_SIZE:
-            _layouts.popitem(last=False)
+        entry = _layout_entry(fn, names, n, variant, layout)
+        _layouts.store(key, entry, layout.nbytes + sum(t.nbytes for t in entry["tables"]))
     return entry
+
+
+def _layout_key(variant, digest):
+    return CHUNK, variant.used, digest
 
 
 def _layout_entry(fn, names, n, variant, layout):

@@ -39,6 +39,20 @@ def test_case_slots_are_the_variants_slots(name):
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
+def test_keras_spelling_keeps_the_cases_state(name):
+    """The Keras-style front end's row moves the bytes the row is credited
+    with: one state array per slot of the case, with the case's options."""
+    import fastopt
+    case = CASES[name]
+    cls, kwargs = case.keras
+    opt = getattr(fastopt, cls)(**kwargs)
+    assert len(opt.state_slots()) == len(case.slots)
+    params = [np.ones(8, np.float32)]
+    opt.apply_gradients(zip([np.full(8, 0.5, np.float32)], params))
+    assert not np.array_equal(params[0], np.ones(8, np.float32))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_peers_compute_the_same_update(name, dtype):
     """NumPy and torch peers run the rule fastopt runs (else speed ratios lie)."""
@@ -208,9 +222,11 @@ def test_list_benchmark_counts_launches(monkeypatch):
     # (there a single-array call: the tensors were laid out by the first step).
     assert by_impl["fastopt.torch"]["launches_per_step"] == 1
     assert by_impl["fastopt.torch-flat"]["launches_per_step"] == 1
+    assert by_impl["fastopt.keras"]["launches_per_step"] == 1      # apply_gradients
     (ratio,) = ratios
     assert ratio["list_over_flat"] > 0 and "torch-fused_over_list" in ratio
     assert ratio["fastopt.torch-flat_over_flat"] > 0
+    assert ratio["fastopt.keras_over_flat"] > 0
     assert ratio["fastopt.torch_vs_torch-fused"] > 0
 
 

@@ -342,17 +342,26 @@ def test_bad_call_changes_nothing(name, make, error, match, clipped):
 
 def test_built_step_is_one_list_call_without_per_array_python(monkeypatch):
     """The common step after build skips the front end's own per-array
-    checks (the functional list call makes them); test_matches_keras_cpu
-    compares such steps with Keras."""
-    params, grads = T.make_problem(8, "float64", steps=3)
+    checks (the functional list call makes them), and hands the list form the
+    same list objects every step, by which it finds last step's checked
+    layout without a lookup; test_matches_keras_cpu compares such steps with
+    Keras."""
+    from fastopt import _multi
+    params, grads = T.make_problem(8, "float64", steps=4)
     opt = fastopt.Adam(learning_rate=T.LR)
     opt.apply_gradients(zip(grads[0], params))
-    checked = []
+    checked, looked_up = [], []
     monkeypatch.setattr(type(opt), "_match_params",
                         lambda self, ps: checked.append(ps) or 1 / 0)
+    entry = _multi._entry
+    monkeypatch.setattr(_multi, "_entry", lambda *a: looked_up.append(1) or entry(*a))
+    reused = [np.empty_like(g) for g in grads[1]]    # a loop's gradient buffers
     for g in grads[1:]:
-        opt.apply_gradients(zip(g, params))
-    assert checked == [] and opt.iterations == 3
+        for buffer, value in zip(reused, g):
+            buffer[...] = value
+        opt.apply_gradients(zip(reused, params))
+    assert checked == [] and opt.iterations == 4
+    assert len(looked_up) == 1      # the first fast step's lists were new
 
 
 def test_bad_first_call_leaves_optimizer_unbuilt():

@@ -256,6 +256,63 @@ def test_tensors_added_and_removed_between_steps(target, small_chunks):
     _assert_same(_get(target, many), _get(target, single))
 
 
+def _sgd_sets(count):
+    """`count` list sets of SGD momentum (two small tensors each)."""
+    return [{"p": [np.ones(n, np.float32) for n in (3, 5)],
+             "g": [np.full(n, 0.5, np.float32) for n in (3, 5)],
+             "b": [np.zeros(n, np.float32) for n in (3, 5)]} for _ in range(count)]
+
+
+def _sgd_step(s, step):
+    F.sgd(s["p"], s["g"], s["b"], step=step, lr=0.1, momentum=0.9)
+
+
+def test_list_sets_used_in_turn_keep_their_tables(monkeypatch):
+    """Models trained in turn, or a benchmark's rotating buffers, cycle over
+    many layouts: each is checked and tabled once, then found again (a cache
+    of 64 entries, less than the cycle, missed on every call)."""
+    built = []
+    layout_entry = _multi._layout_entry
+    monkeypatch.setattr(_multi, "_layout_entry",
+                        lambda *a: built.append(1) or layout_entry(*a))
+    sets = _sgd_sets(100)
+    for s in sets:
+        _sgd_step(s, 1)
+    first = len(built)
+    assert 0 < first <= 100
+    for step in (2, 3):
+        for s in sets:
+            _sgd_step(s, step)
+    assert len(built) == first
+    want = _sgd_sets(1)[0]
+    for step in (1, 2, 3):
+        _sgd_step(want, step)
+    for s in sets:
+        _assert_same(s, want)
+
+
+def test_table_cache_keeps_to_its_byte_budget(monkeypatch):
+    """Past `CACHE_BYTES` the least recently used tables go (the newest one
+    stays whatever its size); the steps still run, on rebuilt tables."""
+    monkeypatch.setattr(_multi, "_layouts", _multi._Cache())
+    monkeypatch.setattr(_multi, "_last_layout", {})
+    sets = _sgd_sets(4)
+    _sgd_step(sets[0], 1)
+    (entry,) = _multi._layouts.values()
+    monkeypatch.setattr(_multi, "CACHE_BYTES", 2 * entry["nbytes"])
+    for step in (1, 2):
+        for s in sets[1:] if step == 1 else sets:
+            _sgd_step(s, step)
+            assert len(_multi._layouts) <= 2
+            assert _multi._layouts.nbytes == sum(
+                e["nbytes"] for e in _multi._layouts.values()) <= 2 * entry["nbytes"]
+    want = _sgd_sets(1)[0]
+    for step in (1, 2):
+        _sgd_step(want, step)
+    for s in sets:
+        _assert_same(s, want)
+
+
 def test_torch_cpu_tensors_and_tuples():
     torch = pytest.importorskip("torch")
     case = CASES[-3]

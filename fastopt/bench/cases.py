@@ -20,6 +20,9 @@ class Case:
     torch_state: torch's state key for each slot, where it differs.
     init:        how each slot starts: ``"moment"`` (random, small, any sign)
                  or ``"positive"`` (a running sum of squares).
+    keras:       the Keras-style front end's spelling, ``(class name in
+                 fastopt, its arguments)``: the same hyperparameters and
+                 state arrays in Keras's convention (the list benchmark).
     """
 
     fastopt: str
@@ -29,6 +32,7 @@ class Case:
     torch_kwargs: dict
     torch_state: dict = field(default_factory=dict)
     init: dict = field(default_factory=dict)
+    keras: tuple = ()
 
     def bytes_per_element(self, itemsize):
         """Each array read once (param, grad, slots), each written array
@@ -38,32 +42,40 @@ class Case:
 
 _ADAM = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8)
 _ADAM_TORCH = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
+_ADAM_KERAS = dict(learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
+_RMSPROP_KERAS = dict(learning_rate=1e-2, rho=0.99, epsilon=1e-8)
 _POS = "positive"
 
 CASES = {
     "adam": Case("adam", _ADAM, ("exp_avg", "exp_avg_sq"), "Adam", _ADAM_TORCH,
-                 init={"exp_avg_sq": _POS}),
+                 init={"exp_avg_sq": _POS}, keras=("Adam", _ADAM_KERAS)),
     "adamw": Case("adamw", dict(_ADAM, weight_decay=1e-2),
                   ("exp_avg", "exp_avg_sq"), "AdamW",
-                  dict(_ADAM_TORCH, weight_decay=1e-2), init={"exp_avg_sq": _POS}),
+                  dict(_ADAM_TORCH, weight_decay=1e-2), init={"exp_avg_sq": _POS},
+                  keras=("AdamW", dict(_ADAM_KERAS, weight_decay=1e-2))),
     "amsgrad": Case("adam", dict(_ADAM, amsgrad=True),
                     ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), "Adam",
                     dict(_ADAM_TORCH, amsgrad=True),
-                    init={"exp_avg_sq": _POS, "max_exp_avg_sq": _POS}),
+                    init={"exp_avg_sq": _POS, "max_exp_avg_sq": _POS},
+                    keras=("Adam", dict(_ADAM_KERAS, amsgrad=True))),
     "rmsprop": Case("rmsprop", dict(lr=1e-2, alpha=0.99, eps=1e-8), ("square_avg",),
                     "RMSprop", dict(lr=1e-2, alpha=0.99, eps=1e-8),
-                    init={"square_avg": _POS}),
+                    init={"square_avg": _POS}, keras=("RMSprop", _RMSPROP_KERAS)),
     "rmsprop_centered_momentum": Case(
         "rmsprop", dict(lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.9, centered=True),
         ("square_avg", "grad_avg", "momentum_buffer"), "RMSprop",
         dict(lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.9, centered=True),
-        init={"square_avg": _POS}),
+        init={"square_avg": _POS},
+        keras=("RMSprop", dict(_RMSPROP_KERAS, momentum=0.9, centered=True))),
     "adagrad": Case("adagrad", dict(lr=1e-2, eps=1e-10), ("state_sum",), "Adagrad",
                     dict(lr=1e-2, eps=1e-10), torch_state={"state_sum": "sum"},
-                    init={"state_sum": _POS}),
+                    init={"state_sum": _POS},
+                    keras=("Adagrad", dict(learning_rate=1e-2, epsilon=1e-10))),
     "sgd_momentum": Case("sgd", dict(lr=1e-2, momentum=0.9), ("momentum_buffer",),
-                         "SGD", dict(lr=1e-2, momentum=0.9)),
-    "sgd": Case("sgd", dict(lr=1e-2), (), "SGD", dict(lr=1e-2)),
+                         "SGD", dict(lr=1e-2, momentum=0.9),
+                         keras=("SGD", dict(learning_rate=1e-2, momentum=0.9))),
+    "sgd": Case("sgd", dict(lr=1e-2), (), "SGD", dict(lr=1e-2),
+                keras=("SGD", dict(learning_rate=1e-2))),
 }
 
 # The issue's CPU targets; also the default selection.

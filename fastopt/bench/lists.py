@@ -11,6 +11,9 @@ round-robin in the same run:
   tensors, its table path and ``flat=True`` (params and grads moved into one
   buffer each, state kept in its own; the front end's own per-step work is in
   the figure, as torch.optim's is in torch's);
+* ``fastopt.keras``: the Keras-style front end, ``apply_gradients(zip(grads,
+  params))`` over the N arrays, its state its own (Keras's convention: the
+  same arrays move, the arithmetic differs slightly);
 * ``torch-foreach`` / ``torch-fused``: torch.optim over the same N tensors.
 
 Launches per step are counted, not assumed: on a GPU with torch's profiler
@@ -72,6 +75,22 @@ def _torch_front_end(case, sets, flat):
 
     def call(k):
         optimizers[k].step()
+
+    return call
+
+
+def _keras_front_end(case, sets):
+    """``call(k)``: a Keras-style ``apply_gradients`` over set k's params and
+    grads; the optimizer's state is its own, made by a first step."""
+    import fastopt
+    name, kwargs = case.keras
+    optimizers = []
+    for arrays in sets:
+        optimizers.append(getattr(fastopt, name)(**kwargs))
+        optimizers[-1].apply_gradients(zip(arrays["grad"], arrays["param"]))
+
+    def call(k):
+        optimizers[k].apply_gradients(zip(sets[k]["grad"], sets[k]["param"]))
 
     return call
 
@@ -143,6 +162,7 @@ def run_lists(models, optimizers, dtype, device, repeats, warmup, llc, bar=None)
             calls = {"fastopt-list": _fastopt(case, many),
                      "fastopt-flat": _fastopt(case, flat),
                      "fastopt-per-tensor": _fastopt(case, many, per_tensor=True)}
+            calls["fastopt.keras"] = _keras_front_end(case, many)
             if peers_torch.available():
                 calls["fastopt.torch"] = _torch_front_end(case, many, flat=False)
                 calls["fastopt.torch-flat"] = _torch_front_end(case, many, flat=True)
@@ -179,7 +199,7 @@ def _ratio(model, name, dtype, t):
     out = {"model": model, "optimizer": name, "dtype": dtype.name,
            "list_over_flat": t["fastopt-list"] / t["fastopt-flat"]}
     out["meets_list_target"] = out["list_over_flat"] <= 1.15
-    for impl in ("fastopt.torch", "fastopt.torch-flat"):
+    for impl in ("fastopt.keras", "fastopt.torch", "fastopt.torch-flat"):
         if impl in t:
             out[f"{impl}_over_flat"] = t[impl] / t["fastopt-flat"]
     for mode in ("torch-fused", "torch-foreach"):

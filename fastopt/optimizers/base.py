@@ -79,6 +79,7 @@ class Optimizer:
         self._pending_count = 0
         self._params = None     # the params of the last call, for apply(grads)
         self._columns = None    # the state by slot name, a list per param
+        self._step_lists = ([], [])   # `_fast_step`'s grads and params lists
 
     # -- what subclasses define ---------------------------------------------
     def state_slots(self):
@@ -315,11 +316,18 @@ class Optimizer:
                 or self.global_clipnorm is not None or len(params) != len(self._specs)
                 or any(g is None for g in grads)):
             return False
+        # The same list objects every step: the list form knows them by
+        # identity, and finds last step's checked layout without a lookup
+        # (check and update then run in one compiled call).
+        step_grads, step_params = self._step_lists
+        step_grads[:], step_params[:] = grads, params
         try:
-            self.update_step(grads, params, self._columns, self._current_lr(),
-                             self._options(self._unscale()))
+            self.update_step(step_grads, step_params, self._columns,
+                             self._current_lr(), self._options(self._unscale()))
         except (TypeError, ValueError):
             return False
+        finally:
+            step_grads.clear()      # the grads are the caller's to free
         self._params = params
         self._iterations += 1
         return True
