@@ -20,7 +20,9 @@ Everything else lives here:
 * ``get_config`` / ``from_config`` with Keras's keys, ``state_dict`` /
   ``load_state_dict`` and ``save_state`` / ``load_state`` (``.npz``).
 """
+import itertools
 import math
+import operator
 import warnings
 
 import numpy as np
@@ -28,6 +30,8 @@ import numpy as np
 from .. import _dispatch
 from ..functional._common import check_flag, check_float
 from . import _arrays
+
+_FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
 
 # Keras base-optimizer options fastopt accepts only at their "off" value, so
 # that a Keras config (``keras_opt.get_config()``) loads when it uses none.
@@ -253,12 +257,14 @@ class Optimizer:
             1
         """
         pairs = list(grads_and_vars)
-        for k, pair in enumerate(pairs):
-            if not (isinstance(pair, tuple) and len(pair) == 2):
-                raise TypeError(f"{self._fn}: apply_gradients() takes (grad, param) "
-                                f"pairs, e.g. zip(grads, params); item {k} is "
-                                f"{type(pair).__name__}")
-        return self.apply([g for g, _ in pairs], [p for _, p in pairs])
+        # In bulk first (a model's hundreds of pairs), one by one for the message.
+        if not (set(map(type, pairs)) <= {tuple} and set(map(len, pairs)) <= {2}):
+            for k, pair in enumerate(pairs):
+                if not (isinstance(pair, tuple) and len(pair) == 2):
+                    raise TypeError(f"{self._fn}: apply_gradients() takes (grad, "
+                                    f"param) pairs, e.g. zip(grads, params); item {k} "
+                                    f"is {type(pair).__name__}")
+        return self.apply(list(map(_FIRST, pairs)), list(map(_SECOND, pairs)))
 
     def apply(self, grads, params=None) -> int:
         """`apply_gradients` with separate lists; `params` may be omitted once built."""
@@ -314,7 +320,7 @@ class Optimizer:
         """
         if (not self.built or self.clipnorm is not None
                 or self.global_clipnorm is not None or len(params) != len(self._specs)
-                or any(g is None for g in grads)):
+                or any(map(operator.is_, grads, itertools.repeat(None)))):
             return False
         # The same list objects every step: the list form knows them by
         # identity, and finds last step's checked layout without a lookup
