@@ -40,6 +40,7 @@ described one by one (`_update_device`, ~6 µs an array).
 import collections
 import operator
 import sys
+import threading
 
 import numba
 import numpy as np
@@ -63,26 +64,37 @@ CACHE_BYTES = 64 << 20
 
 class _Cache(collections.OrderedDict):
     """Entries (dicts of table arrays) by key; past `CACHE_ENTRIES` entries
-    or `CACHE_BYTES` bytes of arrays the least recently used go first."""
+    or `CACHE_BYTES` bytes of host arrays the least recently used go first
+    (a GPU table's device copy, made at its first launch, is as large again).
+    Stores take a lock, to keep the byte count exact; lookups need none (an
+    entry dropped meanwhile stays good for whoever holds it)."""
 
     nbytes = 0
+
+    def __init__(self):
+        super().__init__()
+        self._lock = threading.Lock()
 
     def hit(self, key):
         """The entry of `key`, marked as just used; None if there is none."""
         entry = self.get(key)
         if entry is not None:
-            self.move_to_end(key)
+            try:
+                self.move_to_end(key)
+            except KeyError:    # dropped by another thread meanwhile: still good
+                pass
         return entry
 
     def store(self, key, entry, nbytes):
         """Keep `entry` (`nbytes` bytes of arrays) under `key`; returns it."""
-        if key in self:
-            self.nbytes -= self.pop(key)["nbytes"]
         entry["nbytes"] = nbytes
-        self[key] = entry
-        self.nbytes += nbytes
-        while len(self) > 1 and (len(self) > CACHE_ENTRIES or self.nbytes > CACHE_BYTES):
-            self.nbytes -= self.popitem(last=False)[1]["nbytes"]
+        with self._lock:
+            old = self.pop(key, None)
+            self.nbytes += nbytes - (0 if old is None else old["nbytes"])
+            self[key] = entry
+            while len(self) > 1 and (len(self) > CACHE_ENTRIES
+                                     or self.nbytes > CACHE_BYTES):
+                self.nbytes -= self.popitem(last=False)[1]["nbytes"]
         return entry
 
 
