@@ -177,7 +177,7 @@ def _update_device(fn, variant, names, arrays, pre, hyper):
         if info.readonly and name != "grad":
             raise ValueError(f"{fn}(): {name} is read-only; it is updated in place")
         if not info.aligned:
-            raise ValueError(_misaligned(fn, name, info))
+            raise ValueError(_misaligned(fn, name, info.ptr, info.dtype.itemsize))
     if p.size == 0:
         return
     _check_no_overlap(fn, names, [i.ptr for i in infos], p.nbytes)
@@ -204,8 +204,8 @@ def _check_dtype_shape(fn, names, dtypes, shapes):
                 f"{fn}(): {name} has shape {shape}, expected {shapes[0]} like param")
 
 
-def _misaligned(fn, name, info):
-    return (f"{fn}(): {name} starts at {info.ptr:#x}, not on a {info.dtype.itemsize}-byte "
+def _misaligned(fn, name, ptr, itemsize):
+    return (f"{fn}(): {name} starts at {ptr:#x}, not on a {itemsize}-byte "
             f"boundary; GPU arrays must be aligned to their elements")
 
 

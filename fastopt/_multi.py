@@ -524,9 +524,8 @@ def _run_device(fn, variant, names, addresses, sizes, dtypes, device, stream, pr
     misaligned = np.flatnonzero(np.asarray(addresses, np.int64) % itemsize)
     if misaligned.size:   # a load off its boundary faults and ends the CUDA context
         j = int(misaligned[0])
-        raise ValueError(f"{fn}(): {_label(names, n, j)} starts at {addresses[j]:#x}, "
-                         f"not on a {itemsize[j]}-byte boundary; GPU arrays must be "
-                         "aligned to their elements")
+        raise ValueError(_dispatch._misaligned(fn, _label(names, n, j), addresses[j],
+                                               int(itemsize[j])))
     _check_no_overlap(fn, names, n, addresses,
                       itemsize * np.tile(np.asarray(sizes, np.int64), len(names)))
     cols = list(_dispatch._kernel_slots(variant)[0])
