@@ -55,22 +55,20 @@ PRE = ("scale", "bound", "wd", "decay")   # see element_step
 NUM_SLOTS = 3
 
 
-# The sources a CPU kernel's compiled code comes from, besides the file that
-# defines its loop (whose edits Numba's cache notices by itself).
-_RULE_SOURCES = ("rules.py", "variants.py", "cpu.py", "multi_table.py")
-
-
 def _source_fingerprint():
-    """Hash of the rule sources: part of every CPU kernel's cache key.
+    """Hash of every kernel source (each ``*.py`` of this package, by name
+    and content): part of every CPU kernel's cache key.
 
-    Numba's cache notices edits to the file that defines a jitted function but
-    not to the functions it calls, so without this an edited rule could be
-    served from a stale cache.
+    Numba's cache notices edits to the file that defines a jitted function
+    but not to the functions it calls or inlines (the rules, the element
+    step, the loops of `kernels.cpu` and `kernels.multi_cpu` that
+    `fastopt._hostscan` inlines), so without this an edited source could be
+    served from a stale cache. Hashing the whole package, not a list of
+    files, means a new source file cannot be left out.
     """
     digest = hashlib.sha256()
-    here = pathlib.Path(__file__).parent
-    for name in _RULE_SOURCES:
-        digest.update((here / name).read_bytes())
+    for path in sorted(pathlib.Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
