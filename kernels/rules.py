@@ -6,8 +6,8 @@ loop (``kernels/cpu.py``) and the CUDA kernel (``kernels/cuda.py``)::
     new_param, new_state = rule(param, grad, state, hyper, flags)
 
 * ``state`` is always a 3-tuple (the optimizer's state slots, in the order
-  given by ``SLOTS`` in ``kernels/variants.py``); a slot the variant does not
-  use holds a placeholder that the rule must ignore and return unchanged.
+  its `declare` gives them); a slot the variant does not use holds a
+  placeholder that the rule must ignore and return unchanged.
 * ``hyper`` holds this step's scalars, already in the array's dtype: the host
   computes them (bias corrections included) so that a step never recompiles
   and no float64 arithmetic leaks into a float32 kernel.
@@ -21,10 +21,45 @@ No rule may contain a float literal: a Python float is a float64 and would
 turn float32 arithmetic into float64 on the GPU.
 """
 import math
+from dataclasses import dataclass
 
 import numba
 
-rule = numba.njit(inline="always")
+rule = numba.njit(inline="always")   # a helper inlined into the rules
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """What a rule needs besides its math.
+
+    hyper: the names of its per-step scalars, in the order it unpacks them.
+    slots: its state slots in order, each ``(name, flag)``: the slot holds an
+           array only when `flag` is set (None: always).
+    flags: the names of its compile-time flags, in the order it unpacks them.
+    """
+
+    hyper: tuple
+    slots: tuple = ()
+    flags: tuple = ()
+
+
+RULES = {}   # rule name -> its RuleSpec, in the order the rules are declared
+
+
+def declare(hyper, slots=(), flags=()):
+    """Declare the decorated function a rule (inlined where it is called),
+    with its scalars, slots and flags (`RuleSpec`)."""
+    def register(fn):
+        RULES[fn.__name__] = RuleSpec(tuple(hyper), tuple(slots), tuple(flags))
+        return rule(fn)
+    return register
+
+
+_MOMENTUM = (("momentum_buffer", None),)
+_STATE_SUM = (("state_sum", None),)
+_RMSPROP_SLOTS = (("square_avg", None), ("grad_avg", "centered"),
+                  ("momentum_buffer", "momentum"))
+_RMSPROP_FLAGS = ("centered", "momentum")
 
 
 @rule
@@ -48,14 +83,14 @@ def lerp(a, b, w, one_minus_w):
     return b - (b - a) * one_minus_w
 
 
-@rule
+@declare(("lr",))
 def sgd(p, g, s, h, f):
     """Plain SGD (both conventions): p ← p − lr·g.   h = (lr,)"""
     (lr,) = h
     return p - lr * g, s
 
 
-@rule
+@declare(("lr", "momentum"), _MOMENTUM, ("nesterov",))
 def sgd_momentum_keras(p, g, s, h, f):
     """Keras SGD with momentum; slot 0 is the velocity m.
 
@@ -73,7 +108,8 @@ def sgd_momentum_keras(p, g, s, h, f):
     return p, (m, s1, s2)
 
 
-@rule
+@declare(("lr", "buffer_decay", "buffer_grad", "momentum"), _MOMENTUM,
+         ("nesterov",))
 def sgd_momentum_torch(p, g, s, h, f):
     """torch SGD with momentum; slot 0 is the momentum buffer b.
 
@@ -93,7 +129,7 @@ def sgd_momentum_torch(p, g, s, h, f):
     return p, (b, s1, s2)
 
 
-@rule
+@declare(("lr", "eps"), _STATE_SUM)
 def adagrad_keras(p, g, s, h, f):
     """Keras Adagrad; slot 0 is the accumulator a.
 
@@ -106,7 +142,7 @@ def adagrad_keras(p, g, s, h, f):
     return p, (a, s1, s2)
 
 
-@rule
+@declare(("clr", "eps"), _STATE_SUM)
 def adagrad_torch(p, g, s, h, f):
     """torch Adagrad; slot 0 is state_sum a.
 
@@ -120,7 +156,8 @@ def adagrad_torch(p, g, s, h, f):
     return p, (a, s1, s2)
 
 
-@rule
+@declare(("lr", "rho", "one_minus_rho", "eps", "momentum"), _RMSPROP_SLOTS,
+         _RMSPROP_FLAGS)
 def rmsprop_keras(p, g, s, h, f):
     """Keras RMSprop; slots (velocity s, average gradient ḡ, momentum buf).
 
@@ -147,7 +184,8 @@ def rmsprop_keras(p, g, s, h, f):
     return p, (sq, avg, buf)
 
 
-@rule
+@declare(("lr", "alpha", "one_minus_alpha", "eps", "momentum"), _RMSPROP_SLOTS,
+         _RMSPROP_FLAGS)
 def rmsprop_torch(p, g, s, h, f):
     """torch RMSprop; slots (square_avg s, grad_avg ḡ, momentum_buffer buf).
 
@@ -174,7 +212,9 @@ def rmsprop_torch(p, g, s, h, f):
     return p, (sq, avg, buf)
 
 
-@rule
+@declare(("alpha", "beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "eps"),
+         (("exp_avg", None), ("exp_avg_sq", None), ("max_exp_avg_sq", "amsgrad")),
+         ("amsgrad", "torch_form"))
 def adam(p, g, s, h, f):
     """Adam / AMSGrad / AdamW, both conventions; slots (m, v, v̂).
 
@@ -204,3 +244,30 @@ def adam(p, g, s, h, f):
     else:
         p = p - alpha * m / (math.sqrt(v) + eps)
     return p, (m, v, vmax)
+
+
+@declare(("lr", "beta1", "one_minus_beta1", "beta2", "eps", "c1"),
+         (("exp_avg", None), ("exp_inf", None)), ("torch_form",))
+def adamax(p, g, s, h, f):
+    """Adamax, both conventions; slots (m, u): the first moment and the
+    exponentially weighted infinity norm.
+
+    keras:       m ← m + (g − m)(1−β₁);   u ← max(β₂·u, |g|);
+                 p ← p − lr·m / (c₁·(u + ε))
+    torch_form:  m ← lerp(m, g, 1−β₁);    u ← max(β₂·u, |g| + ε);
+                 p ← p − lr·(m / u)      (the host passes lr/c₁ as lr)
+    c₁ = 1 − β₁ᵗ. The max propagates NaN, as torch.maximum does.
+    h = (lr, β₁, 1−β₁, β₂, ε, c₁);  f = (torch_form,)
+    """
+    m, u, s2 = s
+    lr, beta1, one_minus_beta1, beta2, eps, c1 = h
+    (torch_form,) = f
+    if torch_form:
+        m = lerp(m, g, one_minus_beta1, beta1)
+        u = nan_max(u * beta2, abs(g) + eps)
+        p = p - lr * (m / u)
+    else:
+        m = m + (g - m) * one_minus_beta1
+        u = nan_max(beta2 * u, abs(g))
+        p = p - (lr * m) / (c1 * (u + eps))
+    return p, (m, u, s2)

@@ -12,45 +12,9 @@ import itertools
 import pathlib
 from dataclasses import dataclass
 
-
 from . import rules
+from .rules import RULES
 
-@dataclass(frozen=True)
-class RuleSpec:
-    """What a rule in `kernels.rules` needs besides its math.
-
-    hyper: the names of its per-step scalars, in the order it unpacks them.
-    slots: its state slots in order, each ``(name, flag)``: the slot holds an
-           array only when `flag` is set (None: always).
-    flags: the names of its compile-time flags, in the order it unpacks them.
-    """
-
-    hyper: tuple
-    slots: tuple = ()
-    flags: tuple = ()
-
-
-_MOMENTUM = (("momentum_buffer", None),)
-_STATE_SUM = (("state_sum", None),)
-_RMSPROP_SLOTS = (("square_avg", None), ("grad_avg", "centered"),
-                  ("momentum_buffer", "momentum"))
-_RMSPROP_FLAGS = ("centered", "momentum")
-RULES = {
-    "sgd": RuleSpec(("lr",)),
-    "sgd_momentum_keras": RuleSpec(("lr", "momentum"), _MOMENTUM, ("nesterov",)),
-    "sgd_momentum_torch": RuleSpec(("lr", "buffer_decay", "buffer_grad", "momentum"),
-                                   _MOMENTUM, ("nesterov",)),
-    "adagrad_keras": RuleSpec(("lr", "eps"), _STATE_SUM),
-    "adagrad_torch": RuleSpec(("clr", "eps"), _STATE_SUM),
-    "rmsprop_keras": RuleSpec(("lr", "rho", "one_minus_rho", "eps", "momentum"),
-                              _RMSPROP_SLOTS, _RMSPROP_FLAGS),
-    "rmsprop_torch": RuleSpec(("lr", "alpha", "one_minus_alpha", "eps", "momentum"),
-                              _RMSPROP_SLOTS, _RMSPROP_FLAGS),
-    "adam": RuleSpec(("alpha", "beta1", "one_minus_beta1", "beta2",
-                      "one_minus_beta2", "eps"),
-                     (("exp_avg", None), ("exp_avg_sq", None),
-                      ("max_exp_avg_sq", "amsgrad")), ("amsgrad", "torch_form")),
-}
 PRE = ("scale", "bound", "wd", "decay")   # see element_step
 NUM_SLOTS = 3
 

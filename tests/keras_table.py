@@ -32,6 +32,7 @@ VARIANTS = {
                 "centered": {"centered": True},
                 "centered-momentum": {"centered": True, "momentum": 0.5}},
     "Adam": {"plain": {}, "amsgrad": {"amsgrad": True}},
+    "Adamax": {"plain": {}},
     # AdamW's default weight_decay 0.004 is not float32-exact (see above).
     "AdamW": {"plain": {"weight_decay": 2.0 ** -8},
               "amsgrad": {"weight_decay": 2.0 ** -8, "amsgrad": True}},

@@ -14,14 +14,16 @@ for a reason that is Keras's rounding, not fastopt's. Epsilons are Python
 floats in Keras's update code and need no such care. torch.optim computes in
 float64 on the host, so torch cases use ordinary values.
 
-Adding an optimizer or option = adding a row to `CASES` (and, for a new
-function, a line in each name map below).
+Adding an optimizer or option = adding a row to `CASES`: the state, the
+oracle's class, its argument names and where it keeps its state come from
+the optimizer's spec (`fastopt.specs`).
 """
 from dataclasses import dataclass, field
 
 import numpy as np
 
 import fastopt.functional as F
+import fastopt.specs
 
 TORCH, KERAS = "torch", "keras"
 
@@ -57,6 +59,7 @@ _K_SGD = dict(lr=2.0**-5)
 _K_ADAGRAD = dict(lr=2.0**-4, eps=1e-7)
 _K_RMSPROP = dict(lr=2.0**-7, alpha=0.875, eps=1e-7)
 _K_ADAM = dict(lr=2.0**-7, beta1=0.875, beta2=1.0 - 2.0**-10, eps=1e-7)
+_T_ADAMAX = dict(lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8)
 
 
 def _case(id, fn, convention, base, **options):
@@ -129,28 +132,37 @@ CASES = [
     _case("adamw-keras", "adamw", KERAS, _K_ADAM, weight_decay=2.0**-8),
     _case("adamw-amsgrad-keras", "adamw", KERAS, _K_ADAM, weight_decay=2.0**-8,
           amsgrad=True),
+    # Adamax
+    _case("adamax-weight-decay-maximize-torch", "adamax", TORCH, _T_ADAMAX,
+          weight_decay=0.01, maximize=True),
+    _case("adamax-keras", "adamax", KERAS, _K_ADAM),
 ]
 
 
-# --- state ----------------------------------------------------------------
+# --- state and oracles: read off the specs --------------------------------
+SPECS = {spec.name: spec for spec in fastopt.specs.SPECS}
+
+
+def _settings(case):
+    """The case's hyperparameters as its spec checks them (a namespace)."""
+    spec = SPECS[case.fn]
+    values = [case.hyper.get(h.name, default) for h, default in spec.arguments]
+    return spec.settings(case.fn, values + [case.convention])[2]
+
+
 def state_names(case):
-    """The fastopt state arguments this case uses, in signature order."""
-    h = case.hyper
-    if case.fn == "sgd":
-        return ["momentum_buffer"] if h.get("momentum", 0.0) else []
-    if case.fn == "adagrad":
-        return ["state_sum"]
-    if case.fn == "rmsprop":
-        return (["square_avg"] + ["grad_avg"] * bool(h.get("centered"))
-                + ["momentum_buffer"] * bool(h.get("momentum", 0.0)))
-    return ["exp_avg", "exp_avg_sq"] + ["max_exp_avg_sq"] * bool(h.get("amsgrad"))
+    """The fastopt state arguments this case uses, in slot order."""
+    return SPECS[case.fn].state_names(_settings(case))
 
 
 def make_state(case, shape, dtype):
-    """Initial state arrays keyed by fastopt argument name (zeros, Adagrad's
-    accumulator filled with its initial value), as the caller must set them up."""
-    fill = case.initial_accumulator_value if case.fn == "adagrad" else 0.0
-    return {name: np.full(shape, fill, dtype) for name in state_names(case)}
+    """Initial state arrays keyed by fastopt argument name (zeros, or the
+    initial value a slot names: Adagrad's accumulator), as the caller must
+    set them up."""
+    slots = {s.name: s for s in SPECS[case.fn].slots}
+    return {name: np.full(shape, case.initial_accumulator_value
+                          if isinstance(slots[name].init, str) else slots[name].init, dtype)
+            for name in state_names(case)}
 
 
 def fastopt_step(case, param, grad, state, step):
@@ -159,33 +171,11 @@ def fastopt_step(case, param, grad, state, step):
                         convention=case.convention, **case.hyper)
 
 
-# --- oracles --------------------------------------------------------------
-# Class names in torch.optim and keras.optimizers.
-ORACLE_CLASS = {"sgd": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop",
-                "adam": "Adam", "adamw": "AdamW"}
-# fastopt hyperparameter name -> Keras constructor argument.
-_KERAS_ARGS = {"lr": "learning_rate", "eps": "epsilon", "alpha": "rho",
-               "beta1": "beta_1", "beta2": "beta_2", "clip_value": "clipvalue"}
-# fastopt state name -> key in torch's `optimizer.state[param]` (same unless listed).
-_TORCH_STATE = {"state_sum": "sum"}
-# fastopt state name -> list attribute of the Keras optimizer, per function.
-_KERAS_ADAM_STATE = {"exp_avg": "_momentums", "exp_avg_sq": "_velocities",
-                     "max_exp_avg_sq": "_velocity_hats"}
-_KERAS_STATE = {
-    "sgd": {"momentum_buffer": "momentums"},
-    "adagrad": {"state_sum": "_accumulators"},
-    "rmsprop": {"square_avg": "_velocities", "grad_avg": "_average_gradients",
-                "momentum_buffer": "_momentums"},
-    "adam": _KERAS_ADAM_STATE,
-    "adamw": _KERAS_ADAM_STATE,
-}
-
-
 @dataclass
 class Oracle:
     """The real optimizer for a case: `library` ("torch" or "keras"), the class
     name there, its constructor keywords, and where each fastopt state lives
-    (torch: state-dict key; Keras: optimizer attribute holding a list)."""
+    (torch: state-dict key; Keras: the variable's name suffix)."""
 
     library: str
     cls: str
@@ -194,16 +184,26 @@ class Oracle:
 
 
 def oracle(case):
-    """The torch.optim or Keras optimizer that `case` must agree with."""
+    """The torch.optim or Keras optimizer that `case` must agree with: the
+    spec's front end for the case's convention names the class, its
+    arguments and its state."""
+    spec = SPECS[case.fn]
+    front = spec.torch if case.convention == TORCH else spec.keras
     kwargs = dict(case.hyper)
     if case.fn == "adagrad":
         kwargs["initial_accumulator_value"] = case.initial_accumulator_value
-    names = state_names(case)
-    if case.convention == TORCH:
-        if "beta1" in kwargs:
-            kwargs["betas"] = (kwargs.pop("beta1"), kwargs.pop("beta2"))
-        states = {n: _TORCH_STATE.get(n, n) for n in names}
-    else:
-        kwargs = {_KERAS_ARGS.get(k, k): v for k, v in kwargs.items()}
-        states = {n: _KERAS_STATE[case.fn][n] for n in names}
-    return Oracle(case.convention, ORACLE_CLASS[case.fn], kwargs, states)
+    for key in spec.fixed:   # AdamW's decoupled decay is its class, not an argument
+        kwargs.pop(key, None)
+    renamed = {}
+    for param in front.parameters():
+        name = front.canonical(param.name)
+        if isinstance(name, tuple):      # torch's betas
+            if name[0] in kwargs:
+                renamed[param.name] = tuple(kwargs.pop(n) for n in name)
+        elif name in kwargs and name != param.name:
+            renamed[param.name] = kwargs.pop(name)
+    if case.convention == KERAS and "clip_value" in kwargs:
+        renamed["clipvalue"] = kwargs.pop("clip_value")
+    slots = {s.name: s for s in spec.slots}
+    states = {n: getattr(slots[n], case.convention) for n in state_names(case)}
+    return Oracle(case.convention, front.cls, {**kwargs, **renamed}, states)

@@ -33,8 +33,8 @@ def torch_trajectory(cls, kwargs, states, param, grads):
 def keras_trajectory(cls, kwargs, states, param, grads):
     """keras.optimizers.`cls`(**kwargs) applied to one `keras.Variable`.
 
-    states: fastopt name -> optimizer attribute holding one variable per
-    trainable variable (e.g. Adam's ``_momentums``).
+    states: fastopt name -> the Keras name of that slot (Adam's ``momentum``):
+    Keras names each slot's variable ``<variable path>_<slot name>``.
     """
     import keras
 
@@ -48,7 +48,10 @@ def keras_trajectory(cls, kwargs, states, param, grads):
         # keras.ops.convert_to_numpy does) warns under NumPy 2.
         return v.value.detach().cpu().numpy().copy()
 
-    return host(var), {name: host(getattr(opt, attr)[0]) for name, attr in states.items()}
+    by_name = {v.name: v for v in opt.variables}
+    prefix = var.path.replace("/", "_")
+    return host(var), {name: host(by_name[f"{prefix}_{slot}"])
+                       for name, slot in states.items()}
 
 
 # Error measure: max_i |a_i − b_i| / max(|b_i|, FLOOR·S), b the oracle, with S

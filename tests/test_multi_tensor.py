@@ -75,6 +75,9 @@ CASES = [
     Case("adamw-keras-clip", "adam", F.adamw, ("exp_avg", "exp_avg_sq"),
          kwargs=dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-7, weight_decay=0.004,
                      clip_value=1.0)),
+    Case("adamax-torch", "adamax", F.adamax, ("exp_avg", "exp_inf"),
+         kwargs=dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01,
+                     convention="torch")),
 ]
 
 

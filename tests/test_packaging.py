@@ -32,6 +32,10 @@ def test_wheel_has_one_top_level_package(tmp_path):
     assert top == {"fastopt"}
     for module in ("rules", "variants", "cpu", "cuda"):
         assert f"fastopt/kernels/{module}.py" in names
+    # Every source of the package ships (a subpackage missing from
+    # pyproject's list would import in a checkout and fail once installed).
+    sources = {str(path.relative_to(ROOT)) for path in (ROOT / "fastopt").rglob("*.py")}
+    assert sources <= set(names)
 
 
 def test_installed_kernels_are_the_fastopt_subpackage():

@@ -54,6 +54,11 @@ VARIANTS = {
                                    "decoupled_weight_decay": True},
         "maximize": {"lr": 0.01, "maximize": True, "amsgrad": True},
     },
+    "Adamax": {
+        "plain": {"lr": 0.01},
+        "betas_eps": {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-6},
+        "weight_decay_maximize": {"lr": 0.01, "weight_decay": 0.05, "maximize": True},
+    },
     "AdamW": {
         "plain": {"lr": 0.01},
         "amsgrad": {"lr": 0.01, "amsgrad": True, "weight_decay": 0.1},
@@ -68,6 +73,7 @@ GROUP_OVERRIDES = {
     "RMSprop": {"lr": 0.002, "alpha": 0.95, "weight_decay": 0.02},
     "Adam": {"lr": 0.003, "betas": (0.5, 0.9), "weight_decay": 0.02},
     "AdamW": {"lr": 0.003, "betas": (0.5, 0.9), "weight_decay": 0.2},
+    "Adamax": {"lr": 0.003, "betas": (0.5, 0.9), "weight_decay": 0.02},
 }
 
 # How the params are handed to the optimizer:

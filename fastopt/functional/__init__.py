@@ -2,11 +2,13 @@
 
 Each function updates `param` and its state arrays in place, on the CPU for
 NumPy arrays and on the GPU for CUDA arrays, and checks all its arguments
-before writing anything.
+before writing anything. Each is made from its optimizer's spec
+(`fastopt.specs`); ``help(fastopt.functional.adam)`` shows its formula.
 """
-from .adagrad import adagrad
-from .adam import adam, adamw
-from .rmsprop import rmsprop
-from .sgd import sgd
+from ..specs import SPECS
+from ._make import make
 
-__all__ = ["adagrad", "adam", "adamw", "rmsprop", "sgd"]
+for _spec in SPECS:
+    globals()[_spec.name] = make(_spec)
+
+__all__ = [spec.name for spec in SPECS]

@@ -1,13 +1,16 @@
 """Keras-style optimizers: ``opt.apply_gradients(zip(grads, params))``.
 
 Keras 3's argument names, defaults and update rules over NumPy arrays (CPU)
-and CuPy / Numba / torch CUDA arrays (GPU), each step one fused kernel per
-param. See `fastopt.optimizers.base` for what they share.
+and CuPy / Numba / torch CUDA arrays (GPU), each step one fused kernel call
+per dtype. Each class is made from its optimizer's spec (`fastopt.specs`);
+`fastopt.optimizers.base` holds what they share.
 """
-from .adagrad import Adagrad
-from .adam import Adam, AdamW
+from ..specs import SPECS
+from ._make import make
 from .base import Optimizer
-from .rmsprop import RMSprop
-from .sgd import SGD
 
-__all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Optimizer"]
+for _spec in SPECS:
+    if _spec.keras is not None:
+        globals()[_spec.keras.cls] = make(_spec)
+
+__all__ = [spec.keras.cls for spec in SPECS if spec.keras is not None] + ["Optimizer"]

@@ -2,7 +2,8 @@
 
 An optimizer subclass is Keras's shape: a constructor, `state_slots` (which
 state arrays it keeps, and their initial value) and an `update_step` that
-calls one `fastopt.functional` function with ``convention="keras"``.
+calls one `fastopt.functional` function with ``convention="keras"``; every
+one of fastopt's is made from its spec (`fastopt.optimizers._make`).
 Everything else lives here:
 
 * ``apply_gradients(zip(grads, params))``: checks the whole call before any
@@ -28,7 +29,7 @@ import warnings
 import numpy as np
 
 from .. import _dispatch
-from ..functional._common import check_flag, check_float
+from ..spec import check_flag, check_float
 from . import _arrays
 
 _FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
@@ -38,6 +39,10 @@ _FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
 _KERAS_OFF = {"use_ema": False, "ema_overwrite_frequency": None,
               "gradient_accumulation_steps": None}
 _KERAS_IGNORED = ("ema_momentum",)   # meaningful only with use_ema
+# The options this base class takes (an optimizer's signature may give one
+# its own default: Keras's AdamW's weight_decay=0.004).
+BASE_OPTIONS = frozenset(["weight_decay", "clipnorm", "clipvalue", "global_clipnorm",
+                          "loss_scale_factor", "name"])
 
 
 class Optimizer:

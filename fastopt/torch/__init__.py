@@ -7,15 +7,18 @@ Switch with one line::
 Same arguments, defaults, param groups, ``state_dict`` layout and update rules
 as torch.optim; works with torch's LR schedulers, ``torch.amp.GradScaler``,
 ``DistributedDataParallel`` and ``ZeroRedundancyOptimizer(optimizer_class=...)``.
+Each class is made from its optimizer's spec (`fastopt.specs`).
 """
 try:
     import torch  # noqa: F401
 except ImportError as e:   # pragma: no cover - torch is optional for fastopt
     raise ImportError("fastopt.torch needs PyTorch: pip install 'fastopt[torch]'") from e
 
-from .adagrad import Adagrad
-from .adam import Adam, AdamW
-from .rmsprop import RMSprop
-from .sgd import SGD
+from ..specs import SPECS
+from ._make import make
 
-__all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW"]
+for _spec in SPECS:
+    if _spec.torch is not None:
+        globals()[_spec.torch.cls] = make(_spec)
+
+__all__ = [spec.torch.cls for spec in SPECS if spec.torch is not None]

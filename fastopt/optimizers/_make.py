@@ -1,0 +1,85 @@
+"""The Keras-style class of a `fastopt.spec.Spec`.
+
+The class is Keras's shape (constructor, state slots, update step, config),
+all of it read off the spec: the constructor's arguments and defaults are the
+spec's Keras `Front` signature (written as a real ``def``, so ``help()`` and
+misspelt keywords behave as for a hand-written class), the state slots its
+`Slot`s under their Keras names, and the update step one call of the spec's
+functional function with ``convention="keras"``. The machinery every
+optimizer shares is `fastopt.optimizers.base.Optimizer`.
+"""
+from types import SimpleNamespace
+
+from .. import functional
+from .base import BASE_OPTIONS, Optimizer
+
+
+class SpecOptimizer(Optimizer):
+    """A Keras-style optimizer made from a spec (`make`)."""
+
+    spec = None
+
+    def _init_from_spec(self, own, kwargs):
+        """The constructor's body: `own` holds the signature's arguments by
+        Keras name, `kwargs` the base options passed beyond it."""
+        front, spec = self.spec.keras, self.spec
+        base = {k: v for k, v in own.items() if k in BASE_OPTIONS}
+        for key, value in base.items():
+            if value is None:   # Keras's AdamW: a default it declares must stay a number
+                raise ValueError(f"{front.cls}(): {key} must be a float, got None")
+        super().__init__(own["learning_rate"], **base, **kwargs)
+        self._keras_names = [k for k in own if k not in BASE_OPTIONS
+                             and k != "learning_rate"]
+        hyper = {}
+        for key in self._keras_names:
+            name = front.canonical(key)
+            value = spec.hyper(name).check(self._fn, own[key], "keras", label=key)
+            setattr(self, key, value)
+            hyper[name] = value
+        self._h = SimpleNamespace(**hyper)
+        self._call = getattr(functional, spec.name)
+        self._call_kwargs = {name: value for name, value in hyper.items()
+                             if spec.hyper(name).functional}
+
+    def state_slots(self):
+        return tuple((s.keras, getattr(self._h, s.init) if isinstance(s.init, str)
+                      else s.init) for s in self.spec.slots if s.used(self._h))
+
+    def update_step(self, grad, param, state, lr, options):
+        self._call(param, grad, **{s.name: state.get(s.keras) for s in self.spec.slots},
+                   step=self.iterations + 1, lr=lr, convention="keras",
+                   **self._call_kwargs, **options)
+
+    def get_config(self):
+        return {**super().get_config(),
+                **{key: getattr(self, key) for key in self._keras_names}}
+
+
+def make(spec):
+    """The Keras-style class of `spec` (see the module docstring)."""
+    front = spec.keras
+    names = [p.name for p in front.parameters()]
+    source = (f"def __init__(self, {front.signature}, **kwargs):\n"
+              f"    self._init_from_spec({{{', '.join(f'{n!r}: {n}' for n in names)}}},"
+              " kwargs)\n")
+    scope = {}
+    exec(source, scope)     # noqa: S102 - the source is built from the spec above
+    init = scope["__init__"]
+    init.__qualname__ = f"{front.cls}.__init__"
+    doc = (f"Keras 3's ``{front.cls}`` over NumPy and CUDA arrays, one fused kernel "
+           f"call per step.\n\n    Arguments: ``{front.signature}``, and the base "
+           "options of `fastopt.optimizers.base` (weight_decay, clipnorm, clipvalue,\n"
+           "    global_clipnorm, loss_scale_factor, name). The update, in fastopt's "
+           f"names (`fastopt.functional.{spec.name}`, convention \"keras\"):\n\n    "
+           + spec.doc + f"""
+
+    Example::
+
+        >>> w, g = np.ones(3), np.full(3, 0.5)
+        >>> opt = fastopt.{front.cls}()
+        >>> opt.apply_gradients(zip([g], [w]))
+        1
+""")
+    return type(front.cls, (SpecOptimizer,), {
+        "__init__": init, "spec": spec, "__doc__": doc,
+        "__module__": "fastopt.optimizers"})

@@ -1,0 +1,282 @@
+"""One definition per optimizer: what every front end and test row derive from.
+
+An optimizer is a `Spec` (one file per family in `fastopt/specs/`): its
+hyperparameters with their bounds (`Hyper`), its state slots with each
+library's names and initial value (`Slot`), how a convention picks its rule
+and flags (``plan``) and derives a step's host scalars (``scalars``), and
+each front end's signature (`Front`). From it come:
+
+* the functional function (`fastopt.functional._make`), with a real signature;
+* the Keras-style class (`fastopt.optimizers.base.from_spec`);
+* the torch class (`fastopt.torch._base.from_spec`);
+* the test-table rows (`tests/optimizer_table.py` names a spec and options).
+
+Hyperparameters are named once, in fastopt's words (``lr``, ``beta1``,
+``eps``); a `Front` maps its library's names onto them (Keras's
+``learning_rate``, torch's ``betas`` pair).
+"""
+import inspect
+import math
+import numbers
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+REQUIRED = object()    # a Hyper default: the functional call must pass it
+CONVENTIONS = ("keras", "torch")
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """One hyperparameter, in fastopt's name.
+
+    default: the functional default (`REQUIRED`: none). kind: "float" or
+    "flag". low/high (and whether open): the range every front end checks;
+    `bounds` overrides them per convention ({"keras": {"high": 1.0}}).
+    only: the one convention that has it; the other refuses any value but
+    the default. why: said where a library's own check would accept more
+    ("fastopt needs eps > 0"). functional: False for a front-end-only option (an initial
+    state value, which the functional caller sets in its arrays).
+    """
+
+    name: str
+    default: object = REQUIRED
+    kind: str = "float"
+    low: float = 0.0
+    high: float = None
+    low_open: bool = False
+    high_open: bool = False
+    bounds: dict = field(default_factory=dict)
+    only: str = None
+    functional: bool = True
+    why: str = None      # why fastopt's range is narrower than a library's
+
+
+    def check(self, fn, value, convention, label=None):
+        """`value` checked for `convention` (a float, or a bool for a flag);
+        messages name it `label` (default: its name) and say `fn`."""
+        label = label or self.name
+        if self.kind == "flag":
+            return check_flag(fn, label, value)
+        return check_float(fn, label, value, **self.range(convention))
+
+    def range(self, convention):
+        """``{low, high, low_open, high_open}`` under `convention`."""
+        return {"low": self.low, "high": self.high, "low_open": self.low_open,
+                "high_open": self.high_open, **self.bounds.get(convention, {})}
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One state array.
+
+    name: the functional argument and kernel slot (the rule's name for it);
+    keras / torch: Keras's variable name and torch's state key;
+    init: its initial fill: a number, or the name of a Hyper holding it;
+    when: ``when(h) -> bool`` over the checked hyperparameters (None: always);
+    arg: how the functional takes it: "required" (positional), "optional"
+    (positional, default None) or "keyword" (keyword-only, default None).
+    """
+
+    name: str
+    keras: str
+    torch: str
+    init: object = 0.0
+    when: object = None
+    arg: str = "required"
+
+    def used(self, h):
+        return self.when is None or bool(self.when(h))
+
+
+@dataclass(frozen=True)
+class Front:
+    """A front end's class: its name, its constructor's arguments after
+    ``params`` (a Python signature, torch's order and defaults, or Keras's),
+    and names that differ from fastopt's: ``{"learning_rate": "lr"}``, or a
+    pair ``{"betas": ("beta1", "beta2")}``. Options a library has besides
+    the spec's hyperparameters (torch's ``foreach``, Keras's ``weight_decay``)
+    are handled by that front end's base class."""
+
+    cls: str
+    signature: str
+    names: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)   # front-end specifics (see each base)
+
+    def parameters(self):
+        """The signature's `inspect.Parameter`s, in order."""
+        scope = {}
+        exec(f"def f({self.signature}): pass", scope)   # noqa: S102 - the spec's own text
+        return list(inspect.signature(scope["f"]).parameters.values())
+
+    def canonical(self, name):
+        """fastopt's name for this library's argument `name` (a tuple for a pair)."""
+        return self.names.get(name, _COMMON_NAMES.get(name, name))
+
+    def defaults(self):
+        """This front end's defaults, by fastopt name (a pair split in two)."""
+        out = {}
+        for p in self.parameters():
+            name = self.canonical(p.name)
+            if isinstance(name, tuple):
+                out.update(zip(name, p.default))
+            else:
+                out[name] = p.default
+        return out
+
+
+# Keras's names for hyperparameters that fastopt names as torch does.
+_COMMON_NAMES = {"learning_rate": "lr", "epsilon": "eps", "beta_1": "beta1",
+                 "beta_2": "beta2"}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One optimizer (see the module docstring).
+
+    plan(h, convention) -> (rule, flags): the kernel rule of `kernels.rules`
+    and its flags, from the checked hyperparameters `h` (a namespace); it
+    raises ValueError for combinations the convention refuses.
+    scalars(h, convention, step) -> tuple: the rule's per-step scalars, as
+    Python floats, in the rule's order (computed on the host in float64).
+    fixed: hyperparameters this optimizer sets itself (AdamW's decoupled
+    decay); they leave its signatures.
+    defaults: functional defaults of the shared options that differ here
+    (AdamW: weight_decay is required).
+    """
+
+    name: str
+    doc: str
+    hypers: tuple
+    slots: tuple
+    plan: object
+    scalars: object
+    keras: Front = None
+    torch: Front = None
+    fixed: dict = field(default_factory=dict)
+    defaults: dict = field(default_factory=dict)
+
+    def derive(self, **changes):
+        """A spec like this one with `changes` (AdamW from Adam)."""
+        return Spec(**{**self.__dict__, **changes})
+
+    def hyper(self, name):
+        for h in self.hypers + SHARED:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    @property
+    def arguments(self):
+        """The functional's hyperparameter arguments, in signature order,
+        with their defaults: the spec's own, then the shared options."""
+        own = [h for h in self.hypers if h.functional]
+        shared = [h for h in SHARED if h.name not in self.fixed]
+        return [(h, self.defaults.get(h.name, h.default)) for h in own + shared]
+
+    def settings(self, fn, values):
+        """Check a call's hyperparameters (`values` in `arguments` order,
+        then the convention): ``(variant, pre, h, convention)``, with `h` the
+        checked values as a namespace. Pure: raises on a bad value."""
+        from .kernels import variant
+
+        *values, convention = values
+        if convention not in CONVENTIONS:
+            raise ValueError(
+                f"{fn}(): convention must be 'keras' or 'torch', got {convention!r}")
+        given = dict(zip([h.name for h, _ in self.arguments], values), **self.fixed)
+        checked = {}
+        for name, value in given.items():
+            h = self.hyper(name)
+            if name in _OPTIONAL and value is None:
+                checked[name] = None
+                continue
+            checked[name] = h.check(fn, value, convention)
+            if h.only is not None and h.only != convention and value != h.default:
+                raise ValueError(
+                    f"{fn}(): {name} is a {h.only} option; use convention='{h.only}'")
+        h = SimpleNamespace(**checked)
+        try:
+            rule, flags = self.plan(h, convention)
+        except ValueError as e:
+            raise ValueError(f"{fn}(): {e}") from None
+        clip, l2, pre = gradient_transforms(h, convention)
+        return variant(rule, flags, clip, l2), pre, h, convention
+
+    def state_names(self, h):
+        """The slots `h` uses, by fastopt name."""
+        return [s.name for s in self.slots if s.used(h)]
+
+
+# -- the options every optimizer shares ---------------------------------------
+SHARED = (
+    Hyper("weight_decay", 0.0),
+    Hyper("decoupled_weight_decay", None, kind="flag"),
+    Hyper("maximize", False, kind="flag"),
+    Hyper("grad_scale", 1.0, low=None),
+    Hyper("clip_value", None),
+)
+_OPTIONAL = frozenset(["decoupled_weight_decay", "clip_value"])   # None: unset
+
+SHARED_DOC = """
+    weight_decay: decay rate (>= 0). Decoupled (``p ← p·(1 − lr·wd)`` before
+        the update, as Keras and torch's AdamW do) or coupled (``g ← g + wd·p``,
+        torch's L2), per `decoupled_weight_decay`.
+    decoupled_weight_decay: None picks the convention's own: True for
+        ``"keras"``, False for ``"torch"``.
+    maximize: ascend instead of descend (torch's ``maximize``): ``g ← −g``.
+    grad_scale: multiplies the gradient first (loss-scale undo, norm clipping).
+    clip_value: if given, clip each gradient element to [−clip_value, clip_value]
+        (Keras ``clipvalue``), after `grad_scale`.
+    convention: ``"keras"`` or ``"torch"``: whose update rule to follow where
+        they differ.
+"""
+
+
+def gradient_transforms(h, convention):
+    """The shared options as `kernels.variants.element_step` takes them:
+    ``(clip, l2, pre)``, the compile-time flags and the runtime scalars
+    ``(scale, bound, wd, decay)``."""
+    decoupled = h.decoupled_weight_decay
+    if decoupled is None:
+        decoupled = convention == "keras"
+    clip = h.clip_value is not None
+    l2 = h.weight_decay != 0.0 and not decoupled
+    decay = 1.0 - h.lr * h.weight_decay if decoupled else 1.0
+    scale = -h.grad_scale if h.maximize else h.grad_scale
+    return clip, l2, (scale, h.clip_value if clip else 0.0,
+                      h.weight_decay if l2 else 0.0, decay)
+
+
+# -- checks, one message style -------------------------------------------------
+def check_step(fn, step):
+    if type(step) is not int and (isinstance(step, bool)
+                                  or not isinstance(step, numbers.Integral)):
+        raise TypeError(f"{fn}(): step must be an int, got {type(step).__name__}")
+    if step < 1:
+        raise ValueError(f"{fn}(): step must be >= 1 (the 1-based update count), got {step}")
+
+
+def check_flag(fn, name, value):
+    if not isinstance(value, bool):
+        raise TypeError(f"{fn}(): {name} must be True or False, got {value!r}")
+    return value
+
+
+def check_float(fn, name, value, *, low=None, high=None, low_open=False,
+                high_open=False):
+    """`value` must be a finite real number in the given range; returns it as float."""
+    if type(value) is not float:   # the common case skips the slow ABC check
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(
+                f"{fn}(): {name} must be a real number, got {type(value).__name__}")
+        value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{fn}(): {name} must be finite, got {value}")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        lo = "(" if low_open else "["
+        hi = ")" if high_open else "]"
+        bounds = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
+        raise ValueError(f"{fn}(): {name} must be in {bounds}, got {value}")
+    return value

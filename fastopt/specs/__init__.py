@@ -1,0 +1,13 @@
+"""Every optimizer's definition (`fastopt.spec.Spec`), one file per family.
+
+`SPECS` lists them in the order the front ends export them; adding an
+optimizer is a rule in `kernels/rules.py`, its spec file here, and its line
+below.
+"""
+from .adagrad import ADAGRAD
+from .adam import ADAM, ADAMW
+from .adamax import ADAMAX
+from .rmsprop import RMSPROP
+from .sgd import SGD
+
+SPECS = (SGD, ADAGRAD, RMSPROP, ADAM, ADAMW, ADAMAX)
