@@ -252,11 +252,14 @@ def adamax(p, g, s, h, f):
     """Adamax, both conventions; slots (m, u): the first moment and the
     exponentially weighted infinity norm.
 
-    keras:       m ← m + (g − m)(1−β₁);   u ← max(β₂·u, |g|);
+    keras:       m ← β₁·m + (1−β₁)·g;     u ← max(β₂·u, |g|);
                  p ← p − lr·m / (c₁·(u + ε))
     torch_form:  m ← lerp(m, g, 1−β₁);    u ← max(β₂·u, |g| + ε);
                  p ← p − lr·(m / u)      (the host passes lr/c₁ as lr)
-    c₁ = 1 − β₁ᵗ. The max propagates NaN, as torch.maximum does.
+    c₁ = 1 − β₁ᵗ. The max propagates NaN, as torch.maximum does. Keras's
+    moment is written m + (g − m)(1−β₁), but its oracle keeps an infinite
+    moment infinite where that form would make it NaN: it behaves as the
+    form used here (the same holds for `adam`'s Keras form).
     h = (lr, β₁, 1−β₁, β₂, ε, c₁);  f = (torch_form,)
     """
     m, u, s2 = s
@@ -267,7 +270,7 @@ def adamax(p, g, s, h, f):
         u = nan_max(u * beta2, abs(g) + eps)
         p = p - lr * (m / u)
     else:
-        m = m + (g - m) * one_minus_beta1
+        m = beta1 * m + one_minus_beta1 * g
         u = nan_max(beta2 * u, abs(g))
         p = p - (lr * m) / (c1 * (u + eps))
     return p, (m, u, s2)

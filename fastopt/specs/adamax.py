@@ -16,7 +16,7 @@ ADAMAX = Spec(
 
     With ``c₁ = 1 − β₁ᵗ`` (t = `step`):
 
-    * ``"keras"``: ``m ← m + (g − m)(1 − β₁);  u ← max(β₂·u, |g|);
+    * ``"keras"``: ``m ← β₁·m + (1 − β₁)·g;  u ← max(β₂·u, |g|);
       p ← p − lr·m / (c₁·(u + ε))``
     * ``"torch"``: ``m ← lerp(m, g, 1 − β₁);  u ← max(β₂·u, |g| + ε);
       p ← p − (lr/c₁)·m / u``
