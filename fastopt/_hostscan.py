@@ -35,7 +35,8 @@ import numpy as np
 from numba.core import types
 from numba.core.extending import intrinsic
 
-from .kernels import cpu, multi_cpu
+from ._facts import FLOAT_DTYPES, ITEMSIZES
+from .kernels import NUM_ARRAYS, cpu, multi_cpu
 from .kernels.multi_cpu import prefetch
 
 # CPython (standard build): PyObject = (ob_refcnt, ob_type); a list adds
@@ -45,8 +46,6 @@ _OB_TYPE, _LIST_SIZE, _LIST_ITEMS = 8, 16, 24
 _DATA, _NDIM, _DIMS, _DESCR, _FLAGS = 16, 24, 32, 56, 64
 _C_CONTIGUOUS, _WRITEABLE = 0x0001, 0x0400     # NPY_ARRAY_* flag bits
 _BYTE = np.uint8(0)     # `prefetch`'s unit: offsets in bytes
-
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _loader(ty):
@@ -168,23 +167,24 @@ def _walk_block(items, read_only, ndarray, descrs, out, n, first, stop):
 
 @numba.njit(cache=True)
 def _walk_one(ids, used, ndarray, descrs, itemsizes):
-    """The single-array form: `ids` are the objects of param, grad and the
-    3 state slots, `used` says which slots hold arrays (the others repeat
-    param). All must match param; none may share memory with another (only
-    grad is read, and it may be read-only). Returns (ok, dtype code, element
-    count, the 5 data addresses)."""
+    """The single-array form: `ids` are the objects of the kernel's
+    `NUM_ARRAYS` columns (param, grad, the state slots), `used` says which
+    slots hold arrays (the others repeat param). All must match param; none
+    may share memory with another (only grad is read, and it may be
+    read-only). Returns (ok, dtype code, element count, the data addresses)."""
     fail = (False, 0, 0, (0, 0, 0, 0, 0))
     p = ids[0]
     code, ndim, dims, size = _kind(p, ndarray, descrs)
     if code < 0:
         return fail
-    for j in range(5):
+    for j in range(NUM_ARRAYS):
         if used[j] and not _like(ids[j], p, ndim, dims, j != 1, ndarray):
             return fail
+    # A tuple has a length fixed at compile time: one load per column.
     data = (_i64(ids[0] + _DATA), _i64(ids[1] + _DATA), _i64(ids[2] + _DATA),
             _i64(ids[3] + _DATA), _i64(ids[4] + _DATA))
     nbytes = size * itemsizes[code]
-    for j in range(1, 5):
+    for j in range(1, NUM_ARRAYS):
         for i in range(j):
             if used[i] and used[j] and abs(data[j] - data[i]) < nbytes:
                 return fail
@@ -243,8 +243,8 @@ _NOTHING = np.empty(0, np.int64)
 def check_one(ids, used):
     """``(ok, dtype code, n, addresses)`` of a single-array call.
 
-    ids: ``id()`` of param, grad and the 3 state slots, in the kernel's
-    order (an unused slot repeats param's); used: 5 bools, which slots are
+    ids: ``id()`` of param, grad and the state slots, in the kernel's
+    order (an unused slot repeats param's); used: `NUM_ARRAYS` bools, which are
     arrays of the call. ok is False when anything is unusual (then the Python
     path checks, and names the problem): a non-ndarray, another dtype or
     shape than param, not C-contiguous, read-only (but grad), or memory
@@ -318,7 +318,7 @@ def list_runner(variant):
 
 _NDARRAY = id(np.ndarray)
 _DESCRS = np.array([id(d) for d in FLOAT_DTYPES], np.int64)
-ITEMSIZES = np.array([d.itemsize for d in FLOAT_DTYPES], np.int64)
+assert NUM_ARRAYS == 5, "`_walk_one` reads the kernel's columns one by one"
 
 
 @functools.lru_cache(maxsize=None)

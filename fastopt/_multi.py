@@ -38,6 +38,7 @@ and sizes are read. Other GPU arrays (CuPy, Numba, any CAI producer) are
 described one by one (`_update_device`, ~6 µs an array).
 """
 import collections
+import functools
 import operator
 import sys
 import threading
@@ -45,8 +46,9 @@ import threading
 import numba
 import numpy as np
 
-from . import _device, _dispatch, _hostscan
-from .kernels import PRE, RULES, cpu, multi_cpu
+from . import _accel, _batch, _checks, _device, _facts, _hostscan
+from ._facts import HOST
+from .kernels import NUM_ARRAYS, PRE, RULES, cpu
 
 # Elements per chunk: large enough that a chunk's loop runs at full speed
 # (64K float32 = 256 KiB per array), small enough to balance a few big
@@ -137,39 +139,33 @@ def update_many(fn, variant, params, grads, states, pre, hyper):
     n = len(params)
     if n == 0:
         return
+    labels = _checks.Labels(names, n)
     if type(params) is Checked:     # checked by the caller (fastopt.torch)
-        return _run_torch(fn, variant, names, columns, params[0].get_device(), pre, hyper)
-    flat = _flatten(columns)
-    if all([type(a) is np.ndarray for a in flat]):
-        return _update_host(fn, variant, names, columns, pre, hyper)
-    device = _torch_device(columns, flat)
-    if device is not None:
-        return _run_torch(fn, variant, names, columns, device, pre, hyper)
-    places = [_dispatch._place(a) for a in flat]
-    for j, (a, place) in enumerate(zip(flat, places)):
-        if place is None:
-            raise TypeError(
-                f"{fn}(): {_label(names, n, j)} must be a NumPy array or a CUDA "
-                f"array (CuPy, Numba, torch), got {_dispatch.describe(a)}")
-    if places.count(places[0]) != len(places):
-        other = next(j for j, p in enumerate(places) if p != places[0])
-        where = {_dispatch._HOST: "host memory", _dispatch._DEVICE: "a GPU"}
-        raise TypeError(
-            f"{fn}(): arrays are mixed between host memory and a GPU: "
-            f"{_label(names, n, 0)} is in {where[places[0]]}, "
-            f"{_label(names, n, other)} in {where[places[other]]}; "
-            "all must live in the same place")
-    if places[0] == _dispatch._HOST:
-        views = [[_dispatch._host_view(a) for a in column] for column in columns]
-        _update_host(fn, variant, names, views, pre, hyper)
+        device = params[0].get_device()
     else:
-        _update_device(fn, variant, names, columns, pre, hyper)
-    _dispatch.bump_torch_versions(_written(columns))
+        flat = _flatten(columns)
+        if all([type(a) is np.ndarray for a in flat]):
+            return _batch.run(_plan_host(fn, labels, variant, columns, pre, hyper))
+        device = _torch_device(columns, flat)
+        if device is None:
+            if _checks.placed(fn, labels, flat) == HOST:
+                views = [[_facts.host_view(a) for a in column] for column in columns]
+                action = _plan_host(fn, labels, variant, views, pre, hyper)
+            else:
+                action = _plan_device(fn, labels, variant, columns, pre, hyper)
+            written = _written(columns)
+
+            def run():
+                action()
+                _facts.bump_torch_versions(written)
+
+            return _batch.run(run)
+    _batch.run(_plan_torch(fn, labels, variant, columns, device, pre, hyper))
 
 
 def _written(columns):
-    """Every array the update writes: all columns but grad's (the second)."""
-    return _flatten(columns[:1] + columns[2:])
+    """Every array the update writes: all columns but grad's."""
+    return _flatten(columns[:_facts.GRAD] + columns[_facts.GRAD + 1:])
 
 
 def _flatten(columns, get=None):
@@ -180,14 +176,9 @@ def _flatten(columns, get=None):
     return out
 
 
-def _label(names, n, j):
-    """The name of the j-th array of the flattened columns: ``grad[3]``."""
-    return f"{names[j // n]}[{j % n}]"
-
-
 def _columns(fn, variant, params, grads, states):
     """The argument names and their lists, param and grad first, then used slots."""
-    names, columns = _dispatch.named_arguments(fn, variant, params, grads, states)
+    names, columns = _facts.arguments(fn, variant, params, grads, states)
     n = len(params)
     for name, column in zip(names[1:], columns[1:]):
         if not isinstance(column, (list, tuple)):
@@ -198,76 +189,6 @@ def _columns(fn, variant, params, grads, states):
             raise ValueError(
                 f"{fn}(): {name} has {len(column)} arrays, expected {n} like param")
     return names, columns
-
-
-def _check_tensors(fn, names, columns, layout, device=None):
-    """Per-tensor dtype, shape, layout (and device) checks, for either place.
-
-    layout(a) -> (contiguous, readonly); `device`, if given, is the GPU every
-    array must be on (each then has a ``.device``).
-    """
-    for k, p in enumerate(columns[0]):
-        dtype, shape = p.dtype, p.shape
-        if dtype not in _dispatch.FLOAT_DTYPES:
-            raise TypeError(
-                f"{fn}(): param[{k}] must be float32 or float64, got {dtype}")
-        for name, column in zip(names, columns):
-            a = column[k]
-            if a.dtype != dtype:
-                raise TypeError(f"{fn}(): {name}[{k}] has dtype {a.dtype}, "
-                                f"expected {dtype} like param[{k}]")
-            if a.shape != shape:
-                raise ValueError(f"{fn}(): {name}[{k}] has shape {a.shape}, "
-                                 f"expected {shape} like param[{k}]")
-            contiguous, readonly = layout(a)
-            if not contiguous:
-                raise ValueError(f"{fn}(): {name}[{k}] must be C-contiguous")
-            if device is not None and a.device != device:
-                raise ValueError(
-                    f"{fn}(): {name}[{k}] is on GPU {a.device} but param[0] "
-                    f"is on GPU {device}; all arrays must be on the same GPU")
-            if readonly and name != "grad":
-                raise ValueError(
-                    f"{fn}(): {name}[{k}] is read-only; it is updated in place")
-
-
-def _device_layout(info):
-    return info.contiguous, info.readonly
-
-
-def _check_no_overlap(fn, names, n, addresses, nbytes):
-    """No written array may share memory with any other array of the call.
-
-    `addresses` and `nbytes` run over the flattened columns (param[0..n),
-    grad[0..n), ...); grads are the only arrays not written. One sweep over
-    the arrays sorted by start address: an array overlaps an earlier one
-    exactly when it starts before the furthest end seen so far (of any
-    earlier array if it is written, of an earlier written one if not).
-    """
-    start = np.asarray(addresses, np.int64)
-    size = np.asarray(nbytes, np.int64)
-    live = np.flatnonzero(size)            # empty arrays overlap nothing
-    if live.size < 2:
-        return
-    written = (live // n) != 1
-    order = np.argsort(start[live], kind="stable")
-    idx, wr = live[order], written[order]
-    lo, hi = start[idx], start[idx] + size[idx]
-    # Running maximum of the ends before each array, over all and over written.
-    end_any = np.maximum.accumulate(hi)
-    end_written = np.maximum.accumulate(np.where(wr, hi, np.iinfo(np.int64).min))
-    before_any = np.concatenate(([np.iinfo(np.int64).min], end_any[:-1]))
-    before_written = np.concatenate(([np.iinfo(np.int64).min], end_written[:-1]))
-    bad = np.flatnonzero(np.where(wr, before_any, before_written) > lo)
-    if bad.size:
-        j = int(bad[0])
-        ends = end_any if wr[j] else end_written
-        # The earlier array whose end is the running maximum overlaps idx[j].
-        i = int(np.flatnonzero((ends[:j] == ends[j - 1]))[0])
-        first, second = sorted((int(idx[i]), int(idx[j])))
-        raise ValueError(
-            f"{fn}(): {_label(names, n, second)} shares memory with "
-            f"{_label(names, n, first)}; each array must be a separate buffer")
 
 
 def _groups(dtypes):
@@ -312,57 +233,62 @@ def _build_table(addr, size, cols, member):
 
 
 def _update_scanned(fn, variant, params, grads, states, pre, hyper):
-    """The host path for lists `_hostscan` accepts (False if it does not:
-    then nothing ran, and the Python path checks, and names the problem).
+    """The host path for lists the ``"many"`` accelerator accepts (False if
+    it does not: then nothing ran, and the Python path checks, and names the
+    problem).
 
     Every per-array check is the walk's; what is left (overlap check,
     tables) depends on the layout only, so it is done once per layout and
     cached. The lists' identities point at last step's layout: the walk
     compares the arrays with it as it goes and, when they match, runs the
-    kernel on its tables in the same compiled call.
+    kernel on its tables in the same compiled call. Inside an all-or-nothing
+    step (`_batch`) the walk only checks, and the run waits.
     """
-    run = _runners.get(variant, _UNBUILT)
+    run = _accel.MANY.get(variant, _UNBUILT)
     if run is _UNBUILT:
-        run = _runners[variant] = _hostscan.list_runner(variant)
+        run = _accel.MANY[variant] = _accel.get("many", variant)
     columns = [params, grads, *[states.get(s) for s in variant.slots if s is not None]]
     if run is None or not all([type(c) is list for c in columns]):
         return False
     ids = tuple([id(c) for c in columns])
     lists = (CHUNK, variant.used, ids)
-    guess = _layouts.get(_last_layout.get(lists), _NO_LAYOUT)
+    if _pending.queue is None:
+        guess = _layouts.get(_last_layout.get(lists), _NO_LAYOUT)
+    else:
+        guess = _NO_LAYOUT      # never equal to the layout: check, run nothing
     n = len(params)
     out = np.empty((len(columns) + 2) * n, np.int64)
     status, digest = run(ids, out, guess["layout"], guess["tables"], pre, hyper)
     if status == 1:     # not last step's layout: check it, then run
-        names = _dispatch.named_arguments(fn, variant, params, grads, states)[0]
-        entry = _entry(fn, names, n, variant, out, digest)
+        names = _facts.arguments(fn, variant, params, grads, states)[0]
+        entry = _entry(fn, _checks.Labels(names, n), variant, out, digest)
         if len(_last_layout) >= CACHE_ENTRIES:
             _last_layout.clear()
         _last_layout[lists] = _layout_key(variant, digest)
-        _run_entry(variant, entry, pre, hyper)
+        _batch.run(functools.partial(_run_entry, variant, entry, pre, hyper))
     return status != 0
 
 
-_runners = {}           # variant -> `_hostscan.list_runner(variant)`
 _UNBUILT = object()
+_pending = _batch.pending
 
 
 def _run_entry(variant, entry, pre, hyper):
-    kern = multi_cpu.kernel(variant)
+    kern = _accel.get("multi_cpu", variant)
     tables = entry["tables"]
-    for code, dtype in enumerate(_hostscan.FLOAT_DTYPES):
+    for code, dtype in enumerate(_facts.FLOAT_DTYPES):
         addrs, chunks, parts = tables[3 * code:3 * code + 3]
         if len(chunks):
-            kern(addrs, chunks, parts, _dispatch.LIKE[dtype], pre, hyper)
+            kern(addrs, chunks, parts, _facts.LIKE[dtype], pre, hyper)
 
 
-def _entry(fn, names, n, variant, layout, digest):
+def _entry(fn, labels, variant, layout, digest):
     """The overlap-checked tables of a layout (`_hostscan.scan`'s int64
     form, `digest` its hash), from the cache when seen before."""
     key = _layout_key(variant, digest)
     entry = _layouts.hit(key)
     if entry is None or not _hostscan.same(entry["layout"], layout):
-        entry = _layout_entry(fn, names, n, variant, layout)
+        entry = _layout_entry(fn, labels, variant, layout)
         _layouts.store(key, entry, layout.nbytes + sum(t.nbytes for t in entry["tables"]))
     return entry
 
@@ -371,15 +297,15 @@ def _layout_key(variant, digest):
     return CHUNK, variant.used, digest
 
 
-def _layout_entry(fn, names, n, variant, layout):
-    ncols = len(names)
+def _layout_entry(fn, labels, variant, layout):
+    ncols, n = len(labels.names), labels.n
     addr = layout[:ncols * n].reshape(ncols, n)
     size, code = layout[ncols * n:(ncols + 1) * n], layout[(ncols + 1) * n:]
-    itemsize = _hostscan.ITEMSIZES[code]
-    _check_no_overlap(fn, names, n, addr.ravel(), np.tile(size * itemsize, ncols))
-    cols = list(_dispatch._kernel_slots(variant)[0])
+    _checks.no_overlap(fn, labels, addr.ravel(),
+                       np.tile(size * _facts.ITEMSIZES[code], ncols))
+    cols = list(_facts.kernel_columns(variant)[0])
     tables = []
-    for c in range(len(_hostscan.FLOAT_DTYPES)):
+    for c in range(len(_facts.FLOAT_DTYPES)):
         table = _build_table(addr, size, cols, np.flatnonzero(code == c))
         tables += [table["addrs"], table["chunks"], _parts(table["chunks"])]
     return {"layout": layout, "tables": tuple(tables)}
@@ -407,14 +333,9 @@ def _parts(chunks):
 
 
 # What `_update_scanned` compares lists it has not seen with: no layout.
-_NO_TABLES = (np.empty((0, 5), np.int64), np.empty((0, 3), np.int64),
+_NO_TABLES = (np.empty((0, NUM_ARRAYS), np.int64), np.empty((0, 3), np.int64),
               np.zeros(1, np.int64))
 _NO_LAYOUT = {"layout": np.empty(0, np.int64), "tables": _NO_TABLES * 2}
-
-
-def _host_layout(a):
-    flags = a.flags
-    return flags.c_contiguous, not flags.writeable
 
 
 def _torch_device(columns, flat):
@@ -445,15 +366,15 @@ def _torch_device(columns, flat):
                 or not all(map(torch.Tensor.is_contiguous, column))):
             return None
     known = _device._torch_dtypes(torch)
-    if not all([d in _dispatch.FLOAT_DTYPES for d in map(known.get, dtypes)]):
+    if not all([d in _facts.FLOAT_DTYPES for d in map(known.get, dtypes)]):
         return None
     return device
 
 
-def _run_torch(fn, variant, names, columns, device, pre, hyper):
-    """Run the update on checked lists of torch tensors (`_torch_device`'s
-    checks), on the CPU (device -1) or on GPU `device`, on torch's current
-    stream there; then bump the versions of the tensors written. Only
+def _plan_torch(fn, labels, variant, columns, device, pre, hyper):
+    """The run of checked lists of torch tensors (`_torch_device`'s checks),
+    on the CPU (device -1) or on GPU `device`, on torch's current stream
+    there, then the bump of the versions of the tensors written. Only
     their addresses and sizes are read here."""
     torch = sys.modules["torch"]
     known = _device._torch_dtypes(torch)
@@ -461,86 +382,91 @@ def _run_torch(fn, variant, names, columns, device, pre, hyper):
               list(map(torch.Tensor.numel, columns[0])),
               list(map(known.__getitem__, map(_DTYPE, columns[0]))))
     if device < 0:
-        _run_host(fn, variant, names, *layout, pre, hyper)
+        action = _plan_layout_host(fn, labels, variant, *layout, pre, hyper)
     else:
-        _run_device(fn, variant, names, *layout, device,
-                    _device.torch_stream(device), pre, hyper)
-    torch.autograd.graph.increment_version(_written(columns))
+        action = _plan_layout_device(fn, labels, variant, *layout, device,
+                                     _device.torch_stream(device), pre, hyper)
+    written = _written(columns)
+
+    def run():
+        action()
+        torch.autograd.graph.increment_version(written)
+
+    return run
 
 
 _IS_CPU, _IS_CUDA, _LAYOUT, _DTYPE, _SHAPE = map(
     operator.attrgetter, ("is_cpu", "is_cuda", "layout", "dtype", "shape"))
 
 
-def _update_host(fn, variant, names, columns, pre, hyper):
+def _plan_host(fn, labels, variant, columns, pre, hyper):
     """The list form on the host in Python: NumPy arrays (or views) that
-    neither fast path took, and the error messages."""
-    _check_tensors(fn, names, columns, _host_layout)
+    neither the accelerator nor the torch path took, and the error messages."""
+    _checks.tensors(fn, labels, columns, _checks.host_layout)
     params = columns[0]
     addresses = [a.ctypes.data for column in columns for a in column]
-    _run_host(fn, variant, names, addresses, [p.size for p in params],
-              [p.dtype for p in params], pre, hyper)
+    return _plan_layout_host(fn, labels, variant, addresses, [p.size for p in params],
+                             [p.dtype for p in params], pre, hyper)
 
 
-def _run_host(fn, variant, names, addresses, sizes, dtypes, pre, hyper):
-    """Check overlap and run the CPU kernel on arrays that passed every other
+def _plan_layout_host(fn, labels, variant, addresses, sizes, dtypes, pre, hyper):
+    """Check overlap and plan the CPU kernel on arrays that passed every other
     check: `addresses` flattened per column, `sizes` and `dtypes` per tensor.
-    They are put in the fast path's layout form, so both share one cache of
-    checked tables."""
-    layout = np.array(addresses + sizes + [_CODES[d] for d in dtypes], np.int64)
-    entry = _entry(fn, names, len(sizes), variant, layout, _hostscan.digest(layout))
-    _run_entry(variant, entry, pre, hyper)
+    They are put in the accelerator's layout form, so both share one cache
+    of checked tables."""
+    codes = _facts.CODES
+    layout = np.array(addresses + sizes + [codes[d] for d in dtypes], np.int64)
+    entry = _entry(fn, labels, variant, layout, _hostscan.digest(layout))
+    return functools.partial(_run_entry, variant, entry, pre, hyper)
 
 
-_CODES = {d: code for code, d in enumerate(_hostscan.FLOAT_DTYPES)}
-
-
-def _update_device(fn, variant, names, columns, pre, hyper):
-    """The list form on a GPU, array by array: the checks, then `_run_device`."""
-    infos = [[_device.describe(f"{name}[{k}]", a) for k, a in enumerate(column)]
-             for name, column in zip(names, columns)]
+def _plan_device(fn, labels, variant, columns, pre, hyper):
+    """The list form on a GPU, array by array: the checks, then `_plan_layout_device`."""
+    infos = [[_device.describe(labels.at(c, k), a) for k, a in enumerate(column)]
+             for c, column in enumerate(columns)]
     device = infos[0][0].device
-    _check_tensors(fn, names, infos, _device_layout, device)
+    _checks.tensors(fn, labels, infos, _checks.device_layout, device)
     flat, params = _flatten(infos), infos[0]
     # The simulator runs no intrinsic: its kernel takes the arrays themselves.
     views = [_device.flat_view(i) for i in flat] if _device.simulated() else None
-    _run_device(fn, variant, names, [i.ptr for i in flat], [p.size for p in params],
-                [p.dtype for p in params], device, _device.stream_of(params[0]),
-                pre, hyper, views)
+    return _plan_layout_device(fn, labels, variant, [i.ptr for i in flat],
+                               [p.size for p in params], [p.dtype for p in params],
+                               device, _device.stream_of(params[0]), pre, hyper, views)
 
 
-def _run_device(fn, variant, names, addresses, sizes, dtypes, device, stream, pre,
-                hyper, views=None):
-    """Check alignment and overlap, then launch the GPU kernel once per dtype,
-    on arrays that passed every other check: `addresses` flattened per
-    column, `sizes` and `dtypes` per tensor, all on GPU `device`; `views`,
-    under the simulator, the arrays themselves in the same order."""
-    from numba import cuda as numba_cuda
-
-    from .kernels import multi_cuda
-
+def _plan_layout_device(fn, labels, variant, addresses, sizes, dtypes, device, stream,
+                        pre, hyper, views=None):
+    """Check alignment and overlap, and plan one GPU launch per dtype, on
+    arrays that passed every other check: `addresses` flattened per column,
+    `sizes` and `dtypes` per tensor, all on GPU `device`; `views`, under the
+    simulator, the arrays themselves in the same order."""
     n = len(sizes)
-    itemsize = np.tile(np.array([d.itemsize for d in dtypes], np.int64), len(names))
-    misaligned = np.flatnonzero(np.asarray(addresses, np.int64) % itemsize)
-    if misaligned.size:   # a load off its boundary faults and ends the CUDA context
-        j = int(misaligned[0])
-        raise ValueError(_dispatch._misaligned(fn, _label(names, n, j), addresses[j],
-                                               int(itemsize[j])))
-    _check_no_overlap(fn, names, n, addresses,
-                      itemsize * np.tile(np.asarray(sizes, np.int64), len(names)))
-    cols = list(_dispatch._kernel_slots(variant)[0])
-    kern = multi_cuda.kernel(variant)
-    with _device.on_device(device):
-        for dtype, members in _groups(dtypes).items():
-            entry = _table(addresses, sizes, cols, members, n)
-            if views is None:
-                table, chunks = multi_cuda.device_table(entry, device, stream)
-            else:   # per tensor, its five arrays in the table's order
-                table = tuple(tuple(views[c * n + k] for c in cols) for k in members)
-                chunks = numba_cuda.to_device(entry["chunks"])
-            if len(chunks) == 0:
-                continue
-            blocks, threads = multi_cuda.launch_config(len(chunks), device)
-            kern[blocks, threads, stream](table, chunks,
-                                          _dispatch._scalars(dtype, pre),
-                                          _dispatch._scalars(dtype, hyper))
+    ncols = len(labels.names)
+    itemsize = np.tile(np.array([d.itemsize for d in dtypes], np.int64), ncols)
+    _checks.aligned(fn, labels, addresses, itemsize)
+    _checks.no_overlap(fn, labels, addresses,
+                       itemsize * np.tile(np.asarray(sizes, np.int64), ncols))
+    cols = list(_facts.kernel_columns(variant)[0])
+
+    def launch():
+        from numba import cuda as numba_cuda
+
+        from .kernels import multi_cuda
+
+        kern = multi_cuda.kernel(variant)
+        with _device.on_device(device):
+            for dtype, members in _groups(dtypes).items():
+                entry = _table(addresses, sizes, cols, members, n)
+                if views is None:
+                    table, chunks = multi_cuda.device_table(entry, device, stream)
+                else:   # per tensor, its arrays in the table's order
+                    table = tuple(tuple(views[c * n + k] for c in cols) for k in members)
+                    chunks = numba_cuda.to_device(entry["chunks"])
+                if len(chunks) == 0:
+                    continue
+                blocks, threads = multi_cuda.launch_config(len(chunks), device)
+                kern[blocks, threads, stream](table, chunks,
+                                              _facts.scalars(dtype, pre),
+                                              _facts.scalars(dtype, hyper))
+
+    return launch

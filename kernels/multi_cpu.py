@@ -3,6 +3,7 @@ parallel region from `kernels.cpu.SERIAL_BELOW` elements in all).
 
 The host describes same-dtype tensors with three int64 tables:
 ``addrs[t] = (param, grad, slot0, slot1, slot2)`` addresses of tensor t
+(`NUM_ARRAYS` columns)
 (unused slots repeat param's and are never touched),
 ``chunks[c] = (t, start, n)``, and ``parts``, where each run of consecutive
 chunks of about equal element count starts (part j is chunks
@@ -32,7 +33,7 @@ from numba.core.extending import intrinsic
 from . import cpu as _cpu
 from .cpu import _element_at, _steps, as_dtype_of
 from .cpu import view as _view
-from .variants import element_step
+from .variants import NUM_ARRAYS, element_step
 
 _kernels = {}   # variant -> compiled loop
 
@@ -79,10 +80,10 @@ def _chunk(key, c, addrs, chunks, like, pre, hyper):
     t, start, n = chunks[c, 0], chunks[c, 1], chunks[c, 2]
     if c < chunks.shape[0] - 1:
         # A thread's next chunk is c + 1 (its parts are consecutive), often
-        # another tensor elsewhere in memory: start its five streams now
+        # another tensor elsewhere in memory: start its streams now
         # (measured on 200 tensors of 1,000 elements: 10% less time;
         # prefetching more of it, or further ahead, was slower).
-        for a in range(5):
+        for a in range(NUM_ARRAYS):
             prefetch(addrs[chunks[c + 1, 0], a], chunks[c + 1, 1], like)
     param = _view(addrs[t, 0], start, n, like)
     grad = _view(addrs[t, 1], start, n, like)
@@ -105,7 +106,7 @@ def kernel(variant):
     """The many-tensor CPU kernel:
     ``kernel(addrs, chunks, parts, like, pre, hyper)``.
 
-    addrs: int64 (T, 5); chunks: int64 (C, 3); parts: int64 (P + 1,),
+    addrs: int64 (T, NUM_ARRAYS); chunks: int64 (C, 3); parts: int64 (P + 1,),
     non-decreasing from 0 to C; all as above; `like` a scalar of
     the tensors' dtype; `pre` and `hyper` tuples of Python floats. The caller
     keeps the memory alive and guarantees that no written array overlaps

@@ -1,6 +1,6 @@
 """The CUDA skeleton for many tensors: one launch per call, whatever N.
 
-Same tables as `kernels.multi_cpu` (``addrs`` (T, 5), ``chunks`` (C, 3)), in
+Same tables as `kernels.multi_cpu` (``addrs`` (T, NUM_ARRAYS), ``chunks`` (C, 3)), in
 device memory. Blocks stride over the chunks (Apex's multi_tensor_apply
 layout: one chunk per block at a time) and the threads of a block over the
 chunk's elements. A chunk's addresses become typed views through a small

@@ -17,6 +17,9 @@ from .rules import RULES
 
 PRE = ("scale", "bound", "wd", "decay")   # see element_step
 NUM_SLOTS = 3
+# Every kernel takes its arrays as these columns: param, grad, then the state
+# slots (an unused slot repeats param's address and is never touched).
+NUM_ARRAYS = 2 + NUM_SLOTS
 
 
 def _source_fingerprint():

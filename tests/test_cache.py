@@ -39,12 +39,12 @@ def _run_cases():
             want, _ = oracles.run(oracle(case), param, grads)
             err = max_rel_error(p, want, float(np.abs(param).max()))
             worst[f"{case.id}/{dtype.__name__}"] = err
-    from fastopt import _dispatch
+    from fastopt import _accel
     # What a call enters from Python: the single-array path's jitted
     # check-and-run functions (the kernels compiled into them), and the
     # kernels the Python path calls. An entry never called has no signature.
     entries = [(f"run:{v.key}", plan[0].func)
-               for v, plan in _dispatch._host_plans.items() if plan[0] is not None]
+               for v, plan in _accel.SINGLE.items() if plan[0] is not None]
     entries += [(v.key, kern) for v, kern in cpu._kernels.items()]
     hits = misses = signatures = 0
     compiled = []

@@ -47,7 +47,7 @@ import numpy as np
 
 import fastopt
 import fastopt.kernels
-from fastopt import _dispatch, _multi, functional as F
+from fastopt import _accel, functional as F
 from fastopt.kernels import cpu, multi_cpu, variants
 
 HYPER = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8)
@@ -83,12 +83,12 @@ def stats(dispatcher):
             "misses": sum(dispatcher.stats.cache_misses.values())}
 
 
-# The runners: `_host_plans` values are (partial of the dispatcher, ...),
-# `_multi._runners` values a partial of the dispatcher (None: fast path off).
+# The accelerators: `_accel.SINGLE` values are (partial of the dispatcher, ...),
+# `_accel.MANY` values a partial of the dispatcher (None: accelerators off).
 runners = {f"runner:{name(vt)}": stats(plan[0].func)
-           for vt, plan in _dispatch._host_plans.items() if plan[0] is not None}
+           for vt, plan in _accel.SINGLE.items() if plan[0] is not None}
 runners.update({f"list_runner:{name(vt)}": stats(run.func)
-                for vt, run in _multi._runners.items() if run is not None})
+                for vt, run in _accel.MANY.items() if run is not None})
 # The stand-alone kernels (defined in cpu.py and multi_cpu.py, so Numba's own
 # file check covers their edits): reported to show nothing else is stale.
 kernels = {f"{mod.__name__}:{name(vt)}": stats(kern)

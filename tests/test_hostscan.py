@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 import fastopt.functional as F
-from fastopt import _dispatch, _hostscan, _multi
-from fastopt.kernels import cpu, multi_cpu
+from fastopt import _accel, _hostscan, _multi
 
 ADAM = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-7)
 
@@ -176,19 +175,24 @@ def test_fast_and_python_paths_agree_bitwise(monkeypatch):
 
     monkeypatch.setattr(_multi, "_update_scanned", spy)
     kernels = []    # calls into the kernel outside the walk's compiled call
-    kernel = multi_cpu.kernel
-    monkeypatch.setattr(multi_cpu, "kernel", lambda v: kernels.append(v) or kernel(v))
-    for step in (1, 2, 3):
-        F.adam(*fast, step=step, **ADAM)
-        if step == 1:
-            assert len(kernels) <= 1
-            kernels.clear()
+
+    def observer(kind, variant, fn):
+        if kind != "multi_cpu":
+            return fn
+        return lambda *a: kernels.append(variant) or fn(*a)
+
+    with _accel.observe(observer):
+        for step in (1, 2, 3):
+            F.adam(*fast, step=step, **ADAM)
+            if step == 1:     # a new layout: one run per dtype (float32, float64)
+                assert len(kernels) <= 2
+                kernels.clear()
     assert calls == [True] * 3
     assert kernels == [], "a known layout runs its kernel in the walk's call"
-    monkeypatch.setattr(_multi, "_runners", {})
-    monkeypatch.setattr(_hostscan, "list_runner", lambda variant: None)
-    for step in (1, 2, 3):
-        F.adam(*slow, step=step, **ADAM)
+    monkeypatch.setenv("FASTOPT_ACCELERATORS", "0")
+    with _accel.observe(lambda kind, variant, fn: fn):   # forgets the built ones
+        for step in (1, 2, 3):
+            F.adam(*slow, step=step, **ADAM)
     assert calls == [True] * 3 + [False] * 3
     for got, want in zip(fast, slow):
         for a, b in zip(got, want):
@@ -211,15 +215,20 @@ def test_single_array_fast_and_python_paths_agree_bitwise(monkeypatch):
     start = fast[0].copy()
     F.adam(*[a.copy() for a in fast], step=1, amsgrad=False, **ADAM)   # builds the plan
     python_path = []    # the Python path is the one that calls the kernel itself
-    kernel = cpu.kernel
-    monkeypatch.setattr(cpu, "kernel", lambda v: python_path.append(v) or kernel(v))
-    for step in (1, 2):
-        F.adam(*fast, step=step, amsgrad=False, **ADAM)
-    assert python_path == []
-    monkeypatch.setattr(_dispatch, "_host_plans", {})
-    monkeypatch.setattr(_hostscan, "runner", lambda variant: None)
-    for step in (1, 2):
-        F.adam(*slow, step=step, amsgrad=False, **ADAM)
+
+    def observer(kind, variant, fn):
+        if kind != "cpu":
+            return fn
+        return lambda *a: python_path.append(variant) or fn(*a)
+
+    with _accel.observe(observer):
+        for step in (1, 2):
+            F.adam(*fast, step=step, amsgrad=False, **ADAM)
+        assert python_path == []
+        monkeypatch.setenv("FASTOPT_ACCELERATORS", "0")
+        _accel.SINGLE.clear()
+        for step in (1, 2):
+            F.adam(*slow, step=step, amsgrad=False, **ADAM)
     assert len(python_path) == 2
     for a, b in zip(fast, slow):
         np.testing.assert_array_equal(a, b, strict=True)

@@ -580,7 +580,7 @@ def test_cpu_loop_vectorizes(which, dtype):
 _CACHE_PROBE = """
 import numpy as np
 import fastopt.functional as F
-from fastopt import _multi
+from fastopt import _accel
 from fastopt.kernels import multi_cpu
 p = [np.ones(5, np.float32), np.ones(3, np.float32)]
 g = [np.full(5, .5, np.float32), np.full(3, .5, np.float32)]
@@ -589,7 +589,7 @@ v = [np.zeros_like(a) for a in p]
 for step in (1, 2):    # a new layout, then the same again: both compiled entries
     F.adam(p, g, m, v, step=step, lr=1e-3, beta1=.9, beta2=.999, eps=1e-7)
 (kern,) = multi_cpu._kernels.values()
-(run,) = _multi._runners.values()
+(run,) = _accel.MANY.values()
 for d in (kern, run.func):
     print(sum(d.stats.cache_hits.values()), sum(d.stats.cache_misses.values()))
 """

@@ -14,8 +14,7 @@ import torch
 
 import fastopt.torch
 import torch_table as T
-from fastopt import _dispatch
-from fastopt.kernels import cpu, multi_cpu
+from fastopt import _accel
 
 DTYPES = [torch.float64, torch.float32]
 
@@ -82,21 +81,22 @@ def test_layout_is_one_buffer_per_dtype_and_one_kernel_call_each():
         model(x).square().sum().backward()
         opt.step()
     calls = []
-    saved = cpu.kernel, multi_cpu.kernel, dict(_dispatch._host_plans)
-    cpu.kernel = lambda v: (lambda *a: calls.append("one") or saved[0](v)(*a))
-    multi_cpu.kernel = lambda v: (lambda *a: calls.append("many") or saved[1](v)(*a))
-    # A buffer's NumPy view takes the single-array fast path: checked and
-    # updated in one jitted call, which returns whether it ran.
-    _dispatch._host_plans.update({
-        v: ((lambda *a, run=plan[0]: run(*a) and not calls.append("one")), *plan[1:])
-        for v, plan in saved[2].items() if plan[0] is not None})
-    try:
+    # A buffer's NumPy view takes the single-array accelerator's check (the
+    # step is all-or-nothing: the kernel runs after every call is checked);
+    # a run through the accelerator alone returns whether it ran.
+    counted = {"cpu": "one", "multi_cpu": "many", "single": "one"}
+
+    def observer(kind, variant, fn):
+        if fn is None or kind == "many":
+            return fn
+        if kind == "single":
+            return lambda *a: fn(*a) and not calls.append("one")
+        return lambda *a: calls.append(counted[kind]) or fn(*a)
+
+    with _accel.observe(observer):
         opt.zero_grad()
         model(x).square().sum().backward()
         opt.step()
-    finally:
-        cpu.kernel, multi_cpu.kernel = saved[:2]
-        _dispatch._host_plans.update(saved[2])
     assert calls == ["one", "one"]      # float32 and float64: a buffer each
     for dtype in (torch.float32, torch.float64):
         params = [p for p in model.parameters() if p.dtype == dtype]

@@ -389,7 +389,7 @@ def test_checked_groups_are_not_read_twice(monkeypatch, device):
     T.train(model, opt, x, y, 2)
     T.loss_of(model, x, y).backward()
     calls = []
-    for name in ("_torch_device", "_update_device"):
+    for name in ("_torch_device", "_plan_device"):
         monkeypatch.setattr(_multi, name, lambda *a, name=name: calls.append(name))
     before = [p.detach().clone() for p in model.parameters()]
     opt.step()

@@ -111,36 +111,26 @@ def _count_launches(impl, call, device):
                    if e.device_type == torch.autograd.DeviceType.CUDA
                    and "memcpy" not in e.name.lower() and "memset" not in e.name.lower()]
         return len(kernels)
-    from .. import _dispatch, _multi
-    from ..kernels import cpu, multi_cpu
+    from .. import _accel
     counts = [0]
+    # NumPy calls check and run the kernel in one jitted call (built by the
+    # warm-up): a single array's ran it when the check passed, a list's when
+    # the lists held last step's layout (else it ran the ``"multi_cpu"`` kernel).
+    ran = {"single": bool, "many": lambda result: result[0] == 2}
 
-    def counted(kern, ran=lambda result: True):
+    def counted(kind, variant, fn):
+        if fn is None:
+            return None
+        ran_it = ran.get(kind, lambda result: True)
+
         def run(*args):
-            result = kern(*args)
-            counts[0] += ran(result)
+            result = fn(*args)
+            counts[0] += ran_it(result)
             return result
         return run
 
-    saved = {module: module.kernel for module in (cpu, multi_cpu)}
-    for module, get in saved.items():
-        module.kernel = lambda variant, get=get: counted(get(variant))
-    # NumPy calls check and run the kernel in one jitted call (built by the
-    # warm-up): a single array's ran it when the check passed, a list's when
-    # the lists held last step's layout (else it ran `multi_cpu.kernel`).
-    plans, runners = dict(_dispatch._host_plans), dict(_multi._runners)
-    _dispatch._host_plans.update({
-        v: (counted(plan[0], ran=bool), *plan[1:]) for v, plan in plans.items()
-        if plan[0] is not None})
-    _multi._runners.update({v: counted(run, ran=lambda result: result[0] == 2)
-                            for v, run in runners.items() if run is not None})
-    try:
+    with _accel.observe(counted):
         call(0)
-    finally:
-        for module, get in saved.items():
-            module.kernel = get
-        _dispatch._host_plans.update(plans)
-        _multi._runners.update(runners)
     return counts[0]
 
 

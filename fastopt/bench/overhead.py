@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 import fastopt.functional
-from .. import _dispatch, _hostscan
+from .. import _accel, _hostscan
 from ..kernels import cpu
 from .cases import CASES
 from .timing import make_host_sets
@@ -49,35 +49,37 @@ def fastopt_step(case, arrays):
 def captured_kernel_call(case, arrays, step=2, then=None):
     """(variant, kernel, args) of the CPU kernel that one fastopt call runs.
 
-    The common path checks and runs the kernel in one jitted call
-    (`fastopt._hostscan.runner`), so the arguments are captured on the Python
-    path, which passes the kernel the same ones.
-    then(): called while the fast path runs its check alone, without the
+    The common path checks and runs the kernel in one jitted call (the
+    ``"single"`` accelerator, `fastopt._accel`), so the arguments are
+    captured with it turned off, on the Python path, which passes the kernel
+    the same ones. Both go through the pipeline's hook, `_accel.observe`.
+    then(): called while the accelerator runs its check alone, without the
     kernel: what the call costs besides the kernel.
     """
     fastopt_call(case, arrays, step)          # builds the kernel and the plan
     seen = []
-    kernels, plans = dict(cpu._kernels), dict(_dispatch._host_plans)
 
-    def spy(variant, kern):
+    def spy(kind, variant, fn):
+        if kind == "single":
+            return None
+        if kind != "cpu":
+            return fn
+
         def call(*args):
-            seen.append((variant, kern, args))
-            return kern(*args)
+            seen.append((variant, fn, args))
+            return fn(*args)
         return call
 
-    def check_only(ids, used, pre, hyper):
-        return _hostscan.check_one(ids, used)[0]
+    def check_only(kind, variant, fn):
+        if kind != "single" or fn is None:
+            return fn
+        return lambda ids, used, pre, hyper: _hostscan.check_one(ids, used)[0]
 
-    try:
-        cpu._kernels.update({v: spy(v, k) for v, k in kernels.items()})
-        _dispatch._host_plans.update({v: (None, *p[1:]) for v, p in plans.items()})
+    with _accel.observe(spy):
         fastopt_call(case, arrays, step)
-        if then is not None:
-            _dispatch._host_plans.update({v: (check_only, *p[1:]) for v, p in plans.items()})
+    if then is not None:
+        with _accel.observe(check_only):
             then()
-    finally:
-        cpu._kernels.update(kernels)
-        _dispatch._host_plans.update(plans)
     if len(seen) != 1:
         raise RuntimeError(f"expected one CPU kernel call, saw {len(seen)}")
     return seen[0]
@@ -148,7 +150,7 @@ def child(import_s, dtype, names):
     # The common path's jitted check-and-run functions, and the kernels the
     # Python path calls (loaded only if some call took it).
     kernels = list(cpu._kernels.values()) + [
-        plan[0].func for plan in _dispatch._host_plans.values() if plan[0] is not None]
+        plan[0].func for plan in _accel.SINGLE.values() if plan[0] is not None]
     print(json.dumps({
         "import_s": import_s, "first_step_s": first,
         "cache_hits": sum(sum(k.stats.cache_hits.values()) for k in kernels),

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import _device, _dispatch
+from .. import _device, _facts
 from ..kernels import norms
 
 
@@ -23,7 +23,7 @@ class Spec:
     dtype: np.dtype
 
     def where(self):
-        return "host memory" if self.place == _dispatch._HOST else f"GPU {self.device}"
+        return "host memory" if self.place == _facts.HOST else f"GPU {self.device}"
 
 
 @dataclass(frozen=True)
@@ -38,13 +38,13 @@ class Described:
 
 def describe(fn, name, x):
     """A `Described` for array `x`, or a TypeError naming `name`."""
-    place = _dispatch._place(x)
+    place = _facts.place(x)
     if place is None:
         raise TypeError(
             f"{fn}: {name} must be a NumPy array or a CUDA array (CuPy, Numba, "
-            f"torch), got {_dispatch.describe(x)}")
-    if place == _dispatch._HOST:
-        view = _dispatch._host_view(x)
+            f"torch), got {_facts.describe(x)}")
+    if place == _facts.HOST:
+        view = _facts.host_view(x)
         spec = Spec(place, -1, view.shape, view.dtype)
         return Described(spec, view.ctypes.data, view.nbytes,
                          view.flags.c_contiguous, not view.flags.writeable, view)
@@ -62,7 +62,7 @@ def full_like(param, value):
     """A new contiguous array like `param` (same library, device, dtype), filled."""
     if type(param) is np.ndarray:
         return np.full(param.shape, value, param.dtype)
-    if _dispatch._is_torch(param):
+    if _facts.is_torch(param):
         import torch
         return torch.full_like(param.detach(), value,
                                memory_format=torch.contiguous_format)
@@ -82,7 +82,7 @@ def to_host(x):
     """A NumPy copy of array `x`."""
     if type(x) is np.ndarray:
         return x.copy()
-    if _dispatch._is_torch(x):
+    if _facts.is_torch(x):
         return x.detach().cpu().numpy().copy()
     if _is_cupy(x):
         return x.get()
@@ -96,7 +96,7 @@ def copy_from_host(dst, host):
     """Overwrite array `dst` with NumPy array `host` (same shape and dtype)."""
     if type(dst) is np.ndarray:
         dst[...] = host
-    elif _dispatch._is_torch(dst):
+    elif _facts.is_torch(dst):
         import torch
         dst.detach().copy_(torch.from_numpy(np.ascontiguousarray(host)))
     elif _is_cupy(dst):
@@ -117,7 +117,7 @@ def sum_squares(described):
     sums = [0.0] * len(described)
     by_device = {}
     for k, d in enumerate(described):
-        if d.spec.place == _dispatch._HOST:
+        if d.spec.place == _facts.HOST:
             sums[k] = norms.sum_squares_host(d.info.reshape(-1))
         else:
             by_device.setdefault(d.spec.device, []).append(k)

@@ -28,7 +28,7 @@ import warnings
 
 import numpy as np
 
-from .. import _dispatch
+from .. import _batch, _checks, _facts
 from ..spec import check_flag, check_float
 from . import _arrays
 
@@ -214,7 +214,7 @@ class Optimizer:
         described = []
         for i, p in enumerate(params):
             d = _arrays.describe(self._fn, f"params[{i}]", p)
-            if d.spec.dtype not in _dispatch.FLOAT_DTYPES:
+            if d.spec.dtype not in _facts.FLOAT_DTYPES:
                 raise TypeError(f"{self._fn}: params[{i}] must be float32 or float64, "
                                 f"got {d.spec.dtype}")
             if not d.contiguous:
@@ -301,16 +301,29 @@ class Optimizer:
             warnings.warn(f"{self._fn}: gradients are None for params {skipped}; "
                           "those params are not updated this step (as in Keras)",
                           stacklevel=3)
-        if not self.built:
+        groups = _same_scale_groups(present, scales)
+        if len(groups) > 1:     # each call checks its own arrays; these span calls
+            _check_apart(type(self).__name__, present, described_params, described)
+        built = self.built
+        if not built:
+            pending = self._pending
             self._build(params, [d.spec for d in described_params])
+        try:
+            with _batch.all_or_nothing():   # every group checked before any runs
+                for group in groups:
+                    # One list-form call per group: the kernels run once per
+                    # dtype, not once per param.
+                    state = {name: [self._state[i][name] for i in group]
+                             for name in self._state[group[0]]}
+                    self.update_step([grads[i] for i in group],
+                                     [params[i] for i in group],
+                                     state, lr, self._options(scales[group[0]]))
+        except BaseException:
+            if not built:   # a refused first step leaves the optimizer unbuilt
+                self._specs = self._state = self._columns = None
+                self._pending = pending
+            raise
         self._params = params
-        for group in _same_scale_groups(present, scales):
-            # One list-form call per group: every array is checked before any
-            # is written, and the kernels run once per dtype, not once per param.
-            state = {name: [self._state[i][name] for i in group]
-                     for name in self._state[group[0]]}
-            self.update_step([grads[i] for i in group], [params[i] for i in group],
-                             state, lr, self._options(scales[group[0]]))
         self._iterations += 1
         return self._iterations
 
@@ -520,6 +533,14 @@ class Optimizer:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items()
                          if k != "name" and v is not None)
         return f"{type(self).__name__}({args})"
+
+
+def _check_apart(fn, present, params, grads):
+    """No param of the step may share memory with another param or grad
+    (`present`: their indices; `params`, `grads`: their descriptions)."""
+    labels = _checks.Labels(["params", "grads"], len(present), index=present)
+    arrays = [params[i] for i in present] + [grads[i] for i in present]
+    _checks.no_overlap(fn, labels, [d.ptr for d in arrays], [d.nbytes for d in arrays])
 
 
 def _same_scale_groups(present, scales):

@@ -10,11 +10,12 @@ itself keeps param_groups, state, ``state_dict``/``load_state_dict``,
 ``zero_grad`` and the step hooks.
 What lives here:
 
-* ``step(closure=None)``: checks every group's hyperparameters and every
-  param that has a gradient *before* any state is created or memory written,
-  so a rejected step leaves params and state as they were; then per group,
-  creates missing state, buckets the params by (device, step number) and runs
-  one fused kernel call per bucket (per dtype inside it); a bucket the bulk
+* ``step(closure=None)``: all or nothing. It checks every group's
+  hyperparameters and every param that has a gradient; then per group
+  creates missing state, buckets the params by (device, step number) and
+  plans one fused kernel call per bucket (per dtype inside it), every call
+  checked before the first runs (`fastopt._batch`); a refused step leaves
+  params, state and step counters as they were; a bucket the bulk
   check passed goes to it as `fastopt._multi.Checked`, so that its tensors'
   properties are read once a step, not twice;
 * the tensors go to the kernels as they are: CPU tensors as zero-copy NumPy
@@ -29,6 +30,7 @@ What lives here:
   tensors like the param. Checkpoints move both ways between torch.optim and
   fastopt.torch.
 """
+import functools
 import math
 import numbers
 import operator
@@ -36,6 +38,7 @@ from typing import NamedTuple
 
 import torch
 
+from .. import _batch
 from .._multi import Checked
 from . import _flat, _steps
 
@@ -201,14 +204,32 @@ class Optimizer(torch.optim.Optimizer):
             found = self._params_with_grads(i, group, hyper)
             if found.params:
                 work.append((i, group, hyper, found, verdict))
-        for i, group, hyper, what, verdict in work:
-            if verdict is _flat.READY:
-                self._step_flat(hyper, what)
-                continue
-            self._step_group(hyper, what)
-            if self._flat_mode:
-                self._relayout(i, group, hyper, what.params, verdict)
+        # All or nothing: every group's calls are checked and planned before
+        # the first runs, and state created for a refused step is taken back.
+        self._created = []
+        try:
+            with _batch.all_or_nothing():
+                for i, group, hyper, what, verdict in work:
+                    if verdict is _flat.READY:
+                        self._step_flat(hyper, what)
+                        continue
+                    self._step_group(hyper, what)
+                    if self._flat_mode:
+                        _batch.run(functools.partial(self._relayout, i, group, hyper,
+                                                     what.params, verdict))
+        except BaseException:
+            self._forget_created()
+            raise
+        finally:
+            self._created = None
         return loss
+
+    def _forget_created(self):
+        """Remove the state entries this step created (it was refused)."""
+        for p, state, key in reversed(self._created):
+            state.pop(key, None)
+            if not state and self.state.get(p) is state:
+                del self.state[p]
 
     def zero_grad(self, set_to_none=True):
         """torch's ``zero_grad``; with ``flat=True`` the grads of a flattened
@@ -235,8 +256,8 @@ class Optimizer(torch.optim.Optimizer):
                     step = 2 if len(arrays) > 2 else 1
                 self._update(hyper, arrays["param"], arrays["grad"], arrays, step)
             if b.steps is not None:
-                b.steps.add_(1)
-        torch.autograd.graph.increment_version(layout.members)
+                _batch.run(functools.partial(b.steps.add_, 1))
+        _batch.run(functools.partial(torch.autograd.graph.increment_version, layout.members))
 
     def _relayout(self, i, group, hyper, params, verdict):
         """After a per-tensor step of group `i` (params: those it updated):
@@ -353,7 +374,10 @@ class Optimizer(torch.optim.Optimizer):
         counters = None
         if self._counts_steps:
             counters = _steps.Counters([s["step"] for s in states])
-            steps = counters.numbers()
+            try:
+                steps = counters.numbers()
+            except ValueError as e:
+                raise ValueError(f"fastopt.torch.{type(self).__name__}: {e}") from None
         else:
             steps = [n for _, n in prepared]
         dtypes, devices = kinds or ([p.dtype for p in params], [p.device for p in params])
@@ -380,7 +404,7 @@ class Optimizer(torch.optim.Optimizer):
                 columns[0] = Checked(columns[0])
             self._update(hyper, columns[0], columns[1], dict(zip(keys, columns[2:])), step)
             if counters is not None:
-                counters.advance(members)
+                _batch.run(functools.partial(counters.advance, members))
         # Autograd is told of the writes by the functional call, which bumps
         # the version of every torch tensor it updated (params and state).
 
@@ -406,10 +430,12 @@ class Optimizer(torch.optim.Optimizer):
         created = False
         if self._counts_steps and "step" not in state:
             state["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
+            self._created.append((p, state, "step"))
         for key, fill in slots.items():
             if state.get(key) is None:
                 state[key] = (torch.zeros_like(p, memory_format=torch.preserve_format)
                               if fill == 0 else
                               torch.full_like(p, fill, memory_format=torch.preserve_format))
+                self._created.append((p, state, key))
                 created = True
         return state, 1 if created else 2   # (counting optimizers: their counters decide)

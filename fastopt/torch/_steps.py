@@ -19,6 +19,7 @@ import torch
 from ..kernels.cpu import view
 
 _LIKE = {torch.float32: np.float32(0), torch.float64: np.float64(0)}
+_EXACT = 2.0 ** 53    # a float64 count above this has lost its units
 
 
 @numba.njit(cache=True)
@@ -54,15 +55,21 @@ class Counters:
             self.addrs = np.array(list(map(torch.Tensor.data_ptr, steps)), np.int64)
 
     def numbers(self):
-        """Each counter + 1, as ints: the step the coming update is."""
+        """Each counter + 1, as ints: the step the coming update is. A
+        counter that is not a whole number >= 0 (a checkpoint's NaN, -1 or
+        2.5) raises ValueError."""
         if self.like is not None:
-            values = _read(self.addrs, self.like).tolist()
+            values = _read(self.addrs, self.like)
         else:
             try:
-                values = torch.stack(self.steps).tolist()
+                values = torch.stack(self.steps).double().cpu().numpy()
             except RuntimeError:   # counters on several devices
-                values = [s.item() for s in self.steps]
-        return [int(v) + 1 for v in values]
+                values = np.array([s.item() for s in self.steps], np.float64)
+        whole = (values >= 0.0) & (values < _EXACT) & (values == np.floor(values))
+        if not whole.all():
+            bad = values[np.flatnonzero(~whole)[0]]
+            raise ValueError(f"state['step'] must be a whole number >= 0, got {bad}")
+        return [int(v) + 1 for v in values.tolist()]
 
     def advance(self, members=None):
         """``step += 1`` for the counters at indices `members` (None: all),

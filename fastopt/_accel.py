@@ -1,0 +1,73 @@
+"""The pipeline's optional accelerators, and the hook that observes its kernels.
+
+An accelerator does a call's describe-and-validate step faster than Python
+for the common case, and runs the kernel in the same compiled call; for
+anything it cannot vouch for it declines, having written nothing, and the
+call takes the general path (`fastopt._checks`), which names the culprit.
+There are two, both `fastopt._hostscan`'s jitted walks over NumPy's C
+structs: ``"single"`` (one array per argument) and ``"many"`` (lists).
+Their ABI assumption is checked once at first use (`_hostscan.enabled`);
+``FASTOPT_ACCELERATORS=0`` in the environment turns them off, and then
+only speed changes. What each saves on a realistic step is measured by
+``python -m fastopt.bench`` (``accelerators`` in its JSON).
+
+`observe` is the benchmark's hook into the pipeline: it sees, and may
+replace, every accelerator and CPU kernel a call picks up.
+"""
+import contextlib
+import os
+
+from . import _hostscan
+from .kernels import cpu, multi_cpu
+
+# variant -> what `fastopt._dispatch` / `fastopt._multi` keep of it for their
+# fast path (each builds its own entry on first use); emptied by `observe`.
+SINGLE, MANY = {}, {}
+
+# Looked up at each call, so that each stays the module's own function.
+_BUILD = {"single": lambda v: _hostscan.runner(v), "many": lambda v: _hostscan.list_runner(v),
+          "cpu": lambda v: cpu.kernel(v), "multi_cpu": lambda v: multi_cpu.kernel(v)}
+_observer = None
+
+
+def enabled():
+    """Whether the accelerators may run in this process."""
+    return os.environ.get("FASTOPT_ACCELERATORS", "1") != "0" and _hostscan.enabled()
+
+
+def get(kind, variant):
+    """The accelerator (``"single"``, ``"many"``; None when off) or the CPU
+    kernel (``"cpu"``, ``"multi_cpu"``) of `variant`, as `observe`'s
+    observer, if any, hands it out."""
+    if kind in ("single", "many") and not enabled():
+        found = None
+    else:
+        found = _BUILD[kind](variant)
+    return found if _observer is None else _observer(kind, variant, found)
+
+
+@contextlib.contextmanager
+def observe(observer):
+    """Within the block, every accelerator and CPU kernel the pipeline picks
+    up is ``observer(kind, variant, fn)`` instead of `fn` (see `get`; an
+    observer returning None for an accelerator turns it off). Not for use
+    while other threads call fastopt.
+
+    Example (count the kernels a call runs)::
+
+        >>> def count(kind, variant, fn):
+        ...     return fn if fn is None else lambda *a: (runs.append(kind), fn(*a))[1]
+        >>> with observe(count):
+        ...     fastopt.functional.sgd(p, g, step=1, lr=0.1)
+    """
+    global _observer
+    saved = _observer
+    _observer = observer
+    SINGLE.clear()
+    MANY.clear()
+    try:
+        yield
+    finally:
+        _observer = saved
+        SINGLE.clear()
+        MANY.clear()

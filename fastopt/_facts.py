@@ -1,0 +1,124 @@
+"""Array facts: what every route of a call knows of arrays, in one place.
+
+The bottom of the call pipeline (describe -> validate -> plan -> run): the
+dtypes the kernels update and their codes, where an array lives (host
+memory or a GPU), how an array reads in a message, the kernels' array
+columns, the per-call scalars' cast, and how a written torch tensor tells
+autograd. Single arrays and lists, host and GPU, all read these; this
+module imports no other part of fastopt but `_device` (GPU arrays' own
+facts) and the kernels' constants.
+"""
+import functools
+import sys
+
+import numpy as np
+
+from . import _device
+from .kernels import NUM_ARRAYS
+
+# The dtypes the kernels update; a dtype's code is its index here.
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+CODES = {d: code for code, d in enumerate(FLOAT_DTYPES)}
+ITEMSIZES = np.array([d.itemsize for d in FLOAT_DTYPES], np.int64)
+LIKE = {d: d.type(0) for d in FLOAT_DTYPES}   # the CPU kernels' dtype argument
+GRAD = 1        # the kernels' one column that is read, never written
+
+HOST, DEVICE = "host", "device"
+_places = {np.ndarray: HOST}     # type -> place, for types with one place
+
+
+def place(x):
+    """`HOST`, `DEVICE`, or None for anything the kernels cannot update."""
+    where = _places.get(type(x))
+    if where is not None:
+        return where
+    if isinstance(x, np.ma.MaskedArray):   # the kernels would ignore the mask
+        return None
+    if is_torch(x):   # other devices (meta, mps, ...), sparse layouts: neither
+        if x.layout != sys.modules["torch"].strided:
+            return None
+        return DEVICE if x.is_cuda else HOST if x.is_cpu else None
+    if _device.is_device_array(x):
+        if _device.is_device_array_type(type(x)):
+            _places[type(x)] = DEVICE
+        return DEVICE
+    if isinstance(x, np.ndarray):
+        return HOST
+    return None
+
+
+def describe(x):
+    """What `x` is, for messages: its type, and its device if it is a tensor."""
+    if isinstance(x, np.ma.MaskedArray):
+        return "a masked array (its mask would be ignored: pass .data or .filled())"
+    if is_torch(x):
+        if x.layout != sys.modules["torch"].strided:
+            return f"a torch tensor with layout {x.layout} (only dense tensors can be updated)"
+        return f"a torch tensor on {x.device}"
+    return type(x).__name__
+
+
+def is_torch(x):
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def host_view(x):
+    """A host array as NumPy sees it (a torch CPU tensor: a zero-copy view)."""
+    return x if type(x) is np.ndarray else (
+        x.detach().numpy() if is_torch(x) else np.asarray(x))
+
+
+def bump_torch_versions(written):
+    """Tell autograd that the torch tensors among `written` changed.
+
+    The kernels write through raw pointers; torch's in-place ops bump a
+    tensor's version, so that a graph which saved the old value raises
+    instead of silently using the new one (inference tensors, which keep no
+    version, are skipped by torch).
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    tensor = torch.Tensor
+    tensors = [t for t in written if isinstance(t, tensor)]
+    if tensors:
+        torch.autograd.graph.increment_version(tensors)
+
+
+def arguments(fn, variant, param, grad, states):
+    """``(names, values)``: param, grad, then the state arguments `variant`
+    uses, in slot order; a missing one raises, saying which option needs it."""
+    names, values = ["param", "grad"], [param, grad]
+    for name, why in zip(variant.slots, variant.slot_reasons):
+        if name is not None:
+            value = states.get(name)
+            if value is None:
+                raise ValueError(f"{fn}(): {name} is required{why}")
+            names.append(name)
+            values.append(value)
+    return names, values
+
+
+@functools.lru_cache(maxsize=None)
+def kernel_columns(variant):
+    """The kernels' `NUM_ARRAYS` columns (param, grad, the state slots) as
+    indices into ``[param, grad, used states...]``, and which of them are
+    used. An unused slot repeats param (index 0): the kernel never touches it."""
+    used = iter(range(2, 2 + sum(variant.used)))
+    slots = tuple(next(used) if u else 0 for u in variant.used)
+    columns = (0, 1, *slots)
+    assert len(columns) == NUM_ARRAYS
+    return columns, (True, True, *variant.used)
+
+
+def scalars(dtype, values):
+    """Scalars of the arrays' dtype, for the CUDA kernels (a Python float would
+    be float64 there; the CPU skeletons cast Python floats themselves)."""
+    if dtype is _FLOAT64:
+        return values
+    cast = dtype.type
+    return tuple([cast(v) for v in values])
+
+
+_FLOAT64 = np.dtype(np.float64)
