@@ -50,14 +50,16 @@ def get(kind, variant):
 def observe(observer):
     """Within the block, every accelerator and CPU kernel the pipeline picks
     up is ``observer(kind, variant, fn)`` instead of `fn` (see `get`; an
-    observer returning None for an accelerator turns it off). Not for use
-    while other threads call fastopt.
+    observer returning None for an accelerator turns it off; None observes
+    nothing). Not for use while other threads call fastopt.
 
-    Example (count the kernels a call runs)::
+    Example (the accelerators off, and the CPU kernels' calls recorded)::
 
-        >>> def count(kind, variant, fn):
-        ...     return fn if fn is None else lambda *a: (runs.append(kind), fn(*a))[1]
-        >>> with observe(count):
+        >>> def record(kind, variant, fn):
+        ...     if kind in ("single", "many"):
+        ...         return None
+        ...     return lambda *args: (calls.append(kind), fn(*args))[1]
+        >>> with observe(record):
         ...     fastopt.functional.sgd(p, g, step=1, lr=0.1)
     """
     global _observer

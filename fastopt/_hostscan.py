@@ -255,6 +255,7 @@ def check_one(ids, used):
     return _walk_one(ids, used, _NDARRAY, _DESCRS, ITEMSIZES)
 
 
+@functools.lru_cache(maxsize=None)
 def runner(variant):
     """``run(ids, used, pre, hyper)``: `check_one`, then `variant`'s CPU kernel
     if the check passed, in one compiled call; it returns whether the check
@@ -287,6 +288,7 @@ def runner(variant):
 _FLOAT32_CODE = FLOAT_DTYPES.index(np.dtype(np.float32))
 
 
+@functools.lru_cache(maxsize=None)
 def list_runner(variant):
     """``run(lists, out, expect, tables, pre, hyper) -> (status, hash)``:
     `_walk` (`lists`: the columns' ids, grad's second; `out`, `expect` and

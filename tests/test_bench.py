@@ -126,6 +126,31 @@ def test_report_structure(small_report):
     for o in small_report["dispatch_overhead"]:
         assert o["n"] == 1000 and o["call_us"] > 0 and o["kernel_us"] > 0
         assert o["python_us"] > 0
+    accelerated = small_report["accelerators"]
+    assert [(a["form"], a["case"].split(",")[0]) for a in accelerated] == [
+        ("single array", "single array"), ("single array", "single array"),
+        ("list", "list of 200 tensors"), ("list", "list of 161 tensors")]
+    for a in accelerated:
+        assert a["with_us"] > 0 and a["without_us"] > 0
+
+
+def test_accelerators_off_take_the_python_path():
+    """`accelerator_savings`' "without" really runs without: the observer
+    hands out no accelerator, and the kernel is then called from Python."""
+    from fastopt import _accel
+    from fastopt.bench.overhead import _without_accelerators
+    case = CASES["adam"]
+    arrays = make_host_sets(case, 100, np.float32, 1)[0]
+    kinds = []
+
+    def record(kind, variant, fn):
+        fn = _without_accelerators(kind, variant, fn)
+        kinds.append((kind, fn is None))
+        return fn
+
+    with _accel.observe(record):
+        fastopt_call(case, arrays, 3)
+    assert kinds == [("single", True), ("cpu", False)]
 
 
 def test_table_json_and_plot(small_report, tmp_path):

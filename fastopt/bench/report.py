@@ -59,6 +59,10 @@ def summary(report):
                    f"{o['overhead_us']:.1f} µs (call {o['call_us']:.1f} µs, "
                    f"kernel alone {o['kernel_us']:.1f} µs; the call without its loop "
                    f"{o['python_us']:.1f} µs)")
+    for a in report.get("accelerators", ()):
+        out.append(f"accelerator, {a['optimizer']} {a['dtype']} {a['case']}: "
+                   f"{a['with_us']:.1f} µs a step with, {a['without_us']:.1f} without "
+                   f"({a['saved_pct']:.0f}% saved)")
     cold = report.get("cold_start")
     if cold:
         for label in ("cold_cache", "warm_cache"):

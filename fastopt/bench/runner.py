@@ -10,7 +10,7 @@ import numpy as np
 from . import floor, peers_numpy, peers_torch
 from .cases import CASES, DEFAULT_OPTIMIZERS
 from .overhead import cold_start as measure_cold_start
-from .overhead import dispatch_overhead, fastopt_step
+from .overhead import accelerator_savings, dispatch_overhead, fastopt_step
 from .progress import Progress
 from .timing import (HostClock, cpu_llc_bytes, make_host_sets, num_sets,
                      time_interleaved, warm_up)
@@ -226,6 +226,7 @@ def run(optimizers=DEFAULT_OPTIMIZERS, sizes=(1_000_000, 10_000_000),
     if overhead and device == "cpu":
         bar_items = [(o, d) for o in optimizers for d in dtypes]
         report["dispatch_overhead"] = [dispatch_overhead(o, d) for o, d in bar_items]
+        report["accelerators"] = accelerator_savings("adam", dtypes[0], repeats)
     if cold_start and device == "cpu":
         report["cold_start"] = measure_cold_start(list(cold_start), dtypes[0], threads)
     return report

@@ -301,9 +301,10 @@ class Optimizer:
             warnings.warn(f"{self._fn}: gradients are None for params {skipped}; "
                           "those params are not updated this step (as in Keras)",
                           stacklevel=3)
+        # Each kernel call checks its own arrays, in the list form's words;
+        # this one spans all of them (clip groups), in the caller's words.
+        _check_apart(type(self).__name__, present, described_params, described)
         groups = _same_scale_groups(present, scales)
-        if len(groups) > 1:     # each call checks its own arrays; these span calls
-            _check_apart(type(self).__name__, present, described_params, described)
         built = self.built
         if not built:
             pending = self._pending
