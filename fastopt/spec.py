@@ -212,7 +212,7 @@ SHARED = (
     Hyper("weight_decay", 0.0),
     Hyper("decoupled_weight_decay", None, kind="flag"),
     Hyper("maximize", False, kind="flag"),
-    Hyper("grad_scale", 1.0, low=None),
+    Hyper("grad_scale", 1.0),
     Hyper("clip_value", None),
 )
 _OPTIONAL = frozenset(["decoupled_weight_decay", "clip_value"])   # None: unset
@@ -224,7 +224,8 @@ SHARED_DOC = """
     decoupled_weight_decay: None picks the convention's own: True for
         ``"keras"``, False for ``"torch"``.
     maximize: ascend instead of descend (torch's ``maximize``): ``g ← −g``.
-    grad_scale: multiplies the gradient first (loss-scale undo, norm clipping).
+    grad_scale: multiplies the gradient first (loss-scale undo, norm clipping);
+        >= 0 (use `maximize` to ascend).
     clip_value: if given, clip each gradient element to [−clip_value, clip_value]
         (Keras ``clipvalue``), after `grad_scale`.
     convention: ``"keras"`` or ``"torch"``: whose update rule to follow where
@@ -248,12 +249,20 @@ def gradient_transforms(h, convention):
 
 
 # -- checks, one message style -------------------------------------------------
+# Steps are counted in float64 by torch (state["step"]), and the host's bias
+# corrections take float powers of them: past 2**53 a count is no longer exact.
+MAX_STEP = 2 ** 53
+
+
 def check_step(fn, step):
     if type(step) is not int and (isinstance(step, bool)
                                   or not isinstance(step, numbers.Integral)):
         raise TypeError(f"{fn}(): step must be an int, got {type(step).__name__}")
     if step < 1:
         raise ValueError(f"{fn}(): step must be >= 1 (the 1-based update count), got {step}")
+    if step > MAX_STEP:
+        shown = str(step) if step < 10**20 else f"an integer of {len(str(step))} digits"
+        raise ValueError(f"{fn}(): step must be <= 2**53, got {shown}")
 
 
 def check_flag(fn, name, value):

@@ -8,8 +8,8 @@ argument parsing of its own. Its body is one line, into `_call`.
 """
 import operator
 
-from .. import _dispatch
-from ..spec import REQUIRED, SHARED_DOC, check_step
+from .. import _dispatch, _precision
+from ..spec import MAX_STEP, REQUIRED, SHARED_DOC, check_step
 
 _PLAIN = frozenset([float, int, bool, str, type(None)])
 
@@ -46,14 +46,22 @@ def remember_last(settings):
 def make(spec):
     """The functional function of `spec` (see the module docstring)."""
     name = spec.name
-    settings = remember_last(lambda values: spec.settings(name, values))
-    scalars, update = spec.scalars, _dispatch.update
+
+    def checked(values):
+        which, pre, h, convention = spec.settings(name, values)
+        return which, pre, h, convention, _precision.fits(spec, h)
+
+    settings = remember_last(checked)
+    scalars, update, fit = spec.scalars, _dispatch.update, _precision.scalars_fit
 
     def call(param, grad, states, step, values):
-        if type(step) is not int or step < 1:
+        if type(step) is not int or step < 1 or step > MAX_STEP:
             check_step(name, step)
-        which, pre, h, convention = settings(values)
-        update(name, which, param, grad, states, pre, scalars(h, convention, step))
+        which, pre, h, convention, fits = settings(values)
+        hyper = scalars(h, convention, step)
+        if not (fits and fit(pre, hyper)):    # refused if any param is float32
+            _precision.check(name, spec, h, which, pre, hyper, param)
+        update(name, which, param, grad, states, pre, hyper)
 
     positional = [s.name if s.arg == "required" else f"{s.name}=None"
                   for s in spec.slots if s.arg != "keyword"]
