@@ -11,7 +11,8 @@ over rounds of each child's median time per call, and new/base.
 Cases: ``functional.adam`` on one float32 array of 1,000 and of 1e6
 elements, the list form on 150 float32 tensors (a model-sized list:
 1,000-65,536 elements each), and the Keras-style ``Adam.apply_gradients``
-on the same 150 tensors. One thread (``NUMBA_NUM_THREADS=1``) for both.
+on the same 150 tensors, and ``fastopt.torch.Adam.step`` on 150 torch
+tensors of those sizes. One thread (``NUMBA_NUM_THREADS=1``) for both.
 """
 import json
 import os
@@ -55,6 +56,13 @@ P, G, M, V = (list(c) for c in zip(*cols))
 out["adam list 150"] = timed(lambda: F.adam(P, G, M, V, step=3, **KW), 300)
 opt = fastopt.Adam(learning_rate=1e-3)
 out["Adam.apply_gradients 150"] = timed(lambda: opt.apply_gradients(zip(G, P)), 300)
+import torch, fastopt.torch
+torch.set_num_threads(1)
+params = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in P]
+for t, g in zip(params, G):
+    t.grad = torch.from_numpy(g.copy())
+topt = fastopt.torch.Adam(params, lr=1e-3)
+out["fastopt.torch.Adam.step 150"] = timed(topt.step, 300)
 print(json.dumps(out))
 '''
 

@@ -35,7 +35,7 @@ both. Lists of torch tensors, on the CPU or on one GPU, are read in bulk (one
 pass per property, `_torch_device`); fastopt.torch, which has checked its
 tensors in bulk already, marks its params `Checked` and only their addresses
 and sizes are read. Other GPU arrays (CuPy, Numba, any CAI producer) are
-described one by one (`_update_device`, ~6 µs an array).
+described one by one (`_plan_device`, ~6 µs an array).
 """
 import collections
 import functools
