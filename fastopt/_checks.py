@@ -4,14 +4,51 @@ A call's arrays are columns (param, grad, then the state slots its variant
 uses) of n arrays each; a single-array call is n = 1, its arrays named
 without an index. Every check raises ``"{fn}(): {label} ..."``, the label
 being the caller's argument name (``exp_avg``, ``exp_avg[3]``), before
-anything is written. The accelerators (`fastopt._hostscan`) answer the same
+anything is written; a front end names the call and its arrays in its own
+words (`in_callers_words`). The accelerators (`fastopt._hostscan`) answer the same
 questions faster for the common case and decline whatever they cannot vouch
 for; the functions here then name the culprit.
 """
+import contextlib
+import threading
+
 import numpy as np
 
 from . import _facts
 from ._facts import DEVICE, GRAD, HOST
+
+
+class _CallerWords(threading.local):
+    who = None      # the front end's name for itself: "fastopt.torch.Adam"
+    name = None     # name(argument, k) -> the front end's name of that array
+
+
+_words = _CallerWords()
+
+
+@contextlib.contextmanager
+def in_callers_words(who, name):
+    """Within the block, this thread's calls name themselves `who` and their
+    arrays ``name(argument, k)`` in messages (argument: "param", "grad" or a
+    state slot; k: the tensor's index in the call's lists, 0 for single
+    arrays): a front end's step says what went wrong in its user's words.
+
+    Example::
+
+        >>> with in_callers_words("Adam", lambda arg, k: f"{arg}s[{order[k]}]"):
+        ...     fastopt.functional.adam(params, grads, ...)
+    """
+    saved = _words.who, _words.name
+    _words.who, _words.name = who, name
+    try:
+        yield
+    finally:
+        _words.who, _words.name = saved
+
+
+def who(fn):
+    """How a message names the call: the front end's name, else ``fn()``."""
+    return f"{fn}()" if _words.who is None else _words.who
 
 
 class Labels:
@@ -30,6 +67,8 @@ class Labels:
 
     def at(self, column, k):
         name = self.names[column]
+        if _words.name is not None:
+            return _words.name(name, k)
         if not self.indexed:
             return name
         return f"{name}[{k if self.index is None else self.index[k]}]"
@@ -42,13 +81,13 @@ def placed(fn, labels, flat):
     for j, (a, where) in enumerate(zip(flat, places)):
         if where is None:
             raise TypeError(
-                f"{fn}(): {labels(j)} must be a NumPy array or a CUDA array "
+                f"{who(fn)}: {labels(j)} must be a NumPy array or a CUDA array "
                 f"(CuPy, Numba, torch), got {_facts.describe(a)}")
     if places.count(places[0]) != len(places):
         other = next(j for j, p in enumerate(places) if p != places[0])
         where = {HOST: "host memory", DEVICE: "a GPU"}
         raise TypeError(
-            f"{fn}(): arrays are mixed between host memory and a GPU: "
+            f"{who(fn)}: arrays are mixed between host memory and a GPU: "
             f"{labels(0)} is in {where[places[0]]}, {labels(other)} in "
             f"{where[places[other]]}; all must live in the same place")
     return places[0]
@@ -66,26 +105,26 @@ def tensors(fn, labels, columns, layout, device=None):
         dtype, shape = p.dtype, p.shape
         if dtype not in _facts.FLOAT_DTYPES:
             raise TypeError(
-                f"{fn}(): {labels.at(0, k)} must be float32 or float64, got {dtype}")
+                f"{who(fn)}: {labels.at(0, k)} must be float32 or float64, got {dtype}")
         for c, column in enumerate(columns):
             a = column[k]
             if a.dtype != dtype:
-                raise TypeError(f"{fn}(): {labels.at(c, k)} has dtype {a.dtype}, "
+                raise TypeError(f"{who(fn)}: {labels.at(c, k)} has dtype {a.dtype}, "
                                 f"expected {dtype} like {labels.at(0, k)}")
             if a.shape != shape:
-                raise ValueError(f"{fn}(): {labels.at(c, k)} has shape {a.shape}, "
+                raise ValueError(f"{who(fn)}: {labels.at(c, k)} has shape {a.shape}, "
                                  f"expected {shape} like {labels.at(0, k)}")
             contiguous, readonly = layout(a)
             if not contiguous:
-                raise ValueError(f"{fn}(): {labels.at(c, k)} must be C-contiguous")
+                raise ValueError(f"{who(fn)}: {labels.at(c, k)} must be C-contiguous")
             if device is not None and a.device != device:
                 raise ValueError(
-                    f"{fn}(): {labels.at(c, k)} is on GPU {a.device} but "
+                    f"{who(fn)}: {labels.at(c, k)} is on GPU {a.device} but "
                     f"{labels.at(0, 0)} is on GPU {device}; all arrays must be on "
                     "the same GPU")
             if readonly and c != GRAD:
                 raise ValueError(
-                    f"{fn}(): {labels.at(c, k)} is read-only; it is updated in place")
+                    f"{who(fn)}: {labels.at(c, k)} is read-only; it is updated in place")
 
 
 def host_layout(a):
@@ -106,7 +145,7 @@ def aligned(fn, labels, addresses, itemsizes):
     if misaligned.size:
         j = int(misaligned[0])
         raise ValueError(
-            f"{fn}(): {labels(j)} starts at {addresses[j]:#x}, not on a "
+            f"{who(fn)}: {labels(j)} starts at {addresses[j]:#x}, not on a "
             f"{int(itemsizes[j])}-byte boundary; GPU arrays must be aligned to "
             "their elements")
 
@@ -142,5 +181,5 @@ def no_overlap(fn, labels, addresses, nbytes):
         # The earlier array whose end is the running maximum overlaps idx[j].
         i = int(np.flatnonzero((ends[:j] == ends[j - 1]))[0])
         first, second = sorted((int(idx[i]), int(idx[j])))
-        raise ValueError(f"{fn}(): {labels(second)} shares memory with "
+        raise ValueError(f"{who(fn)}: {labels(second)} shares memory with "
                          f"{labels(first)}; each array must be a separate buffer")

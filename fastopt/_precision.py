@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from . import _device, _facts
+from . import _checks, _device, _facts
 
 FLOAT32 = np.dtype(np.float32)
 _MAX = float(np.finfo(np.float32).max)
@@ -62,14 +62,15 @@ def check(fn, spec, h, variant, pre, hyper, param):
     culprit = _culprit(spec, h)
     if culprit is not None:
         name, value, why = culprit
-        raise ValueError(f"{fn}(): {name}={value} {why} (the params are float32)")
+        raise ValueError(f"{_checks.who(fn)}: {name}={value} {why} (the params are float32)")
     from .kernels import PRE, RULES
 
     names = PRE + RULES[variant.rule].hyper
     for name, value in zip(names, pre + hyper):
         if not np.isfinite(_single(value)):
             raise ValueError(
-                f"{fn}(): the hyperparameters give the kernel's {_SCALARS.get(name, name)} "
+                f"{_checks.who(fn)}: the hyperparameters give the kernel's "
+                f"{_SCALARS.get(name, name)} "
                 f"= {value:g}, which overflows float32 (the params are float32)")
 
 

@@ -33,7 +33,7 @@ class SpecOptimizer(Optimizer):
         hyper = {}
         for key in self._keras_names:
             name = front.canonical(key)
-            value = spec.hyper(name).check(self._fn, own[key], "keras", label=key)
+            value = spec.hyper(name).check(type(self).__name__, own[key], "keras", label=key)
             setattr(self, key, value)
             hyper[name] = value
         self._h = SimpleNamespace(**hyper)

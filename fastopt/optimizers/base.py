@@ -143,23 +143,24 @@ class Optimizer:
         return cls(**config)
 
     # -- checks -------------------------------------------------------------
+    # The checks write "{name}(): ...", so they get the class's bare name.
     def _optional(self, value, name, *, low=None, positive=False):
         if value is None:
             return None
-        return check_float(self._fn, name, value, low=0.0 if positive else low,
-                           low_open=positive)
+        return check_float(type(self).__name__, name, value,
+                           low=0.0 if positive else low, low_open=positive)
 
     def _check(self, name, value, **bounds):
-        return check_float(self._fn, name, value, **bounds)
+        return check_float(type(self).__name__, name, value, **bounds)
 
     def _flag(self, name, value):
-        check_flag(self._fn, name, value)
+        check_flag(type(self).__name__, name, value)
         return value
 
     def _check_learning_rate(self, value):
         if callable(value):
             return value
-        return check_float(self._fn, "learning_rate", value, low=0.0)
+        return check_float(type(self).__name__, "learning_rate", value, low=0.0)
 
     # -- learning rate and iterations ----------------------------------------
     @property
@@ -310,7 +311,9 @@ class Optimizer:
             pending = self._pending
             self._build(params, [d.spec for d in described_params])
         try:
-            with _batch.all_or_nothing():   # every group checked before any runs
+            # Every group checked before any runs, and named in Keras's words.
+            with _batch.all_or_nothing(), _checks.in_callers_words(
+                    self._fn, lambda arg, k: self._name(arg, group[k])):
                 for group in groups:
                     # One list-form call per group: the kernels run once per
                     # dtype, not once per param.
@@ -327,6 +330,14 @@ class Optimizer:
         self._params = params
         self._iterations += 1
         return self._iterations
+
+    def _name(self, argument, i):
+        """The caller's name of a functional call's `argument` of params[i]."""
+        if argument in ("param", "grad"):
+            return f"{argument}s[{i}]"
+        spec = getattr(self, "spec", None)
+        slots = {} if spec is None else {s.name: s.keras for s in spec.slots}
+        return f"the {slots.get(argument, argument)} of params[{i}]"
 
     def _fast_step(self, grads, params):
         """The common step as one list-form call, with no Python per array.

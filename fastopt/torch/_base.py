@@ -38,7 +38,7 @@ from typing import NamedTuple
 
 import torch
 
-from .. import _batch
+from .. import _batch, _checks
 from .._multi import Checked
 from . import _flat, _steps
 
@@ -213,7 +213,7 @@ class Optimizer(torch.optim.Optimizer):
                     if verdict is _flat.READY:
                         self._step_flat(hyper, what)
                         continue
-                    self._step_group(hyper, what)
+                    self._step_group(i, group, hyper, what)
                     if self._flat_mode:
                         _batch.run(functools.partial(self._relayout, i, group, hyper,
                                                      what.params, verdict))
@@ -364,10 +364,12 @@ class Optimizer(torch.optim.Optimizer):
                                  f"{tuple(t.shape)} on {t.device}, expected it like the "
                                  "param")
 
-    def _step_group(self, hyper, found):
+    def _step_group(self, i, group, hyper, found):
         """One functional call per bucket of `found`'s params (same device and
-        step). A bucket the bulk check passed goes as `fastopt._multi.Checked`:
-        every check of the functional call but reading addresses is done."""
+        step) of param group `i`. A bucket the bulk check passed goes as
+        `fastopt._multi.Checked`: every check of the functional call but
+        reading addresses is done. A refusal names the param as torch users
+        do (``param_groups[i]['params'][j]``)."""
         params, keys, kinds = found.params, found.keys, found.kinds
         prepared = self._prepare_all(hyper, found)
         states = [s for s, _ in prepared]
@@ -402,11 +404,27 @@ class Optimizer(torch.optim.Optimizer):
                 columns = [[real(t) for t in column] for column in columns]
             if kinds is not None:
                 columns[0] = Checked(columns[0])
-            self._update(hyper, columns[0], columns[1], dict(zip(keys, columns[2:])), step)
+            with _checks.in_callers_words(
+                    f"fastopt.torch.{type(self).__name__}",
+                    functools.partial(self._name, i, group, ps)):
+                self._update(hyper, columns[0], columns[1], dict(zip(keys, columns[2:])),
+                             step)
             if counters is not None:
                 _batch.run(functools.partial(counters.advance, members))
         # Autograd is told of the writes by the functional call, which bumps
         # the version of every torch tensor it updated (params and state).
+
+    @staticmethod
+    def _name(i, group, params, argument, k):
+        """torch's name of a functional call's `argument` of `params[k]`, a
+        param of group `i`."""
+        j = next(j for j, p in enumerate(group["params"]) if p is params[k])
+        where = f"param_groups[{i}]['params'][{j}]"
+        if argument == "param":
+            return where
+        if argument == "grad":
+            return f"the gradient of {where}"
+        return f"state[{argument!r}] of {where}"
 
     def _prepare_all(self, hyper, found):
         """`_prepare` of each of `found`'s params. After a first step every
