@@ -1,6 +1,10 @@
 """fastopt: fused optimizer update kernels for NumPy and CUDA arrays."""
-from . import functional, optimizers
-from .optimizers import *  # noqa: F401,F403 - the Keras-style classes, one per spec
+from . import _threads
+
+_threads.choose()   # before anything can start Numba's threading layer
+
+from . import functional, optimizers  # noqa: E402
+from .optimizers import *  # noqa: E402,F401,F403 - the Keras-style classes, one per spec
 
 __version__ = "0.1.0"
 

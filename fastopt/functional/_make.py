@@ -8,7 +8,7 @@ argument parsing of its own. Its body is one line, into `_call`.
 """
 import operator
 
-from .. import _dispatch
+from .. import _dispatch, _threads
 from ..spec import REQUIRED, SHARED_DOC, check_step
 
 _PLAIN = frozenset([float, int, bool, str, type(None)])
@@ -50,6 +50,8 @@ def make(spec):
     scalars, update = spec.scalars, _dispatch.update
 
     def call(param, grad, states, step, values):
+        if _threads._forked_unsafe:
+            _threads.check_fork()
         if type(step) is not int or step < 1:
             check_step(name, step)
         which, pre, h, convention = settings(values)
