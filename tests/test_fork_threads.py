@@ -66,7 +66,7 @@ def test_fork_pool_after_a_parallel_step():
     if not _threads.fork_safe(layer):
         # A layer the environment forced (NUMBA_THREADING_LAYER=omp): the
         # children must raise, not be killed.
-        with pytest.raises(_threads.ForkUnsafeError, match="forked"):
+        with pytest.raises(fastopt.ForkUnsafeError, match="forked"):
             _run_pool("fork")
         return
     got = _run_pool("fork")
