@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import _device, _facts
+from .. import _device, _facts, _threads
 from ..kernels import norms
 
 
@@ -114,6 +114,7 @@ def sum_squares(described):
     Host arrays are reduced on the CPU; GPU arrays on their GPU, on the stream
     of the first array there, one host copy of the results per GPU.
     """
+    _threads.check_fork()    # the host reduction is a parallel loop
     sums = [0.0] * len(described)
     by_device = {}
     for k, d in enumerate(described):

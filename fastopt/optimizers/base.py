@@ -19,16 +19,22 @@ Everything else lives here:
   `grad_scale`, `clip_value`, `weight_decay`); norms are reduced where the
   gradients live and only the sums come to the host;
 * ``get_config`` / ``from_config`` with Keras's keys, ``state_dict`` /
-  ``load_state_dict`` and ``save_state`` / ``load_state`` (``.npz``).
+  ``load_state_dict`` and ``save_state`` / ``load_state`` (``.npz``);
+* threads: a step, a build and a state load or save run one at a time per
+  optimizer (a lock per instance), so two threads may step one optimizer;
+  separate optimizers share nothing and run in parallel.
 """
 import itertools
 import math
 import operator
+import threading
 import warnings
+import zipfile
+import zlib
 
 import numpy as np
 
-from .. import _batch, _checks, _facts
+from .. import _batch, _checks, _facts, _threads
 from ..spec import check_flag, check_float
 from . import _arrays
 
@@ -89,6 +95,16 @@ class Optimizer:
         self._params = None     # the params of the last call, for apply(grads)
         self._columns = None    # the state by slot name, a list per param
         self._step_lists = ([], [])   # `_fast_step`'s grads and params lists
+        self._lock = threading.RLock()   # `_threads.serialised`: one step at a time
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        del state["_lock"]      # a lock does not pickle; a copy gets its own
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
 
     # -- what subclasses define ---------------------------------------------
     def state_slots(self):
@@ -198,6 +214,7 @@ class Optimizer:
     def built(self) -> bool:
         return self._specs is not None
 
+    @_threads.serialised
     def build(self, params) -> None:
         """Create the state for `params` (done by the first `apply_gradients`).
 
@@ -272,6 +289,7 @@ class Optimizer:
                                     f"is {type(pair).__name__}")
         return self.apply(list(map(_FIRST, pairs)), list(map(_SECOND, pairs)))
 
+    @_threads.serialised
     def apply(self, grads, params=None) -> int:
         """`apply_gradients` with separate lists; `params` may be omitted once built."""
         grads = list(grads)
@@ -421,6 +439,7 @@ class Optimizer:
         return scales
 
     # -- state ------------------------------------------------------------------
+    @_threads.serialised
     def state_dict(self) -> dict:
         """The optimizer's state as a flat dict of NumPy values (host copies).
 
@@ -447,6 +466,7 @@ class Optimizer:
                 out[f"{name}/{i}"] = _arrays.to_host(a)
         return out
 
+    @_threads.serialised
     def load_state_dict(self, state: dict) -> None:
         """Restore `state_dict`'s output (checked fully before anything changes).
 
@@ -455,6 +475,10 @@ class Optimizer:
         `apply_gradients` (which checks it against the params first).
         `iterations` is restored, and so is a float learning rate (a schedule
         is config, not state: it stays the one this optimizer was made with).
+        Every key is checked: a key this optimizer does not keep, a missing
+        or extra ``"<slot>/<i>"``, a header of the wrong kind, or a state
+        that has stepped but holds no state arrays raises ValueError naming
+        the key, and leaves the optimizer as it was.
 
         Example::
 
@@ -467,50 +491,52 @@ class Optimizer:
         missing = {"optimizer", "iterations"} - set(state)
         if missing:
             raise ValueError(f"{fn}: state lacks {sorted(missing)}")
-        kind = str(np.asarray(state["optimizer"]))
+        kind = _header(fn, state, "optimizer", "US", "a class name")
         if kind != type(self).__name__:
             raise ValueError(f"{fn}: state is from a {kind}, not a {type(self).__name__}")
-        iterations = np.asarray(state["iterations"])
-        if iterations.shape != () or iterations.dtype.kind not in "iu" or iterations < 0:
-            raise ValueError(f"{fn}: iterations must be an integer >= 0")
+        iterations = _header(fn, state, "iterations", "iu", "an integer >= 0")
         names = [name for name, _ in self.state_slots()]
-        count = int(state.get("num_params", -1))
-        arrays = {name: [] for name in names}
-        for key in state:
-            if key in ("optimizer", "iterations", "learning_rate", "num_params"):
-                continue
-            name, _, index = key.rpartition("/")
-            if name not in arrays or not index.isdigit():
-                raise ValueError(
-                    f"{fn}: unexpected key {key!r}; this {type(self).__name__} keeps "
-                    f"{names or 'no state arrays'} (is its config the same?)")
+        indices = _slot_indices(fn, state, names, type(self).__name__)
+        if "num_params" in state:
+            count = _header(fn, state, "num_params", "iu", "an integer >= 0")
+        else:
+            count = max([max(found, default=-1) + 1 for found in indices.values()],
+                        default=0)
+        arrays = {}
         for name in names:
-            i = 0
-            while f"{name}/{i}" in state:
-                arrays[name].append(np.array(state[f"{name}/{i}"], copy=True))
-                i += 1
-            if count < 0:
-                count = i
-            if i != count:
-                raise ValueError(f"{fn}: {i} arrays for {name}, expected {count}")
-        lr = state.get("learning_rate")
-        if lr is not None and not callable(self._learning_rate):
-            lr = check_float(fn, "learning_rate", float(np.asarray(lr)), low=0.0)
-        if self.built and count >= 0 and names:
-            self._check_loaded(arrays, self._specs, fn)
-        if self.built and count >= 0 and count != len(self._specs):
+            extra = sorted(i for i in indices[name] if i >= count)
+            if extra:
+                raise ValueError(f"{fn}: unexpected key {f'{name}/{extra[0]}'!r}: the "
+                                 f"state has {count} params")
+            if len(indices[name]) != count:
+                lack = min(set(range(count)) - indices[name])
+                raise ValueError(f"{fn}: {len(indices[name])} arrays for {name}, "
+                                 f"expected {count} (no {f'{name}/{lack}'!r})")
+            arrays[name] = [np.array(state[f"{name}/{i}"], copy=True) for i in range(count)]
+        if names and count == 0 and iterations > 0:
+            # Resuming would run step iterations + 1 on fresh zero state.
+            raise ValueError(f"{fn}: state is at iterations={iterations} but holds no "
+                             f"{'/'.join(names)} arrays ({names[0]}/0, ...)")
+        lr = None
+        if "learning_rate" in state and not callable(self._learning_rate):
+            lr = _header(fn, state, "learning_rate", "iuf", "a real number")
+            lr = check_float(fn.removesuffix("()"), "learning_rate", lr, low=0.0)
+        if self.built and count != len(self._specs) and (names or "num_params" in state):
             raise ValueError(f"{fn}: state has {count} params, the optimizer "
                              f"{len(self._specs)}")
+        if self.built and names:
+            self._check_loaded(arrays, self._specs, fn)
         # Everything checked: now change things.
         if self.built:
             for i, s in enumerate(self._state):
                 for name in names:
                     _arrays.copy_from_host(s[name], arrays[name][i])
         elif names and count > 0:
-            self._pending = arrays
-            self._pending_count = count
-        self._iterations = int(iterations)
-        if lr is not None and not callable(self._learning_rate):
+            self._pending, self._pending_count = arrays, count
+        else:
+            self._pending, self._pending_count = None, 0
+        self._iterations = iterations
+        if lr is not None:
             self._learning_rate = lr
 
     def _check_loaded(self, arrays, specs, fn=None):
@@ -537,9 +563,30 @@ class Optimizer:
         np.savez(path, **self.state_dict())
 
     def load_state(self, path) -> None:
-        """Read a ``.npz`` file written by `save_state` (see `load_state_dict`)."""
-        with np.load(path, allow_pickle=False) as data:
-            self.load_state_dict({k: data[k] for k in data.files})
+        """Read a ``.npz`` file written by `save_state` (see `load_state_dict`).
+
+        A file that is not such an archive (truncated, a single ``.npy``
+        array, pickled objects) raises ValueError naming it, and changes nothing.
+        """
+        fn = f"{type(self).__name__}.load_state()"
+        try:
+            data = np.load(path, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError(f"{fn}: {path!s} holds a single array (.npy), not "
+                                 "the .npz archive save_state writes")
+            with data:
+                state = {k: data[k] for k in data.files}
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            raise
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+            raise ValueError(f"{fn}: {path!s} is not a readable .npz archive "
+                             f"({type(e).__name__}: {e})") from e
+        except ValueError as e:
+            if str(e).startswith(fn):
+                raise
+            raise ValueError(f"{fn}: {path!s} is not a .npz archive of arrays "
+                             f"({e})") from e
+        self.load_state_dict(state)
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items()
@@ -562,6 +609,48 @@ def _same_scale_groups(present, scales):
     for i in present:
         groups.setdefault(scales[i], []).append(i)
     return list(groups.values())
+
+
+def _header(fn, state, key, kinds, what):
+    """`state[key]` as a Python scalar, if it is a scalar of a dtype kind in
+    `kinds` (a NumPy kind code string); else ValueError naming `key`."""
+    value = state[key]
+    try:
+        a = np.asarray(value)
+    except Exception:   # any object NumPy cannot read is just as bad
+        a = np.asarray(None)
+    if a.shape != () or a.dtype.kind not in kinds or (a.dtype.kind in "iu" and a < 0):
+        raise ValueError(f"{fn}: {key} must be {what}, got {_brief(value)}")
+    return str(a) if a.dtype.kind in "US" else a.item()
+
+
+def _brief(value):
+    """A short description of a bad state value, for a message."""
+    if isinstance(value, np.ndarray):
+        return f"an array of dtype {value.dtype} and shape {value.shape}"
+    text = repr(value)
+    return text if len(text) <= 40 else f"a {type(value).__name__}"
+
+
+def _slot_indices(fn, state, names, cls):
+    """{slot name: set of indices} of the ``"<slot>/<i>"`` keys of `state`;
+    ValueError for any other key but the headers, and for an index not in
+    `state_dict`'s form (``momentum/01``)."""
+    indices = {name: set() for name in names}
+    for key in state:
+        if key in _HEADERS:
+            continue
+        name, _, index = key.rpartition("/") if isinstance(key, str) else ("", "", "")
+        if (name not in indices or not (index.isascii() and index.isdigit())
+                or str(int(index)) != index):
+            raise ValueError(f"{fn}: unexpected key {key!r}; this {cls} keeps "
+                             f"{names or 'no state arrays'} as '<name>/<index>' "
+                             "(is its config the same?)")
+        indices[name].add(int(index))
+    return indices
+
+
+_HEADERS = frozenset(["optimizer", "iterations", "learning_rate", "num_params"])
 
 
 def _check_same(fn, name, got, want, where):

@@ -28,17 +28,25 @@ What lives here:
 * state in torch's layout: ``state["step"]`` a float scalar tensor on the CPU
   (torch's non-capturable, non-fused layout), the per-element state as
   tensors like the param. Checkpoints move both ways between torch.optim and
-  fastopt.torch.
+  fastopt.torch; ``load_state_dict`` refuses, before changing anything, one
+  whose groups lack this optimizer's hyperparameters or hold bad values, or
+  whose state has keys this optimizer does not keep or tensors shaped unlike
+  their param (another optimizer's checkpoint);
+* threads: a step and a state load run one at a time per optimizer (a lock
+  per instance); a param's ``.grad`` is shared by every thread, so which
+  gradients a step sees is the caller's to arrange.
 """
 import functools
+import itertools
 import math
 import numbers
 import operator
+import threading
 from typing import NamedTuple
 
 import torch
 
-from .. import _batch, _checks
+from .. import _batch, _checks, _threads
 from .._multi import Checked
 from . import _flat, _steps
 
@@ -139,6 +147,7 @@ class Optimizer(torch.optim.Optimizer):
         self._hyper(defaults)
         self._flat_mode = flag(flat, "flat")
         self._flat = {}     # param group index -> its _flat.FlatGroup
+        self._lock = threading.RLock()   # `_threads.serialised`: one step at a time
         super().__init__(params, defaults)
 
     # -- what subclasses define -------------------------------------------
@@ -155,6 +164,10 @@ class Optimizer(torch.optim.Optimizer):
         single arrays (a flat layout's buffers, `_step_flat`)."""
         raise NotImplementedError
 
+    def _state_keys(self):
+        """Every per-param state key this optimizer may keep, under any options."""
+        raise NotImplementedError
+
     # -- torch.optim.Optimizer hooks --------------------------------------
     def add_param_group(self, param_group):
         if isinstance(param_group, dict):   # check before torch stores it
@@ -168,6 +181,7 @@ class Optimizer(torch.optim.Optimizer):
         super().__setstate__(state)
         # New state or groups (load_state_dict, unpickling): rebuilt at the next step.
         self._flat = {}
+        self.__dict__.setdefault("_lock", threading.RLock())
         self.__dict__.setdefault("_flat_mode", False)
         for group in self.param_groups:
             for key, value in self._fallbacks.items():
@@ -177,7 +191,65 @@ class Optimizer(torch.optim.Optimizer):
                 if s and "step" in s and not torch.is_tensor(s["step"]):
                     s["step"] = torch.tensor(float(s["step"]), dtype=_get_scalar_dtype())
 
+    @_threads.serialised
+    def load_state_dict(self, state_dict):
+        """torch's ``load_state_dict``, after checking that `state_dict` is a
+        checkpoint of this optimizer (see the module docstring): a
+        ValueError names the group or state key, and nothing is changed."""
+        self._check_checkpoint(state_dict)
+        super().load_state_dict(state_dict)
+
+    def _check_checkpoint(self, state_dict):
+        name = f"fastopt.torch.{type(self).__name__}.load_state_dict()"
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"{name}: state_dict must be a dict, got "
+                            f"{type(state_dict).__name__}")
+        for key in ("state", "param_groups"):
+            if key not in state_dict:
+                raise ValueError(f"{name}: state_dict lacks {key!r}")
+        saved = state_dict["param_groups"]
+        if (not isinstance(saved, (list, tuple)) or len(saved) != len(self.param_groups)
+                or not all(isinstance(g, dict) and isinstance(g.get("params"), list)
+                           and len(g["params"]) == len(own["params"])
+                           for g, own in zip(saved, self.param_groups))):
+            return   # torch's own checks name what is wrong
+        # A numeric hyperparameter has been in every checkpoint torch ever
+        # wrote; only switches (bools, foreach...) are filled in for old ones.
+        required = [k for k, v in self.defaults.items() if isinstance(v, (numbers.Real, tuple))
+                    and not isinstance(v, bool)]
+        for i, group in enumerate(saved):
+            lacking = [k for k in required if k not in group]
+            if lacking:
+                raise ValueError(
+                    f"{name}: param_groups[{i}] lacks {lacking}: not a checkpoint of "
+                    f"{type(self).__name__} (its groups have "
+                    f"{sorted(k for k in group if k != 'params')})")
+            self._checked_hyper(i, {**self._fallbacks, **group})
+        state = state_dict["state"]
+        if not isinstance(state, dict):
+            raise ValueError(f"{name}: state_dict['state'] must be a dict, got "
+                             f"{type(state).__name__}")
+        keys = self._state_keys()
+        params = dict(zip(itertools.chain.from_iterable(g["params"] for g in saved),
+                          itertools.chain.from_iterable(g["params"] for g in self.param_groups)))
+        for k, entry in state.items():
+            p = params.get(k)
+            if p is None or not isinstance(entry, dict):
+                continue    # torch ignores state of no param of the groups
+            for key, value in entry.items():
+                if key not in keys:
+                    raise ValueError(
+                        f"{name}: state[{k!r}] has key {key!r}, which "
+                        f"{type(self).__name__} does not keep ({sorted(keys)}): a "
+                        "checkpoint of another optimizer?")
+                if (key != "step" and isinstance(value, torch.Tensor)
+                        and value.shape != p.shape):
+                    raise ValueError(
+                        f"{name}: state[{k!r}][{key!r}] has shape {tuple(value.shape)}, "
+                        f"its param {tuple(p.shape)}")
+
     # -- the step ---------------------------------------------------------
+    @_threads.serialised
     @torch.no_grad()
     def step(self, closure=None):
         """One update of every param that has a gradient; returns `closure()`'s loss.

@@ -82,6 +82,10 @@ class SpecOptimizer(Optimizer):
                 slots[s.torch] = complex(fill, fill) if p.is_complex() else fill
         return slots
 
+    def _state_keys(self):
+        keys = {s.torch for s in self.spec.slots}
+        return keys | {"step"} if self._counts_steps else keys
+
     def _update(self, hyper, params, grads, state, step):
         getattr(functional, self.spec.name)(
             params, grads, **{s.name: state.get(s.torch) for s in self.spec.slots},
