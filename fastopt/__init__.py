@@ -4,9 +4,8 @@ from . import _threads
 _threads.choose()   # before anything can start Numba's threading layer
 
 from . import functional, optimizers  # noqa: E402
-from ._threads import ForkUnsafeError  # noqa: E402
 from .optimizers import *  # noqa: E402,F401,F403 - the Keras-style classes, one per spec
 
 __version__ = "0.1.0"
 
-__all__ = ["functional", "ForkUnsafeError", *optimizers.__all__[:-1]]
+__all__ = ["functional", *optimizers.__all__[:-1]]

@@ -17,7 +17,7 @@ replace, every accelerator and CPU kernel a call picks up.
 import contextlib
 import os
 
-from . import _hostscan
+from . import _hostscan, _threads
 from .kernels import cpu, multi_cpu
 
 # variant -> what `fastopt._dispatch` / `fastopt._multi` keep of it for their
@@ -26,13 +26,16 @@ SINGLE, MANY = {}, {}
 
 # Looked up at each call, so that each stays the module's own function.
 _BUILD = {"single": lambda v: _hostscan.runner(v), "many": lambda v: _hostscan.list_runner(v),
-          "cpu": lambda v: cpu.kernel(v), "multi_cpu": lambda v: multi_cpu.kernel(v)}
+          "cpu": lambda v: cpu.kernel(v, not _threads.serial_only()),
+          "multi_cpu": lambda v: multi_cpu.kernel(v, not _threads.serial_only())}
 _observer = None
 
 
 def enabled():
-    """Whether the accelerators may run in this process."""
-    return os.environ.get("FASTOPT_ACCELERATORS", "1") != "0" and _hostscan.enabled()
+    """Whether the accelerators may run in this process (not in one that must
+    not start a parallel region, `_threads.serial_only`: their walk has one)."""
+    return (os.environ.get("FASTOPT_ACCELERATORS", "1") != "0" and _hostscan.enabled()
+            and not _threads.serial_only())
 
 
 def get(kind, variant):
@@ -44,6 +47,15 @@ def get(kind, variant):
     else:
         found = _BUILD[kind](variant)
     return found if _observer is None else _observer(kind, variant, found)
+
+
+def _forget():
+    SINGLE.clear()
+    MANY.clear()
+
+
+if hasattr(os, "register_at_fork"):   # a child may have to use serial kernels
+    os.register_at_fork(after_in_child=_forget)
 
 
 @contextlib.contextmanager
@@ -65,11 +77,9 @@ def observe(observer):
     global _observer
     saved = _observer
     _observer = observer
-    SINGLE.clear()
-    MANY.clear()
+    _forget()
     try:
         yield
     finally:
         _observer = saved
-        SINGLE.clear()
-        MANY.clear()
+        _forget()

@@ -1,24 +1,21 @@
-"""Numba's threading layer: one that survives fork, chosen before any parallel call.
+"""Numba's threading layer under fork, and one step at a time per optimizer.
 
 Numba picks its layer once, at the first parallel call, by
-``numba.config.THREADING_LAYER`` ("default": tbb, then omp, then workqueue).
-On Linux the omp layer is GNU OpenMP, which a forked child cannot use: Numba
-kills the child (SIGTERM) at its first parallel region, and a
-``multiprocessing`` pool with the fork start method waits for it forever.
-The tbb layer is fork-safe and safe for concurrent calls from several
-threads, but the ``tbb`` wheel puts ``libtbb`` in ``<prefix>/lib``, where
-Numba's loader does not look, so "default" silently falls back to omp.
+``numba.config.THREADING_LAYER``; by default that is GNU OpenMP on Linux
+(tbb where Numba finds it). A forked child cannot use GNU OpenMP once its
+parent has: Numba kills the child (SIGTERM) at its first parallel region,
+and a ``multiprocessing`` pool with the fork start method then waits for it
+forever. fastopt keeps OpenMP, the fastest layer for its loops (tbb's task
+scheduling cost up to 1.9x at 1e5-1e6 elements, `benchmarks/README.md`),
+and makes fork work instead: a child forked after its parent started
+OpenMP is marked at fork (`serial_only`), and there every kernel runs its
+loop on the calling thread (`fastopt._accel` hands out serial kernels), so
+the child computes the same results, on one core.
 
-`choose` (run when fastopt is imported) loads the wheel's library, so that
-"default" finds tbb, and leaves the choice itself to Numba: a layer the user
-named (``NUMBA_THREADING_LAYER``, or ``numba.config.THREADING_LAYER`` set
-before the first parallel call) is kept. Measured against omp in the same run:
-``benchmarks/threading_layers.py``, ``benchmarks/README.md``.
-
-Where the layer in use cannot run in a forked child (omp on Linux, chosen by
-the user or left by a missing tbb), the child is marked at fork and
-`check_fork` makes fastopt's entry points raise `ForkUnsafeError` there,
-before Numba would kill the process.
+A layer the user names is Numba's to honour (``NUMBA_THREADING_LAYER``, or
+``numba.config.THREADING_LAYER`` set before the first parallel call). For a
+user who names tbb, `choose` first loads the ``tbb`` wheel's library, which
+the wheel puts where Numba's loader does not look.
 """
 import ctypes
 import functools
@@ -31,14 +28,10 @@ from numba.np.ufunc import parallel
 
 # The file Numba's tbb layer loads by name, per platform (numba.np.ufunc.parallel).
 _LIBTBB = {"win32": "tbb12.dll", "darwin": "libtbb.12.dylib"}.get(sys.platform, "libtbb.so.12")
-# Layers Numba may resolve to tbb: only for these is loading libtbb of use.
-_MAY_PICK_TBB = frozenset(["default", "tbb", "safe", "threadsafe", "forksafe"])
+# Layers the user may name that resolve to tbb.
+_NAMES_TBB = frozenset(["tbb", "safe", "threadsafe", "forksafe"])
 
-_forked_unsafe = False   # set in a forked child whose parent had started GNU OpenMP
-
-
-class ForkUnsafeError(RuntimeError):
-    """fastopt was called in a forked child whose threading layer cannot run there."""
+_serial_only = False   # set in a forked child whose parent had started GNU OpenMP
 
 
 def _load_tbb():
@@ -59,14 +52,11 @@ def _load_tbb():
 
 
 def choose():
-    """Make tbb available to Numba's choice of layer (see the module docstring).
-
-    Does nothing once Numba has started a layer, or when the user named one
-    that is not tbb.
-    """
+    """Where the user named a layer that is tbb, make the ``tbb`` wheel's
+    library findable by Numba. Does nothing once Numba has started a layer."""
     if parallel._is_initialized:
         return
-    if str(numba.config.THREADING_LAYER).lower() in _MAY_PICK_TBB:
+    if str(numba.config.THREADING_LAYER).lower() in _NAMES_TBB:
         _load_tbb()
 
 
@@ -80,23 +70,16 @@ def fork_safe(name):
     return name != "omp" or not sys.platform.startswith("linux")
 
 
+def serial_only():
+    """Whether this process must not start a parallel region: a child forked
+    after its parent started GNU OpenMP."""
+    return _serial_only
+
+
 def _after_fork_in_child():
-    global _forked_unsafe
+    global _serial_only
     started = layer()
-    _forked_unsafe = started is not None and not fork_safe(started)
-
-
-def check_fork():
-    """Raise `ForkUnsafeError` in a forked child that cannot run fastopt's
-    parallel kernels; a no-op everywhere else."""
-    if _forked_unsafe:
-        raise ForkUnsafeError(
-            "fastopt: this process was forked from one that had started Numba's "
-            "'omp' threading layer (GNU OpenMP), which cannot run parallel code "
-            "in a forked child (Numba would kill the process). Use the 'tbb' "
-            "layer (pip install tbb; leave NUMBA_THREADING_LAYER unset or set it "
-            "to 'tbb'), or the 'spawn' or 'forkserver' start method of "
-            "multiprocessing.")
+    _serial_only = _serial_only or (started is not None and not fork_safe(started))
 
 
 if hasattr(os, "register_at_fork"):

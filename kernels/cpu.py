@@ -34,14 +34,20 @@ FASTMATH = False
 SERIAL_BELOW = 1 << 15
 
 
-def jit(cache=True):
-    """The decorator of every CPU function that runs a kernel loop: parallel,
-    no fastmath (above), and NumPy's error model. A division by zero then
-    gives inf or nan, as in a parallel loop's body, instead of raising as
-    Python does; the check per element that raising needs keeps LLVM from
-    vectorizing a serial loop (measured: 6x slower)."""
-    return numba.njit(parallel=True, cache=cache, fastmath=FASTMATH,
+def jit(cache=True, parallel=True):
+    """The decorator of every CPU function that runs a kernel loop: parallel
+    (unless told not), no fastmath (above), and NumPy's error model. A
+    division by zero then gives inf or nan, as in a parallel loop's body,
+    instead of raising as Python does; the check per element that raising
+    needs keeps LLVM from vectorizing a serial loop (measured: 6x slower)."""
+    return numba.njit(parallel=parallel, cache=cache, fastmath=FASTMATH,
                       error_model="numpy")
+
+
+def serial_key(variant):
+    """The key of `variant`'s loop compiled without a parallel region: its
+    own key, so that Numba's cache keeps the two apart."""
+    return variant.key + "-serial"
 
 _steps = {}     # variant key -> element step, read by the overload below
 _kernels = {}   # variant -> compiled loop
@@ -110,15 +116,18 @@ def loop(key, addrs, n, like, pre, hyper):
             _element_at(key, i, param, grad, state, pre, hyper)
 
 
-def _loop(key, cache=True):
-    @jit(cache)
+def _loop(key, cache=True, parallel=True):
+    @jit(cache, parallel)
     def update(addrs, n, like, pre, hyper):
         loop(key, addrs, n, like, pre, hyper)
 
     return update
 
 
-def kernel(variant):
+_serial = {}    # variant -> compiled loop without a parallel region
+
+
+def kernel(variant, parallel=True):
     """The CPU kernel of `variant`: ``kernel(addrs, n, like, pre, hyper)``.
 
     addrs: the data addresses of param, grad and the 3 state slots (unused
@@ -127,9 +136,15 @@ def kernel(variant):
     floats (cast to that dtype inside). As on the GPU, the kernel sees
     addresses, not arrays: the host checks the arrays (none may overlap a
     written one) and keeps them alive for the call.
+
+    parallel=False gives the same loop on the calling thread alone, for a
+    process that must not start a parallel region (a forked child of one
+    that started GNU OpenMP).
     """
-    kern = _kernels.get(variant)
+    kernels = _kernels if parallel else _serial
+    kern = kernels.get(variant)
     if kern is None:
-        _steps[variant.key] = element_step(variant)
-        kern = _kernels[variant] = _loop(variant.key)
+        key = variant.key if parallel else serial_key(variant)
+        _steps[key] = element_step(variant)
+        kern = kernels[variant] = _loop(key, parallel=parallel)
     return kern

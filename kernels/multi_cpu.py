@@ -94,15 +94,18 @@ def _chunk(key, c, addrs, chunks, like, pre, hyper):
         _element_at(key, i, param, grad, state, pre, hyper)
 
 
-def _loop(key, cache=True):
-    @_cpu.jit(cache)
+def _loop(key, cache=True, parallel=True):
+    @_cpu.jit(cache, parallel)
     def update(addrs, chunks, parts, like, pre, hyper):
         loop(key, addrs, chunks, parts, like, pre, hyper)
 
     return update
 
 
-def kernel(variant):
+_serial = {}    # variant -> compiled loop without a parallel region
+
+
+def kernel(variant, parallel=True):
     """The many-tensor CPU kernel:
     ``kernel(addrs, chunks, parts, like, pre, hyper)``.
 
@@ -110,10 +113,12 @@ def kernel(variant):
     non-decreasing from 0 to C; all as above; `like` a scalar of
     the tensors' dtype; `pre` and `hyper` tuples of Python floats. The caller
     keeps the memory alive and guarantees that no written array overlaps
-    another.
+    another. parallel=False: as `kernels.cpu.kernel`.
     """
-    kern = _kernels.get(variant)
+    kernels = _kernels if parallel else _serial
+    kern = kernels.get(variant)
     if kern is None:
-        _steps.setdefault(variant.key, element_step(variant))
-        kern = _kernels[variant] = _loop(variant.key)
+        key = variant.key if parallel else _cpu.serial_key(variant)
+        _steps.setdefault(key, element_step(variant))
+        kern = kernels[variant] = _loop(key, parallel=parallel)
     return kern

@@ -84,10 +84,8 @@ def sum_squares_device(arrays, stream=0):
     return host
 
 
-@numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
-def _sum_squares_host(x):
-    # reassoc lets the loop vectorise; the order still depends only on the
-    # compiled code and the thread count, so a run repeats bit for bit.
+@numba.njit(inline="always")
+def _sum_of_squares(x):
     acc = 0.0
     for i in numba.prange(x.size):
         v = np.float64(x[i])
@@ -95,12 +93,25 @@ def _sum_squares_host(x):
     return acc
 
 
-def sum_squares_host(x):
-    """``Σ x²`` of a 1-D contiguous NumPy array, accumulated in float64.
+# reassoc lets the loop vectorise; the order still depends only on the
+# compiled code and the thread count, so a run repeats bit for bit.
+@numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
+def _sum_squares_host(x):
+    return _sum_of_squares(x)
+
+
+@numba.njit(cache=True, fastmath={"reassoc", "contract"})
+def _sum_squares_serial(x):
+    return _sum_of_squares(x)
+
+
+def sum_squares_host(x, parallel=True):
+    """``Σ x²`` of a 1-D contiguous NumPy array, accumulated in float64
+    (parallel=False: on the calling thread alone, see `kernels.cpu.kernel`).
 
     Example::
 
         >>> sum_squares_host(np.arange(4, dtype=np.float32))
         14.0
     """
-    return float(_sum_squares_host(x))
+    return float((_sum_squares_host if parallel else _sum_squares_serial)(x))

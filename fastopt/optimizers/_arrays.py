@@ -114,12 +114,12 @@ def sum_squares(described):
     Host arrays are reduced on the CPU; GPU arrays on their GPU, on the stream
     of the first array there, one host copy of the results per GPU.
     """
-    _threads.check_fork()    # the host reduction is a parallel loop
     sums = [0.0] * len(described)
     by_device = {}
     for k, d in enumerate(described):
         if d.spec.place == _facts.HOST:
-            sums[k] = norms.sum_squares_host(d.info.reshape(-1))
+            sums[k] = norms.sum_squares_host(d.info.reshape(-1),
+                                             parallel=not _threads.serial_only())
         else:
             by_device.setdefault(d.spec.device, []).append(k)
     for device, ks in by_device.items():
