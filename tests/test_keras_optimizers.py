@@ -10,15 +10,19 @@ import pytest
 
 import fastopt
 import keras_table as T
-from conftest import CPU, CUDA, REAL_GPU
+from conftest import CPU, CUDA, REAL_GPU, slow_unless, targets_slow_beyond
 from optimizer_db import DB, KERAS, keras_kwargs, keras_names
 
 NAMES = list(T.VARIANTS)
 
 
 # --- conformance -----------------------------------------------------------
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("case", T.CASES, ids=lambda c: c.id)
+# The inner loop: each option set without a base option, each base option on
+# the plain option set in float64.
+@pytest.mark.parametrize("case, dtype", [
+    slow_unless(c.id.endswith("-none") or ("-plain-" in c.id and dtype == "float64"),
+                c, dtype, id=f"{c.id}-{dtype}")
+    for c in T.CASES for dtype in ("float64", "float32")])
 def test_matches_keras_cpu(case, dtype):
     params, grads = T.make_problem(1, dtype)
     want = T.run_keras(case.name, case.make_kwargs(), params, grads)
@@ -38,7 +42,8 @@ CUDA_CASES = [c for c in T.CASES if c.id in {
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("case", CUDA_CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", [slow_unless(c.id == "SGD-momentum-weight_decay", c, id=c.id)
+                                  for c in CUDA_CASES])
 def test_matches_keras_cuda_simulator(case, dtype):
     params, grads = T.make_problem(2, dtype, shapes=[(3, 4), (5,)], steps=12)
     want = T.run_keras(case.name, case.make_kwargs(), params, grads)
@@ -143,6 +148,7 @@ def _run(opt, arrays, grads, target):
         opt.apply_gradients(zip([target.put(g) for g in gs], arrays))
 
 
+@pytest.mark.parametrize("target", targets_slow_beyond(CPU))
 @pytest.mark.parametrize("built", [False, True], ids=["fresh", "built"])
 @pytest.mark.parametrize("case", RESUME_CASES, ids=lambda c: c.id)
 def test_checkpoint_resumes_bit_for_bit(case, built, tmp_path, target):

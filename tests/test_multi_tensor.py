@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import fastopt.functional as F
-from conftest import CPU, CUDA, read_only, to_host
+from conftest import CPU, CUDA, read_only, targets_slow_beyond, to_host
 from optimizer_db import DB, state_args
 from fastopt import _multi
 from fastopt.bench_shapes import MODELS
@@ -126,6 +126,7 @@ def _assert_same(got, want):
             np.testing.assert_array_equal(g, w, err_msg=f"{name}[{k}]", strict=True)
 
 
+@pytest.mark.parametrize("target", targets_slow_beyond(CPU))
 @pytest.mark.parametrize("dtypes", list(DTYPE_SETS), ids=list(DTYPE_SETS))
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_list_equals_one_call_per_tensor(target, case, dtypes, small_chunks,
@@ -537,6 +538,7 @@ VECTOR_VARIANTS = [_pick("sgd"), _pick("adam", True, True, amsgrad=True),
                    _pick("rmsprop_keras", centered=True, momentum=True)]
 
 
+@pytest.mark.slow   # uncached compiles
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("which", VECTOR_VARIANTS, ids=lambda v: v.key.rsplit("-", 1)[0])
 def test_cpu_loop_vectorizes(which, dtype):
@@ -577,6 +579,7 @@ for d in (kern, run.func):
 """
 
 
+@pytest.mark.slow   # fresh processes
 def test_cpu_kernel_is_served_from_disk_cache():
     runs = [subprocess.run([sys.executable, "-c", _CACHE_PROBE], capture_output=True,
                            text=True, timeout=300) for _ in range(2)]

@@ -30,8 +30,7 @@ def _check_twins(ref, ref_opt, got, got_opt, start, tol):
 
 
 # --- conformance -----------------------------------------------------------
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", T.CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("case, dtype", T.inner_loop_rows(DTYPES))
 def test_matches_torch_cpu(case, dtype):
     ref, ref_opt, got, got_opt = T.twins(case.name, case.kwargs, case.layout, dtype)
     start = T.copy_model(ref)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 import fastopt.torch
+from conftest import slow_unless
 from optimizer_db import DB, front_kwargs
 
 STEPS = 50
@@ -59,6 +60,18 @@ CASES = [Case(name, option, kwargs, layout)
          for name, options in VARIANTS.items()
          for option, kwargs in options.items()
          for layout in LAYOUTS]
+
+
+def inner_loop_rows(dtypes, every_option=True):
+    """(case, dtype) params, marked slow but for each layout with the plain
+    option set and, with `every_option`, each option set on one group in
+    float64."""
+    def keep(case, dtype):
+        if case.option == "plain":
+            return every_option or dtype == torch.float64
+        return every_option and case.layout == "one_group" and dtype == torch.float64
+    return [slow_unless(keep(case, dtype), case, dtype, id=f"{case.id}-{dtype}")
+            for case in CASES for dtype in dtypes]
 
 
 def make_model(dtype=torch.float64, device="cpu", seed=0):
