@@ -104,3 +104,19 @@ TARGETS = [CPU, CUDA] + _gpu_targets()
 @pytest.fixture(params=TARGETS, ids=repr)
 def target(request):
     return request.param
+
+
+# The inner loop (``-m "not slow"``) runs a subset of each large table: the
+# rest of a table, and whole tests that start processes or compile every
+# variant, carry this mark.
+SLOW = pytest.mark.slow
+
+
+def slow_unless(keep, *values, id=None):
+    """``pytest.param(*values)``, marked slow unless `keep`."""
+    return pytest.param(*values, id=id, marks=() if keep else SLOW)
+
+
+def targets_slow_beyond(*fast):
+    """`TARGETS` as params of the ``target`` fixture, slow but for `fast`."""
+    return [slow_unless(t in fast, t, id=repr(t)) for t in TARGETS]

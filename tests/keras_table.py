@@ -11,32 +11,24 @@ bounds; see the spec's last section): lr = 2**-7, wd = 2**-8, clipvalue =
 hyperparameters (betas, rho, epsilons, momentum) reach Keras's update code as
 Python floats, in float64, so their defaults are kept.
 
-Adding an optimizer = a line in `VARIANTS`; adding a base option = a line in
-`OPTIONS`; every test iterates `CASES`.
+Adding an optimizer = its entry in `optimizer_db` (`VARIANTS` is read from
+there); adding a base option = a line in `OPTIONS`; every test iterates
+`CASES`.
 """
 from dataclasses import dataclass
 
 import numpy as np
 
+from optimizer_db import DB, keras_kwargs
+
 LR = 2.0 ** -7
 SHAPES = [(3, 4), (5,), (2, 3, 2)]
 STEPS = 50
 
-# optimizer -> its own option sets (Keras names)
-VARIANTS = {
-    "SGD": {"plain": {}, "momentum": {"momentum": 0.5},
-            "nesterov": {"momentum": 0.5, "nesterov": True}},
-    "Adagrad": {"plain": {}, "init": {"initial_accumulator_value": 0.25,
-                                      "epsilon": 1e-6}},
-    "RMSprop": {"plain": {}, "momentum": {"momentum": 0.5},
-                "centered": {"centered": True},
-                "centered-momentum": {"centered": True, "momentum": 0.5}},
-    "Adam": {"plain": {}, "amsgrad": {"amsgrad": True}},
-    "Adamax": {"plain": {}},
-    # AdamW's default weight_decay 0.004 is not float32-exact (see above).
-    "AdamW": {"plain": {"weight_decay": 2.0 ** -8},
-              "amsgrad": {"weight_decay": 2.0 ** -8, "amsgrad": True}},
-}
+# optimizer -> its own option sets, in Keras's names (from `optimizer_db`).
+VARIANTS = {info.spec.keras.cls: {option: keras_kwargs(info.spec, values)
+                                  for option, values in info.keras.items()}
+            for info in DB}
 
 
 def staircase_schedule():

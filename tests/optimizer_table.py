@@ -14,18 +14,16 @@ for a reason that is Keras's rounding, not fastopt's. Epsilons are Python
 floats in Keras's update code and need no such care. torch.optim computes in
 float64 on the host, so torch cases use ordinary values.
 
-Adding an optimizer or option = adding a row to `CASES`: the state, the
-oracle's class, its argument names and where it keeps its state come from
-the optimizer's spec (`fastopt.specs`).
+The rows are `optimizer_db`'s functional option sets (adding an optimizer or
+option = a row there); the state, the oracle's class, its argument names and
+where it keeps its state come from the optimizer's spec (`fastopt.specs`).
 """
 from dataclasses import dataclass, field
 
 import numpy as np
 
 import fastopt.functional as F
-import fastopt.specs
-
-TORCH, KERAS = "torch", "keras"
+from optimizer_db import DB, KERAS, SPECS, TORCH, front_kwargs, keras_kwargs
 
 
 @dataclass
@@ -48,101 +46,21 @@ class Case:
     initial_accumulator_value: float = 0.0
 
 
-# --- hyperparameter sets ----------------------------------------------------
-# torch: ordinary values (torch.optim works in float64 on the host).
-_T_SGD = dict(lr=0.05)
-_T_ADAGRAD = dict(lr=0.1, eps=1e-10)
-_T_RMSPROP = dict(lr=0.01, alpha=0.99, eps=1e-8)
-_T_ADAM = dict(lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8)
-# keras: float32-exact values (see the module docstring).
-_K_SGD = dict(lr=2.0**-5)
-_K_ADAGRAD = dict(lr=2.0**-4, eps=1e-7)
-_K_RMSPROP = dict(lr=2.0**-7, alpha=0.875, eps=1e-7)
-_K_ADAM = dict(lr=2.0**-7, beta1=0.875, beta2=1.0 - 2.0**-10, eps=1e-7)
-_T_ADAMAX = dict(lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8)
+def _cases():
+    """`optimizer_db`'s functional option sets, one `Case` each."""
+    for info in DB:
+        for convention, options in info.functional.items():
+            for option, hyper in options.items():
+                hyper = dict(hyper)
+                initial = hyper.pop("initial_accumulator_value", 0.0)
+                parts = [info.name] + ([] if option == "plain" else [option]) + [convention]
+                yield Case("-".join(parts), info.name, convention, hyper, initial)
 
 
-def _case(id, fn, convention, base, **options):
-    initial = options.pop("initial_accumulator_value", 0.0)
-    return Case(id, fn, convention, {**base, **options}, initial)
-
-
-CASES = [
-    # SGD, torch
-    _case("sgd-torch", "sgd", TORCH, _T_SGD),
-    _case("sgd-momentum-torch", "sgd", TORCH, _T_SGD, momentum=0.9),
-    _case("sgd-nesterov-torch", "sgd", TORCH, _T_SGD, momentum=0.9, nesterov=True),
-    _case("sgd-dampening-torch", "sgd", TORCH, _T_SGD, momentum=0.9, dampening=0.3),
-    _case("sgd-weight-decay-torch", "sgd", TORCH, _T_SGD, weight_decay=0.01),
-    _case("sgd-momentum-weight-decay-torch", "sgd", TORCH, _T_SGD, momentum=0.9,
-          weight_decay=0.01),
-    _case("sgd-maximize-torch", "sgd", TORCH, _T_SGD, maximize=True),
-    _case("sgd-nesterov-weight-decay-maximize-torch", "sgd", TORCH, _T_SGD,
-          momentum=0.9, nesterov=True, weight_decay=0.01, maximize=True),
-    # SGD, keras
-    _case("sgd-keras", "sgd", KERAS, _K_SGD),
-    _case("sgd-momentum-keras", "sgd", KERAS, _K_SGD, momentum=0.875),
-    _case("sgd-nesterov-keras", "sgd", KERAS, _K_SGD, momentum=0.875, nesterov=True),
-    _case("sgd-weight-decay-keras", "sgd", KERAS, _K_SGD, weight_decay=2.0**-4),
-    _case("sgd-momentum-weight-decay-keras", "sgd", KERAS, _K_SGD, momentum=0.875,
-          weight_decay=2.0**-4),
-    _case("sgd-momentum-clip-keras", "sgd", KERAS, _K_SGD, momentum=0.875,
-          clip_value=0.25),
-    # Adagrad
-    _case("adagrad-torch", "adagrad", TORCH, _T_ADAGRAD),
-    _case("adagrad-initial-accumulator-torch", "adagrad", TORCH, _T_ADAGRAD,
-          initial_accumulator_value=0.1),
-    _case("adagrad-lr-decay-torch", "adagrad", TORCH, _T_ADAGRAD, lr_decay=0.05),
-    _case("adagrad-weight-decay-maximize-torch", "adagrad", TORCH, _T_ADAGRAD,
-          weight_decay=0.01, maximize=True, initial_accumulator_value=0.5),
-    _case("adagrad-keras", "adagrad", KERAS, _K_ADAGRAD,
-          initial_accumulator_value=0.1),                   # Keras's default
-    _case("adagrad-zero-accumulator-keras", "adagrad", KERAS, _K_ADAGRAD,
-          initial_accumulator_value=0.0),
-    _case("adagrad-weight-decay-clip-keras", "adagrad", KERAS, _K_ADAGRAD,
-          weight_decay=2.0**-8, clip_value=0.25, initial_accumulator_value=0.1),
-    # RMSprop
-    _case("rmsprop-torch", "rmsprop", TORCH, _T_RMSPROP),
-    _case("rmsprop-momentum-torch", "rmsprop", TORCH, _T_RMSPROP, momentum=0.9),
-    _case("rmsprop-centered-torch", "rmsprop", TORCH, _T_RMSPROP, centered=True),
-    _case("rmsprop-centered-momentum-torch", "rmsprop", TORCH, _T_RMSPROP,
-          centered=True, momentum=0.9),
-    _case("rmsprop-weight-decay-maximize-torch", "rmsprop", TORCH, _T_RMSPROP,
-          momentum=0.9, weight_decay=0.01, maximize=True),
-    _case("rmsprop-keras", "rmsprop", KERAS, _K_RMSPROP),
-    _case("rmsprop-momentum-keras", "rmsprop", KERAS, _K_RMSPROP, momentum=0.875),
-    _case("rmsprop-centered-keras", "rmsprop", KERAS, _K_RMSPROP, centered=True),
-    _case("rmsprop-centered-momentum-keras", "rmsprop", KERAS, _K_RMSPROP,
-          centered=True, momentum=0.875),
-    _case("rmsprop-weight-decay-keras", "rmsprop", KERAS, _K_RMSPROP,
-          weight_decay=2.0**-8),
-    # Adam, AMSGrad, AdamW
-    _case("adam-torch", "adam", TORCH, _T_ADAM),
-    _case("adam-amsgrad-torch", "adam", TORCH, _T_ADAM, amsgrad=True),
-    _case("adam-weight-decay-torch", "adam", TORCH, _T_ADAM, weight_decay=0.01),
-    _case("adam-maximize-torch", "adam", TORCH, _T_ADAM, maximize=True),
-    _case("adam-decoupled-weight-decay-torch", "adam", TORCH, _T_ADAM,
-          weight_decay=0.01, decoupled_weight_decay=True),
-    _case("adamw-torch", "adamw", TORCH, _T_ADAM, weight_decay=0.01),
-    _case("adamw-amsgrad-maximize-torch", "adamw", TORCH, _T_ADAM, weight_decay=0.01,
-          amsgrad=True, maximize=True),
-    _case("adam-keras", "adam", KERAS, _K_ADAM),
-    _case("adam-amsgrad-keras", "adam", KERAS, _K_ADAM, amsgrad=True),
-    _case("adam-clip-keras", "adam", KERAS, _K_ADAM, clip_value=0.25),
-    _case("adamw-keras", "adamw", KERAS, _K_ADAM, weight_decay=2.0**-8),
-    _case("adamw-amsgrad-keras", "adamw", KERAS, _K_ADAM, weight_decay=2.0**-8,
-          amsgrad=True),
-    # Adamax
-    _case("adamax-weight-decay-maximize-torch", "adamax", TORCH, _T_ADAMAX,
-          weight_decay=0.01, maximize=True),
-    _case("adamax-keras", "adamax", KERAS, _K_ADAM),
-]
+CASES = list(_cases())
 
 
 # --- state and oracles: read off the specs --------------------------------
-SPECS = {spec.name: spec for spec in fastopt.specs.SPECS}
-
-
 def _settings(case):
     """The case's hyperparameters as its spec checks them (a namespace)."""
     spec = SPECS[case.fn]
@@ -194,16 +112,8 @@ def oracle(case):
         kwargs["initial_accumulator_value"] = case.initial_accumulator_value
     for key in spec.fixed:   # AdamW's decoupled decay is its class, not an argument
         kwargs.pop(key, None)
-    renamed = {}
-    for param in front.parameters():
-        name = front.canonical(param.name)
-        if isinstance(name, tuple):      # torch's betas
-            if name[0] in kwargs:
-                renamed[param.name] = tuple(kwargs.pop(n) for n in name)
-        elif name in kwargs and name != param.name:
-            renamed[param.name] = kwargs.pop(name)
-    if case.convention == KERAS and "clip_value" in kwargs:
-        renamed["clipvalue"] = kwargs.pop("clip_value")
+    kwargs = (keras_kwargs(spec, kwargs) if case.convention == KERAS
+              else front_kwargs(front, kwargs))
     slots = {s.name: s for s in spec.slots}
     states = {n: getattr(slots[n], case.convention) for n in state_names(case)}
-    return Oracle(case.convention, front.cls, {**kwargs, **renamed}, states)
+    return Oracle(case.convention, front.cls, kwargs, states)

@@ -1,9 +1,11 @@
 """Bad input: a clear error naming the argument, and nothing written.
 
-One table of valid base calls (an optimizer with all its state in use) and one
-of mutations, each breaking one thing. Every applicable pair is tested, on the
-CPU and on the CUDA path (simulator), and every test checks that params and
-state are bit-for-bit what they were.
+Valid base calls (`optimizer_db`'s ``calls``: an optimizer with all its state
+in use, per convention) are broken one thing at a time: by the array
+mutations below, and by each of `optimizer_db`'s error inputs (bad
+hyperparameter values) that the call has. Every applicable pair is tested, on
+the CPU and on the CUDA path (simulator), and every test checks that params
+and state are bit-for-bit what they were.
 """
 import re
 from dataclasses import dataclass, field
@@ -13,6 +15,7 @@ import pytest
 
 import fastopt.functional as F
 from conftest import CPU, CUDA, read_only, to_host
+from optimizer_db import DB, functional_names, state_args
 
 
 @dataclass
@@ -28,23 +31,14 @@ class Base:
         return self.positional + self.keyword
 
 
-BASES = [
-    Base("sgd-keras", F.sgd, ("momentum_buffer",),
-         kwargs=dict(step=1, lr=0.1, momentum=0.9, nesterov=True)),
-    Base("sgd-torch", F.sgd, ("momentum_buffer",),
-         kwargs=dict(step=2, lr=0.1, momentum=0.9, dampening=0.1,
-                     weight_decay=0.01, convention="torch")),
-    Base("adagrad-torch", F.adagrad, ("state_sum",),
-         kwargs=dict(step=1, lr=0.1, eps=1e-10, lr_decay=0.01, convention="torch")),
-    Base("rmsprop-keras", F.rmsprop, ("square_avg",), ("momentum_buffer", "grad_avg"),
-         kwargs=dict(step=1, lr=1e-3, alpha=0.9, eps=1e-7, momentum=0.5, centered=True)),
-    Base("adam-torch", F.adam, ("exp_avg", "exp_avg_sq"), ("max_exp_avg_sq",),
-         kwargs=dict(step=3, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, amsgrad=True,
-                     convention="torch")),
-    Base("adamw-keras", F.adamw, ("exp_avg", "exp_avg_sq"),
-         kwargs=dict(step=1, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-7,
-                     weight_decay=0.004, clip_value=1.0)),
-]
+def _base(info, convention, call):
+    positional, keyword = state_args(info.spec, call, convention)
+    return Base(f"{info.name}-{convention}", getattr(F, info.name), positional, keyword,
+                {**call, "convention": convention})
+
+
+BASES = [_base(info, convention, call) for info in DB for convention, call in info.calls.items()]
+_BASE = {(base.fn.__name__, base.kwargs["convention"]): base for base in BASES}
 
 
 @dataclass
@@ -52,8 +46,7 @@ class Mutation:
     id: str
     error: type
     message: str               # regex the error message must match
-    kwargs: dict = field(default_factory=dict)          # hyperparameters to override
-    arrays: object = None      # f(arrays, target, first_state) edits the arrays dict
+    arrays: object             # f(arrays, target, first_state) edits the arrays dict
     applies: object = None     # f(base) -> bool
 
 
@@ -75,10 +68,6 @@ def _host(shape=(5, 4), dtype=np.float64, value=0.0):
 
 def _has(name):
     return lambda base: name in base.states()
-
-
-def _has_kw(name):
-    return lambda base: name in base.kwargs
 
 
 def _readonly(arrays, target):
@@ -115,43 +104,6 @@ MUTATIONS = [
              arrays=_replace("grad", lambda a, t: a["param"])),
     Mutation("mixed-host-device", TypeError, r"mixed between host memory",
              arrays=_replace("grad", lambda a, t: (CUDA if t is CPU else CPU).put(_host()))),
-    Mutation("step-zero", ValueError, r"step must be >= 1", kwargs=dict(step=0)),
-    Mutation("step-float", TypeError, r"step must be an int", kwargs=dict(step=1.0)),
-    Mutation("step-bool", TypeError, r"step must be an int", kwargs=dict(step=True)),
-    Mutation("lr-negative", ValueError, r"lr must be in \[0.0, inf\]", kwargs=dict(lr=-1e-3)),
-    Mutation("lr-nan", ValueError, r"lr must be finite", kwargs=dict(lr=float("nan"))),
-    Mutation("lr-inf", ValueError, r"lr must be finite", kwargs=dict(lr=float("inf"))),
-    Mutation("lr-string", TypeError, r"lr must be a real number", kwargs=dict(lr="0.1")),
-    Mutation("weight-decay-negative", ValueError, r"weight_decay must be in",
-             kwargs=dict(weight_decay=-0.1)),
-    Mutation("clip-negative", ValueError, r"clip_value must be in", kwargs=dict(clip_value=-1.0)),
-    Mutation("grad-scale-nan", ValueError, r"grad_scale must be finite",
-             kwargs=dict(grad_scale=float("nan"))),
-    Mutation("maximize-not-bool", TypeError, r"maximize must be True or False",
-             kwargs=dict(maximize=1)),
-    Mutation("convention-unknown", ValueError, r"convention must be 'keras' or 'torch'",
-             kwargs=dict(convention="jax")),
-    Mutation("eps-zero", ValueError, r"eps must be in \(0.0, inf\]", kwargs=dict(eps=0.0),
-             applies=_has_kw("eps")),
-    Mutation("beta1-one", ValueError, r"beta1 must be in \[0.0, 1.0\)", kwargs=dict(beta1=1.0),
-             applies=_has_kw("beta1")),
-    Mutation("beta2-negative", ValueError, r"beta2 must be in", kwargs=dict(beta2=-0.5),
-             applies=_has_kw("beta2")),
-    Mutation("alpha-above-one", ValueError, r"alpha must be in \[0.0, 1.0\]",
-             kwargs=dict(alpha=1.5), applies=_has_kw("alpha")),
-    Mutation("momentum-negative", ValueError, r"momentum must be in", kwargs=dict(momentum=-0.1),
-             applies=_has_kw("momentum")),
-    Mutation("dampening-in-keras", ValueError, r"dampening is a torch option",
-             kwargs=dict(dampening=0.5, convention="keras", nesterov=False),
-             applies=lambda b: b.fn is F.sgd),
-    Mutation("nesterov-torch-without-momentum", ValueError, r"nesterov requires momentum > 0",
-             kwargs=dict(nesterov=True, momentum=0.0, dampening=0.0, convention="torch"),
-             applies=lambda b: b.fn is F.sgd),
-    Mutation("keras-momentum-above-one", ValueError, r"momentum must be in \[0.0, 1.0\]",
-             kwargs=dict(momentum=1.5, convention="keras", dampening=0.0),
-             applies=lambda b: b.fn is F.sgd),
-    Mutation("lr-decay-in-keras", ValueError, r"lr_decay is a torch option",
-             kwargs=dict(convention="keras"), applies=_has_kw("lr_decay")),
     Mutation("missing-momentum-buffer", ValueError,
              r"momentum_buffer is required", arrays=_replace("momentum_buffer", lambda a, t: None),
              applies=_has("momentum_buffer")),
@@ -187,19 +139,42 @@ def _snapshot(value):
     return to_host(value) if hasattr(value, "shape") else None
 
 
-@pytest.mark.parametrize("base, mutation", list(_cases()))
-def test_bad_input_raises_and_writes_nothing(base, mutation, target):
-    arrays = _arrays(base, target)
-    if mutation.arrays is not None:
-        mutation.arrays(arrays, target, base.states()[0])
+def _assert_refused(base, arrays, error, message, **overrides):
+    """The call raises `error` matching `message`, after ``fn(): ``, and
+    leaves every array as it was."""
     before = {name: _snapshot(a) for name, a in arrays.items()}
-    with pytest.raises(mutation.error, match=mutation.message) as info:
-        _call(base, arrays, **mutation.kwargs)
+    with pytest.raises(error, match=message) as info:
+        _call(base, arrays, **overrides)
     assert re.match(rf"{base.fn.__name__}\(\): ", str(info.value)), str(info.value)
     for name, a in arrays.items():
         if before[name] is not None:
             np.testing.assert_array_equal(_snapshot(a), before[name],
                                           err_msg=f"{name} was modified")
+
+
+@pytest.mark.parametrize("base, mutation", list(_cases()))
+def test_bad_input_raises_and_writes_nothing(base, mutation, target):
+    arrays = _arrays(base, target)
+    mutation.arrays(arrays, target, base.states()[0])
+    _assert_refused(base, arrays, mutation.error, mutation.message)
+
+
+def _error_inputs():
+    """Each optimizer's error inputs that its functional function has, under
+    each convention that refuses them."""
+    for info in DB:
+        names = functional_names(info.spec)
+        for error in info.all_errors():
+            if set(error.kwargs) <= names:
+                for convention in error.conventions:
+                    yield pytest.param(_BASE[info.name, convention], error,
+                                       id=f"{info.name}-{convention}-{error.id}")
+
+
+@pytest.mark.parametrize("base, error", list(_error_inputs()))
+def test_error_input_raises_and_writes_nothing(base, error, target):
+    _assert_refused(base, _arrays(base, target), error.error,
+                    rf"^{base.fn.__name__}\(\): {error.arg} {error.match}", **error.kwargs)
 
 
 @pytest.mark.parametrize("base", BASES, ids=lambda b: b.id)

@@ -184,6 +184,7 @@ def test_bad_options(kwargs, match):
         run(**dict(dict(sizes=[10], progress=False, cold_start=()), **kwargs))
 
 
+@pytest.mark.slow   # fresh processes, cold and warm
 def test_cold_start_uses_the_cache():
     from fastopt.bench.overhead import cold_start
     out = cold_start(["sgd"], np.dtype(np.float32), threads=1)
@@ -209,6 +210,7 @@ def test_cuda_is_refused_under_the_simulator():
     assert main(["--device", "cuda"]) == 2
 
 
+@pytest.mark.slow   # a fresh process
 def test_cuda_without_a_gpu_is_refused_clearly():
     if os.environ.get("FASTOPT_REAL_GPU") == "1" or shutil.which("nvidia-smi"):
         pytest.skip("a real GPU may be present")
@@ -219,6 +221,7 @@ def test_cuda_without_a_gpu_is_refused_clearly():
     assert "--device cuda" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow   # a fresh process
 def test_cli_runs_without_matplotlib_or_tqdm(tmp_path):
     code = ("import sys; sys.modules['matplotlib'] = None; sys.modules['tqdm'] = None\n"
             "from fastopt.bench.__main__ import main; sys.exit(main(sys.argv[1:]))")

@@ -13,6 +13,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
+
+# Fresh processes that compile every kernel of the table: minutes.
+pytestmark = pytest.mark.slow
 
 SHAPE = (7, 13)
 STEPS = 20

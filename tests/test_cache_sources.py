@@ -34,6 +34,9 @@ import sys
 
 import pytest
 
+# Fresh processes over a copied installed layout.
+pytestmark = pytest.mark.slow
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # The kernel sources compiled into the cached runners (see the docstring).

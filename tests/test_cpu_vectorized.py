@@ -14,8 +14,9 @@ import pytest
 
 from fastopt.kernels import PRE, RULES, cpu, rules, variant
 
-pytestmark = pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"),
-                                reason="reads x86-64 assembly")
+pytestmark = [pytest.mark.slow,   # an uncached compile per rule, dtype and loop kind
+              pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"),
+                                 reason="reads x86-64 assembly")]
 
 PACKED_ARITH = re.compile(r"\bv?(?:mul|add|sub|f[n]?m(?:add|sub)\d*)p[sd]\b")
 PACKED_SQRT = re.compile(r"\bv?sqrtp[sd]\b")

@@ -10,14 +10,19 @@ import pytest
 
 import fastopt
 import keras_table as T
-from conftest import CPU, CUDA, REAL_GPU
+from conftest import CPU, CUDA, REAL_GPU, slow_unless, targets_slow_beyond
+from optimizer_db import DB, KERAS, keras_kwargs, keras_names
 
 NAMES = list(T.VARIANTS)
 
 
 # --- conformance -----------------------------------------------------------
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("case", T.CASES, ids=lambda c: c.id)
+# The inner loop: each option set without a base option, each base option on
+# the plain option set in float64.
+@pytest.mark.parametrize("case, dtype", [
+    slow_unless(c.id.endswith("-none") or ("-plain-" in c.id and dtype == "float64"),
+                c, dtype, id=f"{c.id}-{dtype}")
+    for c in T.CASES for dtype in ("float64", "float32")])
 def test_matches_keras_cpu(case, dtype):
     params, grads = T.make_problem(1, dtype)
     want = T.run_keras(case.name, case.make_kwargs(), params, grads)
@@ -37,7 +42,8 @@ CUDA_CASES = [c for c in T.CASES if c.id in {
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("case", CUDA_CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", [slow_unless(c.id == "SGD-momentum-weight_decay", c, id=c.id)
+                                  for c in CUDA_CASES])
 def test_matches_keras_cuda_simulator(case, dtype):
     params, grads = T.make_problem(2, dtype, shapes=[(3, 4), (5,)], steps=12)
     want = T.run_keras(case.name, case.make_kwargs(), params, grads)
@@ -142,6 +148,7 @@ def _run(opt, arrays, grads, target):
         opt.apply_gradients(zip([target.put(g) for g in gs], arrays))
 
 
+@pytest.mark.parametrize("target", targets_slow_beyond(CPU))
 @pytest.mark.parametrize("built", [False, True], ids=["fresh", "built"])
 @pytest.mark.parametrize("case", RESUME_CASES, ids=lambda c: c.id)
 def test_checkpoint_resumes_bit_for_bit(case, built, tmp_path, target):
@@ -342,6 +349,44 @@ def test_bad_call_changes_nothing(name, make, error, match, clipped):
     for key in before[1]:
         np.testing.assert_array_equal(after[1][key], before[1][key])
     assert opt.iterations == 1
+
+
+def _error_inputs():
+    """Each optimizer's error inputs that its Keras-style class has."""
+    for info in DB:
+        names = keras_names(info.spec)
+        for error in info.all_errors():
+            if KERAS in error.conventions and set(error.kwargs) <= set(names):
+                yield pytest.param(info, error, id=f"{info.spec.keras.cls}-{error.id}")
+
+
+@pytest.mark.parametrize("info, error", list(_error_inputs()))
+def test_error_input_refused(info, error):
+    """By the constructor, in Keras's names, before any param is seen; a bad
+    learning rate also when set on a built optimizer, which keeps its
+    params, its state and its learning rate."""
+    cls = getattr(fastopt, info.spec.keras.cls)
+    names = keras_names(info.spec)
+    plain = {"learning_rate": T.LR, **keras_kwargs(info.spec, info.keras["plain"])}
+    # fastopt/optimizers words its prefix "Adam()(): " today; the name and the
+    # argument are what this checks.
+    prefix = rf"^{cls.__name__}\(\)[():]*: "
+    with pytest.raises(error.error, match=rf"{prefix}{names[error.arg]} {error.match}"):
+        cls(**{**plain, **keras_kwargs(info.spec, error.kwargs)})
+    if error.arg != "lr":
+        return
+    params, grads = T.make_problem(13, "float64", steps=1)
+    opt = cls(**plain)
+    opt.apply_gradients(zip(grads[0], params))
+    before = _state(opt, params)
+    with pytest.raises(error.error, match=rf"{prefix}learning_rate {error.match}"):
+        opt.learning_rate = error.kwargs["lr"]
+    after = _state(opt, params)
+    for b, a in zip(before[0], after[0]):
+        np.testing.assert_array_equal(a, b)
+    for key in before[1]:
+        np.testing.assert_array_equal(after[1][key], before[1][key])
+    assert opt.learning_rate == T.LR
 
 
 def test_built_step_is_one_list_call_without_per_array_python(monkeypatch):

@@ -20,6 +20,9 @@ import pytest
 import ptx_probe
 from ptx_probe import DTYPES, VARIANTS, variant_id
 
+# The probe compiles every variant to PTX in a fresh process (minutes).
+pytestmark = pytest.mark.slow
+
 
 def _arrays(dt):
     from numba import types

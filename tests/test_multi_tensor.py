@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 import fastopt.functional as F
-from conftest import CPU, CUDA, read_only, to_host
+from conftest import CPU, CUDA, read_only, targets_slow_beyond, to_host
+from optimizer_db import DB, state_args
 from fastopt import _multi
 from fastopt.bench_shapes import MODELS
 from fastopt.kernels import RULES, cpu, multi_cpu, multi_cuda, variant
@@ -50,35 +51,16 @@ class Case:
         return self.positional + self.keyword
 
 
-CASES = [
-    Case("sgd", "sgd", F.sgd, kwargs=dict(lr=0.1, maximize=True)),
-    Case("sgd-keras-nesterov", "sgd_momentum_keras", F.sgd, ("momentum_buffer",),
-         kwargs=dict(lr=0.1, momentum=0.9, nesterov=True, clip_value=0.5)),
-    Case("sgd-torch", "sgd_momentum_torch", F.sgd, ("momentum_buffer",),
-         kwargs=dict(lr=0.1, momentum=0.9, dampening=0.1, weight_decay=0.01,
-                     convention="torch")),
-    Case("adagrad-keras", "adagrad_keras", F.adagrad, ("state_sum",),
-         kwargs=dict(lr=0.1, eps=1e-7), init=0.1),
-    Case("adagrad-torch", "adagrad_torch", F.adagrad, ("state_sum",),
-         kwargs=dict(lr=0.1, eps=1e-10, lr_decay=0.01, convention="torch")),
-    Case("rmsprop-keras-centered-momentum", "rmsprop_keras", F.rmsprop, ("square_avg",),
-         ("momentum_buffer", "grad_avg"),
-         kwargs=dict(lr=1e-3, alpha=0.9, eps=1e-7, momentum=0.5, centered=True)),
-    Case("rmsprop-torch", "rmsprop_torch", F.rmsprop, ("square_avg",),
-         kwargs=dict(lr=1e-2, alpha=0.99, eps=1e-8, grad_scale=0.5, convention="torch")),
-    Case("adam-keras", "adam", F.adam, ("exp_avg", "exp_avg_sq"),
-         kwargs=dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-7)),
-    Case("adam-torch-amsgrad-l2", "adam", F.adam, ("exp_avg", "exp_avg_sq"),
-         ("max_exp_avg_sq",),
-         kwargs=dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, amsgrad=True,
-                     weight_decay=0.01, convention="torch")),
-    Case("adamw-keras-clip", "adam", F.adamw, ("exp_avg", "exp_avg_sq"),
-         kwargs=dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-7, weight_decay=0.004,
-                     clip_value=1.0)),
-    Case("adamax-torch", "adamax", F.adamax, ("exp_avg", "exp_inf"),
-         kwargs=dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01,
-                     convention="torch")),
-]
+def _case(info, row):
+    """`optimizer_db`'s list row as a call: its state split as the signature takes it."""
+    positional, keyword = state_args(info.spec, row.hyper, row.convention)
+    return Case(row.id, row.rule, getattr(F, info.name), positional, keyword,
+                {**row.hyper, "convention": row.convention}, row.init)
+
+
+CASES = [_case(info, row) for info in DB for row in info.lists]
+_BY_ID = {case.id: case for case in CASES}
+ADAM_CASE = _BY_ID["adam-torch-amsgrad-l2"]
 
 
 def test_every_rule_is_covered():
@@ -144,6 +126,7 @@ def _assert_same(got, want):
             np.testing.assert_array_equal(g, w, err_msg=f"{name}[{k}]", strict=True)
 
 
+@pytest.mark.parametrize("target", targets_slow_beyond(CPU))
 @pytest.mark.parametrize("dtypes", list(DTYPE_SETS), ids=list(DTYPE_SETS))
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_list_equals_one_call_per_tensor(target, case, dtypes, small_chunks,
@@ -217,7 +200,7 @@ class _Counter:
 
 
 def test_one_kernel_call_per_dtype_group(target, small_chunks, monkeypatch):
-    case = CASES[-3]   # adam
+    case = ADAM_CASE
     for dtypes, groups in (("float32", 1), ("mixed", 2)):
         arrays = _put(target, _tensors(case, DTYPE_SETS[dtypes]))
         counter = _Counter(monkeypatch)
@@ -249,7 +232,7 @@ def test_empty_list_and_all_empty_tensors(target):
 
 def test_tensors_added_and_removed_between_steps(target, small_chunks):
     """The table is cached by address and size; a different list gets its own."""
-    case = CASES[-3]
+    case = ADAM_CASE
     host = _tensors(case, DTYPE_SETS["mixed"])
     many, single = _put(target, host), _put(target, host)
     for step, keep in ((1, 8), (2, 8), (3, 5), (4, 8), (5, 3)):
@@ -318,7 +301,7 @@ def test_table_cache_keeps_to_its_byte_budget(monkeypatch):
 
 def test_torch_cpu_tensors_and_tuples():
     torch = pytest.importorskip("torch")
-    case = CASES[-3]
+    case = ADAM_CASE
     host = _tensors(case, DTYPE_SETS["mixed"])
     ref = {n: [a.copy() for a in v] for n, v in host.items()}
     tensors = {n: tuple(torch.from_numpy(a) for a in v) for n, v in host.items()}
@@ -555,6 +538,7 @@ VECTOR_VARIANTS = [_pick("sgd"), _pick("adam", True, True, amsgrad=True),
                    _pick("rmsprop_keras", centered=True, momentum=True)]
 
 
+@pytest.mark.slow   # uncached compiles
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("which", VECTOR_VARIANTS, ids=lambda v: v.key.rsplit("-", 1)[0])
 def test_cpu_loop_vectorizes(which, dtype):
@@ -595,6 +579,7 @@ for d in (kern, run.func):
 """
 
 
+@pytest.mark.slow   # fresh processes
 def test_cpu_kernel_is_served_from_disk_cache():
     runs = [subprocess.run([sys.executable, "-c", _CACHE_PROBE], capture_output=True,
                            text=True, timeout=300) for _ in range(2)]

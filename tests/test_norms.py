@@ -83,6 +83,7 @@ def _probe():
                           "loads": ptx.count("ld.global")}), flush=True)
 
 
+@pytest.mark.slow   # a fresh process compiles to PTX
 def test_kernel_compiles_to_ptx_without_a_gpu():
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
     out = subprocess.run([sys.executable, __file__], env=env, capture_output=True,

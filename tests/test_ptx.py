@@ -18,6 +18,9 @@ import ptx_probe
 from fastopt.kernels import NUM_SLOTS, RULES
 from ptx_probe import DTYPES, VARIANTS, variant_id
 
+# The probe compiles every variant to PTX in a fresh process (minutes).
+pytestmark = pytest.mark.slow
+
 
 def _arrays(dt):
     from numba import types

@@ -20,8 +20,9 @@ import torch_distributed_worker as W
 WORLD = 2
 TIMEOUT_S = 240
 
-pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
-                                reason="torch.distributed with gloo is not available")
+pytestmark = [pytest.mark.slow,   # two processes start torch and Numba each
+              pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
+                                 reason="torch.distributed with gloo is not available")]
 
 
 def _free_port():

@@ -5,8 +5,9 @@ same kwargs build ``fastopt.torch.<Name>`` and ``torch.optim.<Name>``, two
 copies of one small MLP train on the same data with real backprop, and the
 params and optimizer state must agree. torch.optim is the oracle.
 
-Adding an optimizer = a line in `VARIANTS` (and one in `GROUP_OVERRIDES`);
-adding a param-group layout = a line in `LAYOUTS`; every test iterates `CASES`.
+Adding an optimizer = its entry in `optimizer_db` (`VARIANTS` and
+`GROUP_OVERRIDES` are read from there); adding a param-group layout = a line
+in `LAYOUTS`; every test iterates `CASES`.
 """
 import copy
 from dataclasses import dataclass
@@ -14,67 +15,24 @@ from dataclasses import dataclass
 import torch
 
 import fastopt.torch
+from conftest import slow_unless
+from optimizer_db import DB, front_kwargs
 
 STEPS = 50
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5}
 
-# optimizer -> its option sets (torch's names); lr chosen so 50 steps move the params.
-VARIANTS = {
-    "SGD": {
-        "plain": {"lr": 0.05},
-        "momentum": {"lr": 0.05, "momentum": 0.9},
-        "dampening": {"lr": 0.05, "momentum": 0.9, "dampening": 0.3},
-        "nesterov": {"lr": 0.05, "momentum": 0.9, "nesterov": True},
-        "weight_decay": {"lr": 0.05, "momentum": 0.5, "weight_decay": 0.01},
-        "maximize": {"lr": 0.05, "momentum": 0.9, "maximize": True},
-    },
-    "Adagrad": {
-        "plain": {"lr": 0.05},
-        "lr_decay": {"lr": 0.05, "lr_decay": 0.01},
-        "initial_accumulator_value": {"lr": 0.05, "initial_accumulator_value": 0.1,
-                                      "eps": 1e-6},
-        "weight_decay": {"lr": 0.05, "weight_decay": 0.01},
-        "maximize": {"lr": 0.05, "maximize": True},
-    },
-    "RMSprop": {
-        "plain": {"lr": 0.005},
-        "alpha": {"lr": 0.005, "alpha": 0.9, "eps": 1e-6},
-        "momentum": {"lr": 0.005, "momentum": 0.5},
-        "centered": {"lr": 0.005, "centered": True},
-        "centered_momentum": {"lr": 0.005, "centered": True, "momentum": 0.5},
-        "weight_decay": {"lr": 0.005, "weight_decay": 0.01},
-        "maximize": {"lr": 0.005, "maximize": True},
-    },
-    "Adam": {
-        "plain": {"lr": 0.01},
-        "betas_eps": {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-6},
-        "amsgrad": {"lr": 0.01, "amsgrad": True},
-        "weight_decay": {"lr": 0.01, "weight_decay": 0.05},
-        "decoupled_weight_decay": {"lr": 0.01, "weight_decay": 0.05,
-                                   "decoupled_weight_decay": True},
-        "maximize": {"lr": 0.01, "maximize": True, "amsgrad": True},
-    },
-    "Adamax": {
-        "plain": {"lr": 0.01},
-        "betas_eps": {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-6},
-        "weight_decay_maximize": {"lr": 0.01, "weight_decay": 0.05, "maximize": True},
-    },
-    "AdamW": {
-        "plain": {"lr": 0.01},
-        "amsgrad": {"lr": 0.01, "amsgrad": True, "weight_decay": 0.1},
-        "maximize": {"lr": 0.01, "maximize": True},
-    },
-}
+# optimizer -> its option sets, in torch's names (from `optimizer_db`); lr
+# chosen so 50 steps move the params.
+VARIANTS = {info.spec.torch.cls: {option: front_kwargs(info.spec.torch, values)
+                                  for option, values in info.torch.items()}
+            for info in DB}
 
 # Per-group hyperparameters of the first group in the "two_groups" layout.
-GROUP_OVERRIDES = {
-    "SGD": {"lr": 0.02, "momentum": 0.5, "weight_decay": 0.02},
-    "Adagrad": {"lr": 0.02, "lr_decay": 0.05, "weight_decay": 0.02},
-    "RMSprop": {"lr": 0.002, "alpha": 0.95, "weight_decay": 0.02},
-    "Adam": {"lr": 0.003, "betas": (0.5, 0.9), "weight_decay": 0.02},
-    "AdamW": {"lr": 0.003, "betas": (0.5, 0.9), "weight_decay": 0.2},
-    "Adamax": {"lr": 0.003, "betas": (0.5, 0.9), "weight_decay": 0.02},
-}
+GROUP_OVERRIDES = {info.spec.torch.cls: front_kwargs(info.spec.torch, info.torch_group)
+                   for info in DB}
+
+# The option set that resumes through a checkpoint.
+INTERCHANGE = {info.spec.torch.cls: info.interchange for info in DB}
 
 # How the params are handed to the optimizer:
 # one_group:  model.parameters();
@@ -102,6 +60,18 @@ CASES = [Case(name, option, kwargs, layout)
          for name, options in VARIANTS.items()
          for option, kwargs in options.items()
          for layout in LAYOUTS]
+
+
+def inner_loop_rows(dtypes, every_option=True):
+    """(case, dtype) params, marked slow but for each layout with the plain
+    option set and, with `every_option`, each option set on one group in
+    float64."""
+    def keep(case, dtype):
+        if case.option == "plain":
+            return every_option or dtype == torch.float64
+        return every_option and case.layout == "one_group" and dtype == torch.float64
+    return [slow_unless(keep(case, dtype), case, dtype, id=f"{case.id}-{dtype}")
+            for case in CASES for dtype in dtypes]
 
 
 def make_model(dtype=torch.float64, device="cpu", seed=0):

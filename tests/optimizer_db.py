@@ -1,0 +1,447 @@
+"""Every optimizer's test rows, one entry each: the test suite's OptimizerInfo.
+
+An entry (`OptimizerInfo`) is keyed by its spec (`fastopt.specs.SPECS`) and
+holds, in fastopt's words (``lr``, ``beta1``, ``eps``, ``clip_value``):
+
+* functional:   option sets of `fastopt.functional`, per convention, checked
+                against torch.optim / Keras (`optimizer_table`);
+* keras, torch: option sets of the Keras-style and torch classes, checked
+                against Keras / torch.optim (`keras_table`, `torch_table`); their
+                Keras and torch argument names come from the spec's `Front`s;
+* torch_group, interchange: the torch front's second param group, and the
+                option set that resumes through a checkpoint;
+* lists:        list-form calls, each with the kernel rule it must select;
+* calls:        one valid functional call per convention with all the state in
+                use, which bad input breaks one thing of;
+* errors:       bad hyperparameter values (`ErrorInput`), each refused by every
+                front end that has the option;
+* dtypes.
+
+Adding an optimizer = its spec, then one entry in `DB`; every test iterates
+these rows, and `test_optimizer_db` fails for a spec without an entry.
+
+Keras rows (functional "keras" and `keras`) keep the learning rate, weight
+decay and clip bound exactly representable in float32 (see `optimizer_table`:
+Keras forms those in float32 even for float64 variables, so any other value
+would fail a 1e-12 comparison for Keras's rounding, not fastopt's).
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import fastopt.specs
+from fastopt.specs import ADAGRAD, ADAM, ADAMAX, ADAMW, RMSPROP, SGD
+
+TORCH, KERAS = "torch", "keras"
+DTYPES = (np.float32, np.float64)
+# The Keras base class's options, by fastopt name (every Keras optimizer has them).
+KERAS_BASE = {"weight_decay": "weight_decay", "clip_value": "clipvalue"}
+
+
+@dataclass(frozen=True)
+class ErrorInput:
+    """A hyperparameter value every front end with the option refuses.
+
+    kwargs:  fastopt names -> values, overriding a valid call's.
+    error:   the exception type (the same in every front end).
+    arg:     the argument the message names, in fastopt's words; the
+             functional and Keras-style messages say ``<fn>(): <its name in
+             that front end> <match>``.
+    torch:   fastopt.torch's message (torch's words, e.g. "Invalid learning
+             rate: -0.001"), None where the torch class has no such option.
+    torch_optim: what torch.optim does with the same arguments: "same" (the
+             same type, and its message before the first colon in ours),
+             "type" (the same type in its own words), "accepts" (fastopt is
+             stricter, as the README says); or {class name: that}, "same"
+             for the classes it leaves out.
+    conventions: those the functional call refuses it under (only those
+             fronts run it).
+    """
+
+    id: str
+    kwargs: dict
+    error: type
+    arg: str
+    match: str
+    torch: str = None
+    torch_optim: str = "same"
+    conventions: tuple = (KERAS, TORCH)
+
+    def torch_optim_for(self, cls):
+        """What torch.optim.`cls` does with these arguments (see above)."""
+        if isinstance(self.torch_optim, dict):
+            return self.torch_optim.get(cls, "same")
+        return self.torch_optim
+
+
+# Every optimizer's: the step count, the shared options, the convention.
+COMMON_ERRORS = (
+    ErrorInput("step-zero", dict(step=0), ValueError, "step", r"must be >= 1"),
+    ErrorInput("step-float", dict(step=1.0), TypeError, "step", r"must be an int"),
+    ErrorInput("step-bool", dict(step=True), TypeError, "step", r"must be an int"),
+    ErrorInput("lr-negative", dict(lr=-1e-3), ValueError, "lr", r"must be in \[0.0, inf\]",
+               torch=r"Invalid learning rate: -0.001"),
+    ErrorInput("lr-nan", dict(lr=float("nan")), ValueError, "lr", r"must be finite",
+               torch=r"Invalid learning rate: nan",
+               torch_optim={"SGD": "accepts"}),     # its check is lr < 0
+    ErrorInput("lr-inf", dict(lr=float("inf")), ValueError, "lr", r"must be finite",
+               torch=r"Invalid learning rate: inf", torch_optim="accepts"),
+    ErrorInput("lr-string", dict(lr="0.1"), TypeError, "lr", r"must be a real number",
+               torch=r"learning rate must be a real number, got str", torch_optim="type"),
+    ErrorInput("weight-decay-negative", dict(weight_decay=-0.1), ValueError, "weight_decay",
+               r"must be in", torch=r"Invalid weight_decay value: -0.1"),
+    ErrorInput("clip-negative", dict(clip_value=-1.0), ValueError, "clip_value", r"must be in"),
+    ErrorInput("grad-scale-nan", dict(grad_scale=float("nan")), ValueError, "grad_scale",
+               r"must be finite"),
+    ErrorInput("maximize-not-bool", dict(maximize=1), TypeError, "maximize",
+               r"must be True or False", torch=r"maximize must be True or False, got 1",
+               torch_optim="accepts"),
+    ErrorInput("convention-unknown", dict(convention="jax"), ValueError, "convention",
+               r"must be 'keras' or 'torch'"),
+)
+
+
+def _eps_positive(value):
+    """eps = `value` <= 0, where fastopt needs eps > 0 (torch allows 0)."""
+    return ErrorInput(f"eps-{'zero' if value == 0 else 'negative'}", dict(eps=value),
+                      ValueError, "eps", r"must be in \(0.0, inf\]",
+                      torch=rf"Invalid epsilon value \(fastopt needs eps > 0\): {value}",
+                      torch_optim="accepts" if value == 0 else "same")
+
+
+def _beta(index, value):
+    """One of Adam's and Adamax's betas out of [0, 1)."""
+    name = f"beta{index + 1}"
+    return ErrorInput(f"{name}-{'one' if value == 1 else 'negative'}", {name: value},
+                      ValueError, name, r"must be in \[0.0, 1.0\)" if value == 1 else "must be in",
+                      torch=rf"Invalid beta parameter at index {index}: {value}")
+
+
+def _momentum_negative(value, id="momentum-negative"):
+    return ErrorInput(id, dict(momentum=value), ValueError, "momentum", r"must be in",
+                      torch=rf"Invalid momentum value: {value}")
+
+
+_ADAM_ERRORS = (_eps_positive(0.0), _beta(0, 1.0), _beta(1, -0.5))
+
+
+@dataclass(frozen=True)
+class ListRow:
+    """A list-form call (`test_multi_tensor`): `hyper` under `convention`,
+    state filled with `init`; it must run kernel rule `rule`."""
+
+    id: str
+    rule: str
+    convention: str
+    hyper: dict
+    init: float = 0.0
+
+
+@dataclass(frozen=True)
+class OptimizerInfo:
+    """One optimizer's rows (see the module docstring). Option sets map an
+    option id to fastopt-named values; functional ids drop "plain"."""
+
+    spec: object
+    functional: dict
+    keras: dict
+    torch: dict
+    torch_group: dict
+    interchange: str
+    lists: tuple
+    calls: dict
+    errors: tuple = ()
+    dtypes: tuple = DTYPES
+
+    @property
+    def name(self):
+        return self.spec.name
+
+    def all_errors(self):
+        return COMMON_ERRORS + self.errors
+
+
+def _on(base, options):
+    """Each option set of `options` on top of the shared `base` values."""
+    return {option: {**base, **values} for option, values in options.items()}
+
+
+_T_ADAM = dict(lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8)
+# float32-exact where Keras rounds (see the module docstring)
+_K_ADAM = dict(lr=2.0**-7, beta1=0.875, beta2=1.0 - 2.0**-10, eps=1e-7)
+_ADAM_LIST = dict(lr=1e-3, beta1=0.9, beta2=0.999)
+_TORCH_BETAS = {"plain": dict(lr=0.01),
+                "betas_eps": dict(lr=0.01, beta1=0.8, beta2=0.99, eps=1e-6)}
+
+DB = (
+    OptimizerInfo(
+        SGD,
+        functional={
+            TORCH: _on(dict(lr=0.05), {
+                "plain": {}, "momentum": dict(momentum=0.9),
+                "nesterov": dict(momentum=0.9, nesterov=True),
+                "dampening": dict(momentum=0.9, dampening=0.3),
+                "weight-decay": dict(weight_decay=0.01),
+                "momentum-weight-decay": dict(momentum=0.9, weight_decay=0.01),
+                "maximize": dict(maximize=True),
+                "nesterov-weight-decay-maximize": dict(momentum=0.9, nesterov=True,
+                                                       weight_decay=0.01, maximize=True)}),
+            KERAS: _on(dict(lr=2.0**-5), {
+                "plain": {}, "momentum": dict(momentum=0.875),
+                "nesterov": dict(momentum=0.875, nesterov=True),
+                "weight-decay": dict(weight_decay=2.0**-4),
+                "momentum-weight-decay": dict(momentum=0.875, weight_decay=2.0**-4),
+                "momentum-clip": dict(momentum=0.875, clip_value=0.25)}),
+        },
+        keras={"plain": {}, "momentum": dict(momentum=0.5),
+               "nesterov": dict(momentum=0.5, nesterov=True)},
+        torch=_on(dict(lr=0.05), {
+            "plain": {}, "momentum": dict(momentum=0.9),
+            "dampening": dict(momentum=0.9, dampening=0.3),
+            "nesterov": dict(momentum=0.9, nesterov=True),
+            "weight_decay": dict(momentum=0.5, weight_decay=0.01),
+            "maximize": dict(momentum=0.9, maximize=True)}),
+        torch_group=dict(lr=0.02, momentum=0.5, weight_decay=0.02),
+        interchange="dampening",
+        lists=(ListRow("sgd", "sgd", KERAS, dict(lr=0.1, maximize=True)),
+               ListRow("sgd-keras-nesterov", "sgd_momentum_keras", KERAS,
+                       dict(lr=0.1, momentum=0.9, nesterov=True, clip_value=0.5)),
+               ListRow("sgd-torch", "sgd_momentum_torch", TORCH,
+                       dict(lr=0.1, momentum=0.9, dampening=0.1, weight_decay=0.01))),
+        calls={KERAS: dict(step=1, lr=0.1, momentum=0.9, nesterov=True),
+               TORCH: dict(step=2, lr=0.1, momentum=0.9, dampening=0.1, weight_decay=0.01)},
+        errors=(
+            _momentum_negative(-0.1),
+            _momentum_negative(-0.5, "momentum-minus-half"),      # torch's optim_db
+            ErrorInput("momentum-above-one", dict(momentum=1.5), ValueError, "momentum",
+                       r"must be in \[0.0, 1.0\]", conventions=(KERAS,)),
+            ErrorInput("dampening-in-keras", dict(dampening=0.5, nesterov=False), ValueError,
+                       "dampening", r"is a torch option", conventions=(KERAS,)),
+            ErrorInput("dampening-above-one", dict(dampening=2.0), ValueError, "dampening",
+                       r"must be in \[0.0, 1.0\]", torch=r"Invalid dampening value: 2.0",
+                       torch_optim="accepts", conventions=(TORCH,)),
+            ErrorInput("nesterov-without-momentum",
+                       dict(nesterov=True, momentum=0.0, dampening=0.0), ValueError,
+                       "nesterov", r"requires momentum > 0",
+                       torch=r"Nesterov momentum requires a momentum and zero dampening",
+                       conventions=(TORCH,)),
+            ErrorInput("nesterov-with-dampening", dict(nesterov=True, momentum=0.9, dampening=0.1),
+                       ValueError, "nesterov", r"requires momentum > 0 and dampening == 0",
+                       torch=r"Nesterov momentum requires a momentum and zero dampening",
+                       conventions=(TORCH,)),
+        ),
+    ),
+    OptimizerInfo(
+        ADAGRAD,
+        functional={
+            TORCH: _on(dict(lr=0.1, eps=1e-10), {
+                "plain": {}, "initial-accumulator": dict(initial_accumulator_value=0.1),
+                "lr-decay": dict(lr_decay=0.05),
+                "weight-decay-maximize": dict(weight_decay=0.01, maximize=True,
+                                              initial_accumulator_value=0.5)}),
+            KERAS: _on(dict(lr=2.0**-4, eps=1e-7), {
+                "plain": dict(initial_accumulator_value=0.1),     # Keras's default
+                "zero-accumulator": dict(initial_accumulator_value=0.0),
+                "weight-decay-clip": dict(weight_decay=2.0**-8, clip_value=0.25,
+                                          initial_accumulator_value=0.1)}),
+        },
+        keras={"plain": {}, "init": dict(initial_accumulator_value=0.25, eps=1e-6)},
+        torch=_on(dict(lr=0.05), {
+            "plain": {}, "lr_decay": dict(lr_decay=0.01),
+            "initial_accumulator_value": dict(initial_accumulator_value=0.1, eps=1e-6),
+            "weight_decay": dict(weight_decay=0.01), "maximize": dict(maximize=True)}),
+        torch_group=dict(lr=0.02, lr_decay=0.05, weight_decay=0.02),
+        interchange="initial_accumulator_value",
+        lists=(ListRow("adagrad-keras", "adagrad_keras", KERAS, dict(lr=0.1, eps=1e-7),
+                       init=0.1),
+               ListRow("adagrad-torch", "adagrad_torch", TORCH,
+                       dict(lr=0.1, eps=1e-10, lr_decay=0.01))),
+        calls={KERAS: dict(step=1, lr=0.1, eps=1e-7),
+               TORCH: dict(step=1, lr=0.1, eps=1e-10, lr_decay=0.01)},
+        errors=(
+            _eps_positive(0.0), _eps_positive(-1e-10),
+            ErrorInput("lr-decay-negative", dict(lr_decay=-0.5), ValueError, "lr_decay",
+                       r"must be in", torch=r"Invalid lr_decay value: -0.5",
+                       conventions=(TORCH,)),                      # torch's optim_db
+            ErrorInput("lr-decay-in-keras", dict(lr_decay=0.01), ValueError, "lr_decay",
+                       r"is a torch option", conventions=(KERAS,)),
+            ErrorInput("initial-accumulator-negative", dict(initial_accumulator_value=-1),
+                       ValueError, "initial_accumulator_value", r"must be in",
+                       torch=r"Invalid initial_accumulator_value value: -1"),
+        ),
+    ),
+    OptimizerInfo(
+        RMSPROP,
+        functional={
+            TORCH: _on(dict(lr=0.01, alpha=0.99, eps=1e-8), {
+                "plain": {}, "momentum": dict(momentum=0.9), "centered": dict(centered=True),
+                "centered-momentum": dict(centered=True, momentum=0.9),
+                "weight-decay-maximize": dict(momentum=0.9, weight_decay=0.01,
+                                              maximize=True)}),
+            KERAS: _on(dict(lr=2.0**-7, alpha=0.875, eps=1e-7), {
+                "plain": {}, "momentum": dict(momentum=0.875), "centered": dict(centered=True),
+                "centered-momentum": dict(centered=True, momentum=0.875),
+                "weight-decay": dict(weight_decay=2.0**-8)}),
+        },
+        keras={"plain": {}, "momentum": dict(momentum=0.5), "centered": dict(centered=True),
+               "centered-momentum": dict(centered=True, momentum=0.5)},
+        torch=_on(dict(lr=0.005), {
+            "plain": {}, "alpha": dict(alpha=0.9, eps=1e-6), "momentum": dict(momentum=0.5),
+            "centered": dict(centered=True),
+            "centered_momentum": dict(centered=True, momentum=0.5),
+            "weight_decay": dict(weight_decay=0.01), "maximize": dict(maximize=True)}),
+        torch_group=dict(lr=0.002, alpha=0.95, weight_decay=0.02),
+        interchange="alpha",
+        lists=(ListRow("rmsprop-keras-centered-momentum", "rmsprop_keras", KERAS,
+                       dict(lr=1e-3, alpha=0.9, eps=1e-7, momentum=0.5, centered=True)),
+               ListRow("rmsprop-torch", "rmsprop_torch", TORCH,
+                       dict(lr=1e-2, alpha=0.99, eps=1e-8, grad_scale=0.5))),
+        calls={KERAS: dict(step=1, lr=1e-3, alpha=0.9, eps=1e-7, momentum=0.5, centered=True),
+               TORCH: dict(step=2, lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.5,
+                           centered=True)},
+        errors=(
+            _eps_positive(0.0), _eps_positive(-1),
+            ErrorInput("alpha-above-one", dict(alpha=1.5), ValueError, "alpha",
+                       r"must be in \[0.0, 1.0\]",
+                       torch=r"Invalid alpha value \(fastopt needs 0 <= alpha <= 1\): 1.5",
+                       torch_optim="accepts"),
+            ErrorInput("alpha-negative", dict(alpha=-0.1), ValueError, "alpha", r"must be in",
+                       torch=r"Invalid alpha value \(fastopt needs 0 <= alpha <= 1\): -0.1"),
+            _momentum_negative(-0.1),
+            _momentum_negative(-1.0, "momentum-minus-one"),       # torch's optim_db
+        ),
+    ),
+    OptimizerInfo(
+        ADAM,
+        functional={
+            TORCH: _on(_T_ADAM, {
+                "plain": {}, "amsgrad": dict(amsgrad=True),
+                "weight-decay": dict(weight_decay=0.01), "maximize": dict(maximize=True),
+                "decoupled-weight-decay": dict(weight_decay=0.01,
+                                               decoupled_weight_decay=True)}),
+            KERAS: _on(_K_ADAM, {"plain": {}, "amsgrad": dict(amsgrad=True),
+                                 "clip": dict(clip_value=0.25)}),
+        },
+        keras={"plain": {}, "amsgrad": dict(amsgrad=True)},
+        torch={**_TORCH_BETAS, "amsgrad": dict(lr=0.01, amsgrad=True),
+               "weight_decay": dict(lr=0.01, weight_decay=0.05),
+               "decoupled_weight_decay": dict(lr=0.01, weight_decay=0.05,
+                                              decoupled_weight_decay=True),
+               "maximize": dict(lr=0.01, maximize=True, amsgrad=True)},
+        torch_group=dict(lr=0.003, beta1=0.5, beta2=0.9, weight_decay=0.02),
+        interchange="amsgrad",
+        lists=(ListRow("adam-keras", "adam", KERAS, dict(**_ADAM_LIST, eps=1e-7)),
+               ListRow("adam-torch-amsgrad-l2", "adam", TORCH,
+                       dict(**_ADAM_LIST, eps=1e-8, amsgrad=True, weight_decay=0.01))),
+        calls={KERAS: dict(step=1, **_ADAM_LIST, eps=1e-7, amsgrad=True),
+               TORCH: dict(step=3, **_ADAM_LIST, eps=1e-8, amsgrad=True)},
+        errors=_ADAM_ERRORS,
+    ),
+    OptimizerInfo(
+        ADAMW,
+        functional={
+            TORCH: _on(_T_ADAM, {"plain": dict(weight_decay=0.01),
+                                 "amsgrad-maximize": dict(weight_decay=0.01, amsgrad=True,
+                                                          maximize=True)}),
+            KERAS: _on(_K_ADAM, {"plain": dict(weight_decay=2.0**-8),
+                                 "amsgrad": dict(weight_decay=2.0**-8, amsgrad=True)}),
+        },
+        # Keras's default weight_decay 0.004 is not float32-exact.
+        keras={"plain": dict(weight_decay=2.0**-8),
+               "amsgrad": dict(weight_decay=2.0**-8, amsgrad=True)},
+        torch={"plain": dict(lr=0.01), "amsgrad": dict(lr=0.01, amsgrad=True, weight_decay=0.1),
+               "maximize": dict(lr=0.01, maximize=True)},
+        torch_group=dict(lr=0.003, beta1=0.5, beta2=0.9, weight_decay=0.2),
+        interchange="amsgrad",
+        lists=(ListRow("adamw-keras-clip", "adam", KERAS,
+                       dict(**_ADAM_LIST, eps=1e-7, weight_decay=0.004, clip_value=1.0)),),
+        calls={KERAS: dict(step=1, **_ADAM_LIST, eps=1e-7, weight_decay=0.004,
+                           clip_value=1.0),
+               TORCH: dict(step=2, **_ADAM_LIST, eps=1e-8, weight_decay=0.01, amsgrad=True)},
+        errors=_ADAM_ERRORS,
+    ),
+    OptimizerInfo(
+        ADAMAX,
+        functional={
+            TORCH: _on(_T_ADAM, {"weight-decay-maximize": dict(weight_decay=0.01,
+                                                               maximize=True)}),
+            KERAS: _on(_K_ADAM, {"plain": {}}),
+        },
+        keras={"plain": {}},
+        torch={**_TORCH_BETAS,
+               "weight_decay_maximize": dict(lr=0.01, weight_decay=0.05, maximize=True)},
+        torch_group=dict(lr=0.003, beta1=0.5, beta2=0.9, weight_decay=0.02),
+        interchange="betas_eps",
+        lists=(ListRow("adamax-torch", "adamax", TORCH,
+                       dict(**_ADAM_LIST, eps=1e-8, weight_decay=0.01)),),
+        calls={KERAS: dict(step=1, **_ADAM_LIST, eps=1e-7),
+               TORCH: dict(step=1, **_ADAM_LIST, eps=1e-8, weight_decay=0.01)},
+        errors=(
+            _beta(0, 1.0),
+            ErrorInput("beta2-one", dict(beta1=0.0, beta2=1.0), ValueError, "beta2",
+                       r"must be in \[0.0, 1.0\)",
+                       torch=r"Invalid beta parameter at index 1: 1.0"),   # torch's optim_db
+            ErrorInput("eps-negative", dict(eps=-1e-8), ValueError, "eps",
+                       r"must be in \[0.0, inf\]", torch=r"Invalid epsilon value: -1e-08"),
+        ),
+    ),
+)
+
+BY_NAME = {info.name: info for info in DB}
+SPECS = {spec.name: spec for spec in fastopt.specs.SPECS}
+
+
+# --- names in each front end's words ---------------------------------------
+def front_kwargs(front, options):
+    """`options` (fastopt names) under `front`'s argument names: Keras's
+    ``learning_rate``, torch's ``betas`` pair (a missing half takes the
+    front's default). Names the front does not rename pass through."""
+    out = dict(options)
+    defaults = None
+    for param in front.parameters():
+        name = front.canonical(param.name)
+        if isinstance(name, tuple):
+            if any(n in out for n in name):
+                defaults = defaults or front.defaults()
+                out[param.name] = tuple(out.pop(n, defaults[n]) for n in name)
+        elif name in out and name != param.name:
+            out[param.name] = out.pop(name)
+    return out
+
+
+def keras_kwargs(spec, options):
+    """`options` as the Keras class takes them (its base options included)."""
+    out = front_kwargs(spec.keras, options)
+    if "clip_value" in out:
+        out[KERAS_BASE["clip_value"]] = out.pop("clip_value")
+    return out
+
+
+def front_names(front):
+    """fastopt name -> `front`'s argument name, for each of its arguments."""
+    out = {}
+    for param in front.parameters():
+        name = front.canonical(param.name)
+        for part in name if isinstance(name, tuple) else (name,):
+            out[part] = param.name
+    return out
+
+
+def functional_names(spec):
+    """The arguments `fastopt.functional.<spec.name>` takes besides arrays."""
+    return {h.name for h, _ in spec.arguments} | {"step", "convention"}
+
+
+def keras_names(spec):
+    """fastopt name -> the Keras-style class's argument name."""
+    return {**KERAS_BASE, **front_names(spec.keras)}
+
+
+def state_args(spec, hyper, convention):
+    """(positional, keyword): the state arguments a functional call with
+    `hyper` uses, split as the signature takes them (`Slot.arg`)."""
+    values = [hyper.get(h.name, default) for h, default in spec.arguments]
+    h = spec.settings(spec.name, values + [convention])[2]
+    used = [s for s in spec.slots if s.used(h)]
+    return (tuple(s.name for s in used if s.arg != "keyword"),
+            tuple(s.name for s in used if s.arg == "keyword"))
