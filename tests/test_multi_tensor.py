@@ -196,7 +196,7 @@ class _Counter:
                 counter.calls += 1
                 return self.kern(*args)
 
-        return lambda v: Launch(get(v))
+        return lambda *args: Launch(get(*args))
 
 
 def test_one_kernel_call_per_dtype_group(target, small_chunks, monkeypatch):
