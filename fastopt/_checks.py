@@ -5,50 +5,20 @@ uses) of n arrays each; a single-array call is n = 1, its arrays named
 without an index. Every check raises ``"{fn}(): {label} ..."``, the label
 being the caller's argument name (``exp_avg``, ``exp_avg[3]``), before
 anything is written; a front end names the call and its arrays in its own
-words (`in_callers_words`). The accelerators (`fastopt._hostscan`) answer the same
+words (`fastopt._front.call`). The accelerators (`fastopt._hostscan`) answer the same
 questions faster for the common case and decline whatever they cannot vouch
 for; the functions here then name the culprit.
 """
-import contextlib
-import threading
-
 import numpy as np
 
 from . import _facts
 from ._facts import DEVICE, GRAD, HOST
-
-
-class _CallerWords(threading.local):
-    who = None      # the front end's name for itself: "fastopt.torch.Adam"
-    name = None     # name(argument, k) -> the front end's name of that array
-
-
-_words = _CallerWords()
-
-
-@contextlib.contextmanager
-def in_callers_words(who, name):
-    """Within the block, this thread's calls name themselves `who` and their
-    arrays ``name(argument, k)`` in messages (argument: "param", "grad" or a
-    state slot; k: the tensor's index in the call's lists, 0 for single
-    arrays): a front end's step says what went wrong in its user's words.
-
-    Example::
-
-        >>> with in_callers_words("Adam", lambda arg, k: f"{arg}s[{order[k]}]"):
-        ...     fastopt.functional.adam(params, grads, ...)
-    """
-    saved = _words.who, _words.name
-    _words.who, _words.name = who, name
-    try:
-        yield
-    finally:
-        _words.who, _words.name = saved
+from ._front import frame as _frame
 
 
 def who(fn):
     """How a message names the call: the front end's name, else ``fn()``."""
-    return f"{fn}()" if _words.who is None else _words.who
+    return f"{fn}()" if _frame.who is None else _frame.who
 
 
 class Labels:
@@ -67,8 +37,8 @@ class Labels:
 
     def at(self, column, k):
         name = self.names[column]
-        if _words.name is not None:
-            return _words.name(name, k)
+        if _frame.name is not None:
+            return _frame.name(name, k)
         if not self.indexed:
             return name
         return f"{name}[{k if self.index is None else self.index[k]}]"

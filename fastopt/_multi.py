@@ -33,8 +33,8 @@ the walk does not accept takes the Python path below, which names the problem;
 the host lists it checks are put in the same layout form, so one cache serves
 both. Lists of torch tensors, on the CPU or on one GPU, are read in bulk (one
 pass per property, `_torch_device`); fastopt.torch, which has checked its
-tensors in bulk already, marks its params `Checked` and only their addresses
-and sizes are read. Other GPU arrays (CuPy, Numba, any CAI producer) are
+tensors in bulk already, marks its call checked (`_front.call`), and only
+their addresses and sizes are read. Other GPU arrays (CuPy, Numba, any CAI producer) are
 described one by one (`_plan_device`, ~6 µs an array).
 """
 import collections
@@ -48,6 +48,7 @@ import numpy as np
 
 from . import _accel, _batch, _checks, _device, _facts, _hostscan
 from ._facts import HOST
+from ._front import frame as _frame
 from .kernels import NUM_ARRAYS, PRE, RULES, cpu
 
 # Elements per chunk: large enough that a chunk's loop runs at full speed
@@ -102,17 +103,8 @@ class _Cache(collections.OrderedDict):
 
 _tables = _Cache()     # by the columns, members, addresses and sizes
 _layouts = _Cache()    # the host path's overlap-checked tables, by layout
-_last_layout = {}      # list identities -> their last layout's key (a hint)
-
-
-class Checked(list):
-    """A list-form call's params, from a caller that has checked every column
-    as `_torch_device` does (fastopt.torch, in its bulk check of a step):
-    torch tensors all on the CPU or all on one GPU, dense and contiguous,
-    float32 or float64, each like its param. The call then reads only their
-    addresses and sizes; reading every property of every tensor a second
-    time was a third of a step's time on 200 small tensors."""
-    __slots__ = ()
+_last_layout = {}      # list identities -> their last layout's key (a hint for
+                       # callers that hold no `_front.Layout`)
 
 
 def update_many(fn, variant, params, grads, states, pre, hyper):
@@ -140,7 +132,7 @@ def update_many(fn, variant, params, grads, states, pre, hyper):
     if n == 0:
         return
     labels = _checks.Labels(names, n)
-    if type(params) is Checked:     # checked by the caller (fastopt.torch)
+    if _frame.checked:     # checked by the caller, in bulk (fastopt.torch)
         device = params[0].get_device()
     else:
         flat = _flatten(columns)
@@ -251,22 +243,34 @@ def _update_scanned(fn, variant, params, grads, states, pre, hyper):
     if run is None or not all([type(c) is list for c in columns]):
         return False
     ids = tuple([id(c) for c in columns])
-    lists = (CHUNK, variant.used, ids)
-    if _pending.queue is None:
-        guess = _layouts.get(_last_layout.get(lists), _NO_LAYOUT)
-    else:
+    layout = _frame.layout
+    if _pending.queue is not None:
         guess = _NO_LAYOUT      # never equal to the layout: check, run nothing
+    elif layout is not None:
+        guess = _layouts.get(layout.key, _NO_LAYOUT)
+    else:
+        guess = _layouts.get(_last_layout.get((CHUNK, variant.used, ids)), _NO_LAYOUT)
     n = len(params)
     out = np.empty((len(columns) + 2) * n, np.int64)
     status, digest = run(ids, out, guess["layout"], guess["tables"], pre, hyper)
     if status == 1:     # not last step's layout: check it, then run
         names = _facts.arguments(fn, variant, params, grads, states)[0]
         entry = _entry(fn, _checks.Labels(names, n), variant, out, digest)
-        if len(_last_layout) >= CACHE_ENTRIES:
-            _last_layout.clear()
-        _last_layout[lists] = _layout_key(variant, digest)
+        _remember(layout, variant, ids, _layout_key(variant, digest))
         _batch.run(functools.partial(_run_entry, variant, entry, pre, hyper))
     return status != 0
+
+
+def _remember(layout, variant, ids, key):
+    """Where the next call with these lists will look first for their layout:
+    the caller's `Layout`, or else a hint by the lists' identities (the walk
+    compares the arrays with whatever layout a hint gives)."""
+    if layout is not None:
+        layout.key = key
+        return
+    if len(_last_layout) >= CACHE_ENTRIES:
+        _last_layout.clear()
+    _last_layout[(CHUNK, variant.used, ids)] = key
 
 
 _UNBUILT = object()

@@ -7,10 +7,10 @@ value that must be positive to 0 (``eps=1e-50``), and the kernel would then
 write inf or NaN into every element. Such a call is refused, naming the
 value, when any of its params is float32; float64 arrays take it as it is.
 
-The common case costs one comparison per call: `fits` is decided once per
-set of hyperparameters, and a step's derived scalars are compared with
-float32's largest value together; only a call that fails either looks at
-its arrays' dtypes (`check`).
+The common case costs one comparison per call: `fits` (and the shared
+transforms' scalars) are decided once per set of hyperparameters, and a
+step's derived scalars are compared with float32's largest value together;
+only a call that fails either looks at its arrays' dtypes (`check`).
 """
 import sys
 
@@ -47,10 +47,10 @@ def _single(value):
         return np.float32(value)
 
 
-def scalars_fit(pre, hyper):
-    """Whether a step's derived scalars are all within float32's range (a
-    value just above its largest may still round down to it: `check` decides)."""
-    return max(map(abs, pre + hyper)) <= _MAX
+def scalars_fit(scalars):
+    """Whether derived scalars are all within float32's range (a value just
+    above its largest may still round down to it: `check` decides)."""
+    return max(map(abs, scalars)) <= _MAX
 
 
 def check(fn, spec, h, variant, pre, hyper, param):

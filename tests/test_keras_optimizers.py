@@ -391,10 +391,9 @@ def test_error_input_refused(info, error):
 
 def test_built_step_is_one_list_call_without_per_array_python(monkeypatch):
     """The common step after build skips the front end's own per-array
-    checks (the functional list call makes them), and hands the list form the
-    same list objects every step, by which it finds last step's checked
-    layout without a lookup; test_matches_keras_cpu compares such steps with
-    Keras."""
+    checks (the functional list call makes them), and hands the list form
+    its lists' last checked layout (its `_front.Layout`), so that no lookup
+    is made; test_matches_keras_cpu compares such steps with Keras."""
     from fastopt import _multi
     params, grads = T.make_problem(8, "float64", steps=4)
     opt = fastopt.Adam(learning_rate=T.LR)

@@ -386,9 +386,9 @@ def test_error_input_refused_like_torch(info, error):
     "cpu", pytest.param("cuda", marks=pytest.mark.skipif(
         not CUDA, reason="needs FASTOPT_REAL_GPU=1 and a CUDA build of torch"))])
 def test_checked_groups_are_not_read_twice(monkeypatch, device):
-    """A group the bulk check passed reaches the functional call as
-    `Checked`, which reads only addresses and sizes, not every property
-    again (nor, on a GPU, describes each tensor)."""
+    """A group the bulk check passed reaches the functional call marked
+    checked (`fastopt._front.call`), which then reads only addresses and
+    sizes, not every property again (nor, on a GPU, describes each tensor)."""
     from fastopt import _multi
     model = T.make_model(device=device)
     opt = fastopt.torch.Adam(model.parameters())

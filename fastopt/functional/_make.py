@@ -49,7 +49,10 @@ def make(spec):
 
     def checked(values):
         which, pre, h, convention = spec.settings(name, values)
-        return which, pre, h, convention, _precision.fits(spec, h)
+        # Whether the call's constants fit float32; a step's scalars are
+        # compared each call (`_precision`).
+        fits = _precision.fits(spec, h) and _precision.scalars_fit(pre)
+        return which, pre, h, convention, fits
 
     settings = remember_last(checked)
     scalars, update, fit = spec.scalars, _dispatch.update, _precision.scalars_fit
@@ -59,7 +62,7 @@ def make(spec):
             check_step(name, step)
         which, pre, h, convention, fits = settings(values)
         hyper = scalars(h, convention, step)
-        if not (fits and fit(pre, hyper)):    # refused if any param is float32
+        if not (fits and fit(hyper)):    # refused if any param is float32
             _precision.check(name, spec, h, which, pre, hyper, param)
         update(name, which, param, grad, states, pre, hyper)
 

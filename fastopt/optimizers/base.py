@@ -34,7 +34,7 @@ import zlib
 
 import numpy as np
 
-from .. import _batch, _checks, _facts, _threads
+from .. import _batch, _checks, _facts, _front, _threads
 from ..spec import check_flag, check_float
 from . import _arrays
 
@@ -94,7 +94,7 @@ class Optimizer:
         self._pending_count = 0
         self._params = None     # the params of the last call, for apply(grads)
         self._columns = None    # the state by slot name, a list per param
-        self._step_lists = ([], [])   # `_fast_step`'s grads and params lists
+        self._layout = _front.Layout()   # `_fast_step`'s lists' last checked layout
         self._lock = threading.RLock()   # `_threads.serialised`: one step at a time
 
     def __getstate__(self):
@@ -330,7 +330,7 @@ class Optimizer:
             self._build(params, [d.spec for d in described_params])
         try:
             # Every group checked before any runs, and named in Keras's words.
-            with _batch.all_or_nothing(), _checks.in_callers_words(
+            with _batch.all_or_nothing(), _front.call(
                     self._fn, lambda arg, k: self._name(arg, group[k])):
                 for group in groups:
                     # One list-form call per group: the kernels run once per
@@ -370,18 +370,15 @@ class Optimizer:
                 or self.global_clipnorm is not None or len(params) != len(self._specs)
                 or any(map(operator.is_, grads, itertools.repeat(None)))):
             return False
-        # The same list objects every step: the list form knows them by
-        # identity, and finds last step's checked layout without a lookup
-        # (check and update then run in one compiled call).
-        step_grads, step_params = self._step_lists
-        step_grads[:], step_params[:] = grads, params
+        # The list form compares the arrays with last step's checked layout,
+        # which this optimizer holds, and when they match checks and updates
+        # in one compiled call.
         try:
-            self.update_step(step_grads, step_params, self._columns,
-                             self._current_lr(), self._options(self._unscale()))
+            with _front.call(layout=self._layout):
+                self.update_step(grads, params, self._columns, self._current_lr(),
+                                 self._options(self._unscale()))
         except (TypeError, ValueError):
             return False
-        finally:
-            step_grads.clear()      # the grads are the caller's to free
         self._params = params
         self._iterations += 1
         return True

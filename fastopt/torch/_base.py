@@ -16,8 +16,8 @@ What lives here:
   plans one fused kernel call per bucket (per dtype inside it), every call
   checked before the first runs (`fastopt._batch`); a refused step leaves
   params, state and step counters as they were; a bucket the bulk
-  check passed goes to it as `fastopt._multi.Checked`, so that its tensors'
-  properties are read once a step, not twice;
+  check passed is marked checked (`fastopt._front.call`), so that its
+  tensors' properties are read once a step, not twice;
 * the tensors go to the kernels as they are: CPU tensors as zero-copy NumPy
   views, CUDA tensors through ``__cuda_array_interface__`` on torch's current
   stream; complex tensors as ``torch.view_as_real`` views (what torch itself
@@ -46,8 +46,7 @@ from typing import NamedTuple
 
 import torch
 
-from .. import _batch, _checks, _threads
-from .._multi import Checked
+from .. import _batch, _front, _threads
 from . import _flat, _steps
 
 try:   # torch's own rule for the dtype of state["step"]
@@ -439,8 +438,8 @@ class Optimizer(torch.optim.Optimizer):
     def _step_group(self, i, group, hyper, found):
         """One functional call per bucket of `found`'s params (same device and
         step) of param group `i`. A bucket the bulk check passed goes as
-        `fastopt._multi.Checked`: every check of the functional call but
-        reading addresses is done. A refusal names the param as torch users
+        checked (`fastopt._front.call`): every check of the functional call
+        but reading addresses is done. A refusal names the param as torch users
         do (``param_groups[i]['params'][j]``)."""
         params, keys, kinds = found.params, found.keys, found.kinds
         prepared = self._prepare_all(hyper, found)
@@ -474,11 +473,9 @@ class Optimizer(torch.optim.Optimizer):
             columns = [ps, grads] + [[s[key] for s in ss] for key in keys]
             if real is not None:
                 columns = [[real(t) for t in column] for column in columns]
-            if kinds is not None:
-                columns[0] = Checked(columns[0])
-            with _checks.in_callers_words(
-                    f"fastopt.torch.{type(self).__name__}",
-                    functools.partial(self._name, i, group, ps)):
+            with _front.call(f"fastopt.torch.{type(self).__name__}",
+                             functools.partial(self._name, i, group, ps),
+                             checked=kinds is not None):
                 self._update(hyper, columns[0], columns[1], dict(zip(keys, columns[2:])),
                              step)
             if counters is not None:
