@@ -9,6 +9,8 @@ words (`fastopt._front.call`). The accelerators (`fastopt._hostscan`) answer the
 questions faster for the common case and decline whatever they cannot vouch
 for; the functions here then name the culprit.
 """
+import sys
+
 import numpy as np
 
 from . import _facts
@@ -87,6 +89,11 @@ def tensors(fn, labels, columns, layout, device=None):
             contiguous, readonly = layout(a)
             if not contiguous:
                 raise ValueError(f"{who(fn)}: {labels.at(c, k)} must be C-contiguous")
+            if getattr(a, "masked", False):
+                raise TypeError(
+                    f"{who(fn)}: {labels.at(c, k)} has a mask in its "
+                    "__cuda_array_interface__, which the kernels would ignore: pass "
+                    "the data without the mask")
             if device is not None and a.device != device:
                 raise ValueError(
                     f"{who(fn)}: {labels.at(c, k)} is on GPU {a.device} but "
@@ -153,3 +160,31 @@ def no_overlap(fn, labels, addresses, nbytes):
         first, second = sorted((int(idx[i]), int(idx[j])))
         raise ValueError(f"{who(fn)}: {labels(second)} shares memory with "
                          f"{labels(first)}; each array must be a separate buffer")
+
+
+def torch_writable(fn, labels, columns):
+    """The torch tensors among the written columns (all but grad's) accept an
+    in-place update where they are, as torch's own in-place ops require: not
+    a leaf that requires grad while grad mode is on, not an inference tensor
+    outside inference mode. Read in bulk; one by one only for the message."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    tensors = [(c, k, t) for c, column in enumerate(columns) if c != GRAD
+               for k, t in enumerate(column) if isinstance(t, torch.Tensor)]
+    if not tensors:
+        return
+    grad_mode = torch.is_grad_enabled()
+    inference_mode = torch.is_inference_mode_enabled()
+    if not ((grad_mode and any([t.requires_grad and t.is_leaf for _, _, t in tensors]))
+            or (not inference_mode and any([t.is_inference() for _, _, t in tensors]))):
+        return
+    for c, k, t in tensors:
+        if grad_mode and t.requires_grad and t.is_leaf:
+            raise ValueError(
+                f"{who(fn)}: {labels.at(c, k)} is a leaf tensor that requires grad, "
+                "which torch updates in place only under torch.no_grad()")
+        if not inference_mode and t.is_inference():
+            raise ValueError(
+                f"{who(fn)}: {labels.at(c, k)} is an inference tensor, which torch "
+                "updates in place only inside torch.inference_mode()")

@@ -27,6 +27,7 @@ class DeviceArray:
     readonly: bool
     device: int
     stream: object      # CAI stream value: None, 1, 2, a cudaStream_t, or TORCH_STREAM
+    masked: bool = False   # its CAI has a mask: the kernels would ignore it
 
     @property
     def size(self):
@@ -110,7 +111,7 @@ def describe(name, x):
     contiguous = strides is None or tuple(strides) == _c_strides(shape, dtype.itemsize)
     ptr, readonly = cai["data"]
     return DeviceArray(name, x, ptr, shape, dtype, contiguous, bool(readonly),
-                       device, stream)
+                       device, stream, cai.get("mask") is not None)
 
 
 TORCH_STREAM = "torch"   # a DeviceArray.stream: torch's current stream, looked up at launch

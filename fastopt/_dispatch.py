@@ -61,6 +61,7 @@ def update(fn, variant, param, grad, states, pre, hyper):
         place = HOST
     else:
         place = _checks.placed(fn, labels, arrays)
+        _checks.torch_writable(fn, labels, [[a] for a in arrays])
     if place == HOST:
         action = _plan_host(fn, variant, labels, [_facts.host_view(a) for a in arrays],
                             pre, hyper)

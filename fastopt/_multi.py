@@ -139,6 +139,7 @@ def update_many(fn, variant, params, grads, states, pre, hyper):
         if all([type(a) is np.ndarray for a in flat]):
             return _batch.run(_plan_host(fn, labels, variant, columns, pre, hyper))
         device = _torch_device(columns, flat)
+        _checks.torch_writable(fn, labels, columns)
         if device is None:
             if _checks.placed(fn, labels, flat) == HOST:
                 views = [[_facts.host_view(a) for a in column] for column in columns]

@@ -24,9 +24,11 @@ Everything else lives here:
   optimizer (a lock per instance), so two threads may step one optimizer;
   separate optimizers share nothing and run in parallel.
 """
+import contextlib
 import itertools
 import math
 import operator
+import sys
 import threading
 import warnings
 import zipfile
@@ -304,6 +306,12 @@ class Optimizer:
                              f"{len(params)} params")
         if not grads:
             return self._iterations        # Keras: an empty call is a no-op
+        # As Keras does on its torch backend: the step is no part of a graph
+        # (torch refuses in-place updates of leaves that require grad).
+        with _autograd_off():
+            return self._apply(grads, params)
+
+    def _apply(self, grads, params):
         if self._fast_step(grads, params):
             return self._iterations
         described_params = self._match_params(params)
@@ -589,6 +597,11 @@ class Optimizer:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items()
                          if k != "name" and v is not None)
         return f"{type(self).__name__}({args})"
+
+
+def _autograd_off():
+    torch = sys.modules.get("torch")
+    return contextlib.nullcontext() if torch is None else torch.no_grad()
 
 
 def _check_apart(fn, present, params, grads):
