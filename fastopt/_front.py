@@ -11,7 +11,9 @@ for the duration of its step (one per thread):
   it passes but their addresses (`fastopt._multi`'s torch path then reads
   only addresses and sizes);
 * layout: a `Layout` the front end keeps across steps: its lists' last
-  checked layout, so that the list path finds it without a lookup.
+  checked layout, so that the list path finds it without a lookup;
+* hypers: fastopt's hyperparameter names -> the front end's (``lr`` ->
+  ``learning_rate``, ``beta2`` -> ``betas[1]``), for messages.
 
 A plain functional call sees the defaults (`NONE`): its own names, every
 check, and no remembered layout.
@@ -36,13 +38,14 @@ class _Frame(threading.local):
     name = None      # name(argument, k) -> the caller's name of that array
     checked = False
     layout = None
+    hypers = {}
 
 
 frame = _Frame()
 
 
 @contextlib.contextmanager
-def call(who=None, name=None, checked=False, layout=None):
+def call(who=None, name=None, checked=False, layout=None, hypers=None):
     """The frame of a front end's call(s) (see the module docstring).
 
     Example::
@@ -50,9 +53,10 @@ def call(who=None, name=None, checked=False, layout=None):
         >>> with call("fastopt.torch.Adam", lambda arg, k: f"{arg} of params[{k}]"):
         ...     fastopt.functional.adam(params, grads, ...)
     """
-    saved = frame.who, frame.name, frame.checked, frame.layout
+    saved = frame.who, frame.name, frame.checked, frame.layout, frame.hypers
     frame.who, frame.name, frame.checked, frame.layout = who, name, checked, layout
+    frame.hypers = hypers or {}
     try:
         yield
     finally:
-        frame.who, frame.name, frame.checked, frame.layout = saved
+        frame.who, frame.name, frame.checked, frame.layout, frame.hypers = saved

@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from . import _checks, _device, _facts
+from . import _checks, _device, _facts, _front
 
 FLOAT32 = np.dtype(np.float32)
 _MAX = float(np.finfo(np.float32).max)
@@ -62,6 +62,7 @@ def check(fn, spec, h, variant, pre, hyper, param):
     culprit = _culprit(spec, h)
     if culprit is not None:
         name, value, why = culprit
+        name = _front.frame.hypers.get(name, name)      # the caller's word for it
         raise ValueError(f"{_checks.who(fn)}: {name}={value} {why} (the params are float32)")
     from .kernels import PRE, RULES
 

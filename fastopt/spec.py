@@ -107,6 +107,18 @@ class Front:
         """The signature's `inspect.Parameter`s, in order."""
         return list(_parameters(self.signature))
 
+    def caller_names(self):
+        """fastopt's name -> this front end's, for each of its arguments
+        (a pair's halves as ``betas[0]``, ``betas[1]``)."""
+        out = {}
+        for p in self.parameters():
+            name = self.canonical(p.name)
+            if isinstance(name, tuple):
+                out.update({part: f"{p.name}[{i}]" for i, part in enumerate(name)})
+            else:
+                out[name] = p.name
+        return out
+
     def canonical(self, name):
         """fastopt's name for this library's argument `name` (a tuple for a pair)."""
         return self.names.get(name, _COMMON_NAMES.get(name, name))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import fastopt
 import fastopt.functional as F
 import fastopt.torch
 
@@ -80,7 +81,20 @@ def test_torch_front_end_refuses_before_writing():
     opt = fastopt.torch.SGD(model.parameters(), lr=1e39)
     model(torch.randn(4, 3)).sum().backward()
     before = [p.detach().clone() for p in model.parameters()]
-    with pytest.raises(ValueError, match="lr=1e\\+39 overflows float32"):
+    with pytest.raises(ValueError, match=r"^fastopt.torch.SGD: lr=1e\+39 overflows float32"):
         opt.step()
     for p, b in zip(model.parameters(), before):
         assert torch.equal(p, b)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(learning_rate=1e39), r"^Adam\(\): learning_rate=1e\+39 overflows float32"),
+    (dict(epsilon=1e-50), r"^Adam\(\): epsilon=1e-50 rounds to 0 in float32"),
+])
+def test_keras_style_names_the_value_in_keras_words(kwargs, match):
+    params = [np.ones(8, np.float32)]
+    opt = fastopt.Adam(**kwargs)
+    with pytest.raises(ValueError, match=match):
+        opt.apply_gradients(zip([np.full(8, 0.5, np.float32)], params))
+    np.testing.assert_array_equal(params[0], np.ones(8, np.float32))
+    assert not opt.built and opt.iterations == 0

@@ -136,6 +136,7 @@ class Optimizer(torch.optim.Optimizer):
     """Base class of fastopt.torch's optimizers (see the module docstring)."""
 
     _counts_steps = True   # keeps state["step"] (all but SGD)
+    _hyper_names = {}      # fastopt's hyperparameter names -> torch's, for messages
     _fallbacks = {}        # group keys torch's __setstate__ fills in for old checkpoints
 
     def __init__(self, params, defaults, flat=False):
@@ -475,7 +476,7 @@ class Optimizer(torch.optim.Optimizer):
                 columns = [[real(t) for t in column] for column in columns]
             with _front.call(f"fastopt.torch.{type(self).__name__}",
                              functools.partial(self._name, i, group, ps),
-                             checked=kinds is not None):
+                             checked=kinds is not None, hypers=self._hyper_names):
                 self._update(hyper, columns[0], columns[1], dict(zip(keys, columns[2:])),
                              step)
             if counters is not None:

@@ -132,4 +132,5 @@ def make(spec):
     return type(front.cls, (SpecOptimizer,), {
         "__init__": init, "spec": spec, "__doc__": doc, "__module__": "fastopt.torch",
         "_counts_steps": front.options.get("counts_steps", True),
+        "_hyper_names": front.caller_names(),
         "_fallbacks": {**{p.name: p.default for p in params}, **spec.fixed}})
