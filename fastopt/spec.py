@@ -71,7 +71,8 @@ class Slot:
     """One state array.
 
     name: the functional argument and kernel slot (the rule's name for it);
-    keras / torch: Keras's variable name and torch's state key;
+    keras / torch: Keras's variable name and torch's state key (None where
+    that library has no such optimizer);
     init: its initial fill: a number, or the name of a Hyper holding it;
     when: ``when(h) -> bool`` over the checked hyperparameters (None: always);
     arg: how the functional takes it: "required" (positional), "optional"
@@ -79,8 +80,8 @@ class Slot:
     """
 
     name: str
-    keras: str
-    torch: str
+    keras: str = None
+    torch: str = None
     init: object = 0.0
     when: object = None
     arg: str = "required"

@@ -274,3 +274,27 @@ def adamax(p, g, s, h, f):
         u = nan_max(beta2 * u, abs(g))
         p = p - (lr * m) / (c1 * (u + eps))
     return p, (m, u, s2)
+
+
+@declare(("lr", "beta1", "one_minus_beta1", "beta2", "one_minus_beta2"),
+         (("momentum", None),))
+def lion(p, g, s, h, f):
+    """Lion (Keras); slot 0 is the momentum m.
+
+    c ← β₁·m + (1−β₁)·g;   p ← p − lr·sign(c);   m ← β₂·m + (1−β₂)·g
+
+    sign(c)·lr is written as a choice (no float literal for ±1): p − lr for
+    c > 0, p + lr for c < 0, and p unchanged when c is 0 or NaN: sign(NaN)
+    is 0 in torch.sign, which Keras's torch backend runs (a NaN gradient
+    leaves the param, and stays in the momentum).
+    h = (lr, β₁, 1−β₁, β₂, 1−β₂)
+    """
+    m, s1, s2 = s
+    lr, beta1, one_minus_beta1, beta2, one_minus_beta2 = h
+    c = m * beta1 + g * one_minus_beta1
+    if c > -c:
+        p = p - lr
+    elif c < -c:
+        p = p + lr
+    m = m * beta2 + g * one_minus_beta2
+    return p, (m, s1, s2)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import fastopt.specs
-from fastopt.specs import ADAGRAD, ADAM, ADAMAX, ADAMW, RMSPROP, SGD
+from fastopt.specs import ADAGRAD, ADAM, ADAMAX, ADAMW, LION, RMSPROP, SGD
 
 TORCH, KERAS = "torch", "keras"
 DTYPES = (np.float32, np.float64)
@@ -145,11 +145,11 @@ class OptimizerInfo:
     spec: object
     functional: dict
     keras: dict
-    torch: dict
-    torch_group: dict
-    interchange: str
     lists: tuple
     calls: dict
+    torch: dict = None          # None: torch.optim has no such optimizer
+    torch_group: dict = None
+    interchange: str = None
     errors: tuple = ()
     dtypes: tuple = DTYPES
 
@@ -385,9 +385,27 @@ DB = (
                        r"must be in \[0.0, inf\]", torch=r"Invalid epsilon value: -1e-08"),
         ),
     ),
+    OptimizerInfo(         # Keras only: torch.optim has no Lion
+        LION,
+        functional={KERAS: _on(dict(lr=2.0**-7, beta1=0.875, beta2=0.96875), {
+            "plain": {}, "weight-decay-clip": dict(weight_decay=2.0**-8, clip_value=0.25)})},
+        keras={"plain": {}, "betas": dict(beta1=0.5, beta2=0.75)},
+        lists=(ListRow("lion-keras", "lion", KERAS,
+                       dict(lr=1e-3, beta1=0.9, beta2=0.99, weight_decay=0.01)),),
+        calls={KERAS: dict(step=1, lr=1e-3, beta1=0.9, beta2=0.99)},
+        errors=(
+            ErrorInput("beta1-zero", dict(beta1=0.0), ValueError, "beta1",
+                       r"must be in \(0.0, 1.0\]", conventions=(KERAS,)),
+            ErrorInput("beta2-above-one", dict(beta2=1.5), ValueError, "beta2",
+                       r"must be in \[0.0, 1.0\]", conventions=(KERAS,)),
+            ErrorInput("torch-convention", dict(convention=TORCH), ValueError, "lion",
+                       r"is Keras's optimizer", conventions=(KERAS,)),
+        ),
+    ),
 )
 
 BY_NAME = {info.name: info for info in DB}
+TORCH_DB = tuple(info for info in DB if info.spec.torch is not None)
 SPECS = {spec.name: spec for spec in fastopt.specs.SPECS}
 
 

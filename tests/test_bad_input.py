@@ -166,7 +166,7 @@ def _error_inputs():
         names = functional_names(info.spec)
         for error in info.all_errors():
             if set(error.kwargs) <= names:
-                for convention in error.conventions:
+                for convention in [c for c in error.conventions if c in info.calls]:
                     yield pytest.param(_BASE[info.name, convention], error,
                                        id=f"{info.name}-{convention}-{error.id}")
 

@@ -14,7 +14,7 @@ import torch
 
 import fastopt.torch
 import torch_table as T
-from optimizer_db import DB, TORCH, front_kwargs, front_names
+from optimizer_db import TORCH, TORCH_DB, front_kwargs, front_names
 from conftest import REAL_GPU
 
 NAMES = list(T.VARIANTS)
@@ -350,7 +350,7 @@ def test_rejected_step_changes_nothing(what):
 
 def _error_inputs():
     """Each optimizer's error inputs that its torch class has."""
-    for info in DB:
+    for info in TORCH_DB:
         names = front_names(info.spec.torch)
         for error in info.all_errors():
             if error.torch and TORCH in error.conventions and set(error.kwargs) <= set(names):

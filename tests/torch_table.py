@@ -16,7 +16,7 @@ import torch
 
 import fastopt.torch
 from conftest import slow_unless
-from optimizer_db import DB, front_kwargs
+from optimizer_db import TORCH_DB, front_kwargs
 
 STEPS = 50
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5}
@@ -25,14 +25,14 @@ TOL = {torch.float64: 1e-12, torch.float32: 1e-5}
 # chosen so 50 steps move the params.
 VARIANTS = {info.spec.torch.cls: {option: front_kwargs(info.spec.torch, values)
                                   for option, values in info.torch.items()}
-            for info in DB}
+            for info in TORCH_DB}
 
 # Per-group hyperparameters of the first group in the "two_groups" layout.
 GROUP_OVERRIDES = {info.spec.torch.cls: front_kwargs(info.spec.torch, info.torch_group)
-                   for info in DB}
+                   for info in TORCH_DB}
 
 # The option set that resumes through a checkpoint.
-INTERCHANGE = {info.spec.torch.cls: info.interchange for info in DB}
+INTERCHANGE = {info.spec.torch.cls: info.interchange for info in TORCH_DB}
 
 # How the params are handed to the optimizer:
 # one_group:  model.parameters();

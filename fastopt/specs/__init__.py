@@ -7,7 +7,8 @@ below.
 from .adagrad import ADAGRAD
 from .adam import ADAM, ADAMW
 from .adamax import ADAMAX
+from .lion import LION
 from .rmsprop import RMSPROP
 from .sgd import SGD
 
-SPECS = (SGD, ADAGRAD, RMSPROP, ADAM, ADAMW, ADAMAX)
+SPECS = (SGD, ADAGRAD, RMSPROP, ADAM, ADAMW, ADAMAX, LION)
