@@ -58,23 +58,17 @@ def update(fn, variant, param, grad, states, pre, hyper):
     names, arrays = _facts.arguments(fn, variant, param, grad, states)
     labels = _checks.Labels(names, 1, indexed=False)
     if all([type(a) is np.ndarray for a in arrays]):
-        place = HOST
+        place, written = HOST, ()
     else:
         place = _checks.placed(fn, labels, arrays)
         _checks.torch_writable(fn, labels, [[a] for a in arrays])
+        written = [a for j, a in enumerate(arrays) if j != _facts.GRAD]
     if place == HOST:
         action = _plan_host(fn, variant, labels, [_facts.host_view(a) for a in arrays],
                             pre, hyper)
     else:
         action = _plan_device(fn, variant, labels, arrays, pre, hyper)
-    written = [a for j, a in enumerate(arrays) if j != _facts.GRAD]
-
-    def run():
-        if action is not None:
-            action()
-        _facts.bump_torch_versions(written)
-
-    _batch.run(run)
+    _batch.run(_facts.bump_after(action, written))
 
 
 def _defer_checked(variant, ids, used, pre, hyper):

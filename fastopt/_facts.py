@@ -86,6 +86,17 @@ def bump_torch_versions(written):
         torch.autograd.graph.increment_version(tensors)
 
 
+def bump_after(action, written):
+    """A plan's run: `action()` (None: nothing to run), then the autograd
+    versions of the torch tensors among `written` bumped."""
+    def run():
+        if action is not None:
+            action()
+        bump_torch_versions(written)
+
+    return run
+
+
 def arguments(fn, variant, param, grad, states):
     """``(names, values)``: param, grad, then the state arguments `variant`
     uses, in slot order; a missing one raises, saying which option needs it."""

@@ -146,13 +146,7 @@ def update_many(fn, variant, params, grads, states, pre, hyper):
                 action = _plan_host(fn, labels, variant, views, pre, hyper)
             else:
                 action = _plan_device(fn, labels, variant, columns, pre, hyper)
-            written = _written(columns)
-
-            def run():
-                action()
-                _facts.bump_torch_versions(written)
-
-            return _batch.run(run)
+            return _batch.run(_facts.bump_after(action, _written(columns)))
     _batch.run(_plan_torch(fn, labels, variant, columns, device, pre, hyper))
 
 

@@ -82,4 +82,5 @@ def make(spec):
 """)
     return type(front.cls, (SpecOptimizer,), {
         "__init__": init, "spec": spec, "__doc__": doc,
-        "__module__": "fastopt.optimizers"})
+        "__module__": "fastopt.optimizers",
+        "_hyper_names": {**front.caller_names(), "clip_value": "clipvalue"}})

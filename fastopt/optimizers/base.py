@@ -60,6 +60,8 @@ class Optimizer:
     their own hyperparameters), and check those in their constructor.
     """
 
+    _hyper_names = {}   # fastopt's hyperparameter names -> Keras's, for messages
+
     def __init__(self, learning_rate, weight_decay=None, clipnorm=None,
                  clipvalue=None, global_clipnorm=None, loss_scale_factor=None,
                  name=None, **kwargs):
@@ -340,7 +342,7 @@ class Optimizer:
             # Every group checked before any runs, and named in Keras's words.
             with _batch.all_or_nothing(), _front.call(
                     self._fn, lambda arg, k: self._name(arg, group[k]),
-                    hypers=self._hyper_names()):
+                    hypers=self._hyper_names):
                 for group in groups:
                     # One list-form call per group: the kernels run once per
                     # dtype, not once per param.
@@ -357,11 +359,6 @@ class Optimizer:
         self._params = params
         self._iterations += 1
         return self._iterations
-
-    def _hyper_names(self):
-        """fastopt's hyperparameter names -> Keras's, for messages."""
-        spec = getattr(self, "spec", None)
-        return {} if spec is None else {**spec.keras.caller_names(), "clip_value": "clipvalue"}
 
     def _name(self, argument, i):
         """The caller's name of a functional call's `argument` of params[i]."""
