@@ -25,9 +25,11 @@ Everything else lives here:
   separate optimizers share nothing and run in parallel.
 """
 import contextlib
+import inspect
 import itertools
 import math
 import operator
+import re
 import sys
 import threading
 import warnings
@@ -38,7 +40,7 @@ import numpy as np
 
 from .. import _batch, _checks, _facts, _front, _threads
 from ..spec import check_flag, check_float
-from . import _arrays
+from . import _arrays, _variables
 
 _FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
 
@@ -90,7 +92,7 @@ class Optimizer:
                              f"global_clipnorm can be set, got {', '.join(clips)}")
         if name is not None and not isinstance(name, str):
             raise TypeError(f"{fn}: name must be a string, got {type(name).__name__}")
-        self.name = name or type(self).__name__.lower()
+        self.name = name or _snake_case(type(self).__name__)
         self._iterations = 0
         self._specs = None      # per param: the `_arrays.Spec` later calls must match
         self._state = None      # per param: {slot name: array}
@@ -179,6 +181,7 @@ class Optimizer:
 
     def _check_learning_rate(self, value):
         if callable(value):
+            self._lr_takes_step = _takes_step(value)
             return value
         return check_float(type(self).__name__, "learning_rate", value, low=0.0)
 
@@ -201,7 +204,7 @@ class Optimizer:
         lr = self._learning_rate
         if not callable(lr):
             return lr
-        value = lr(self._iterations)
+        value = lr(self._iterations) if self._lr_takes_step else lr()
         try:
             value = float(value)
         except (TypeError, ValueError):
@@ -227,7 +230,7 @@ class Optimizer:
             >>> opt = fastopt.Adam()
             >>> opt.build([np.zeros(3)])
         """
-        params = list(params)
+        params = _variables.keras_values(self._fn, list(params), "params")
         if self.built:
             raise ValueError(f"{self._fn}: already built")
         self._build(params, [d.spec for d in self._describe_params(params)])
@@ -294,15 +297,20 @@ class Optimizer:
         return self.apply(list(map(_FIRST, pairs)), list(map(_SECOND, pairs)))
 
     @_threads.serialised
-    def apply(self, grads, params=None) -> int:
-        """`apply_gradients` with separate lists; `params` may be omitted once built."""
+    def apply(self, grads, trainable_variables=None, *, params=None) -> int:
+        """`apply_gradients` with separate lists (Keras's ``apply``); the
+        variables (or ``params=``) may be omitted once built."""
         grads = list(grads)
+        if trainable_variables is not None and params is not None:
+            raise TypeError(f"{self._fn}: apply() takes trainable_variables or "
+                            "params, not both")
+        params = trainable_variables if params is None else params
         if params is None:
             if not self.built:
                 raise ValueError(f"{self._fn}: params are required until the "
                                  "optimizer is built")
             params = self._params
-        params = list(params)
+        params = _variables.keras_values(self._fn, list(params), "params")
         if len(grads) != len(params):
             raise ValueError(f"{self._fn}: got {len(grads)} gradients for "
                              f"{len(params)} params")
@@ -600,6 +608,25 @@ class Optimizer:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items()
                          if k != "name" and v is not None)
         return f"{type(self).__name__}({args})"
+
+
+def _snake_case(name):
+    """Keras's default name of an optimizer class: ``AdamW`` -> ``adam_w``."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _takes_step(schedule):
+    """Whether Keras would call `schedule` with the step: a
+    ``LearningRateSchedule`` or any callable taking an argument (``lambda
+    step: ...``); a callable of no arguments is called with none, as Keras
+    calls ``lambda: 0.1``."""
+    try:
+        parameters = inspect.signature(schedule).parameters.values()
+    except (TypeError, ValueError):    # a builtin without a signature
+        return True
+    return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+               for p in parameters)
 
 
 def _autograd_off():

@@ -1,0 +1,191 @@
+"""fastopt's fused update inside a Keras 3 optimizer (`fastopt.keras`).
+
+Keras's `BaseOptimizer.apply` does everything around the update (empty
+gradients, ``overwrite_with_gradient``, loss-scale undo, gradient
+accumulation, clipping, EMA, the iteration count) and then calls two hooks
+per step: ``_apply_weight_decay(variables)`` and
+``_backend_update_step(grads, variables, learning_rate)``. `FusedOptimizer`
+overrides both: the decay moves into the update, and the update is one call
+of the spec's list-form functional function (``convention="keras"``), so a
+step is one parallel region (CPU) or one launch per dtype (CUDA) over every
+variable, weight decay included. Variables excluded from weight decay
+(``exclude_from_weight_decay``) form a second call, checked with the first
+before either writes.
+
+The state is Keras's own: the spec's slots are the variables Keras's
+``build`` creates, found by the names it gives them (the spec's
+``Slot.keras``), so checkpoints, ``model.save`` and ``set_weights`` see the
+variables Keras's class would have.
+"""
+import operator
+
+import keras
+import torch
+
+from .. import _batch, _front, functional
+
+
+def supported_backend():
+    """Raise ImportError unless Keras runs on torch (where a variable's
+    value is a torch tensor fastopt can update in place)."""
+    backend = keras.backend.backend()
+    if backend != "torch":
+        raise ImportError(
+            f"fastopt.keras needs Keras's torch backend (KERAS_BACKEND=torch); this "
+            f"process runs Keras on {backend!r}, whose variables fastopt cannot update "
+            "in place. fastopt's Keras-style optimizers (fastopt.Adam, ...) take NumPy "
+            "and CUDA arrays on any backend.")
+
+
+class _Plan:
+    """What the fused step reads off the Keras optimizer, and its lists made
+    once per list of variables; a plain object, so that Keras's attribute
+    tracking leaves it alone."""
+
+    def __init__(self, spec):
+        self.call = getattr(functional, spec.name)
+        front = spec.keras
+        # Keras attribute -> fastopt name, for the spec's own hyperparameters
+        # (learning rate and weight decay come from Keras's base class).
+        self.hypers = {}
+        for p in front.parameters():
+            name = front.canonical(p.name)
+            if name in ("lr", "weight_decay") or not spec.hyper(name).functional:
+                continue
+            self.hypers[p.name] = name
+        self.caller_names = {**front.caller_names(), "weight_decay": "weight_decay"}
+        self.slot_names = {s.name: s.keras for s in spec.slots}
+        self.slots = {}        # (slot's Keras name, id(model variable)) -> its variable
+        self.key = None        # what `_groups` were made for
+        self.tensors = self.dtypes = ()
+        self._groups = ()
+
+    def groups(self, optimizer, variables, decay):
+        """The step's `_Group`s over `variables` (one, or two when some are
+        excluded from weight decay), made once per list of variables.
+
+        They hold the variables' tensors (``_value``: what ``.value`` returns
+        outside Keras's stateless and autocast scopes, where no optimizer
+        step runs; reading ``.value`` 600 times, as Adam on 150 variables
+        would each step, took longer than the update), so each step checks
+        that the variables still hold the same tensors.
+        """
+        key = (tuple(map(id, variables)), decay)
+        if key == self.key and all(map(operator.is_, self.tensors,
+                                       [v._value for v in variables])):
+            return self._groups
+        split = {}
+        for i, v in enumerate(variables):
+            split.setdefault(decay and optimizer._use_weight_decay(v), []).append(i)
+        first = id(variables[0])
+        # The slots in use are those Keras's build made (SGD without momentum
+        # has none; RMSprop's average_gradient only when centered).
+        slots = [(name, keras) for name, keras in self.slot_names.items()
+                 if (keras, first) in self.slots]
+        self._groups = [
+            _Group(decayed, index, [variables[i] for i in index],
+                   {name: [self.slots[keras, id(variables[i])]._value for i in index]
+                    for name, keras in slots}, self.slot_names)
+            for decayed, index in split.items()]
+        self.tensors = [v._value for v in variables]
+        self.dtypes = [t.dtype for t in self.tensors]
+        self.key = key
+        return self._groups
+
+
+class _Group:
+    """One fused call's lists: the variables with weight decay on (or off)."""
+
+    def __init__(self, decayed, index, variables, state, slot_names):
+        self.decayed, self.index, self.state = decayed, index, state
+        self.params = [v._value for v in variables]
+        self.layout = _front.Layout()
+        self._paths = [v.path for v in variables]
+        self._slot_names = slot_names
+
+    def name(self, argument, k):
+        """The caller's name of the call's `argument` of its k-th variable."""
+        path = self._paths[k]
+        if argument == "param":
+            return path
+        if argument == "grad":
+            return f"the gradient of {path}"
+        return f"the {self._slot_names.get(argument, argument)} of {path}"
+
+
+class FusedOptimizer:
+    """The part of a `fastopt.keras` class that is fastopt's (module docstring)."""
+
+    spec = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        plan = _Plan(self.spec)
+        object.__setattr__(self, "_fastopt", plan)
+        who = self._fastopt_who()
+        for attr, name in plan.hypers.items():    # fastopt's bounds, at construction
+            self.spec.hyper(name).check(who, getattr(self, attr), "keras", label=attr)
+
+    def _fastopt_who(self):
+        return f"fastopt.keras.{type(self).__name__}"
+
+    def add_variable_from_reference(self, reference_variable, name=None,
+                                    initializer="zeros"):
+        variable = super().add_variable_from_reference(reference_variable, name,
+                                                       initializer)
+        self._fastopt.slots[name, id(reference_variable)] = variable
+        return variable
+
+    def _apply_weight_decay(self, variables):
+        """Nothing: the decay is fused into `_backend_update_step`."""
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        plan = self._fastopt
+        decay = self.weight_decay or 0.0
+        groups = plan.groups(self, trainable_variables, bool(decay))
+        hyper = {name: getattr(self, attr) for attr, name in plan.hypers.items()}
+        step = int(self.iterations) + 1
+        lr = float(learning_rate)
+        grads = _as_dtypes(grads, plan.dtypes)
+        with torch.no_grad(), _batch.all_or_nothing():
+            for group in groups:
+                with _front.call(self._fastopt_who(), group.name, layout=group.layout,
+                                 hypers=plan.caller_names):
+                    plan.call(group.params, [grads[i] for i in group.index],
+                              **group.state, step=step, lr=lr,
+                              weight_decay=decay if group.decayed else 0.0,
+                              convention="keras", **hyper)
+
+    # Gradient accumulation in one foreach call each, as Keras's torch
+    # backend does for its own optimizers (its base class loops per variable).
+    def _backend_reset_gradient_accumulators(self):
+        with torch.no_grad():
+            torch._foreach_zero_([v.value for v in self._accumulated_gradients
+                                  if v is not None])
+
+    def _backend_increment_gradient_accumulators(self, grads, acc_grads):
+        with torch.no_grad():
+            torch._foreach_add_([v.value for v in acc_grads], grads)
+
+
+def _as_dtypes(grads, dtypes):
+    """The gradients as torch tensors of their variables' dtypes: Keras casts
+    each gradient to its variable's dtype (``ops.cast``) before the update;
+    so does this, for the ones that need it."""
+    tensor = torch.Tensor
+    if all([isinstance(g, tensor) for g in grads]) and [g.dtype for g in grads] == dtypes:
+        return grads
+    return [torch.as_tensor(g, dtype=d) for g, d in zip(grads, dtypes)]
+
+
+def make(spec):
+    """`spec`'s fastopt.keras class: Keras's class of the same name with the
+    fused update, registered for Keras serialisation as ``fastopt>Name``."""
+    base = getattr(keras.optimizers, spec.keras.cls)
+    cls = type(spec.keras.cls, (FusedOptimizer, base), {
+        "spec": spec, "__module__": "fastopt.keras",
+        "__doc__": (f"``keras.optimizers.{spec.keras.cls}`` with fastopt's fused update "
+                    f"(`fastopt.functional.{spec.name}`, convention \"keras\"): the same "
+                    "arguments, state and results, one kernel call per dtype per step.\n\n"
+                    f"    The update, in fastopt's names:\n\n    {spec.doc}")})
+    return keras.saving.register_keras_serializable(package="fastopt")(cls)
