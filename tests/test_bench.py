@@ -272,3 +272,17 @@ def test_torch_peer_over_a_list_updates_every_tensor():
         peers_torch.make(case, [single], "torch-single")(0)
         for name, a in single.items():
             np.testing.assert_array_equal(lists[name][k], a)
+
+
+def test_keras_fit_benchmark_times_both_optimizers():
+    pytest.importorskip("keras")
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    from fastopt.bench.keras_fit import run_keras_fit, summary
+    rows, ratios = run_keras_fit(["Adam"], repeats=2, warmup=1, blocks=2, width=8)
+    assert {(r["impl"], r["what"]) for r in rows} == {
+        (impl, what) for impl in ("keras", "fastopt.keras")
+        for what in ("step", "train_step")}
+    assert all(r["median_s"] > 0 and r["variables"] == 10 for r in rows)
+    (ratio,) = ratios
+    assert 0 < ratio["step_share_fastopt"] < 1 and 0 < ratio["step_share_keras"] < 1
+    assert "Adam" in summary(rows, ratios)

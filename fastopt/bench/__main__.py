@@ -54,6 +54,11 @@ def parser():
                    help="instead of the size sweep, time whole-model steps over "
                         "these shape lists: gpt2-small, resnet50, 200x1000 "
                         "(list form vs one flat tensor vs torch, launches counted)")
+    p.add_argument("--keras", type=_list, default=None, metavar="OPTIMIZERS",
+                   help="instead of the size sweep, time the optimizer step inside "
+                        "Keras 3's model.fit (torch backend, 150 variables): "
+                        "fastopt.keras against keras.optimizers, for these Keras "
+                        "classes, e.g. Adam,SGD")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -67,6 +72,8 @@ def main(argv=None):
     args = parser().parse_args(argv)
     if args.lists is not None:
         return _main_lists(args)
+    if args.keras is not None:
+        return _main_keras(args)
     peers = None if args.peers is None else [
         p for p in args.peers if p != "none"]
     cold = [o for o in args.cold_start if o != "none"]
@@ -105,6 +112,27 @@ def _main_lists(args):
     print(summary(report["results"], report["ratios"]))
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, f"fastopt-bench-lists-{report['meta']['device']}.json")
+    reporting.write_json(report, path)
+    print(f"\nwrote {path}")
+    return 0
+
+
+def _main_keras(args):
+    import os
+
+    from . import report as reporting
+    from .keras_fit import summary
+    from .runner import keras_report
+
+    try:
+        report = keras_report(args.keras, args.threads, max(args.repeats, 20),
+                              max(args.warmup, 3))
+    except ValueError as err:
+        print(f"fastopt.bench: error: {err}", file=sys.stderr)
+        return 2
+    print(summary(report["results"], report["ratios"]))
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "fastopt-bench-keras-cpu.json")
     reporting.write_json(report, path)
     print(f"\nwrote {path}")
     return 0

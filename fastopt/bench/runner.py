@@ -253,6 +253,19 @@ def list_report(models, optimizers, dtype, device, threads=None, repeats=10,
             "results": rows, "ratios": ratios}
 
 
+def keras_report(optimizers, threads=None, repeats=20, warmup=3):
+    """The Keras model.fit benchmark (`keras_fit.run_keras_fit`) with the
+    run's metadata."""
+    from .keras_fit import run_keras_fit
+    threads = _set_threads(threads)
+    load_before = _load()
+    rows, ratios = run_keras_fit(optimizers, repeats, warmup)
+    return {"schema": 1, "kind": "keras",
+            "meta": _meta("cpu", None, threads, cpu_llc_bytes(), repeats, warmup,
+                          load_before),
+            "results": rows, "ratios": ratios}
+
+
 def _check_optimizers(optimizers):
     unknown = [o for o in optimizers if o not in CASES]
     if unknown:
