@@ -220,8 +220,14 @@ class Spec:
             rule, flags = self.plan(h, convention)
         except ValueError as e:
             raise ValueError(f"{fn}(): {e}") from None
-        clip, l2, pre = gradient_transforms(h, convention)
-        return variant(rule, flags, clip, l2), pre, h, convention
+        clip, l2, ema, pre = gradient_transforms(h, convention)
+        try:
+            which = variant(rule, flags, clip, l2, ema)
+        except ValueError:    # a rule whose flags fill every state slot
+            raise ValueError(
+                f"{fn}(): ema_momentum needs a free state slot for the average, and "
+                f"{self.name} with these options uses all of them") from None
+        return which, pre, h, convention
 
     def state_names(self, h):
         """The slots `h` uses, by fastopt name."""
@@ -235,8 +241,13 @@ SHARED = (
     Hyper("maximize", False, kind="flag"),
     Hyper("grad_scale", 1.0),
     Hyper("clip_value", None),
+    Hyper("ema_momentum", None, high=1.0),
 )
-_OPTIONAL = frozenset(["decoupled_weight_decay", "clip_value"])   # None: unset
+_OPTIONAL = frozenset(["decoupled_weight_decay", "clip_value", "ema_momentum"])   # None: unset
+
+# State every optimizer can keep besides its own: the moving average of the
+# updated param (Keras's ``use_ema``), a keyword argument of every function.
+SHARED_SLOTS = (Slot("ema", keras="average", arg="keyword"),)
 
 SHARED_DOC = """
     weight_decay: decay rate (>= 0). Decoupled (``p ← p·(1 − lr·wd)`` before
@@ -249,6 +260,10 @@ SHARED_DOC = """
         >= 0 (use `maximize` to ascend).
     clip_value: if given, clip each gradient element to [−clip_value, clip_value]
         (Keras ``clipvalue``), after `grad_scale`.
+    ema, ema_momentum: with both, ``ema ← μ·ema + (1 − μ)·param`` from the
+        updated param in the same pass (Keras's ``use_ema``; μ = 0 copies the
+        param, as Keras does at its first step); needs a state slot the update
+        leaves free (not Adam's amsgrad, nor RMSprop centered with momentum).
     convention: ``"keras"`` or ``"torch"``: whose update rule to follow where
         they differ.
 """
@@ -256,8 +271,8 @@ SHARED_DOC = """
 
 def gradient_transforms(h, convention):
     """The shared options as `kernels.variants.element_step` takes them:
-    ``(clip, l2, pre)``, the compile-time flags and the runtime scalars
-    ``(scale, bound, wd, decay)``."""
+    ``(clip, l2, ema, pre)``, the compile-time flags and the runtime scalars
+    ``(scale, bound, wd, decay, ema_keep, ema_take)``."""
     decoupled = h.decoupled_weight_decay
     if decoupled is None:
         decoupled = convention == "keras"
@@ -265,8 +280,10 @@ def gradient_transforms(h, convention):
     l2 = h.weight_decay != 0.0 and not decoupled
     decay = 1.0 - h.lr * h.weight_decay if decoupled else 1.0
     scale = -h.grad_scale if h.maximize else h.grad_scale
-    return clip, l2, (scale, h.clip_value if clip else 0.0,
-                      h.weight_decay if l2 else 0.0, decay)
+    ema = h.ema_momentum is not None
+    keep = h.ema_momentum if ema else 0.0
+    return clip, l2, ema, (scale, h.clip_value if clip else 0.0,
+                           h.weight_decay if l2 else 0.0, decay, keep, 1.0 - keep)
 
 
 # -- checks, one message style -------------------------------------------------

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from . import rules
 from .rules import RULES
 
-PRE = ("scale", "bound", "wd", "decay")   # see element_step
+PRE = ("scale", "bound", "wd", "decay", "ema_keep", "ema_take")   # see element_step
 NUM_SLOTS = 3
 # Every kernel takes its arrays as these columns: param, grad, then the state
 # slots (an unused slot repeats param's address and is never touched).
@@ -54,12 +54,15 @@ class Variant:
     flags: the rule's compile-time flags, in `RULES[rule].flags` order.
     clip:  clip the gradient to [−c, c] (Keras ``clipvalue``).
     l2:    add ``wd·p`` to the gradient (torch's coupled weight decay).
+    ema:   keep a moving average of the updated param (Keras's ``use_ema``)
+           in the first state slot the rule leaves free.
     """
 
     rule: str
     flags: tuple = ()
     clip: bool = False
     l2: bool = False
+    ema: bool = False
 
     def __post_init__(self):
         spec = RULES.get(self.rule)
@@ -68,13 +71,17 @@ class Variant:
         if len(self.flags) != len(spec.flags):
             raise ValueError(f"rule {self.rule!r} takes flags {spec.flags}, "
                              f"got {self.flags!r}")
+        if self.ema and None not in self.rule_slots:
+            raise ValueError(f"rule {self.rule!r} with flags {self.flags} uses all "
+                             f"{NUM_SLOTS} state slots: none is left for a moving "
+                             "average")
 
     def __reduce__(self):   # unpickled as the interned object, not a twin of it
-        return variant, (self.rule, self.flags, self.clip, self.l2)
+        return variant, (self.rule, self.flags, self.clip, self.l2, self.ema)
 
     @functools.cached_property
-    def slots(self):
-        """The names of the state slots holding arrays, None for the others."""
+    def rule_slots(self):
+        """The names of the rule's state slots holding arrays, None for the others."""
         spec = RULES[self.rule]
         on = dict(zip(spec.flags, self.flags))
         names = [name if flag is None or on[flag] else None
@@ -82,11 +89,28 @@ class Variant:
         return tuple(names + [None] * (NUM_SLOTS - len(names)))
 
     @functools.cached_property
+    def ema_slot(self):
+        """The slot holding the moving average (the rule's first free one), or -1."""
+        return self.rule_slots.index(None) if self.ema else -1
+
+    @functools.cached_property
+    def slots(self):
+        """The names of the kernel's state slots holding arrays (the rule's,
+        and ``"ema"``), None for the others."""
+        names = list(self.rule_slots)
+        if self.ema:
+            names[self.ema_slot] = "ema"
+        return tuple(names)
+
+    @functools.cached_property
     def slot_reasons(self):
         """Why each used slot is needed, for messages: " when amsgrad=True"."""
         reasons = [f" when {flag}=True" if flag else ""
                    for _, flag in RULES[self.rule].slots]
-        return tuple(reasons + [""] * (NUM_SLOTS - len(reasons)))
+        reasons += [""] * (NUM_SLOTS - len(reasons))
+        if self.ema:
+            reasons[self.ema_slot] = " when ema_momentum is set"
+        return tuple(reasons)
 
     @functools.cached_property
     def used(self):
@@ -97,29 +121,32 @@ class Variant:
         """A string naming this variant and the kernel sources it comes from."""
         flags = "".join("1" if f else "0" for f in self.flags)
         return (f"{self.rule}-f{flags}-c{int(self.clip)}-l{int(self.l2)}"
-                f"-{FINGERPRINT}")
+                f"{'-ema' if self.ema else ''}-{FINGERPRINT}")
 
 
 @functools.lru_cache(maxsize=None)
-def variant(rule, flags=(), clip=False, l2=False):
+def variant(rule, flags=(), clip=False, l2=False, ema=False):
     """The one `Variant` object for these fields (its derived fields are cached).
 
     Cached twice: by the arguments as passed (the fast lookup every step
     makes), then by their normal form, so that ``variant("sgd")`` and
-    ``variant("sgd", (), False, False)`` are the same object.
+    ``variant("sgd", (), False, False, False)`` are the same object.
     """
-    return _interned(rule, tuple(map(bool, flags)), bool(clip), bool(l2))
+    return _interned(rule, tuple(map(bool, flags)), bool(clip), bool(l2), bool(ema))
 
 
 _interned = functools.lru_cache(maxsize=None)(Variant)
 
 
 def all_variants():
-    """Every variant there is: each rule with each combination of its flags."""
+    """Every variant there is: each rule with each combination of its flags,
+    gradient transforms and (where a slot is free) moving average."""
     for rule, spec in RULES.items():
         for flags in itertools.product((False, True), repeat=len(spec.flags)):
             for clip, l2 in itertools.product((False, True), repeat=2):
                 yield variant(rule, flags, clip, l2)
+                if None in variant(rule, flags).rule_slots:
+                    yield variant(rule, flags, clip, l2, ema=True)
 
 
 def element_step(variant, python=False):
@@ -133,6 +160,10 @@ def element_step(variant, python=False):
         g ← g + wd·p                       if variant.l2 (coupled decay)
         p ← decay·p            (decoupled decay: decay = 1 − lr·wd, else 1)
 
+    then the rule, then, if variant.ema, the moving average of the new p in
+    the slot `Variant.ema_slot` names: ``e ← keep·e + take·p`` (Keras:
+    keep = μ, take = 1 − μ, and keep = 0, take = 1 at its first step).
+
     Multiplying by 1 is exact, so `scale` and `decay` need no flag; ``g + 0·p``
     is not (inf·0 is NaN), so coupled decay has one.
 
@@ -145,11 +176,12 @@ def element_step(variant, python=False):
     else:
         jit = rules.rule
     flags, clip, l2 = variant.flags, variant.clip, variant.l2
-    used0, used1, used2 = variant.used
+    used0, used1, used2 = (name is not None for name in variant.rule_slots)
+    ema0, ema1, ema2 = (variant.ema_slot == k for k in range(NUM_SLOTS))
 
     @jit
     def step(i, param, grad, state, pre, hyper):
-        scale, bound, wd, decay = pre
+        scale, bound, wd, decay, keep, take = pre
         p = param[i]
         g = grad[i] * scale
         if clip:
@@ -172,5 +204,13 @@ def element_step(variant, python=False):
             state[1][i] = s1
         if used2:
             state[2][i] = s2
+        # The moving average of the updated param, from the value just
+        # computed: the pass that wrote p reads no array again for it.
+        if ema0:
+            state[0][i] = state[0][i] * keep + p * take
+        if ema1:
+            state[1][i] = state[1][i] * keep + p * take
+        if ema2:
+            state[2][i] = state[2][i] * keep + p * take
 
     return step

@@ -45,7 +45,7 @@ def test_cpu_kernel_uses_packed_simd(rule, dtype, parallel):
     arrays = [np.ones(n, dtype) for _ in range(3)]
     state = [a if used else param for a, used in zip(arrays, v.used)]
     addrs = tuple(a.ctypes.data for a in [param, grad, *state])
-    pre = (1.0, 0.0, 0.0, 1.0)
+    pre = (1.0, 0.0, 0.0, 1.0, 0.0, 1.0)
     assert len(pre) == len(PRE)
     hyper = tuple(0.5 for _ in RULES[rule].hyper)
     kern(addrs, n, dtype(0), pre, hyper)

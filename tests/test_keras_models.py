@@ -86,6 +86,8 @@ def _schedule():
 # (class, constructor options, wrap in LossScaleOptimizer, exclusion names)
 FIT_CASES = [(cls, OPTIONS.get(cls, {}), False, None) for cls in CLASSES] + [
     ("Adam", dict(use_ema=True, ema_momentum=0.9, ema_overwrite_frequency=3), False, None),
+    ("Adam", dict(amsgrad=True, use_ema=True), False, None),     # no free slot: Keras's EMA
+    ("SGD", dict(momentum=0.5, use_ema=True, gradient_accumulation_steps=2), False, None),
     ("SGD", dict(momentum=0.9, gradient_accumulation_steps=2), False, None),
     ("AdamW", dict(weight_decay=0.1, gradient_accumulation_steps=3), False, None),
     ("Adam", dict(learning_rate=_schedule()), False, None),
@@ -117,6 +119,41 @@ def test_fit(cls, options, loss_scale, exclude):
     want_state = [v.numpy() for v in want_model.optimizer.variables]
     assert len(got_state) == len(want_state)
     _close(got_state, want_state, 1e-5)
+
+
+def test_fit_with_callbacks():
+    """Callbacks that set the optimizer's learning rate, as Keras's do."""
+    def callbacks():
+        return [keras.callbacks.LearningRateScheduler(lambda epoch, lr: lr * 0.5),
+                keras.callbacks.ReduceLROnPlateau(monitor="loss", patience=0, factor=0.5)]
+
+    want_model, want = _fit(keras.optimizers.Adam(), callbacks=callbacks())
+    got_model, got = _fit(fastopt.keras.Adam(), callbacks=callbacks())
+    np.testing.assert_allclose(got, want, rtol=1e-4)
+    assert float(got_model.optimizer.learning_rate) == float(
+        want_model.optimizer.learning_rate)
+
+
+def test_loss_scale_optimizer_over_the_framework_free_class():
+    """``LossScaleOptimizer(fastopt.Adam())``: Keras's wrapper drives the
+    framework-free class through ``apply(grads, trainable_variables)``."""
+    want = _seed_loop_scaled(keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam()))
+    got = _seed_loop_scaled(keras.optimizers.LossScaleOptimizer(fastopt.Adam()))
+    _close(got, want, 1e-5)
+
+
+def _seed_loop_scaled(optimizer, steps=20):
+    """The seed's loop with Keras's loss scaling (``scale_loss``)."""
+    model = _model()
+    x, y = (torch.as_tensor(a) for a in _data(32))
+    for _ in range(steps):
+        for v in model.trainable_variables:
+            v.value.grad = None
+        loss = keras.losses.mean_squared_error(y, model(x)).mean()
+        optimizer.scale_loss(loss).backward()
+        grads = [v.value.grad for v in model.trainable_variables]
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    return [v.numpy() for v in model.weights]
 
 
 @pytest.mark.parametrize("cls", ["Adam", "SGD", "RMSprop"])
@@ -165,6 +202,19 @@ def test_refused_step_writes_nothing():
         opt.apply(grads, model.trainable_variables)
     for b, v in zip(before, model.weights + opt.variables):
         np.testing.assert_array_equal(v.numpy(), b)
+
+
+@pytest.mark.parametrize("options, fused", [
+    (dict(use_ema=True), True), (dict(use_ema=True, amsgrad=True), False)])
+def test_moving_average_rides_in_the_update(options, fused):
+    """With a state slot free, the update's own pass moves the averages
+    (test_fit checks the values against Keras's)."""
+    model = _model()
+    opt = fastopt.keras.Adam(**options)
+    grads = [torch.ones(v.shape) for v in model.trainable_variables]
+    opt.apply(grads, model.trainable_variables)
+    assert ("ema" in opt._fastopt.groups(opt, model.trainable_variables, False)[0].state
+            ) is fused
 
 
 def test_bounds_checked_at_construction():

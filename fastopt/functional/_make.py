@@ -9,7 +9,7 @@ argument parsing of its own. Its body is one line, into `_call`.
 import operator
 
 from .. import _dispatch, _precision
-from ..spec import MAX_STEP, REQUIRED, SHARED_DOC, check_step
+from ..spec import MAX_STEP, REQUIRED, SHARED_DOC, SHARED_SLOTS, check_step
 
 _PLAIN = frozenset([float, int, bool, str, type(None)])
 
@@ -71,9 +71,10 @@ def make(spec):
     keyword = ["step: int"]
     for h, default in spec.arguments:
         keyword.append(h.name if default is REQUIRED else f"{h.name}={default!r}")
-    keyword += [f"{s.name}=None" for s in spec.slots if s.arg == "keyword"]
+    slots = spec.slots + SHARED_SLOTS
+    keyword += [f"{s.name}=None" for s in slots if s.arg == "keyword"]
     keyword.append("convention: str = 'keras'")
-    states = ", ".join(f"{s.name!r}: {s.name}" for s in spec.slots)
+    states = ", ".join(f"{s.name!r}: {s.name}" for s in slots)
     values = ", ".join([h.name for h, _ in spec.arguments] + ["convention"])
     source = (f"def {name}(param, grad, {', '.join(positional + ['*'] + keyword)}) -> None:\n"
               f"    _call(param, grad, {{{states}}}, step, ({values},))\n")
@@ -112,4 +113,4 @@ def _doc(spec):
 
 
 _SHARED_NAMES = frozenset(["weight_decay", "decoupled_weight_decay", "maximize",
-                           "grad_scale", "clip_value"])
+                           "grad_scale", "clip_value", "ema_momentum"])

@@ -23,6 +23,7 @@ import keras
 import torch
 
 from .. import _batch, _front, functional
+from ..kernels import NUM_SLOTS
 
 
 def supported_backend():
@@ -53,12 +54,14 @@ class _Plan:
             if name in ("lr", "weight_decay") or not spec.hyper(name).functional:
                 continue
             self.hypers[p.name] = name
-        self.caller_names = {**front.caller_names(), "weight_decay": "weight_decay"}
+        self.caller_names = {**front.caller_names(), "weight_decay": "weight_decay",
+                             "ema_momentum": "ema_momentum"}
         self.slot_names = {s.name: s.keras for s in spec.slots}
         self.slots = {}        # (slot's Keras name, id(model variable)) -> its variable
         self.key = None        # what `_groups` were made for
         self.tensors = self.dtypes = ()
         self._groups = ()
+        self.ema_done = False  # this step's update also moved the averages
 
     def groups(self, optimizer, variables, decay):
         """The step's `_Group`s over `variables` (one, or two when some are
@@ -82,6 +85,12 @@ class _Plan:
         # has none; RMSprop's average_gradient only when centered).
         slots = [(name, keras) for name, keras in self.slot_names.items()
                  if (keras, first) in self.slots]
+        # The moving averages (``use_ema``) ride in the update's pass where the
+        # rule leaves a state slot free and the step updates every variable.
+        if (optimizer.use_ema and len(slots) < NUM_SLOTS
+                and [id(v) for v in variables] == list(
+                    map(id, optimizer._trainable_variables))):
+            slots.append(("ema", "average"))
         self._groups = [
             _Group(decayed, index, [variables[i] for i in index],
                    {name: [self.slots[keras, id(variables[i])]._value for i in index]
@@ -101,7 +110,7 @@ class _Group:
         self.params = [v._value for v in variables]
         self.layout = _front.Layout()
         self._paths = [v.path for v in variables]
-        self._slot_names = slot_names
+        self._slot_names = {**slot_names, "ema": "average"}
 
     def name(self, argument, k):
         """The caller's name of the call's `argument` of its k-th variable."""
@@ -147,6 +156,9 @@ class FusedOptimizer:
         step = int(self.iterations) + 1
         lr = float(learning_rate)
         grads = _as_dtypes(grads, plan.dtypes)
+        fused_ema = "ema" in groups[0].state
+        if fused_ema:    # Keras's momentum: 0 at its first step (the average is the param)
+            hyper["ema_momentum"] = self.ema_momentum if int(self.iterations) else 0.0
         with torch.no_grad(), _batch.all_or_nothing():
             for group in groups:
                 with _front.call(self._fastopt_who(), group.name, layout=group.layout,
@@ -155,6 +167,16 @@ class FusedOptimizer:
                               **group.state, step=step, lr=lr,
                               weight_decay=decay if group.decayed else 0.0,
                               convention="keras", **hyper)
+        plan.ema_done = fused_ema
+
+    def _update_model_variables_moving_average(self, trainable_variables):
+        """Keras's, unless this step's update moved the averages already (a
+        step of gradient accumulation that only accumulates still moves them,
+        as in Keras)."""
+        if self._fastopt.ema_done:
+            self._fastopt.ema_done = False
+            return
+        super()._update_model_variables_moving_average(trainable_variables)
 
     # Gradient accumulation in one foreach call each, as Keras's torch
     # backend does for its own optimizers (its base class loops per variable).

@@ -70,8 +70,9 @@ class Optimizer:
         fn = f"{type(self).__name__}()"
         for key, off in _KERAS_OFF.items():
             if key in kwargs and kwargs.pop(key) != off:
-                raise ValueError(f"{fn}: {key} is a Keras option fastopt does not "
-                                 f"implement; only {key}={off!r} is accepted")
+                raise ValueError(f"{fn}: {key} is a Keras option these framework-free "
+                                 f"classes accept only as {key}={off!r}; fastopt.keras."
+                                 f"{type(self).__name__} (a Keras optimizer) has it")
         for key in _KERAS_IGNORED:
             kwargs.pop(key, None)
         if kwargs:
