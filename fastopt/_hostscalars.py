@@ -11,11 +11,13 @@ a keyword:
 
 * None: derived from `step`: the value the library would hold before update
   `step`, had every earlier update run with these hyperparameters, kept in
-  the library's dtype (torch: float32, its default scalar dtype; Keras: the
-  params'). A product over the steps is remembered between calls, so a
-  training loop's next step costs one multiplication;
+  torch's dtype under ``convention="torch"`` (float32, its default scalar
+  dtype) and in float64 under ``"keras"`` (Keras keeps it in the first
+  param's dtype: pass a one-element array of that dtype for its rounding
+  too). A product over the steps is remembered between calls, so a training
+  loop's next step costs one multiplication;
 * a float: the value before this step, as the library holds it; used as it
-  is, not written back (its dtype: as for None);
+  is, not written back (advanced in the dtype None uses);
 * a one-element array (NumPy array, torch tensor), or for a list call a list
   of them holding one value (torch's per-param tensors): read, and after the
   step advanced in place, in its own dtype. Passing torch's ``state`` tensors
@@ -43,22 +45,18 @@ def rounded(value, dtype):
     return float(dtype.type(value)) if dtype == _F32 else float(value)
 
 
-def resolve(fn, spec, h, convention, step, given, param):
+def resolve(fn, spec, h, convention, step, given):
     """This call's host scalars: ``(before, after, write)``.
 
-    given: the call's keywords by name (see the module docstring); param:
-    the call's param (or list), whose dtype Keras keeps its value in.
+    given: the call's keywords by name (see the module docstring).
     before, after: the values before and after this update, by name;
     write: None, or a function writing `after` into the caller's arrays.
     """
     before, after, targets = {}, {}, []
-    default = None
     for s in spec.host:
         value = given.get(s.name)
         if value is None or isinstance(value, numbers.Real):
-            if default is None:
-                default = _F32 if convention == "torch" else _param_dtype(param)
-            dtype = default
+            dtype = _F32 if convention == "torch" else _F64
             if value is None:
                 value = derived(s, h, convention, step, dtype)
             else:
@@ -86,7 +84,7 @@ def derived(s, h, convention, step, dtype):
         return value
     if s.memoryless:
         return s.advance(h, convention, step - 1, value, dtype)
-    key = (s, convention, dtype.char, *[getattr(h, name) for name in s.depends])
+    key = (s.advance, convention, dtype.char, *[getattr(h, name) for name in s.depends])
     first, known = _REMEMBERED.get(key, (1, value))
     if first > step:
         first, known = 1, value
@@ -113,7 +111,8 @@ def _check_range(fn, s, value):
                      f"{'inf' if high is None else high}{hi}, got {value}")
 
 
-def _param_dtype(param):
+def param_dtype(param):
+    """The dtype Keras keeps its optimizer scalars in: the first param's."""
     from . import _precision
     dtypes = _precision._dtypes(param[:1] if isinstance(param, (list, tuple)) else param)
     return dtypes[0] if dtypes and dtypes[0] in (_F32, _F64) else _F64

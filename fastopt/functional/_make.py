@@ -65,7 +65,7 @@ def make(spec):
         if host is None:
             hyper, write = scalars(h, convention, step), None
         else:   # scalars of state kept on the host (`fastopt._hostscalars`)
-            before, after, write = resolve(name, spec, h, convention, step, host, param)
+            before, after, write = resolve(name, spec, h, convention, step, host)
             hyper = scalars(h, convention, step, before, after)
         if not (fits and fit(hyper)):    # refused if any param is float32
             _precision.check(name, spec, h, which, pre, hyper, param)

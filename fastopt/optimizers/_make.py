@@ -46,7 +46,7 @@ class SpecOptimizer(Optimizer):
         # Scalars of state kept on the host (Keras's Nadam u_product): one
         # value per optimizer, in the dtype of the first param, as Keras keeps
         # its variable; `_host_at` is the iteration the values are after.
-        self._host_h = SimpleNamespace(**{h.name: d for h, d in spec.arguments}, **hyper)
+        self._host_h = SimpleNamespace(**{**{h.name: d for h, d in spec.arguments}, **hyper})
         self._host_values = {s.name: s.initial(self._host_h) for s in spec.host}
         self._host_at, self._host_dtype = 0, None
 
@@ -57,10 +57,12 @@ class SpecOptimizer(Optimizer):
     def update_step(self, grad, param, state, lr, options):
         step = self.iterations + 1
         host = self._host_before(param) if self.spec.host else {}
+        # Each value as a one-element array of Keras's dtype (a copy: the call
+        # advances it, and a step of several calls, clip groups, sees one value).
         self._call(param, grad, **{s.name: state.get(s.keras) for s in self.spec.slots},
-                   **host, step=step, lr=lr, convention="keras",
-                   **self._call_kwargs, **options)
-        if host:   # once the step's kernels have run; a clip group's second call
+                   **{name: np.array(v, self._host_dtype) for name, v in host.items()},
+                   step=step, lr=lr, convention="keras", **self._call_kwargs, **options)
+        if host:   # kept once the step's kernels have run
             after = {s.name: s.advance(self._host_h, "keras", step, host[s.name],
                                        self._host_dtype) for s in self.spec.host}
             _batch.run(functools.partial(self._host_advanced, step, after))
@@ -68,7 +70,7 @@ class SpecOptimizer(Optimizer):
     def _host_before(self, param):
         """The host scalars' values before this step (`fastopt.spec.Scalar`)."""
         if self._host_dtype is None:
-            self._host_dtype = _hostscalars._param_dtype(param)
+            self._host_dtype = _hostscalars.param_dtype(param)
         if self._host_at != self.iterations:   # iterations set by a load without them
             self._host_values = {s.name: _hostscalars.derived(
                 s, self._host_h, "keras", self.iterations + 1, self._host_dtype)

@@ -1,4 +1,8 @@
 """ASGD: SGD with a decaying step and a running average of the params (torch)."""
+import sys
+
+import numpy as np
+
 from ..spec import Front, Hyper, Scalar, Slot, Spec
 
 
@@ -10,6 +14,12 @@ def _plan(h, convention):
 
 
 def _rounded(value, dtype):
+    """`value` as torch stores it: ``state.copy_(torch.as_tensor(value))``,
+    rounded to torch's default dtype (float32 unless set to float64), then
+    to the state's `dtype` (float64 after a checkpoint load cast it so)."""
+    torch = sys.modules.get("torch")
+    if torch is None or torch.get_default_dtype() != torch.float64:
+        value = float(np.float32(value))
     return float(dtype.type(value))
 
 

@@ -325,11 +325,13 @@ class Optimizer(torch.optim.Optimizer):
         """A READY flattened group: one kernel call per buffer (per run of
         equal step counts in it)."""
         for b in layout.buckets:
-            for first, _, arrays in b.runs:
+            for (first, _, arrays), host in zip(b.runs, b.host):
                 if b.steps is not None:
                     step = int(b.steps[first]) + 1
                 else:   # as _prepare: 2 once state exists
                     step = 2 if len(arrays) > 2 else 1
+                if host:   # the run's params' host scalars (`fastopt.spec.Scalar`)
+                    arrays = {**arrays, **host}
                 self._update(hyper, arrays["param"], arrays["grad"], arrays, step)
             if b.steps is not None:
                 _batch.run(functools.partial(b.steps.add_, 1))
@@ -342,13 +344,11 @@ class Optimizer(torch.optim.Optimizer):
             self._flat[i].stepped_apart()
             return
         self._flat.pop(i, None)
-        # Built once every trainable param has had its step (and so its state);
-        # never where each param keeps host scalars (a buffer's one kernel call
-        # would need them equal: the per-tensor path buckets by them).
-        if not self._host and all([p.grad is not None for p in group["params"]
-                                   if p.requires_grad]):
+        # Built once every trainable param has had its step (and so its state).
+        if all([p.grad is not None for p in group["params"] if p.requires_grad]):
             layout = _flat.build(group, params, self.state,
-                                 list(self._slots(hyper, params[0])), self._counts_steps)
+                                 list(self._slots(hyper, params[0])), self._counts_steps,
+                                 list(self._host))
             if layout is not None:
                 self._flat[i] = layout
 
