@@ -27,7 +27,10 @@ What lives here:
   finds the layout intact is one kernel call per buffer (`_flat`);
 * state in torch's layout: ``state["step"]`` a float scalar tensor on the CPU
   (torch's non-capturable, non-fused layout), the per-element state as
-  tensors like the param. Checkpoints move both ways between torch.optim and
+  tensors like the param, and a spec's host scalars (`fastopt.spec.Scalar`:
+  NAdam's ``mu_product``, ASGD's ``eta`` and ``mu``) as 0-d CPU tensors of
+  torch's scalar dtype, advanced as torch advances them; params are bucketed
+  by their values too, one value per kernel call. Checkpoints move both ways between torch.optim and
   fastopt.torch; ``load_state_dict`` refuses, before changing anything, one
   whose groups lack this optimizer's hyperparameters or hold bad values, or
   whose state has keys this optimizer does not keep or tensors shaped unlike
