@@ -91,6 +91,50 @@ class Slot:
 
 
 @dataclass(frozen=True)
+class Scalar:
+    """One scalar of state kept on the host, beside the state arrays: a
+    running value the step's scalars are derived from (torch's NAdam
+    ``mu_product``, ASGD's ``eta`` and ``mu``; Keras's Nadam ``u_product``).
+
+    name: the functional keyword and fastopt's name;
+    keras / torch: Keras's optimizer variable (one per optimizer) and torch's
+    per-param state key (a 0-d tensor of torch's scalar dtype, on the CPU);
+    None where that library keeps no such value;
+    init: the value before the first step: a number, or the name of a Hyper
+    (ASGD's ``eta`` starts at ``lr``);
+    advance: ``advance(h, convention, step, value, dtype) -> value``: the value
+    after update `step` (1-based), from the value before it, computed as the
+    library computes it and rounded to `dtype` (the NumPy dtype it is kept
+    in: torch's state tensor's, Keras's variable's);
+    memoryless: `advance` ignores `value` (a function of the step alone);
+    depends: the hyperparameters `advance` reads (a derived value is
+    remembered per their values);
+    bounds: the range a value passed in must be in (`Hyper`'s keywords).
+
+    The step's kernel scalars are derived from the value before the step and
+    the value after it (`Spec.scalars` takes both), and the value after it is
+    what the library keeps; `fastopt._hostscalars` does the bookkeeping for
+    every front end.
+    """
+
+    name: str
+    keras: str = None
+    torch: str = None
+    init: object = 1.0
+    advance: object = None
+    memoryless: bool = False
+    depends: tuple = ()
+    bounds: dict = field(default_factory=dict)
+
+    def initial(self, h):
+        """The value before the first step, under hyperparameters `h` (a
+        namespace or a dict)."""
+        if not isinstance(self.init, str):
+            return float(self.init)
+        return float(h[self.init] if isinstance(h, dict) else getattr(h, self.init))
+
+
+@dataclass(frozen=True)
 class Front:
     """A front end's class: its name, its constructor's arguments after
     ``params`` (a Python signature, torch's order and defaults, or Keras's),
@@ -158,7 +202,10 @@ class Spec:
     and its flags, from the checked hyperparameters `h` (a namespace); it
     raises ValueError for combinations the convention refuses.
     scalars(h, convention, step) -> tuple: the rule's per-step scalars, as
-    Python floats, in the rule's order (computed on the host in float64).
+    Python floats, in the rule's order (computed on the host in float64); with
+    host scalars (`host`), ``scalars(h, convention, step, before, after)``,
+    their values before and after this step by name.
+    host: the `Scalar`s of state kept on the host.
     fixed: hyperparameters this optimizer sets itself (AdamW's decoupled
     decay); they leave its signatures.
     defaults: functional defaults of the shared options that differ here
@@ -175,6 +222,7 @@ class Spec:
     torch: Front = None
     fixed: dict = field(default_factory=dict)
     defaults: dict = field(default_factory=dict)
+    host: tuple = ()
 
     def derive(self, **changes):
         """A spec like this one with `changes` (AdamW from Adam)."""

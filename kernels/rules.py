@@ -298,3 +298,60 @@ def lion(p, g, s, h, f):
         p = p + lr
     m = m * beta2 + g * one_minus_beta2
     return p, (m, s1, s2)
+
+
+@declare(("lr", "grad_coef", "avg_coef", "beta1", "one_minus_beta1", "beta2",
+          "one_minus_beta2", "c2", "eps"),
+         (("exp_avg", None), ("exp_avg_sq", None)), ("torch_form",))
+def nadam(p, g, s, h, f):
+    """NAdam (torch) / Nadam (Keras); slots (m, v).
+
+    Both: v ← β₂·v + (1−β₂)·g²;  d = sqrt(v / c₂) + ε  with c₂ = 1 − β₂ᵗ.
+    torch_form:  m ← lerp(m, g, 1−β₁);   p ← p − a·g/d;  p ← p − b·m/d
+                 (two roundings, as torch's two addcdiv calls), with
+                 a = lr·(1−μₜ)/(1−Πₜ), b = lr·μₜ₊₁/(1−Πₜ·μₜ₊₁) from the host
+                 (lr unused: 1 is passed).
+    keras:       m ← β₁·m + (1−β₁)·g;   p ← p − (lr·(b·m + a·g)) / d,
+                 with a = (1−μₜ)/(1−Πₜ), b = μₜ₊₁/(1−Πₜ·μₜ₊₁).
+    μₜ = β₁·(1 − ½·0.96^(t·ψ)) (Keras: ψ = 1) and Πₜ = μ₁···μₜ, the running
+    product the host keeps (torch's ``mu_product``, Keras's ``u_product``).
+    h = (lr, a, b, β₁, 1−β₁, β₂, 1−β₂, c₂, ε);  f = (torch_form,)
+    """
+    m, v, s2 = s
+    lr, a, b, beta1, one_minus_beta1, beta2, one_minus_beta2, c2, eps = h
+    (torch_form,) = f
+    if torch_form:
+        m = lerp(m, g, one_minus_beta1, beta1)
+        v = beta2 * v + one_minus_beta2 * g * g
+        d = math.sqrt(v / c2) + eps
+        p = p - a * g / d
+        p = p - b * m / d
+    else:
+        m = beta1 * m + one_minus_beta1 * g
+        v = beta2 * v + one_minus_beta2 * (g * g)
+        d = math.sqrt(v / c2) + eps
+        p = p - (lr * (b * m + a * g)) / d
+    return p, (m, v, s2)
+
+
+@declare(("decay", "eta", "mu", "one"), (("ax", None),))
+def asgd(p, g, s, h, f):
+    """ASGD (torch); slot 0 is the average ax.
+
+    p ← p·(1 − λ·η);   p ← p − η·g;
+    ax ← p if μ = 1, else ax + (p − ax)·μ
+    with η and μ the values torch's state holds before this step (the host
+    advances them after it), decay = 1 − λ·η. torch copies p into ax while
+    μ is 1 (before step t0), which ``ax + (p − ax)·1`` would not reproduce
+    for every value; μ is one value per call, so the branch is uniform.
+    h = (1 − λ·η, η, μ, 1)
+    """
+    ax, s1, s2 = s
+    decay, eta, mu, one = h
+    p = p * decay
+    p = p - eta * g
+    if mu == one:
+        ax = p
+    else:
+        ax = ax + (p - ax) * mu
+    return p, (ax, s1, s2)

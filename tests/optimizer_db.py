@@ -7,7 +7,8 @@ holds, in fastopt's words (``lr``, ``beta1``, ``eps``, ``clip_value``):
                 against torch.optim / Keras (`optimizer_table`);
 * keras, torch: option sets of the Keras-style and torch classes, checked
                 against Keras / torch.optim (`keras_table`, `torch_table`); their
-                Keras and torch argument names come from the spec's `Front`s;
+                Keras and torch argument names come from the spec's `Front`s
+                (None where that library has no such optimizer);
 * torch_group, interchange: the torch front's second param group, and the
                 option set that resumes through a checkpoint;
 * lists:        list-form calls, each with the kernel rule it must select;
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import fastopt.specs
-from fastopt.specs import ADAGRAD, ADAM, ADAMAX, ADAMW, LION, RMSPROP, SGD
+from fastopt.specs import ADAGRAD, ADAM, ADAMAX, ADAMW, ASGD, LION, NADAM, RMSPROP, SGD
 
 TORCH, KERAS = "torch", "keras"
 DTYPES = (np.float32, np.float64)
@@ -144,7 +145,7 @@ class OptimizerInfo:
 
     spec: object
     functional: dict
-    keras: dict
+    keras: dict                 # None: Keras has no such optimizer
     lists: tuple
     calls: dict
     torch: dict = None          # None: torch.optim has no such optimizer
@@ -402,10 +403,91 @@ DB = (
                        r"is Keras's optimizer", conventions=(KERAS,)),
         ),
     ),
+    OptimizerInfo(
+        NADAM,
+        functional={
+            TORCH: _on(_T_ADAM, {
+                "plain": {}, "momentum-decay": dict(momentum_decay=6e-3),
+                "weight-decay": dict(weight_decay=0.1),
+                "decoupled-weight-decay": dict(weight_decay=0.1, momentum_decay=6e-3,
+                                               decoupled_weight_decay=True),
+                "maximize": dict(weight_decay=0.1, maximize=True)}),
+            KERAS: _on(_K_ADAM, {"plain": {},
+                                 "weight-decay-clip": dict(weight_decay=2.0**-8,
+                                                           clip_value=0.25)}),
+        },
+        keras={"plain": {}, "betas_eps": dict(beta1=0.8, beta2=0.99, eps=1e-6)},
+        torch={**_TORCH_BETAS, "momentum_decay": dict(lr=0.01, momentum_decay=6e-3),
+               "weight_decay": dict(lr=0.01, weight_decay=0.1),
+               "decoupled_weight_decay": dict(lr=0.01, weight_decay=0.1, momentum_decay=6e-3,
+                                              decoupled_weight_decay=True),
+               "maximize": dict(lr=0.01, weight_decay=0.1, maximize=True)},
+        torch_group=dict(lr=0.003, beta1=0.5, beta2=0.9, weight_decay=0.02,
+                         momentum_decay=0.01),
+        interchange="decoupled_weight_decay",
+        lists=(ListRow("nadam-torch", "nadam", TORCH,
+                       dict(**_ADAM_LIST, eps=1e-8, weight_decay=0.01)),
+               ListRow("nadam-keras-clip", "nadam", KERAS,
+                       dict(**_ADAM_LIST, eps=1e-7, clip_value=0.5))),
+        calls={KERAS: dict(step=1, **_ADAM_LIST, eps=1e-7),
+               TORCH: dict(step=3, **_ADAM_LIST, eps=1e-8, momentum_decay=6e-3)},
+        errors=_ADAM_ERRORS + (
+            ErrorInput("beta1-one-beta2-zero", dict(beta1=1.0, beta2=0.0), ValueError,
+                       "beta1", r"must be in \[0.0, 1.0\)",
+                       torch=r"Invalid beta parameter at index 0: 1.0"),   # torch's optim_db
+            ErrorInput("momentum-decay-negative", dict(momentum_decay=-0.2), ValueError,
+                       "momentum_decay", r"must be in",
+                       torch=r"Invalid momentum_decay value: -0.2",
+                       conventions=(TORCH,)),                       # torch's optim_db
+            ErrorInput("momentum-decay-in-keras", dict(momentum_decay=0.01), ValueError,
+                       "momentum_decay", r"is a torch option", conventions=(KERAS,)),
+            ErrorInput("mu-product-nan", dict(mu_product=float("nan")), ValueError,
+                       "mu_product", r"must be finite"),
+            ErrorInput("mu-product-above-one", dict(mu_product=1.5), ValueError,
+                       "mu_product", r"must be in \[0.0, 1.0\]"),
+            ErrorInput("mu-product-string", dict(mu_product="1"), TypeError, "mu_product",
+                       r"must be a real number"),
+            ErrorInput("mu-product-bool", dict(mu_product=True), TypeError, "mu_product",
+                       r"must be a real number"),
+        ),
+    ),
+    OptimizerInfo(         # torch only: Keras has no ASGD
+        ASGD,
+        functional={TORCH: _on(dict(lr=0.05), {
+            "plain": {}, "lambd": dict(lambd=0.1), "t0": dict(t0=10),
+            "t0-negative-alpha": dict(t0=-3, alpha=1.5),
+            "weight-decay-maximize": dict(weight_decay=0.1, maximize=True)})},
+        keras=None,
+        torch=_on(dict(lr=0.05), {
+            "plain": {}, "lambd": dict(lambd=0.1), "t0": dict(t0=20),
+            "alpha_t0": dict(alpha=0.5, t0=5),
+            "weight_decay": dict(weight_decay=0.1), "maximize": dict(maximize=True)}),
+        torch_group=dict(lr=0.02, lambd=0.01, t0=3, weight_decay=0.02),
+        interchange="alpha_t0",
+        lists=(ListRow("asgd-torch", "asgd", TORCH,
+                       dict(lr=0.01, lambd=0.01, t0=1, weight_decay=0.01)),),
+        calls={TORCH: dict(step=3, lr=0.01, lambd=0.01, t0=1)},
+        errors=(
+            ErrorInput("lambd-negative", dict(lambd=-0.1), ValueError, "lambd",
+                       r"must be in \[0.0, inf\]",
+                       torch=r"Invalid lambd value \(fastopt needs lambd >= 0\): -0.1",
+                       torch_optim="accepts", conventions=(TORCH,)),
+            ErrorInput("t0-nan", dict(t0=float("nan")), ValueError, "t0", r"must be finite",
+                       torch=r"Invalid t0 value: nan", torch_optim="accepts",
+                       conventions=(TORCH,)),
+            ErrorInput("eta-negative", dict(eta=-1.0), ValueError, "eta",
+                       r"must be in \[0.0, inf\]", conventions=(TORCH,)),
+            ErrorInput("mu-zero", dict(mu=0.0), ValueError, "mu", r"must be in \(0.0, 1.0\]",
+                       conventions=(TORCH,)),
+            ErrorInput("keras-convention", dict(convention=KERAS), ValueError, "asgd",
+                       r"is torch's optimizer", conventions=(TORCH,)),
+        ),
+    ),
 )
 
 BY_NAME = {info.name: info for info in DB}
 TORCH_DB = tuple(info for info in DB if info.spec.torch is not None)
+KERAS_DB = tuple(info for info in DB if info.spec.keras is not None)
 SPECS = {spec.name: spec for spec in fastopt.specs.SPECS}
 
 
@@ -446,12 +528,17 @@ def front_names(front):
 
 
 def functional_names(spec):
-    """The arguments `fastopt.functional.<spec.name>` takes besides arrays."""
-    return {h.name for h, _ in spec.arguments} | {"step", "convention"}
+    """The arguments `fastopt.functional.<spec.name>` takes besides arrays
+    (its host scalars, `fastopt.spec.Scalar`, included)."""
+    return ({h.name for h, _ in spec.arguments} | {s.name for s in spec.host}
+            | {"step", "convention"})
 
 
 def keras_names(spec):
-    """fastopt name -> the Keras-style class's argument name."""
+    """fastopt name -> the Keras-style class's argument name ({} where Keras
+    has no such optimizer)."""
+    if spec.keras is None:
+        return {}
     return {**KERAS_BASE, **front_names(spec.keras)}
 
 

@@ -22,7 +22,8 @@ class Case:
                  or ``"positive"`` (a running sum of squares).
     keras:       the Keras-style front end's spelling, ``(class name in
                  fastopt, its arguments)``: the same hyperparameters and
-                 state arrays in Keras's convention (the list benchmark).
+                 state arrays in Keras's convention (the list benchmark);
+                 empty where Keras has no such optimizer.
     """
 
     fastopt: str
@@ -76,6 +77,10 @@ CASES = {
                          keras=("SGD", dict(learning_rate=1e-2, momentum=0.9))),
     "sgd": Case("sgd", dict(lr=1e-2), (), "SGD", dict(lr=1e-2),
                 keras=("SGD", dict(learning_rate=1e-2))),
+    "nadam": Case("nadam", _ADAM, ("exp_avg", "exp_avg_sq"), "NAdam", _ADAM_TORCH,
+                  init={"exp_avg_sq": _POS}, keras=("Nadam", _ADAM_KERAS)),
+    "asgd": Case("asgd", dict(lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6), ("ax",), "ASGD",
+                 dict(lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6)),   # Keras has none
 }
 
 # The issue's CPU targets; also the default selection.

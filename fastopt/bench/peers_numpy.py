@@ -56,12 +56,42 @@ def _sgd(a, k, t):
         p -= k["lr"] * g
 
 
+def _nadam(a, k, t, psi=4e-3):
+    p, g, m, v = a["param"], a["grad"], a["exp_avg"], a["exp_avg_sq"]
+    lr, b1, b2, eps = k["lr"], k["beta1"], k["beta2"], k["eps"]
+    product = np.float32(1.0)       # torch keeps it in float32
+    for i in range(1, t + 1):
+        product = product * np.float32(b1 * (1 - 0.5 * 0.96 ** (i * psi)))
+    mu, mu_next = (b1 * (1 - 0.5 * 0.96 ** (i * psi)) for i in (t, t + 1))
+    m[:] = b1 * m + (1 - b1) * g
+    v[:] = b2 * v + (1 - b2) * g * g
+    denom = np.sqrt(v / (1 - b2 ** t)) + eps
+    p -= lr * (1 - mu) / (1 - float(product)) * g / denom
+    p -= lr * mu_next / (1 - float(product) * mu_next) * m / denom
+
+
+def _asgd(a, k, t):
+    p, g, ax = a["param"], a["grad"], a["ax"]
+    lr, lambd, alpha, t0 = k["lr"], k["lambd"], k["alpha"], k["t0"]
+    # torch's state before step t, stored in float32
+    eta = float(np.float32(lr / (1 + lambd * lr * (t - 1)) ** alpha))
+    mu = float(np.float32(1 / max(1, t - 1 - t0))) if t > 1 else 1.0
+    p *= 1 - lambd * eta
+    p -= eta * g
+    if mu == 1:
+        ax[:] = p
+    else:
+        ax += (p - ax) * mu
+
+
 _UPDATES = {
     "adam": lambda a, k, t: _adam(a, k, t, amsgrad=k.get("amsgrad", False)),
     "adamw": lambda a, k, t: _adam(a, k, t, wd=k["weight_decay"]),
     "rmsprop": _rmsprop,
     "adagrad": _adagrad,
     "sgd": _sgd,
+    "nadam": _nadam,
+    "asgd": _asgd,
 }
 
 

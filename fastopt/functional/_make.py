@@ -8,7 +8,7 @@ argument parsing of its own. Its body is one line, into `_call`.
 """
 import operator
 
-from .. import _dispatch, _precision
+from .. import _dispatch, _hostscalars, _precision
 from ..spec import MAX_STEP, REQUIRED, SHARED_DOC, SHARED_SLOTS, check_step
 
 _PLAIN = frozenset([float, int, bool, str, type(None)])
@@ -56,15 +56,21 @@ def make(spec):
 
     settings = remember_last(checked)
     scalars, update, fit = spec.scalars, _dispatch.update, _precision.scalars_fit
+    resolve, run_after = _hostscalars.resolve, _hostscalars.run_after
 
-    def call(param, grad, states, step, values):
+    def call(param, grad, states, step, values, host=None):
         if type(step) is not int or step < 1 or step > MAX_STEP:
             check_step(name, step)
         which, pre, h, convention, fits = settings(values)
-        hyper = scalars(h, convention, step)
+        if host is None:
+            hyper, write = scalars(h, convention, step), None
+        else:   # scalars of state kept on the host (`fastopt._hostscalars`)
+            before, after, write = resolve(name, spec, h, convention, step, host)
+            hyper = scalars(h, convention, step, before, after)
         if not (fits and fit(hyper)):    # refused if any param is float32
             _precision.check(name, spec, h, which, pre, hyper, param)
         update(name, which, param, grad, states, pre, hyper)
+        run_after(write)      # the caller's host scalars, once the kernels have run
 
     positional = [s.name if s.arg == "required" else f"{s.name}=None"
                   for s in spec.slots if s.arg != "keyword"]
@@ -73,11 +79,14 @@ def make(spec):
         keyword.append(h.name if default is REQUIRED else f"{h.name}={default!r}")
     slots = spec.slots + SHARED_SLOTS
     keyword += [f"{s.name}=None" for s in slots if s.arg == "keyword"]
+    keyword += [f"{s.name}=None" for s in spec.host]
     keyword.append("convention: str = 'keras'")
     states = ", ".join(f"{s.name!r}: {s.name}" for s in slots)
     values = ", ".join([h.name for h, _ in spec.arguments] + ["convention"])
+    host = (", {" + ", ".join(f"{s.name!r}: {s.name}" for s in spec.host) + "}"
+            if spec.host else "")
     source = (f"def {name}(param, grad, {', '.join(positional + ['*'] + keyword)}) -> None:\n"
-              f"    _call(param, grad, {{{states}}}, step, ({values},))\n")
+              f"    _call(param, grad, {{{states}}}, step, ({values},){host})\n")
     scope = {"_call": call}
     exec(source, scope)     # noqa: S102 - the source is built from the spec above
     fn = scope[name]

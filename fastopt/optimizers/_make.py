@@ -8,9 +8,12 @@ misspelt keywords behave as for a hand-written class), the state slots its
 functional function with ``convention="keras"``. The machinery every
 optimizer shares is `fastopt.optimizers.base.Optimizer`.
 """
+import functools
 from types import SimpleNamespace
 
-from .. import functional
+import numpy as np
+
+from .. import _batch, _hostscalars, functional
 from .base import BASE_OPTIONS, Optimizer
 
 
@@ -40,15 +43,64 @@ class SpecOptimizer(Optimizer):
         self._call = getattr(functional, spec.name)
         self._call_kwargs = {name: value for name, value in hyper.items()
                              if spec.hyper(name).functional}
+        # Scalars of state kept on the host (Keras's Nadam u_product): one
+        # value per optimizer, in the dtype of the first param, as Keras keeps
+        # its variable; `_host_at` is the iteration the values are after.
+        self._host_h = SimpleNamespace(**{**{h.name: d for h, d in spec.arguments}, **hyper})
+        self._host_values = {s.name: s.initial(self._host_h) for s in spec.host}
+        self._host_at, self._host_dtype = 0, None
 
     def state_slots(self):
         return tuple((s.keras, getattr(self._h, s.init) if isinstance(s.init, str)
                       else s.init) for s in self.spec.slots if s.used(self._h))
 
     def update_step(self, grad, param, state, lr, options):
+        step = self.iterations + 1
+        host = self._host_before(param) if self.spec.host else {}
+        # Each value as a one-element array of Keras's dtype (a copy: the call
+        # advances it, and a step of several calls, clip groups, sees one value).
         self._call(param, grad, **{s.name: state.get(s.keras) for s in self.spec.slots},
-                   step=self.iterations + 1, lr=lr, convention="keras",
-                   **self._call_kwargs, **options)
+                   **{name: np.array(v, self._host_dtype) for name, v in host.items()},
+                   step=step, lr=lr, convention="keras", **self._call_kwargs, **options)
+        if host:   # kept once the step's kernels have run
+            after = {s.name: s.advance(self._host_h, "keras", step, host[s.name],
+                                       self._host_dtype) for s in self.spec.host}
+            _batch.run(functools.partial(self._host_advanced, step, after))
+
+    def _host_before(self, param):
+        """The host scalars' values before this step (`fastopt.spec.Scalar`)."""
+        if self._host_dtype is None:
+            self._host_dtype = _hostscalars.param_dtype(param)
+        if self._host_at != self.iterations:   # iterations set by a load without them
+            self._host_values = {s.name: _hostscalars.derived(
+                s, self._host_h, "keras", self.iterations + 1, self._host_dtype)
+                for s in self.spec.host}
+            self._host_at = self.iterations
+        return dict(self._host_values)
+
+    def _host_advanced(self, step, after):
+        # Idempotent: several calls of one step (clip groups) write the same values.
+        self._host_values, self._host_at = after, step
+
+    def _host_state(self):
+        if not self.spec.host:
+            return {}
+        dtype = self._host_dtype or np.dtype(np.float64)
+        if self._host_at != self.iterations:
+            values = {s.name: _hostscalars.derived(s, self._host_h, "keras",
+                                                   self.iterations + 1, dtype)
+                      for s in self.spec.host}
+        else:
+            values = self._host_values
+        return {s.keras: np.array(values[s.name], dtype) for s in self.spec.host}
+
+    def _load_host_state(self, values, iterations):
+        names = {s.keras: s.name for s in self.spec.host}
+        if set(values) == set(names):
+            self._host_values = {names[k]: float(v) for k, v in values.items()}
+            self._host_at = iterations
+        else:   # derived from iterations at the next step
+            self._host_at = -1
 
     def get_config(self):
         return {**super().get_config(),

@@ -129,6 +129,16 @@ class Optimizer:
         """
         raise NotImplementedError
 
+    def _host_state(self):
+        """{name: 0-d NumPy array}: scalar state of the whole optimizer kept
+        on the host (Keras's Nadam ``u_product``), in `state_dict` beside the
+        headers; none here."""
+        return {}
+
+    def _load_host_state(self, values, iterations):
+        """Restore `_host_state`'s values ({name: float}, checked) at
+        `iterations`; a name absent from `values` is derived from it."""
+
     def get_config(self):
         """This optimizer's constructor arguments, with Keras's keys.
 
@@ -469,6 +479,7 @@ class Optimizer:
                "iterations": np.array(self._iterations, np.int64)}
         if not callable(self._learning_rate):
             out["learning_rate"] = np.array(self._learning_rate, np.float64)
+        out.update(self._host_state())
         if self._pending is not None:
             arrays = self._pending
             out["num_params"] = np.array(self._pending_count, np.int64)
@@ -513,7 +524,9 @@ class Optimizer:
             raise ValueError(f"{fn}: state is from a {kind}, not a {type(self).__name__}")
         iterations = _header(fn, state, "iterations", "iu", "an integer >= 0")
         names = [name for name, _ in self.state_slots()]
-        indices = _slot_indices(fn, state, names, type(self).__name__)
+        host = {key: _header(fn, state, key, "iuf", "a real number")
+                for key in self._host_state() if key in state}
+        indices = _slot_indices(fn, state, names, type(self).__name__, host)
         if "num_params" in state:
             count = _header(fn, state, "num_params", "iu", "an integer >= 0")
         else:
@@ -553,6 +566,7 @@ class Optimizer:
         else:
             self._pending, self._pending_count = None, 0
         self._iterations = iterations
+        self._load_host_state(host, iterations)
         if lr is not None:
             self._learning_rate = lr
 
@@ -673,13 +687,13 @@ def _brief(value):
     return text if len(text) <= 40 else f"a {type(value).__name__}"
 
 
-def _slot_indices(fn, state, names, cls):
+def _slot_indices(fn, state, names, cls, headers=()):
     """{slot name: set of indices} of the ``"<slot>/<i>"`` keys of `state`;
     ValueError for any other key but the headers, and for an index not in
     `state_dict`'s form (``momentum/01``)."""
     indices = {name: set() for name in names}
     for key in state:
-        if key in _HEADERS:
+        if key in _HEADERS or key in headers:
             continue
         name, _, index = key.rpartition("/") if isinstance(key, str) else ("", "", "")
         if (name not in indices or not (index.isascii() and index.isdigit())

@@ -7,8 +7,10 @@ below.
 from .adagrad import ADAGRAD
 from .adam import ADAM, ADAMW
 from .adamax import ADAMAX
+from .asgd import ASGD
 from .lion import LION
+from .nadam import NADAM
 from .rmsprop import RMSPROP
 from .sgd import SGD
 
-SPECS = (SGD, ADAGRAD, RMSPROP, ADAM, ADAMW, ADAMAX, LION)
+SPECS = (SGD, ADAGRAD, RMSPROP, ADAM, ADAMW, ADAMAX, LION, NADAM, ASGD)

@@ -27,7 +27,10 @@ What lives here:
   finds the layout intact is one kernel call per buffer (`_flat`);
 * state in torch's layout: ``state["step"]`` a float scalar tensor on the CPU
   (torch's non-capturable, non-fused layout), the per-element state as
-  tensors like the param. Checkpoints move both ways between torch.optim and
+  tensors like the param, and a spec's host scalars (`fastopt.spec.Scalar`:
+  NAdam's ``mu_product``, ASGD's ``eta`` and ``mu``) as 0-d CPU tensors of
+  torch's scalar dtype, advanced as torch advances them; params are bucketed
+  by their values too, one value per kernel call. Checkpoints move both ways between torch.optim and
   fastopt.torch; ``load_state_dict`` refuses, before changing anything, one
   whose groups lack this optimizer's hyperparameters or hold bad values, or
   whose state has keys this optimizer does not keep or tensors shaped unlike
@@ -46,7 +49,7 @@ from typing import NamedTuple
 
 import torch
 
-from .. import _batch, _front, _threads
+from .. import _batch, _front, _hostscalars, _threads
 from . import _flat, _steps
 
 try:   # torch's own rule for the dtype of state["step"]
@@ -83,7 +86,7 @@ def check(value, label, low=0.0, high=None, *, low_open=False, high_open=False):
         raise TypeError(f"{label} must be a real number, got {type(value).__name__}")
     value = float(value)
     bad = (not math.isfinite(value)
-           or (value <= low if low_open else value < low)
+           or (low is not None and (value <= low if low_open else value < low))
            or (high is not None and (value >= high if high_open else value > high)))
     if bad:
         raise ValueError(f"Invalid {label}: {value}")
@@ -136,6 +139,9 @@ class Optimizer(torch.optim.Optimizer):
     """Base class of fastopt.torch's optimizers (see the module docstring)."""
 
     _counts_steps = True   # keeps state["step"] (all but SGD)
+    _host = {}             # torch key -> initial value (a number or a hyper's
+                           # name) of the per-param 0-d state tensors kept on the
+                           # host (NAdam's mu_product; `fastopt.spec.Scalar`)
     _hyper_names = {}      # fastopt's hyperparameter names -> torch's, for messages
     _fallbacks = {}        # group keys torch's __setstate__ fills in for old checkpoints
 
@@ -188,8 +194,9 @@ class Optimizer(torch.optim.Optimizer):
                 group.setdefault(key, value)
             for p in group["params"]:
                 s = self.state.get(p)
-                if s and "step" in s and not torch.is_tensor(s["step"]):
-                    s["step"] = torch.tensor(float(s["step"]), dtype=_get_scalar_dtype())
+                for key in ("step", *self._host):
+                    if s and key in s and not torch.is_tensor(s[key]):
+                        s[key] = torch.tensor(float(s[key]), dtype=_get_scalar_dtype())
 
     @_threads.serialised
     def load_state_dict(self, state_dict):
@@ -242,8 +249,8 @@ class Optimizer(torch.optim.Optimizer):
                         f"{name}: state[{k!r}] has key {key!r}, which "
                         f"{type(self).__name__} does not keep ({sorted(keys)}): a "
                         "checkpoint of another optimizer?")
-                if (key != "step" and isinstance(value, torch.Tensor)
-                        and value.shape != p.shape):
+                if (key != "step" and key not in self._host
+                        and isinstance(value, torch.Tensor) and value.shape != p.shape):
                     raise ValueError(
                         f"{name}: state[{k!r}][{key!r}] has shape {tuple(value.shape)}, "
                         f"its param {tuple(p.shape)}")
@@ -321,11 +328,13 @@ class Optimizer(torch.optim.Optimizer):
         """A READY flattened group: one kernel call per buffer (per run of
         equal step counts in it)."""
         for b in layout.buckets:
-            for first, _, arrays in b.runs:
+            for (first, _, arrays), host in zip(b.runs, b.host):
                 if b.steps is not None:
                     step = int(b.steps[first]) + 1
                 else:   # as _prepare: 2 once state exists
                     step = 2 if len(arrays) > 2 else 1
+                if host:   # the run's params' host scalars (`fastopt.spec.Scalar`)
+                    arrays = {**arrays, **host}
                 self._update(hyper, arrays["param"], arrays["grad"], arrays, step)
             if b.steps is not None:
                 _batch.run(functools.partial(b.steps.add_, 1))
@@ -341,7 +350,8 @@ class Optimizer(torch.optim.Optimizer):
         # Built once every trainable param has had its step (and so its state).
         if all([p.grad is not None for p in group["params"] if p.requires_grad]):
             layout = _flat.build(group, params, self.state,
-                                 list(self._slots(hyper, params[0])), self._counts_steps)
+                                 list(self._slots(hyper, params[0])), self._counts_steps,
+                                 list(self._host))
             if layout is not None:
                 self._flat[i] = layout
 
@@ -456,16 +466,22 @@ class Optimizer(torch.optim.Optimizer):
             steps = [n for _, n in prepared]
         dtypes, devices = kinds or ([p.dtype for p in params], [p.device for p in params])
         n = len(params)
-        if steps.count(steps[0]) == n and devices.count(devices[0]) == n:
-            buckets = {(devices[0], steps[0]): None}     # None: every param
+        # Host scalars (NAdam's mu_product): one value per kernel call, so
+        # the params are bucketed by their values too (equal after equal steps).
+        host = {key: [s[key] for s in states] for key in self._host}
+        values = list(zip(*[_hostscalars.read(column) for column in host.values()])
+                      ) if host else [()] * n
+        if (steps.count(steps[0]) == n and devices.count(devices[0]) == n
+                and values.count(values[0]) == n):
+            buckets = {(devices[0], steps[0], values[0]): None}     # None: every param
         else:
             buckets = {}
-            for k, key in enumerate(zip(devices, steps)):
+            for k, key in enumerate(zip(devices, steps, values)):
                 buckets.setdefault(key, []).append(k)
         # Grads and state are checked to have their param's dtype: one look
         # at the params tells whether any tensor needs its real view.
         real = None if _COMPLEX.isdisjoint(dtypes) else _real
-        for (device, step), members in buckets.items():
+        for (device, step, _), members in buckets.items():
             if members is None:
                 ps, grads, ss = params, found.grads, states
             else:
@@ -474,11 +490,13 @@ class Optimizer(torch.optim.Optimizer):
             columns = [ps, grads] + [[s[key] for s in ss] for key in keys]
             if real is not None:
                 columns = [[real(t) for t in column] for column in columns]
+            arrays = dict(zip(keys, columns[2:]))
+            for key, column in host.items():
+                arrays[key] = column if members is None else [column[k] for k in members]
             with _front.call(f"fastopt.torch.{type(self).__name__}",
                              functools.partial(self._name, i, group, ps),
                              checked=kinds is not None, hypers=self._hyper_names):
-                self._update(hyper, columns[0], columns[1], dict(zip(keys, columns[2:])),
-                             step)
+                self._update(hyper, columns[0], columns[1], arrays, step)
             if counters is not None:
                 _batch.run(functools.partial(counters.advance, members))
         # Autograd is told of the writes by the functional call, which bumps
@@ -505,6 +523,7 @@ class Optimizer(torch.optim.Optimizer):
             return [(None, 1)] * len(states)    # no state: torch keeps none either
         if (None not in states and all([s.get(key) is not None
                                         for s in states for key in keys])
+                and all([key in s for s in states for key in self._host])
                 and (not self._counts_steps or all(["step" in s for s in states]))):
             return [(s, 2) for s in states]
         return [self._prepare(hyper, p) for p in found.params]
@@ -519,6 +538,11 @@ class Optimizer(torch.optim.Optimizer):
         if self._counts_steps and "step" not in state:
             state["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
             self._created.append((p, state, "step"))
+        for key, init in self._host.items():   # torch's CPU scalars of its scalar dtype
+            if key not in state:
+                value = hyper[init] if isinstance(init, str) else init
+                state[key] = torch.tensor(float(value), dtype=_get_scalar_dtype())
+                self._created.append((p, state, key))
         for key, fill in slots.items():
             if state.get(key) is None:
                 state[key] = (torch.zeros_like(p, memory_format=torch.preserve_format)

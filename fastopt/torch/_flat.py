@@ -27,6 +27,8 @@ import operator
 
 import torch
 
+from .. import _hostscalars
+
 READY, GRADS, STALE = "ready", "grads", "stale"
 
 _grad = operator.attrgetter("grad")
@@ -75,8 +77,10 @@ class Bucket:
     run of the buffers, one kernel call (``runs``; usually just one).
     """
 
-    def __init__(self, params, state, keys, counts_steps):
-        """params: in layout order (by step count, `_buckets`)."""
+    def __init__(self, params, state, keys, counts_steps, host=()):
+        """params: in layout order (by step count, `_buckets`); host: the
+        keys of per-param host scalars (`fastopt.spec.Scalar`), which stay
+        each param's own 0-d tensors and go to each run's call as lists."""
         dtype, device = params[0].dtype, params[0].device
         self.params = params
         buffer = _span(params)
@@ -109,6 +113,8 @@ class Bucket:
                                                  for name, a in arrays.items()}))
                 first, start = k + 1, end
         self.uniform = True     # step counts constant within each run; None: unknown
+        self.host = [{key: [state[p][key] for p in params[a:b]] for key in host}
+                     for a, b, _ in self.runs]
         self.ptrs = list(map(_data_ptr, params))
 
     def check(self):
@@ -121,6 +127,17 @@ class Bucket:
         if not all(map(operator.is_, [g for _, g in now], self.grads)):
             return GRADS
         return READY
+
+    def hosts_agree(self):
+        """Whether each run's params hold equal host scalars (one value per
+        kernel call; equal after equal steps, unless hyperparameters changed
+        while some params had no gradient)."""
+        for columns in self.host:
+            for column in columns.values():
+                values = _hostscalars.read(column)
+                if values.count(values[0]) != len(values):
+                    return False
+        return True
 
     def grads_in_place(self):
         """Whether every ``.grad`` is still its view of the buffer."""
@@ -142,12 +159,12 @@ class FlatGroup:
     built (``members``, in buckets) and the others (``outsiders``: frozen
     params, which a READY step requires to still have no gradient)."""
 
-    def __init__(self, group, members, by_place, state, keys, counts_steps):
+    def __init__(self, group, members, by_place, state, keys, counts_steps, host=()):
         self.group, self.count, self.keys = group, len(group["params"]), keys
         inside = set(map(id, members))
         self.members = members
         self.outsiders = [p for p in group["params"] if id(p) not in inside]
-        self.buckets = [Bucket(ps, state, keys, counts_steps)
+        self.buckets = [Bucket(ps, state, keys, counts_steps, host)
                         for ps in by_place.values()]
 
     def ready(self, group, keys):
@@ -160,7 +177,8 @@ class FlatGroup:
         verdicts = [b.check() for b in self.buckets]
         if STALE in verdicts:
             return STALE
-        if GRADS in verdicts or not all([b.steps_agree() for b in self.buckets]):
+        if GRADS in verdicts or not all([b.steps_agree() and b.hosts_agree()
+                                         for b in self.buckets]):
             return GRADS
         return READY
 
@@ -212,7 +230,7 @@ def _buckets(params, state, counts_steps):
     return by_place
 
 
-def build(group, members, state, keys, counts_steps):
+def build(group, members, state, keys, counts_steps, host=()):
     """A FlatGroup of `members` (every param of `group` that has a gradient,
     all with state), or None where flattening would change what the model
     sees: params sharing a storage other than back to back (flattening would
@@ -228,4 +246,4 @@ def build(group, members, state, keys, counts_steps):
         if (len({p.untyped_storage().data_ptr() for p in held}) != len(held)
                 and _span(params) is None):
             return None
-    return FlatGroup(group, members, by_place, state, keys, counts_steps)
+    return FlatGroup(group, members, by_place, state, keys, counts_steps, host)

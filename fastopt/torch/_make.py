@@ -83,12 +83,13 @@ class SpecOptimizer(Optimizer):
         return slots
 
     def _state_keys(self):
-        keys = {s.torch for s in self.spec.slots}
+        keys = {s.torch for s in self.spec.slots} | set(self._host)
         return keys | {"step"} if self._counts_steps else keys
 
     def _update(self, hyper, params, grads, state, step):
         getattr(functional, self.spec.name)(
             params, grads, **{s.name: state.get(s.torch) for s in self.spec.slots},
+            **{s.name: state.get(s.torch) for s in self.spec.host},
             step=step, convention="torch", **hyper)
 
 
@@ -132,5 +133,6 @@ def make(spec):
     return type(front.cls, (SpecOptimizer,), {
         "__init__": init, "spec": spec, "__doc__": doc, "__module__": "fastopt.torch",
         "_counts_steps": front.options.get("counts_steps", True),
+        "_host": {s.torch: s.init for s in spec.host if s.torch},
         "_hyper_names": front.caller_names(),
         "_fallbacks": {**{p.name: p.default for p in params}, **spec.fixed}})
