@@ -7,8 +7,10 @@ below.
 from .adagrad import ADAGRAD
 from .adam import ADAM, ADAMW
 from .adamax import ADAMAX
+from .ftrl import FTRL
 from .lion import LION
 from .rmsprop import RMSPROP
+from .schedule_free import SCHEDULE_FREE_ADAMW
 from .sgd import SGD
 
-SPECS = (SGD, ADAGRAD, RMSPROP, ADAM, ADAMW, ADAMAX, LION)
+SPECS = (SGD, ADAGRAD, RMSPROP, ADAM, ADAMW, ADAMAX, LION, FTRL, SCHEDULE_FREE_ADAMW)
