@@ -26,12 +26,22 @@ REQUIRED = object()    # a Hyper default: the functional call must pass it
 CONVENTIONS = ("keras", "torch")
 
 
+class _Param:
+    """`PARAM`'s type: a slot's initial value that is a copy of its param."""
+
+    def __repr__(self):
+        return "PARAM"
+
+
+PARAM = _Param()   # a Slot's init: a copy of the param (Keras's ScheduleFreeAdamW)
+
+
 @dataclass(frozen=True)
 class Hyper:
     """One hyperparameter, in fastopt's name.
 
-    default: the functional default (`REQUIRED`: none). kind: "float" or
-    "flag". low/high (and whether open): the range every front end checks;
+    default: the functional default (`REQUIRED`: none). kind: "float",
+    "int" (a count, kept an int) or "flag". low/high (and whether open): the range every front end checks;
     `bounds` overrides them per convention ({"keras": {"high": 1.0}}).
     only: the one convention that has it; the other refuses any value but
     the default. why: said where a library's own check would accept more
@@ -58,6 +68,8 @@ class Hyper:
         label = label or self.name
         if self.kind == "flag":
             return check_flag(fn, label, value)
+        if self.kind == "int":
+            return check_int(fn, label, value, **self.range(convention))
         return check_float(fn, label, value, **self.range(convention))
 
     def range(self, convention):
@@ -73,7 +85,8 @@ class Slot:
     name: the functional argument and kernel slot (the rule's name for it);
     keras / torch: Keras's variable name and torch's state key (None where
     that library has no such optimizer);
-    init: its initial fill: a number, or the name of a Hyper holding it;
+    init: its initial fill: a number, the name of a Hyper holding it, or
+    `PARAM` (a copy of the param when the state is made);
     when: ``when(h) -> bool`` over the checked hyperparameters (None: always);
     arg: how the functional takes it: "required" (positional), "optional"
     (positional, default None) or "keyword" (keyword-only, default None).
@@ -357,8 +370,16 @@ def check_flag(fn, name, value):
     return value
 
 
-def check_float(fn, name, value, *, low=None, high=None, low_open=False,
-                high_open=False):
+def check_int(fn, name, value, **bounds):
+    """`value` must be an integer (not a bool) in the range; returns it as int."""
+    if type(value) is not int and (isinstance(value, bool)
+                                   or not isinstance(value, numbers.Integral)):
+        raise TypeError(f"{fn}(): {name} must be an int, got {type(value).__name__}")
+    _check_range(fn, name, int(value), **bounds)
+    return int(value)
+
+
+def check_float(fn, name, value, **bounds):
     """`value` must be a finite real number in the given range; returns it as float."""
     if type(value) is not float:   # the common case skips the slow ABC check
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -367,6 +388,12 @@ def check_float(fn, name, value, *, low=None, high=None, low_open=False,
         value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"{fn}(): {name} must be finite, got {value}")
+    _check_range(fn, name, value, **bounds)
+    return value
+
+
+def _check_range(fn, name, value, *, low=None, high=None, low_open=False,
+                 high_open=False):
     too_low = low is not None and (value <= low if low_open else value < low)
     too_high = high is not None and (value >= high if high_open else value > high)
     if too_low or too_high:
@@ -374,4 +401,3 @@ def check_float(fn, name, value, *, low=None, high=None, low_open=False,
         hi = ")" if high_open else "]"
         bounds = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
         raise ValueError(f"{fn}(): {name} must be in {bounds}, got {value}")
-    return value

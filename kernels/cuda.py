@@ -36,10 +36,14 @@ def _simulated():
     return bool(numba.config.ENABLE_CUDASIM)
 
 
+_GLOBAL_MEMORY = 1   # NVVM's address space of global memory
+
+
 @intrinsic
 def view(typingctx, addr, start, n, like):
     """``addr`` as a 1-D array of n elements from `start`, dtype of scalar `like`."""
-    return view_signature(addr, start, n, like), view_codegen(populate_array)
+    return view_signature(addr, start, n, like), view_codegen(populate_array,
+                                                              _GLOBAL_MEMORY)
 
 
 @numba.njit(inline="always")

@@ -355,3 +355,67 @@ def asgd(p, g, s, h, f):
     else:
         ax = ax + (p - ax) * mu
     return p, (ax, s1, s2)
+
+
+@declare(("power", "lr", "l1", "two_l2", "two_l2_shrinkage"),
+         (("accumulator", None), ("linear", None)), ("sqrt_power",))
+def ftrl(p, g, s, h, f):
+    """FTRL-Proximal (Keras's ``Ftrl``); slots (accumulator n, linear z).
+
+    n′ ← n + g²;   q = −lr_power
+    z ← z + ((g + 2λₛ·p) − ((n′^q − n^q) / lr)·p)
+    p ← (clip(z, −λ₁, λ₁) − z) / (n′^q / lr + 2·(λ₂ + β/(2·lr)));   n ← n′
+
+    Keras's formula, written as its ops are: the powers are powers of n′
+    and n (it keeps no σ), the quadratic divides n′^q by lr. sqrt_power
+    (q = 0.5, Keras's default) takes sqrt for the power: the same value
+    within one rounding (torch.pow's own result), and a vector instruction
+    where the general power is a libm call per element. The clip passes NaN
+    through, as torch.clip does. λₛ is l2_shrinkage.
+    h = (q, lr, λ₁, 2·(λ₂ + β/(2·lr)), 2λₛ);  f = (sqrt_power,)
+    """
+    n, z, s2 = s
+    q, lr, l1, two_l2, two_l2_shrinkage = h
+    (sqrt_power,) = f
+    n_new = n + g * g
+    if sqrt_power:
+        pow_new = math.sqrt(n_new)
+        pow_old = math.sqrt(n)
+    else:
+        pow_new = n_new ** q
+        pow_old = n ** q
+    z = z + ((g + two_l2_shrinkage * p) - ((pow_new - pow_old) / lr) * p)
+    clipped = z
+    if z > l1:
+        clipped = l1
+    elif z < -l1:
+        clipped = -l1
+    p = (clipped - z) / (pow_new / lr + two_l2)
+    return p, (n_new, z, s2)
+
+
+@declare(("lr", "one_minus_beta2", "bias_correction2", "eps", "beta1",
+          "one_minus_beta1", "weight", "one_minus_weight"),
+         (("momentum", None), ("velocity", None)))
+def schedule_free_adamw(p, g, s, h, f):
+    """Schedule-Free AdamW (Keras's ``ScheduleFreeAdamW``); slots (z, v):
+    the sequence the steps are taken on (Keras's ``momentum``, the param at
+    first) and the second moment. The param holds y.
+
+    v ← v + (g² − v)·(1−β₂);   z′ ← z − lr·g / (sqrt(v / c₂) + ε)
+    x ← (y − (1−β₁)·z′) / β₁;   x ← (1−w)·x + w·z′;   y ← (1−β₁)·z′ + β₁·x
+
+    c₂ = 1 − β₂ᵗ, w = 1/t, lr warmed up by the host (lr·min(t/warmup, 1)).
+    x is recovered from z′, the updated z, as Keras computes it on its torch
+    backend (its ``momentum_old`` is the variable's own tensor, which the
+    in-place update of z has already changed).
+    h = (lr, 1−β₂, c₂, ε, β₁, 1−β₁, w, 1−w)
+    """
+    z, v, s2 = s
+    lr, one_minus_beta2, bias_correction2, eps, beta1, one_minus_beta1, w, one_minus_w = h
+    v = v + (g * g - v) * one_minus_beta2
+    z = z - (lr * g) / (math.sqrt(v / bias_correction2) + eps)
+    x = (p - one_minus_beta1 * z) / beta1
+    x = one_minus_w * x + w * z
+    p = one_minus_beta1 * z + beta1 * x
+    return p, (z, v, s2)

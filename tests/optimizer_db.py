@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import fastopt.specs
-from fastopt.specs import ADAGRAD, ADAM, ADAMAX, ADAMW, ASGD, LION, NADAM, RMSPROP, SGD
+from fastopt.specs import (ADAGRAD, ADAM, ADAMAX, ADAMW, ASGD, FTRL, LION, NADAM, RMSPROP,
+                           SCHEDULE_FREE_ADAMW, SGD)
 
 TORCH, KERAS = "torch", "keras"
 DTYPES = (np.float32, np.float64)
@@ -50,6 +51,9 @@ class ErrorInput:
              that front end> <match>``.
     torch:   fastopt.torch's message (torch's words, e.g. "Invalid learning
              rate: -0.001"), None where the torch class has no such option.
+    keras:   the Keras-style class's message where Keras checks the value
+             itself (Keras's words, e.g. Ftrl's "`learning_rate_power` needs
+             to be negative or zero. ..."), None where fastopt's is used.
     torch_optim: what torch.optim does with the same arguments: "same" (the
              same type, and its message before the first colon in ours),
              "type" (the same type in its own words), "accepts" (fastopt is
@@ -67,6 +71,7 @@ class ErrorInput:
     torch: str = None
     torch_optim: str = "same"
     conventions: tuple = (KERAS, TORCH)
+    keras: str = None
 
     def torch_optim_for(self, cls):
         """What torch.optim.`cls` does with these arguments (see above)."""
@@ -80,7 +85,7 @@ COMMON_ERRORS = (
     ErrorInput("step-zero", dict(step=0), ValueError, "step", r"must be >= 1"),
     ErrorInput("step-float", dict(step=1.0), TypeError, "step", r"must be an int"),
     ErrorInput("step-bool", dict(step=True), TypeError, "step", r"must be an int"),
-    ErrorInput("lr-negative", dict(lr=-1e-3), ValueError, "lr", r"must be in \[0.0, inf\]",
+    ErrorInput("lr-negative", dict(lr=-1e-3), ValueError, "lr", r"must be in [\[(]0.0, inf\]",
                torch=r"Invalid learning rate: -0.001"),
     ErrorInput("lr-nan", dict(lr=float("nan")), ValueError, "lr", r"must be finite",
                torch=r"Invalid learning rate: nan",
@@ -153,6 +158,7 @@ class OptimizerInfo:
     interchange: str = None
     errors: tuple = ()
     dtypes: tuple = DTYPES
+    keras_tol64: dict = field(default_factory=dict)   # Keras base option -> float64 tolerance
 
     @property
     def name(self):
@@ -481,6 +487,101 @@ DB = (
                        conventions=(TORCH,)),
             ErrorInput("keras-convention", dict(convention=KERAS), ValueError, "asgd",
                        r"is torch's optimizer", conventions=(TORCH,)),
+        ),
+    ),
+)
+
+
+
+def _keras_nonnegative(id, name, keras_name, value=-0.1):
+    """A value Keras's Ftrl refuses itself (>= 0), in its words."""
+    return ErrorInput(id, {name: value}, ValueError, name, r"must be in \[0.0, inf\]",
+                      conventions=(KERAS,),
+                      keras=rf"`{keras_name}` needs to be positive or zero\. "
+                            rf"Received: {keras_name}={value}\.$")
+
+
+# float32-exact where Keras rounds (its Python-float constants: -lr_power,
+# 2*l2_shrinkage and the l1 bounds become float32 tensors even for float64).
+_K_FTRL = dict(lr=2.0**-4, initial_accumulator_value=0.1)
+# Keras's ScheduleFreeAdamW casts its betas to the variable's dtype (float32-
+# exact betas keep that rounding out of float32 rows), and forms the warmup
+# factor min(t / warmup_steps, 1) in float32 even for float64 variables
+# (a power of two for warmup_steps keeps it exact).
+_K_SF = dict(lr=2.0**-7, beta1=0.875, beta2=1.0 - 2.0**-10, eps=1e-8)
+
+DB += (
+    OptimizerInfo(         # Keras only: torch.optim has no Ftrl
+        FTRL,
+        functional={KERAS: _on(_K_FTRL, {
+            "plain": {},                                   # lr_power -0.5: the sqrt form
+            "power": dict(lr_power=-0.25),                 # the general power
+            "power-zero": dict(lr_power=0.0),              # a fixed learning rate
+            "zero-accumulator": dict(initial_accumulator_value=0.0),
+            "regularized": dict(lr_power=-0.75, l1=0.5, l2=0.25, l2_shrinkage=2.0**-5,
+                                beta=0.5),
+            "weight-decay-clip": dict(weight_decay=2.0**-8, clip_value=0.25, l1=2.0**-3)})},
+        keras={"plain": {}, "regularized": dict(lr_power=-0.25, l1=2.0**-4, l2=0.125,
+                                                l2_shrinkage=2.0**-6, beta=0.25,
+                                                initial_accumulator_value=0.5)},
+        lists=(ListRow("ftrl-keras", "ftrl", KERAS, dict(lr=0.1, l1=0.01, beta=0.1),
+                       init=0.1),
+               ListRow("ftrl-keras-power", "ftrl", KERAS,
+                       dict(lr=0.1, lr_power=-0.25, l2=0.01, l2_shrinkage=0.01), init=0.1)),
+        calls={KERAS: dict(step=1, lr=0.1, lr_power=-0.25, l1=0.01, l2=0.01)},
+        # Keras forms a norm clip's factor in float32 even for float64 variables;
+        # Ftrl's param is a function of the summed gradients (not a sum of
+        # lr-scaled steps), so that rounding (~6e-8) shows in it at full size.
+        keras_tol64={"clipnorm": 1e-7, "global_clipnorm": 1e-7},
+        errors=(
+            ErrorInput("lr-zero", dict(lr=0.0), ValueError, "lr", r"must be in \(0.0, inf\]",
+                       conventions=(KERAS,)),
+            ErrorInput("lr-power-positive", dict(lr_power=0.1), ValueError, "lr_power",
+                       r"must be in \[-inf, 0.0\]", conventions=(KERAS,),
+                       keras=r"`learning_rate_power` needs to be negative or zero\. "
+                             r"Received: learning_rate_power=0.1\.$"),
+            ErrorInput("lr-power-nan", dict(lr_power=float("nan")), ValueError, "lr_power",
+                       r"must be finite", conventions=(KERAS,)),
+            _keras_nonnegative("initial-accumulator-negative", "initial_accumulator_value",
+                               "initial_accumulator_value"),
+            _keras_nonnegative("l1-negative", "l1", "l1_regularization_strength"),
+            _keras_nonnegative("l2-negative", "l2", "l2_regularization_strength"),
+            _keras_nonnegative("l2-shrinkage-negative", "l2_shrinkage",
+                               "l2_shrinkage_regularization_strength", -1),
+            ErrorInput("beta-negative", dict(beta=-0.5), ValueError, "beta",
+                       r"must be in \[0.0, inf\]", conventions=(KERAS,)),
+            ErrorInput("torch-convention", dict(convention=TORCH), ValueError, "ftrl",
+                       r"is Keras's optimizer", conventions=(KERAS,)),
+        ),
+    ),
+    OptimizerInfo(         # Keras only: torch.optim has no Schedule-Free AdamW
+        SCHEDULE_FREE_ADAMW,
+        functional={KERAS: _on(_K_SF, {
+            "plain": {}, "warmup": dict(warmup_steps=16),
+            "betas": dict(beta1=0.5, beta2=0.75, eps=1e-6, warmup_steps=1),
+            "beta1-one": dict(beta1=1.0),
+            "weight-decay-clip": dict(weight_decay=2.0**-8, clip_value=0.25,
+                                      warmup_steps=4)})},
+        keras={"plain": {}, "warmup": dict(warmup_steps=8),
+               "betas": dict(beta1=0.75, beta2=0.875, eps=1e-6)},
+        lists=(ListRow("schedule-free-adamw-keras", "schedule_free_adamw", KERAS,
+                       dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, warmup_steps=3,
+                            weight_decay=0.01)),),
+        calls={KERAS: dict(step=2, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+                           warmup_steps=5)},
+        errors=(
+            ErrorInput("beta1-zero", dict(beta1=0.0), ValueError, "beta1",
+                       r"must be in \(0.0, 1.0\]", conventions=(KERAS,)),
+            ErrorInput("beta2-one", dict(beta2=1.0), ValueError, "beta2",
+                       r"must be in \[0.0, 1.0\)", conventions=(KERAS,)),
+            ErrorInput("eps-zero", dict(eps=0.0), ValueError, "eps",
+                       r"must be in \(0.0, inf\]", conventions=(KERAS,)),
+            ErrorInput("warmup-negative", dict(warmup_steps=-1), ValueError, "warmup_steps",
+                       r"must be in \[0.0, inf\]", conventions=(KERAS,)),
+            ErrorInput("warmup-float", dict(warmup_steps=2.5), TypeError, "warmup_steps",
+                       r"must be an int", conventions=(KERAS,)),
+            ErrorInput("torch-convention", dict(convention=TORCH), ValueError,
+                       "schedule_free_adamw", r"is Keras's optimizer", conventions=(KERAS,)),
         ),
     ),
 )

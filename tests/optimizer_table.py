@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import fastopt.functional as F
+from fastopt.spec import PARAM
 from optimizer_db import DB, KERAS, SPECS, TORCH, front_kwargs, keras_kwargs
 
 
@@ -35,8 +36,9 @@ class Case:
     convention: "torch" or "keras"; also names the oracle library.
     hyper:      fastopt keyword hyperparameters (everything but `step`,
                 `convention` and the arrays).
-    initial_accumulator_value: Adagrad's starting state (fills `state_sum`);
-                passed to the oracle under the same name.
+    initial_accumulator_value: the starting state of a slot that a
+                hyperparameter fills (Adagrad's `state_sum`, Ftrl's
+                `accumulator`); passed to the oracle under the same name.
     """
 
     id: str
@@ -73,14 +75,19 @@ def state_names(case):
     return SPECS[case.fn].state_names(_settings(case))
 
 
-def make_state(case, shape, dtype):
-    """Initial state arrays keyed by fastopt argument name (zeros, or the
-    initial value a slot names: Adagrad's accumulator), as the caller must
-    set them up."""
+def make_state(case, param):
+    """Initial state arrays for `param` keyed by fastopt argument name
+    (zeros, the initial value a slot names: Adagrad's accumulator, or a copy
+    of the param: ScheduleFreeAdamW's momentum), as the caller must set them up."""
     slots = {s.name: s for s in SPECS[case.fn].slots}
-    return {name: np.full(shape, case.initial_accumulator_value
-                          if isinstance(slots[name].init, str) else slots[name].init, dtype)
-            for name in state_names(case)}
+
+    def initial(slot):
+        if slot.init is PARAM:
+            return param.copy()
+        fill = case.initial_accumulator_value if isinstance(slot.init, str) else slot.init
+        return np.full(param.shape, fill, param.dtype)
+
+    return {name: initial(slots[name]) for name in state_names(case)}
 
 
 def fastopt_step(case, param, grad, state, step):
@@ -108,8 +115,9 @@ def oracle(case):
     spec = SPECS[case.fn]
     front = spec.torch if case.convention == TORCH else spec.keras
     kwargs = dict(case.hyper)
-    if case.fn == "adagrad":
-        kwargs["initial_accumulator_value"] = case.initial_accumulator_value
+    for slot in spec.slots:     # a slot filled from a hyperparameter (Adagrad, Ftrl)
+        if isinstance(slot.init, str):
+            kwargs[slot.init] = case.initial_accumulator_value
     for key in spec.fixed:   # AdamW's decoupled decay is its class, not an argument
         kwargs.pop(key, None)
     kwargs = (keras_kwargs(spec, kwargs) if case.convention == KERAS

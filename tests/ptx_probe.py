@@ -16,6 +16,12 @@ DTYPES = ("float32", "float64")
 # Every variant, except that the moving average (whose code follows the rule,
 # apart from the gradient transforms) is compiled without clip and l2 only.
 VARIANTS = [v for v in all_variants() if not (v.ema and (v.clip or v.l2))]
+# Arithmetic, conversion or memory access in a precision (``{}``: f32 or f64):
+# what float creep looks like. libdevice's double pow and exp test their
+# argument's range by reading its high word as a float32 (mov.b32, abs.f32,
+# setp.f32), which computes nothing in float32 and is not matched.
+_IN_PRECISION = (r"\b(?:add|sub|mul|mad|fma|div|rcp|sqrt|rsqrt|ex2|lg2|sin|cos|tanh"
+                 r"|min|max|neg|cvt|ld|st)(?:\.\w+)*\.{}\b")
 
 
 def variant_id(variant):
@@ -38,7 +44,8 @@ def probe(kernel_function, arrays_signature, extra_facts=lambda ptx: {}):
             print(json.dumps({
                 "key": variant.key, "dtype": name,
                 "local": ".local" in ptx,
-                "other_precision": (".f64" if bits == "32" else ".f32") in ptx,
+                "other_precision": bool(re.search(
+                    _IN_PRECISION.format("f64" if bits == "32" else "f32"), ptx)),
                 "loads": len(re.findall(rf"ld\.global(?:\.nc)?\.f{bits}", ptx)),
                 "stores": ptx.count(f"st.global.f{bits}"),
                 **extra_facts(ptx),

@@ -37,7 +37,7 @@ def _run_cases():
         for dtype in (np.float32, np.float64):
             param = rng.standard_normal(SHAPE).astype(dtype)
             grads = [rng.standard_normal(SHAPE).astype(dtype) for _ in range(STEPS)]
-            p, state = param.copy(), make_state(case, SHAPE, dtype)
+            p, state = param.copy(), make_state(case, param)
             for step, g in enumerate(grads, start=1):
                 fastopt_step(case, p, g, state, step)
             want, _ = oracles.run(oracle(case), param, grads)

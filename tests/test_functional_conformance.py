@@ -58,7 +58,7 @@ def _expected(case_id, shape, dtype, steps):
 def _fastopt(case, target, shape, dtype, steps):
     param, grads = _inputs(case.id, shape, dtype, steps)
     p = _put(target, param)
-    state = {k: _put(target, v) for k, v in make_state(case, shape, dtype).items()}
+    state = {k: _put(target, v) for k, v in make_state(case, param).items()}
     for step, g in enumerate(grads, start=1):
         fastopt_step(case, p, _put(target, g), state, step)
     return target.get(p), {k: target.get(v) for k, v in state.items()}

@@ -82,7 +82,8 @@ def test_common_errors_name_shared_options_only():
 # What Keras rounds to float32 even for float64 variables (the learning rate,
 # ``1 - wd*lr`` and the clip bound); epsilons, betas and momentum reach its
 # update code as Python floats.
-_ROUNDED_BY_KERAS = ("lr", "weight_decay", "clip_value", KERAS_BASE["clip_value"])
+_ROUNDED_BY_KERAS = ("lr", "weight_decay", "clip_value", KERAS_BASE["clip_value"],
+                     "lr_power", "l1", "l2_shrinkage")      # Ftrl's, see optimizer_db
 
 
 @pytest.mark.parametrize("info", DB, ids=IDS)

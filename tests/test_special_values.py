@@ -38,7 +38,7 @@ def test_nan_and_inf_propagate_like_the_oracle(case, dtype, target):
     param, grads = _inputs(dtype)
     want, want_state = oracles.run(oracle(case), param, grads)
     p = target.put(param)
-    state = {k: target.put(v) for k, v in make_state(case, (N,), dtype).items()}
+    state = {k: target.put(v) for k, v in make_state(case, param).items()}
     for step, g in enumerate(grads, start=1):
         fastopt_step(case, p, target.put(g), state, step)
     got = {"param": target.get(p), **{k: target.get(v) for k, v in state.items()}}

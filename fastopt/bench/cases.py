@@ -1,7 +1,7 @@
 """The benchmark's one table: each optimizer, its hyperparameters, its state.
 
-A row says how to call fastopt (functional name and keyword arguments, torch
-convention), which state arrays the update reads and writes, and how the
+A row says how to call fastopt (functional name, keyword arguments and
+convention: torch's, or Keras's for an optimizer only Keras has), which state arrays the update reads and writes, and how the
 peers spell the same update. Bytes moved per element come from `slots` only
 (`bytes_per_element`), so every implementation of a row is credited with the
 same traffic; tests check `slots` against the variant the dispatcher picks.
@@ -14,9 +14,11 @@ class Case:
     """One optimizer configuration, as every implementation runs it.
 
     fastopt:     name of the function in `fastopt.functional`.
-    kwargs:      its hyperparameters (``convention="torch"`` is added).
+    kwargs:      its hyperparameters (`convention` is added).
     slots:       the state arrays the update uses, in fastopt's names.
-    torch_class: name in `torch.optim`; torch_kwargs are its arguments.
+    torch_class: name in `torch.optim`; torch_kwargs are its arguments
+                 (None: torch.optim has no such optimizer, and the torch
+                 peers are reported unavailable).
     torch_state: torch's state key for each slot, where it differs.
     init:        how each slot starts: ``"moment"`` (random, small, any sign)
                  or ``"positive"`` (a running sum of squares).
@@ -24,16 +26,19 @@ class Case:
                  fastopt, its arguments)``: the same hyperparameters and
                  state arrays in Keras's convention (the list benchmark);
                  empty where Keras has no such optimizer.
+    convention:  the functional call's (and the NumPy peer's) convention:
+                 "torch" where torch.optim has the optimizer, else "keras".
     """
 
     fastopt: str
     kwargs: dict
     slots: tuple
-    torch_class: str
-    torch_kwargs: dict
+    torch_class: str = None
+    torch_kwargs: dict = field(default_factory=dict)
     torch_state: dict = field(default_factory=dict)
     init: dict = field(default_factory=dict)
     keras: tuple = ()
+    convention: str = "torch"
 
     def bytes_per_element(self, itemsize):
         """Each array read once (param, grad, slots), each written array
@@ -46,6 +51,9 @@ _ADAM_TORCH = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
 _ADAM_KERAS = dict(learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
 _RMSPROP_KERAS = dict(learning_rate=1e-2, rho=0.99, epsilon=1e-8)
 _POS = "positive"
+_FTRL = dict(lr=0.05, l1=1e-3, l2=1e-3)   # lr_power -0.5: Keras's default
+_FTRL_KERAS = dict(learning_rate=0.05, l1_regularization_strength=1e-3,
+                   l2_regularization_strength=1e-3)
 
 CASES = {
     "adam": Case("adam", _ADAM, ("exp_avg", "exp_avg_sq"), "Adam", _ADAM_TORCH,
@@ -81,6 +89,17 @@ CASES = {
                   init={"exp_avg_sq": _POS}, keras=("Nadam", _ADAM_KERAS)),
     "asgd": Case("asgd", dict(lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6), ("ax",), "ASGD",
                  dict(lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6)),   # Keras has none
+    # Keras's own (torch.optim has none): compared with the floor and NumPy.
+    "ftrl": Case("ftrl", _FTRL, ("accumulator", "linear"), init={"accumulator": _POS},
+                 keras=("Ftrl", _FTRL_KERAS), convention="keras"),
+    "ftrl_power": Case("ftrl", dict(_FTRL, lr_power=-0.25), ("accumulator", "linear"),
+                       init={"accumulator": _POS}, convention="keras",
+                       keras=("Ftrl", dict(_FTRL_KERAS, learning_rate_power=-0.25))),
+    "schedule_free_adamw": Case(
+        "schedule_free_adamw", dict(_ADAM, lr=2.5e-3, warmup_steps=100),
+        ("momentum", "velocity"), init={"velocity": _POS}, convention="keras",
+        keras=("ScheduleFreeAdamW", dict(_ADAM_KERAS, learning_rate=2.5e-3,
+                                         warmup_steps=100))),
 }
 
 # The issue's CPU targets; also the default selection.

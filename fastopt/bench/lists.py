@@ -154,7 +154,7 @@ def run_lists(models, optimizers, dtype, device, repeats, warmup, llc, bar=None)
                      "fastopt-per-tensor": _fastopt(case, many, per_tensor=True)}
             if case.keras:
                 calls["fastopt.keras"] = _keras_front_end(case, many)
-            if peers_torch.available():
+            if peers_torch.available() and case.torch_class is not None:
                 calls["fastopt.torch"] = _torch_front_end(case, many, flat=False)
                 calls["fastopt.torch-flat"] = _torch_front_end(case, many, flat=True)
             for mode in ("torch-foreach", "torch-fused"):

@@ -44,7 +44,7 @@ def fastopt_step(case, arrays):
     fn = getattr(fastopt.functional, case.fastopt)
     states = {slot: arrays[slot] for slot in case.slots}
     return functools.partial(fn, arrays["param"], arrays["grad"], **states,
-                             convention="torch", **case.kwargs)
+                             convention=case.convention, **case.kwargs)
 
 
 def captured_kernel_call(case, arrays, step=2, then=None):

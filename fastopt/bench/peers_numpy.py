@@ -1,7 +1,8 @@
 """Plain NumPy peers: the update as a user would first write it.
 
 Whole-array expressions with their temporaries, in place on the same arrays
-fastopt updates, torch's convention and hyperparameters (from `cases.CASES`).
+fastopt updates, in the case's convention (torch's, or Keras's for the
+optimizers only Keras has) and hyperparameters (from `cases.CASES`).
 NumPy runs these on one thread whatever the thread count.
 """
 import numpy as np
@@ -84,7 +85,34 @@ def _asgd(a, k, t):
         ax += (p - ax) * mu
 
 
+def _ftrl(a, k, t):
+    """Keras's Ftrl, as its update_step writes it."""
+    p, g, n, z = a["param"], a["grad"], a["accumulator"], a["linear"]
+    lr, q = k["lr"], -k.get("lr_power", -0.5)
+    l1, l2, l2s, beta = (k.get(key, 0.0) for key in ("l1", "l2", "l2_shrinkage", "beta"))
+    new_n = n + g * g
+    new_pow = new_n ** q
+    z += (g + 2 * l2s * p) - ((new_pow - n ** q) / lr) * p
+    quadratic = new_pow / lr + 2 * (l2 + beta / (2 * lr))
+    p[:] = (np.clip(z, -l1, l1) - z) / quadratic
+    n[:] = new_n
+
+
+def _schedule_free_adamw(a, k, t):
+    """Keras's ScheduleFreeAdamW (torch backend: x from the updated momentum)."""
+    y, g, z, v = a["param"], a["grad"], a["momentum"], a["velocity"]
+    b1, b2, warmup = k["beta1"], k["beta2"], k.get("warmup_steps", 0)
+    lr = k["lr"] * min(t / warmup, 1.0) if warmup > 0 else k["lr"]
+    v += (g * g - v) * (1 - b2)
+    z -= lr * g / (np.sqrt(v / (1 - b2 ** t)) + k["eps"])
+    x = (y - (1 - b1) * z) / b1
+    x = (1 - 1 / t) * x + z / t
+    y[:] = (1 - b1) * z + b1 * x
+
+
 _UPDATES = {
+    "ftrl": _ftrl,
+    "schedule_free_adamw": _schedule_free_adamw,
     "adam": lambda a, k, t: _adam(a, k, t, amsgrad=k.get("amsgrad", False)),
     "adamw": lambda a, k, t: _adam(a, k, t, wd=k["weight_decay"]),
     "rmsprop": _rmsprop,

@@ -25,6 +25,8 @@ def _torch():
 def supports(case, mode, device="cpu"):
     """None if torch can run `case` in `mode` on `device`, else why not
     (its fused forms differ between CPU and CUDA)."""
+    if case.torch_class is None:
+        return f"torch.optim has no {case.fastopt}"
     torch = _torch()
     cls = getattr(torch.optim, case.torch_class)
     if device == "cuda" and not torch.cuda.is_available():

@@ -9,7 +9,7 @@ argument parsing of its own. Its body is one line, into `_call`.
 import operator
 
 from .. import _dispatch, _hostscalars, _precision
-from ..spec import MAX_STEP, REQUIRED, SHARED_DOC, SHARED_SLOTS, check_step
+from ..spec import MAX_STEP, PARAM, REQUIRED, SHARED_DOC, SHARED_SLOTS, check_step
 
 _PLAIN = frozenset([float, int, bool, str, type(None)])
 
@@ -98,12 +98,13 @@ def make(spec):
 
 def _doc(spec):
     own = [h.name for h, _ in spec.arguments if h.name not in _SHARED_NAMES]
-    states = [s.name for s in spec.slots if s.arg == "required"]
+    slots = [s for s in spec.slots if s.arg == "required"]
+    states = [s.name for s in slots]
     # The example's values: the Keras front end's defaults (torch's if none).
     defaults = (spec.keras or spec.torch).defaults()
     required = ", ".join(f"{h.name}={defaults[h.name]!r}" for h, d in spec.arguments
                          if d is REQUIRED and h.name in defaults)
-    zeros = "".join(f"\n        >>> {s} = np.zeros_like(p)" for s in states)
+    zeros = "".join(f"\n        >>> {s.name} = {_initial(s, defaults)}" for s in slots)
     call = ", ".join(["p", "g", *states, "step=1", required])
     return f"""{spec.doc}
 
@@ -119,6 +120,14 @@ def _doc(spec):
         >>> p, g = np.ones(3, np.float32), np.full(3, 0.5, np.float32){zeros}
         >>> fastopt.functional.{spec.name}({call})
 """
+
+
+def _initial(slot, defaults):
+    """How the example makes `slot`'s array before the first step."""
+    if slot.init is PARAM:
+        return "p.copy()"
+    value = defaults.get(slot.init, 0.0) if isinstance(slot.init, str) else slot.init
+    return f"np.full_like(p, {value!r})" if value else "np.zeros_like(p)"
 
 
 _SHARED_NAMES = frozenset(["weight_decay", "decoupled_weight_decay", "maximize",

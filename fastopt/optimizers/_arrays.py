@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import _device, _facts, _threads
 from ..kernels import norms
+from ..spec import PARAM
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,24 @@ def describe(fn, name, x):
 
 def _is_cupy(x):
     return type(x).__module__.split(".")[0] == "cupy"
+
+
+def initial(param, init):
+    """A param's new state array: filled with the number `init`, or a copy
+    of the param where `init` is `fastopt.spec.PARAM`."""
+    if init is not PARAM:
+        return full_like(param, init)
+    if type(param) is np.ndarray:
+        return param.copy()
+    if _facts.is_torch(param):
+        import torch
+        return param.detach().clone(memory_format=torch.contiguous_format)
+    if _is_cupy(param):
+        with param.device:
+            return param.copy()
+    copy = full_like(param, 0.0)      # any other CUDA array: a Numba array
+    copy_from_host(copy, to_host(param))
+    return copy
 
 
 def full_like(param, value):

@@ -9,6 +9,8 @@ functional function with ``convention="keras"``. The machinery every
 optimizer shares is `fastopt.optimizers.base.Optimizer`.
 """
 import functools
+import math
+import numbers
 from types import SimpleNamespace
 
 import numpy as np
@@ -36,7 +38,7 @@ class SpecOptimizer(Optimizer):
         hyper = {}
         for key in self._keras_names:
             name = front.canonical(key)
-            value = spec.hyper(name).check(type(self).__name__, own[key], "keras", label=key)
+            value = self._check_hyper(spec.hyper(name), key, own[key])
             setattr(self, key, value)
             hyper[name] = value
         self._h = SimpleNamespace(**hyper)
@@ -49,6 +51,26 @@ class SpecOptimizer(Optimizer):
         self._host_h = SimpleNamespace(**{**{h.name: d for h, d in spec.arguments}, **hyper})
         self._host_values = {s.name: s.initial(self._host_h) for s in spec.host}
         self._host_at, self._host_dtype = 0, None
+
+    def _check_hyper(self, hyper, key, value):
+        """`value` of the argument `key` checked; where Keras checks it
+        itself (the Keras front's ``messages``) and the value fails that
+        check, Keras's own message."""
+        try:
+            return hyper.check(type(self).__name__, value, "keras", label=key)
+        except ValueError:
+            message = self.spec.keras.options.get("messages", {}).get(key)
+            if message is not None and _outside(value, hyper.range("keras")):
+                raise ValueError(message.format(value=value)) from None
+            raise
+
+    def _check_learning_rate(self, value):
+        # The base class takes any lr >= 0; a spec may ask more (Ftrl: > 0).
+        value = super()._check_learning_rate(value)
+        if not callable(value):
+            self.spec.hyper("lr").check(type(self).__name__, value, "keras",
+                                        label="learning_rate")
+        return value
 
     def state_slots(self):
         return tuple((s.keras, getattr(self._h, s.init) if isinstance(s.init, str)
@@ -105,6 +127,16 @@ class SpecOptimizer(Optimizer):
     def get_config(self):
         return {**super().get_config(),
                 **{key: getattr(self, key) for key in self._keras_names}}
+
+
+def _outside(value, bounds):
+    """Whether the real number `value` is outside `bounds` (`Hyper.range`):
+    the comparison Keras's own checks make (NaN is never outside)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
+        return False
+    low, high = bounds["low"], bounds["high"]
+    return ((low is not None and (value <= low if bounds["low_open"] else value < low))
+            or (high is not None and (value >= high if bounds["high_open"] else value > high)))
 
 
 def make(spec):

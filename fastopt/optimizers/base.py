@@ -270,7 +270,7 @@ class Optimizer:
         for i, p in enumerate(params):
             arrays = {}
             for name, init in slots:
-                arrays[name] = _arrays.full_like(p, init)
+                arrays[name] = _arrays.initial(p, init)
                 if pending is not None:
                     _arrays.copy_from_host(arrays[name], pending[name][i])
             state.append(arrays)

@@ -8,9 +8,12 @@ from .adagrad import ADAGRAD
 from .adam import ADAM, ADAMW
 from .adamax import ADAMAX
 from .asgd import ASGD
+from .ftrl import FTRL
 from .lion import LION
 from .nadam import NADAM
 from .rmsprop import RMSPROP
+from .schedule_free import SCHEDULE_FREE_ADAMW
 from .sgd import SGD
 
-SPECS = (SGD, ADAGRAD, RMSPROP, ADAM, ADAMW, ADAMAX, LION, NADAM, ASGD)
+SPECS = (SGD, ADAGRAD, RMSPROP, ADAM, ADAMW, ADAMAX, LION, NADAM, ASGD, FTRL,
+         SCHEDULE_FREE_ADAMW)
