@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from optimizer_db import DB, keras_kwargs
+from optimizer_db import KERAS_DB, keras_kwargs
 
 LR = 2.0 ** -7
 SHAPES = [(3, 4), (5,), (2, 3, 2)]
@@ -28,7 +28,7 @@ STEPS = 50
 # optimizer -> its own option sets, in Keras's names (from `optimizer_db`).
 VARIANTS = {info.spec.keras.cls: {option: keras_kwargs(info.spec, values)
                                   for option, values in info.keras.items()}
-            for info in DB}
+            for info in KERAS_DB}
 
 
 def staircase_schedule():

@@ -75,12 +75,16 @@ def state_names(case):
 
 def make_state(case, shape, dtype):
     """Initial state arrays keyed by fastopt argument name (zeros, or the
-    initial value a slot names: Adagrad's accumulator), as the caller must
-    set them up."""
+    initial value a slot names: Adagrad's accumulator, Rprop's step size
+    from lr), as the caller must set them up."""
     slots = {s.name: s for s in SPECS[case.fn].slots}
-    return {name: np.full(shape, case.initial_accumulator_value
-                          if isinstance(slots[name].init, str) else slots[name].init, dtype)
-            for name in state_names(case)}
+
+    def fill(init):   # a hyperparameter's name: the case's value of it
+        if not isinstance(init, str):
+            return init
+        return case.hyper.get(init, case.initial_accumulator_value)
+
+    return {name: np.full(shape, fill(slots[name].init), dtype) for name in state_names(case)}
 
 
 def fastopt_step(case, param, grad, state, step):

@@ -11,7 +11,7 @@ import pytest
 import fastopt
 import keras_table as T
 from conftest import CPU, CUDA, REAL_GPU, slow_unless, targets_slow_beyond
-from optimizer_db import DB, KERAS, keras_kwargs, keras_names
+from optimizer_db import KERAS, KERAS_DB, keras_kwargs, keras_names
 
 NAMES = list(T.VARIANTS)
 
@@ -353,7 +353,7 @@ def test_bad_call_changes_nothing(name, make, error, match, clipped):
 
 def _error_inputs():
     """Each optimizer's error inputs that its Keras-style class has."""
-    for info in DB:
+    for info in KERAS_DB:
         names = keras_names(info.spec)
         for error in info.all_errors():
             if KERAS in error.conventions and set(error.kwargs) <= set(names):
