@@ -22,7 +22,8 @@ class Case:
                  or ``"positive"`` (a running sum of squares).
     keras:       the Keras-style front end's spelling, ``(class name in
                  fastopt, its arguments)``: the same hyperparameters and
-                 state arrays in Keras's convention (the list benchmark).
+                 state arrays in Keras's convention (the list benchmark);
+                 empty where Keras has no such optimizer.
     """
 
     fastopt: str
@@ -76,6 +77,17 @@ CASES = {
                          keras=("SGD", dict(learning_rate=1e-2, momentum=0.9))),
     "sgd": Case("sgd", dict(lr=1e-2), (), "SGD", dict(lr=1e-2),
                 keras=("SGD", dict(learning_rate=1e-2))),
+    "adadelta": Case("adadelta", dict(lr=1.0, rho=0.9, eps=1e-6), ("square_avg", "acc_delta"),
+                     "Adadelta", dict(lr=1.0, rho=0.9, eps=1e-6),
+                     init={"square_avg": _POS, "acc_delta": _POS},
+                     keras=("Adadelta", dict(learning_rate=1.0, rho=0.9, epsilon=1e-6))),
+    # torch only (no Keras spelling): RAdam, Rprop.
+    "radam": Case("radam", _ADAM, ("exp_avg", "exp_avg_sq"), "RAdam", _ADAM_TORCH,
+                  init={"exp_avg_sq": _POS}),
+    "rprop": Case("rprop", dict(lr=1e-2, etaminus=0.5, etaplus=1.2, step_size_min=1e-6,
+                                step_size_max=50.0), ("prev", "step_size"), "Rprop",
+                  dict(lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50.0)),
+                  init={"step_size": _POS}),
 }
 
 # The issue's CPU targets; also the default selection.

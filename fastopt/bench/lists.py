@@ -152,7 +152,8 @@ def run_lists(models, optimizers, dtype, device, repeats, warmup, llc, bar=None)
             calls = {"fastopt-list": _fastopt(case, many),
                      "fastopt-flat": _fastopt(case, flat),
                      "fastopt-per-tensor": _fastopt(case, many, per_tensor=True)}
-            calls["fastopt.keras"] = _keras_front_end(case, many)
+            if case.keras:      # Keras has the optimizer
+                calls["fastopt.keras"] = _keras_front_end(case, many)
             if peers_torch.available():
                 calls["fastopt.torch"] = _torch_front_end(case, many, flat=False)
                 calls["fastopt.torch-flat"] = _torch_front_end(case, many, flat=True)
