@@ -72,7 +72,8 @@ def make(spec):
     for h, default in spec.arguments:
         keyword.append(h.name if default is REQUIRED else f"{h.name}={default!r}")
     keyword += [f"{s.name}=None" for s in spec.slots if s.arg == "keyword"]
-    keyword.append("convention: str = 'keras'")
+    # The default convention is Keras's, or torch's for an optimizer only torch has.
+    keyword.append(f"convention: str = {'keras' if spec.keras else 'torch'!r}")
     states = ", ".join(f"{s.name!r}: {s.name}" for s in spec.slots)
     values = ", ".join([h.name for h, _ in spec.arguments] + ["convention"])
     source = (f"def {name}(param, grad, {', '.join(positional + ['*'] + keyword)}) -> None:\n"
@@ -93,7 +94,10 @@ def _doc(spec):
     defaults = (spec.keras or spec.torch).defaults()
     required = ", ".join(f"{h.name}={defaults[h.name]!r}" for h, d in spec.arguments
                          if d is REQUIRED and h.name in defaults)
-    zeros = "".join(f"\n        >>> {s} = np.zeros_like(p)" for s in states)
+    inits = {s.name: s.init for s in spec.slots}
+    zeros = "".join(f"\n        >>> {s} = np.full_like(p, {defaults[inits[s]]!r})"
+                    if isinstance(inits[s], str) and inits[s] in defaults
+                    else f"\n        >>> {s} = np.zeros_like(p)" for s in states)
     call = ", ".join(["p", "g", *states, "step=1", required])
     return f"""{spec.doc}
 
