@@ -419,3 +419,97 @@ def schedule_free_adamw(p, g, s, h, f):
     x = one_minus_w * x + w * z
     p = one_minus_beta1 * z + beta1 * x
     return p, (z, v, s2)
+
+
+@declare(("lr", "rho", "one_minus_rho", "eps"),
+         (("square_avg", None), ("acc_delta", None)), ("torch_form",))
+def adadelta(p, g, s, h, f):
+    """Adadelta, both conventions; slots (s, d): the running averages of the
+    squared gradient and of the squared update (Keras's accumulated_grad and
+    accumulated_delta_var).
+
+    s ← ρ·s + (1−ρ)·g²
+    δ = sqrt(d + ε)·g / sqrt(s + ε)
+    d ← ρ·d + (1−ρ)·δ²
+    p ← p − lr·δ
+    torch_form: torch's roundings, δ = (sqrt(d + ε) / sqrt(s + ε))·g and
+    the products as its addcmul forms them, ((1−ρ)·g)·g and ((1−ρ)·δ)·δ;
+    Keras's: (sqrt(d + ε)·g) / sqrt(s + ε), (1−ρ)·(g·g) and (1−ρ)·(δ·δ).
+    h = (lr, ρ, 1−ρ, ε);  f = (torch_form,)
+    """
+    sq, acc, s2 = s
+    lr, rho, one_minus_rho, eps = h
+    (torch_form,) = f
+    if torch_form:
+        sq = rho * sq + one_minus_rho * g * g
+        delta = math.sqrt(acc + eps) / math.sqrt(sq + eps) * g
+        acc = rho * acc + one_minus_rho * delta * delta
+    else:
+        sq = rho * sq + one_minus_rho * (g * g)
+        delta = (math.sqrt(acc + eps) * g) / math.sqrt(sq + eps)
+        acc = rho * acc + one_minus_rho * (delta * delta)
+    p = p - lr * delta
+    return p, (sq, acc, s2)
+
+
+@declare(("beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "alpha", "adaptive",
+          "plain", "eps"),
+         (("exp_avg", None), ("exp_avg_sq", None)))
+def radam(p, g, s, h, f):
+    """RAdam (torch); slots (m, v).
+
+    m ← lerp(m, g, 1−β₁);   v ← β₂·v + ((1−β₂)·g)·g
+    p ← p − (α·m)·(k / (sqrt(v) + ε) + r)
+
+    The host decides each step whether the variance is rectified (torch's
+    ρₜ > 5) and passes α = lr/(1−β₁ᵗ) with, rectified, k = sqrt(1−β₂ᵗ)·rectₜ
+    and r = 0, else k = 0 and r = 1 (the un-adapted step p − α·m): a blend
+    of scalars, so every element runs the same instructions. With k = 0 the
+    quotient is 0 for every v (ε > 0), and adding 0 or multiplying by 1 is
+    exact: the un-adapted branch is torch's to the rounding.
+    h = (β₁, 1−β₁, β₂, 1−β₂, α, k, r, ε)
+    """
+    m, v, s2 = s
+    beta1, one_minus_beta1, beta2, one_minus_beta2, alpha, k, r, eps = h
+    m = lerp(m, g, one_minus_beta1, beta1)
+    v = beta2 * v + one_minus_beta2 * g * g
+    p = p - (alpha * m) * (k / (math.sqrt(v) + eps) + r)
+    return p, (m, v, s2)
+
+
+@declare(("etaminus", "etaplus", "step_size_min", "step_size_max", "zero"),
+         (("prev", None), ("step_size", None)))
+def rprop(p, g, s, h, f):
+    """Rprop (torch); slots (prev, η): the last gradient used and the
+    per-element step size.
+
+    c = g·prev
+    c > 0: η ← η·η₊;   c < 0: η ← η·η₋ and g ← 0;   else (0, NaN) η kept
+    η ← clamp(η, η_min, η_max)    (min then max, as torch.clamp: NaN stays)
+    p ← p − sign(g)·η;   prev ← g
+
+    sign(g)·η is written as a choice (no float literal for ±1); for g = 0 or
+    NaN torch's sign is 0 and the host's zero stands for it, 0·η (NaN for an
+    infinite η, as in torch). The product, not the two signs, decides, as
+    torch's sign(g·prev) does (an underflowing product counts as 0).
+    h = (η₋, η₊, η_min, η_max, 0)
+    """
+    prev, size, s2 = s
+    etaminus, etaplus, size_min, size_max, zero = h
+    c = g * prev
+    if c > -c:
+        size = size * etaplus
+    elif c < -c:
+        size = size * etaminus
+        g = zero
+    if size < size_min:
+        size = size_min
+    if size > size_max:
+        size = size_max
+    if g > -g:
+        p = p - size
+    elif g < -g:
+        p = p + size
+    else:
+        p = p - zero * size
+    return p, (g, size, s2)

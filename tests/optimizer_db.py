@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import fastopt.specs
-from fastopt.specs import (ADAGRAD, ADAM, ADAMAX, ADAMW, ASGD, FTRL, LION, NADAM, RMSPROP,
-                           SCHEDULE_FREE_ADAMW, SGD)
+from fastopt.specs import (ADADELTA, ADAGRAD, ADAM, ADAMAX, ADAMW, ASGD, FTRL, LION, NADAM,
+                           RADAM, RMSPROP, RPROP, SCHEDULE_FREE_ADAMW, SGD)
 
 TORCH, KERAS = "torch", "keras"
 DTYPES = (np.float32, np.float64)
@@ -582,6 +582,97 @@ DB += (
                        r"must be an int", conventions=(KERAS,)),
             ErrorInput("torch-convention", dict(convention=TORCH), ValueError,
                        "schedule_free_adamw", r"is Keras's optimizer", conventions=(KERAS,)),
+        ),
+    ),
+    OptimizerInfo(
+        ADADELTA,
+        functional={
+            TORCH: _on(dict(lr=1.0, rho=0.9, eps=1e-6), {
+                "plain": {}, "rho": dict(rho=0.95, weight_decay=0.9),    # torch's optim_db
+                "weight-decay-maximize": dict(weight_decay=0.1, maximize=True)}),
+            KERAS: _on(dict(lr=1.0, rho=0.95, eps=1e-7), {
+                "plain": {}, "weight-decay-clip": dict(weight_decay=2.0**-8, clip_value=0.25)}),
+        },
+        # At the table's learning rate (2**-7) Keras's default ε (1e-7) barely
+        # moves a param in 50 steps: Adadelta's first steps are ~sqrt(ε) long.
+        keras={"plain": dict(eps=1e-2), "rho": dict(rho=0.8, eps=0.5)},
+        torch=_on(dict(lr=1.0), {
+            "plain": {}, "rho": dict(rho=0.95, eps=1e-5), "weight_decay": dict(weight_decay=0.1),
+            "maximize": dict(maximize=True, weight_decay=0.1)}),
+        torch_group=dict(lr=0.5, rho=0.8, weight_decay=0.02),
+        interchange="rho",
+        lists=(ListRow("adadelta-keras-clip", "adadelta", KERAS,
+                       dict(lr=1.0, rho=0.95, eps=1e-7, clip_value=0.5)),
+               ListRow("adadelta-torch-l2", "adadelta", TORCH,
+                       dict(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.01))),
+        calls={KERAS: dict(step=1, lr=1.0, rho=0.95, eps=1e-7),
+               TORCH: dict(step=2, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.01)},
+        errors=(
+            ErrorInput("rho-above-one", dict(rho=1.1), ValueError, "rho",
+                       r"must be in \[0.0, 1.0\]", torch=r"Invalid rho value: 1.1"),  # optim_db
+            ErrorInput("rho-negative", dict(rho=-0.1), ValueError, "rho", r"must be in",
+                       torch=r"Invalid rho value: -0.1"),
+            ErrorInput("eps-negative", dict(eps=-1e-6), ValueError, "eps",
+                       r"must be in \[0.0, inf\]", torch=r"Invalid epsilon value: -1e-06"),
+        ),
+    ),
+    OptimizerInfo(         # torch only: Keras has no RAdam
+        RADAM,
+        functional={TORCH: _on(_T_ADAM, {
+            "plain": {}, "betas": dict(beta1=0.8, beta2=0.9),   # rectified from step 5
+            "weight-decay": dict(weight_decay=0.1),
+            "decoupled-weight-decay": dict(weight_decay=0.1, decoupled_weight_decay=True),
+            "weight-decay-maximize": dict(weight_decay=0.1, maximize=True)})},
+        keras=None,
+        torch={**_TORCH_BETAS, "weight_decay": dict(lr=0.01, weight_decay=0.1),
+               "decoupled_weight_decay": dict(lr=0.01, weight_decay=0.1,
+                                              decoupled_weight_decay=True),
+               "maximize": dict(lr=0.01, weight_decay=0.1, maximize=True)},
+        torch_group=dict(lr=0.003, beta1=0.5, beta2=0.9, weight_decay=0.02),
+        interchange="betas_eps",
+        lists=(ListRow("radam-torch-l2", "radam", TORCH,
+                       dict(**_ADAM_LIST, eps=1e-8, weight_decay=0.01)),),
+        calls={TORCH: dict(step=7, **_ADAM_LIST, eps=1e-8, weight_decay=0.01)},
+        errors=(
+            _eps_positive(0.0), _eps_positive(-1e-8),
+            ErrorInput("beta1-one", dict(beta1=1.0, beta2=0.0), ValueError, "beta1",
+                       r"must be in \[0.0, 1.0\)",
+                       torch=r"Invalid beta parameter at index 0: 1.0"),   # torch's optim_db
+            _beta(1, -0.5),
+            ErrorInput("keras-convention", dict(convention=KERAS), ValueError, "radam",
+                       r"is torch's optimizer", conventions=(TORCH,)),
+        ),
+    ),
+    OptimizerInfo(         # torch only: Keras has no Rprop
+        RPROP,
+        functional={TORCH: _on(dict(lr=0.01, etaminus=0.5, etaplus=1.2, step_size_min=1e-6,
+                                    step_size_max=50.0), {
+            "plain": {}, "etas": dict(etaminus=0.3, etaplus=1.5),
+            "step-sizes": dict(step_size_min=1e-3, step_size_max=0.05),
+            "maximize": dict(maximize=True)})},
+        keras=None,
+        torch=_on(dict(lr=0.01), {
+            "plain": {}, "etas": dict(etaminus=0.3, etaplus=1.5),
+            "step_sizes": dict(step_size_min=1e-4, step_size_max=0.02),
+            "maximize": dict(maximize=True)}),
+        torch_group=dict(lr=0.002, etaminus=0.4, etaplus=1.1),
+        interchange="etas",
+        lists=(ListRow("rprop-torch-maximize", "rprop", TORCH,
+                       dict(lr=0.01, etaminus=0.5, etaplus=1.2, step_size_min=1e-6,
+                            step_size_max=50.0, maximize=True), init=0.01),),
+        calls={TORCH: dict(step=2, lr=0.01, etaminus=0.5, etaplus=1.2, step_size_min=1e-6,
+                           step_size_max=50.0)},
+        errors=(
+            ErrorInput("etas-swapped", dict(etaminus=1.0, etaplus=0.5), ValueError,
+                       "etaminus", r"must be in \(0.0, 1.0\)",
+                       torch=r"Invalid eta values: 1.0, 0.5"),             # torch's optim_db
+            ErrorInput("etaplus-below-one", dict(etaplus=0.9), ValueError, "etaplus",
+                       r"must be in \(1.0, inf\]", torch=r"Invalid eta values: 0.5, 0.9"),
+            ErrorInput("step-size-max-nan", dict(step_size_max=float("nan")), ValueError,
+                       "step_size_max", r"must be finite",
+                       torch=r"Invalid step_sizes\[1\] value: nan", torch_optim="accepts"),
+            ErrorInput("keras-convention", dict(convention=KERAS), ValueError, "rprop",
+                       r"is torch's optimizer", conventions=(TORCH,)),
         ),
     ),
 )

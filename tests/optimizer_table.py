@@ -77,14 +77,17 @@ def state_names(case):
 
 def make_state(case, param):
     """Initial state arrays for `param` keyed by fastopt argument name
-    (zeros, the initial value a slot names: Adagrad's accumulator, or a copy
-    of the param: ScheduleFreeAdamW's momentum), as the caller must set them up."""
+    (zeros, the initial value a slot names: Adagrad's accumulator, Rprop's
+    step size from lr, or a copy of the param: ScheduleFreeAdamW's momentum),
+    as the caller must set them up."""
     slots = {s.name: s for s in SPECS[case.fn].slots}
 
     def initial(slot):
         if slot.init is PARAM:
             return param.copy()
-        fill = case.initial_accumulator_value if isinstance(slot.init, str) else slot.init
+        fill = slot.init
+        if isinstance(fill, str):   # a hyperparameter's name: the case's value of it
+            fill = case.hyper.get(fill, case.initial_accumulator_value)
         return np.full(param.shape, fill, param.dtype)
 
     return {name: initial(slots[name]) for name in state_names(case)}

@@ -100,6 +100,17 @@ CASES = {
         ("momentum", "velocity"), init={"velocity": _POS}, convention="keras",
         keras=("ScheduleFreeAdamW", dict(_ADAM_KERAS, learning_rate=2.5e-3,
                                          warmup_steps=100))),
+    "adadelta": Case("adadelta", dict(lr=1.0, rho=0.9, eps=1e-6), ("square_avg", "acc_delta"),
+                     "Adadelta", dict(lr=1.0, rho=0.9, eps=1e-6),
+                     init={"square_avg": _POS, "acc_delta": _POS},
+                     keras=("Adadelta", dict(learning_rate=1.0, rho=0.9, epsilon=1e-6))),
+    # torch only (no Keras spelling): RAdam, Rprop.
+    "radam": Case("radam", _ADAM, ("exp_avg", "exp_avg_sq"), "RAdam", _ADAM_TORCH,
+                  init={"exp_avg_sq": _POS}),
+    "rprop": Case("rprop", dict(lr=1e-2, etaminus=0.5, etaplus=1.2, step_size_min=1e-6,
+                                step_size_max=50.0), ("prev", "step_size"), "Rprop",
+                  dict(lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50.0)),
+                  init={"step_size": _POS}),
 }
 
 # The CPU targets; also the default selection.

@@ -88,6 +88,13 @@ def make_cupy(name, case, sets):
     return call
 
 
+_OPTAX = frozenset(["adam", "adamw", "amsgrad", "rmsprop", "adagrad", "sgd", "sgd_momentum"])
+
+
+def optax_supports(name):
+    return None if name in _OPTAX else f"no optax spelling written for {name}"
+
+
 def make_optax(name, case, sets):
     """``(call(k), block())``: one jitted optax step on a JAX copy of set k."""
     import jax

@@ -110,6 +110,41 @@ def _schedule_free_adamw(a, k, t):
     y[:] = (1 - b1) * z + b1 * x
 
 
+def _adadelta(a, k, t):
+    p, g, s, d = a["param"], a["grad"], a["square_avg"], a["acc_delta"]
+    rho, eps = k["rho"], k["eps"]
+    s[:] = rho * s + (1 - rho) * g * g
+    delta = np.sqrt(d + eps) / np.sqrt(s + eps) * g
+    d[:] = rho * d + (1 - rho) * delta * delta
+    p -= k["lr"] * delta
+
+
+def _radam(a, k, t):
+    p, g, m, v = a["param"], a["grad"], a["exp_avg"], a["exp_avg_sq"]
+    lr, b1, b2, eps = k["lr"], k["beta1"], k["beta2"], k["eps"]
+    m[:] = b1 * m + (1 - b1) * g
+    v[:] = b2 * v + (1 - b2) * g * g
+    c1, c2 = 1 - b1 ** t, 1 - b2 ** t
+    rho_inf = 2 / (1 - b2) - 1
+    rho_t = rho_inf - 2 * t * b2 ** t / c2
+    if rho_t > 5:
+        rect = np.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf
+                       / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+        p -= lr * m / c1 * rect * np.sqrt(c2) / (np.sqrt(v) + eps)
+    else:
+        p -= lr * m / c1
+
+
+def _rprop(a, k, t):
+    p, g, prev, size = a["param"], a["grad"], a["prev"], a["step_size"]
+    c = g * prev
+    size *= np.where(c > 0, k["etaplus"], np.where(c < 0, k["etaminus"], 1.0))
+    np.clip(size, k["step_size_min"], k["step_size_max"], out=size)
+    g = np.where(c < 0, 0.0, g)
+    p -= np.sign(g) * size
+    prev[:] = g
+
+
 _UPDATES = {
     "ftrl": _ftrl,
     "schedule_free_adamw": _schedule_free_adamw,
@@ -120,6 +155,9 @@ _UPDATES = {
     "sgd": _sgd,
     "nadam": _nadam,
     "asgd": _asgd,
+    "adadelta": _adadelta,
+    "radam": _radam,
+    "rprop": _rprop,
 }
 
 

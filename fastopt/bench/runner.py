@@ -43,8 +43,10 @@ def _unavailable(impl, name, case, device):
         if not peers_gpu.cupy_available():
             return "cupy is not installed"
         return peers_gpu.cupy_supports(name)
-    if impl == "optax" and not peers_gpu.optax_available():
-        return "jax/optax are not installed"
+    if impl == "optax":
+        if not peers_gpu.optax_available():
+            return "jax/optax are not installed"
+        return peers_gpu.optax_supports(name)
     return None
 
 

@@ -80,7 +80,8 @@ def make(spec):
     slots = spec.slots + SHARED_SLOTS
     keyword += [f"{s.name}=None" for s in slots if s.arg == "keyword"]
     keyword += [f"{s.name}=None" for s in spec.host]
-    keyword.append("convention: str = 'keras'")
+    # The default convention is Keras's, or torch's for an optimizer only torch has.
+    keyword.append(f"convention: str = {'keras' if spec.keras else 'torch'!r}")
     states = ", ".join(f"{s.name!r}: {s.name}" for s in slots)
     values = ", ".join([h.name for h, _ in spec.arguments] + ["convention"])
     host = (", {" + ", ".join(f"{s.name!r}: {s.name}" for s in spec.host) + "}"

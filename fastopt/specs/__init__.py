@@ -4,6 +4,7 @@
 optimizer is a rule in `kernels/rules.py`, its spec file here, and its line
 below.
 """
+from .adadelta import ADADELTA
 from .adagrad import ADAGRAD
 from .adam import ADAM, ADAMW
 from .adamax import ADAMAX
@@ -11,9 +12,11 @@ from .asgd import ASGD
 from .ftrl import FTRL
 from .lion import LION
 from .nadam import NADAM
+from .radam import RADAM
 from .rmsprop import RMSPROP
+from .rprop import RPROP
 from .schedule_free import SCHEDULE_FREE_ADAMW
 from .sgd import SGD
 
 SPECS = (SGD, ADAGRAD, RMSPROP, ADAM, ADAMW, ADAMAX, LION, NADAM, ASGD, FTRL,
-         SCHEDULE_FREE_ADAMW)
+         SCHEDULE_FREE_ADAMW, ADADELTA, RADAM, RPROP)

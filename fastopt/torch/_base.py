@@ -66,6 +66,9 @@ _REJECTED = {"capturable": "CUDA-graph capture of the step",
              "differentiable": "differentiating through the step"}
 
 
+_TENSOR_NAMES = {"learning rate": "lr"}
+
+
 def check(value, label, low=0.0, high=None, *, low_open=False, high_open=False):
     """A hyperparameter as a float, with torch's message when out of range.
 
@@ -79,8 +82,8 @@ def check(value, label, low=0.0, high=None, *, low_open=False, high_open=False):
         ValueError: Invalid learning rate: -1.0
     """
     if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ValueError(f"Tensor {label} must be 1-element")
+        if value.numel() != 1:   # torch's words: "Tensor lr must be 1-element"
+            raise ValueError(f"Tensor {_TENSOR_NAMES.get(label, label)} must be 1-element")
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{label} must be a real number, got {type(value).__name__}")

@@ -12,7 +12,9 @@ with ``convention="torch"``. The machinery every optimizer shares is
 Front options (`Front.options`): ``counts_steps`` (False: no
 ``state["step"]``, torch's SGD), ``eager_state`` (the state is built in the
 constructor, from the constructor's values: torch's Adagrad),
-``plan_error`` (torch's message for a combination the spec's plan refuses).
+``plan_error`` (torch's message for a combination the spec's plan refuses),
+``pair_errors`` (torch's message for a pair argument with a half out of
+range, by argument: Rprop's ``Invalid eta values: {0}, {1}``).
 """
 from types import SimpleNamespace
 
@@ -55,10 +57,9 @@ class SpecOptimizer(Optimizer):
         checked = {}
         for param in front.parameters():
             name = front.canonical(param.name)
-            if isinstance(name, tuple):   # torch's betas
-                for i, (part, value) in enumerate(zip(name, group[param.name])):
-                    checked[part] = _check(spec.hyper(part), value,
-                                           f"beta parameter at index {i}")
+            if isinstance(name, tuple):   # torch's betas, etas, step_sizes
+                checked.update(_check_pair(front, spec, param.name, name,
+                                           group[param.name]))
             elif name not in _REJECTED and name != "foreach" and name != "fused":
                 checked[name] = _check(spec.hyper(name), group[param.name],
                                        _LABELS.get(name, f"{param.name} value"))
@@ -73,12 +74,17 @@ class SpecOptimizer(Optimizer):
     def _slots(self, hyper, p):
         """{torch key: initial fill} of the state `p` needs under `hyper`
         (None: every slot the constructor's values use). An initial value
-        named by a hyperparameter is the constructor's, as in torch."""
-        h = SimpleNamespace(**(self.defaults if hyper is None else hyper))
+        named by a hyperparameter is the group's where the update takes that
+        hyperparameter (Rprop's step size, from the group's lr), else the
+        constructor's (Adagrad's initial_accumulator_value), as in torch."""
+        own = self.defaults if hyper is None else hyper
+        h = SimpleNamespace(**own)
         slots = {}
         for s in self.spec.slots:
             if hyper is None or s.used(h):
-                fill = self.defaults[s.init] if isinstance(s.init, str) else s.init
+                fill = s.init
+                if isinstance(fill, str):   # the group's value where it has one
+                    fill = own[fill] if fill in own else self.defaults[fill]
                 slots[s.torch] = complex(fill, fill) if p.is_complex() else fill
         return slots
 
@@ -91,6 +97,23 @@ class SpecOptimizer(Optimizer):
             params, grads, **{s.name: state.get(s.torch) for s in self.spec.slots},
             **{s.name: state.get(s.torch) for s in self.spec.host},
             step=step, convention="torch", **hyper)
+
+
+def _check_pair(front, spec, key, names, values):
+    """A pair argument (``betas``), each half checked; a half out of range
+    raises torch's message for the pair where it has one
+    (``Front.options["pair_errors"]``), else its message for the half."""
+    message = front.options.get("pair_errors", {}).get(key)
+    checked = {}
+    for i, (part, value) in enumerate(zip(names, values)):
+        label = f"beta parameter at index {i}" if key == "betas" else f"{key}[{i}] value"
+        try:
+            checked[part] = _check(spec.hyper(part), value, label)
+        except ValueError:
+            if message is None:
+                raise
+            raise ValueError(message.format(*values)) from None
+    return checked
 
 
 def _check(h, value, label):
