@@ -36,7 +36,7 @@ import zlib
 
 import numpy as np
 
-from .. import _batch, _checks, _facts, _front, _threads
+from .. import _batch, _checks, _facts, _front, _tensorflow, _threads
 from ..spec import check_flag, check_float
 from . import _arrays
 
@@ -230,6 +230,10 @@ class Optimizer:
         params = list(params)
         if self.built:
             raise ValueError(f"{self._fn}: already built")
+        if _uses_tensorflow(params):
+            with _tensorflow.host_arrays(params, self._fn) as params:
+                self._build(params, [d.spec for d in self._describe_params(params)])
+            return
         self._build(params, [d.spec for d in self._describe_params(params)])
 
     def _describe_params(self, params):
@@ -311,7 +315,18 @@ class Optimizer:
         # As Keras does on its torch backend: the step is no part of a graph
         # (torch refuses in-place updates of leaves that require grad).
         with _autograd_off():
+            if _uses_tensorflow(params):
+                return self._apply_tensorflow(grads, params)
             return self._apply(grads, params)
+
+    def _apply_tensorflow(self, grads, params):
+        """`_apply` on this step's host arrays of TensorFlow variables and
+        tensors (`fastopt._tensorflow`, docs/tensorflow.md)."""
+        with _tensorflow.host_arrays(params, self._fn) as arrays, \
+                _tensorflow.host_arrays(grads, self._fn, "grads", writable=False) as views:
+            iterations = self._apply(views, arrays)
+        self._params = params   # the variables: TensorFlow may move their buffers
+        return iterations
 
     def _apply(self, grads, params):
         if self._fast_step(grads, params):
@@ -600,6 +615,10 @@ class Optimizer:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items()
                          if k != "name" and v is not None)
         return f"{type(self).__name__}({args})"
+
+
+def _uses_tensorflow(params):
+    return "tensorflow" in sys.modules and any(map(_tensorflow.is_tensorflow, params))
 
 
 def _autograd_off():
