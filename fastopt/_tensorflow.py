@@ -33,6 +33,7 @@ import numpy as np
 _FLOATS = ("float32", "float64")
 _types = None       # the TensorFlow types, once TensorFlow is loaded
 _read = None        # ReadVariableOp's eager function
+_known = {}         # type -> whether `is_tensorflow` holds for its instances
 
 
 def is_tensorflow(x):
@@ -42,6 +43,22 @@ def is_tensorflow(x):
     if "tensorflow" not in sys.modules:
         return False
     return isinstance(x, _tf_types())
+
+
+def any_tensorflow(values):
+    """Whether any of `values` `is_tensorflow`, one check per distinct type
+    (a step's list of a model's params is a few types); False at once while
+    TensorFlow is not loaded."""
+    if "tensorflow" not in sys.modules:
+        return False
+    known = _known
+    for t in set(map(type, values)):
+        found = known.get(t)
+        if found is None:
+            found = known[t] = issubclass(t, _tf_types())
+        if found:
+            return True
+    return False
 
 
 @contextlib.contextmanager

@@ -271,16 +271,20 @@ def test_is_tensorflow(monkeypatch):
     assert _tensorflow.is_tensorflow(tf.IndexedSlices(tf.ones((1, 2)), tf.constant([0])))
     assert not _tensorflow.is_tensorflow(np.ones(2))
     assert not _tensorflow.is_tensorflow(None)
+    assert _tensorflow.any_tensorflow([np.ones(2), v])
+    assert not _tensorflow.any_tensorflow([np.ones(2), None])
     # While TensorFlow is not loaded, False without importing it.
     monkeypatch.delitem(sys.modules, "tensorflow")
     assert not _tensorflow.is_tensorflow(v)
+    assert not _tensorflow.any_tensorflow([v])
     assert "tensorflow" not in sys.modules
 
 
 def test_keras_on_tensorflow():
     """The seed's loop (GradientTape, Keras Sequential, apply_gradients) with
-    fastopt.Adam against Keras 3's Adam on its TensorFlow backend, eager and
-    in a tf.function, dense and embedding models (tensorflow_keras_worker)."""
+    fastopt.Adam against Keras 3's Adam on its TensorFlow backend: a dense
+    model eager and in a tf.function, embedding models with unique and with
+    repeated ids (tensorflow_keras_worker)."""
     pytest.importorskip("keras")
     here = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
@@ -289,4 +293,4 @@ def test_keras_on_tensorflow():
     assert done.returncode == 0, done.stderr[-3000:]
     errors = json.loads(done.stdout.strip().splitlines()[-1])
     checked = {k: e for k, e in errors.items() if not k.startswith("info:")}
-    assert len(checked) == 6 and max(checked.values()) <= 1e-5, errors
+    assert len(checked) == 4 and max(checked.values()) <= 1e-5, errors

@@ -618,7 +618,7 @@ class Optimizer:
 
 
 def _uses_tensorflow(params):
-    return "tensorflow" in sys.modules and any(map(_tensorflow.is_tensorflow, params))
+    return "tensorflow" in sys.modules and _tensorflow.any_tensorflow(params)
 
 
 def _autograd_off():
