@@ -38,7 +38,7 @@ import zlib
 
 import numpy as np
 
-from .. import _batch, _checks, _facts, _front, _threads
+from .. import _batch, _checks, _facts, _front, _tensorflow, _threads
 from ..spec import check_flag, check_float
 from . import _arrays, _variables
 
@@ -244,6 +244,10 @@ class Optimizer:
         params = _variables.keras_values(self._fn, list(params), "params")
         if self.built:
             raise ValueError(f"{self._fn}: already built")
+        if _uses_tensorflow(params):
+            with _tensorflow.host_arrays(params, self._fn) as params:
+                self._build(params, [d.spec for d in self._describe_params(params)])
+            return
         self._build(params, [d.spec for d in self._describe_params(params)])
 
     def _describe_params(self, params):
@@ -330,7 +334,18 @@ class Optimizer:
         # As Keras does on its torch backend: the step is no part of a graph
         # (torch refuses in-place updates of leaves that require grad).
         with _autograd_off():
+            if _uses_tensorflow(params):
+                return self._apply_tensorflow(grads, params)
             return self._apply(grads, params)
+
+    def _apply_tensorflow(self, grads, params):
+        """`_apply` on this step's host arrays of TensorFlow variables and
+        tensors (`fastopt._tensorflow`, docs/tensorflow.md)."""
+        with _tensorflow.host_arrays(params, self._fn) as arrays, \
+                _tensorflow.host_arrays(grads, self._fn, "grads", writable=False) as views:
+            iterations = self._apply(views, arrays)
+        self._params = params   # the variables: TensorFlow may move their buffers
+        return iterations
 
     def _apply(self, grads, params):
         if self._fast_step(grads, params):
@@ -642,6 +657,10 @@ def _takes_step(schedule):
         return True
     return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
                for p in parameters)
+
+
+def _uses_tensorflow(params):
+    return "tensorflow" in sys.modules and _tensorflow.any_tensorflow(params)
 
 
 def _autograd_off():
