@@ -56,9 +56,9 @@ def _seed_loop(optimizer, steps=50):
     return [v.numpy() for v in model.weights]
 
 
-def _close(got, want, tol):
+def _close(got, want, tol, rtol=0.0):
     for g, w in zip(got, want):
-        np.testing.assert_allclose(g, w, rtol=0, atol=tol)
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=tol)
 
 
 @pytest.mark.parametrize("module", ["fastopt", "fastopt.keras"])
@@ -118,7 +118,7 @@ def test_fit(cls, options, loss_scale, exclude):
     got_state = [v.numpy() for v in got_model.optimizer.variables]
     want_state = [v.numpy() for v in want_model.optimizer.variables]
     assert len(got_state) == len(want_state)
-    _close(got_state, want_state, 1e-5)
+    _close(got_state, want_state, 1e-5, rtol=1e-5)   # Ftrl's linear grows to ~1e2
 
 
 def test_fit_with_callbacks():

@@ -159,6 +159,7 @@ class FusedOptimizer:
         fused_ema = "ema" in groups[0].state
         if fused_ema:    # Keras's momentum: 0 at its first step (the average is the param)
             hyper["ema_momentum"] = self.ema_momentum if int(self.iterations) else 0.0
+        host = self._fastopt_host()
         with torch.no_grad(), _batch.all_or_nothing():
             for group in groups:
                 with _front.call(self._fastopt_who(), group.name, layout=group.layout,
@@ -166,7 +167,10 @@ class FusedOptimizer:
                     plan.call(group.params, [grads[i] for i in group.index],
                               **group.state, step=step, lr=lr,
                               weight_decay=decay if group.decayed else 0.0,
-                              convention="keras", **hyper)
+                              convention="keras", **hyper, **host)
+                # Keras's variable advances once a step: the first call
+                # advances it, the others take its value before the step.
+                host = {name: float(value) for name, value in host.items()}
         plan.ema_done = fused_ema
 
     def _update_model_variables_moving_average(self, trainable_variables):
@@ -177,6 +181,14 @@ class FusedOptimizer:
             self._fastopt.ema_done = False
             return
         super()._update_model_variables_moving_average(trainable_variables)
+
+    def _fastopt_host(self):
+        """The spec's host scalars Keras keeps as optimizer variables (Nadam's
+        ``u_product``, its ``_u_product``), as their 0-d torch tensors: the
+        functional call reads each and advances it in place, in its dtype, as
+        Keras's own update step does."""
+        return {s.name: getattr(self, f"_{s.keras}")._value
+                for s in self.spec.host if s.keras is not None}
 
     # Gradient accumulation in one foreach call each, as Keras's torch
     # backend does for its own optimizers (its base class loops per variable).
