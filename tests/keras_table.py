@@ -71,7 +71,7 @@ def tol64(name, option):
     return _TOL64.get(name, {}).get(option, OPTIONS[option][1])
 
 
-_TOL64 = {info.spec.keras.cls: info.keras_tol64 for info in DB}
+_TOL64 = {info.spec.keras.cls: info.keras_tol64 for info in KERAS_DB}
 
 
 def _cases():

@@ -118,8 +118,8 @@ def oracle(case):
     spec = SPECS[case.fn]
     front = spec.torch if case.convention == TORCH else spec.keras
     kwargs = dict(case.hyper)
-    for slot in spec.slots:     # a slot filled from a hyperparameter (Adagrad, Ftrl)
-        if isinstance(slot.init, str):
+    for slot in spec.slots:     # a slot filled from a front-end-only option (Adagrad, Ftrl)
+        if isinstance(slot.init, str) and not spec.hyper(slot.init).functional:
             kwargs[slot.init] = case.initial_accumulator_value
     for key in spec.fixed:   # AdamW's decoupled decay is its class, not an argument
         kwargs.pop(key, None)

@@ -64,11 +64,17 @@ def records(script, timeout=1800):
 
 
 def assert_clean(rec, variant):
-    """No spills, no other precision, and a single fused pass: one float load
-    per array read and one store per array written, per (unrolled) iteration."""
+    """No spills, no other precision, and a single fused pass: at most one
+    float load per array read and one store per array written, per (unrolled)
+    iteration."""
     assert not rec["local"], "local memory in PTX (spill or stack array)"
     assert not rec["other_precision"], "arithmetic in the other float precision"
     arrays = sum(variant.used)
     reads, writes = 2 + arrays, 1 + arrays
-    assert rec["loads"] % reads == 0 and rec["stores"] % writes == 0, rec
-    assert rec["loads"] // reads == rec["stores"] // writes >= 1, rec
+    # Each (unrolled) iteration stores every written array once, and loads
+    # each read array at most once: a rule may skip a read on a branch that
+    # is uniform over the call (ASGD's copy while μ = 1: the compiler then
+    # makes a copy of the loop without that load).
+    iterations, rest = divmod(rec["stores"], writes)
+    assert rest == 0 and iterations >= 1, rec
+    assert 2 * iterations <= rec["loads"] <= reads * iterations, rec

@@ -24,7 +24,7 @@ from conftest import CPU, CUDA, read_only, targets_slow_beyond, to_host
 from optimizer_db import DB, state_args
 from fastopt import _multi
 from fastopt.bench_shapes import MODELS
-from fastopt.kernels import RULES, cpu, multi_cpu, multi_cuda, variant
+from fastopt.kernels import PRE, RULES, cpu, multi_cpu, multi_cuda, variant
 
 SMALL_CHUNK = 8
 SIZES = (0, 1, 5, SMALL_CHUNK - 1, SMALL_CHUNK, SMALL_CHUNK + 1, 2 * SMALL_CHUNK + 3)
@@ -553,7 +553,7 @@ def test_cpu_loop_vectorizes(which, dtype):
     kern = multi_cpu._loop(which.key, cache=False)
     dt = getattr(types, dtype)
     table = types.int64[:, ::1]
-    kern.compile((table, table, types.int64[::1], dt, types.UniTuple(types.float64, 4),
+    kern.compile((table, table, types.int64[::1], dt, types.UniTuple(types.float64, len(PRE)),
                   types.UniTuple(types.float64, len(RULES[which.rule].hyper))))
     ir = "\n".join(kern.inspect_llvm().values())
     llvm_type = "float" if dtype == "float32" else "double"
