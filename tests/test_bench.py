@@ -175,7 +175,7 @@ def test_rmsprop_has_no_fused_torch_form():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(optimizers=["adamax"]), "unknown optimizers"),
+    (dict(optimizers=["lbfgs"]), "unknown optimizers"),
     (dict(dtypes=["float16"]), "float32 or float64"),
     (dict(sizes=[0]), "sizes must be positive"),
     (dict(device="tpu"), "device must be"),

@@ -85,6 +85,12 @@ CASES = {
                          keras=("SGD", dict(learning_rate=1e-2, momentum=0.9))),
     "sgd": Case("sgd", dict(lr=1e-2), (), "SGD", dict(lr=1e-2),
                 keras=("SGD", dict(learning_rate=1e-2))),
+    "adamax": Case("adamax", dict(lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8),
+                   ("exp_avg", "exp_inf"), "Adamax",
+                   dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8), init={"exp_inf": _POS},
+                   keras=("Adamax", dict(learning_rate=2e-3, epsilon=1e-8))),
+    "lion": Case("lion", dict(lr=1e-4, beta1=0.9, beta2=0.99), ("momentum",),
+                 keras=("Lion", dict(learning_rate=1e-4)), convention="keras"),
     "nadam": Case("nadam", _ADAM, ("exp_avg", "exp_avg_sq"), "NAdam", _ADAM_TORCH,
                   init={"exp_avg_sq": _POS}, keras=("Nadam", _ADAM_KERAS)),
     "asgd": Case("asgd", dict(lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6), ("ax",), "ASGD",
@@ -113,5 +119,7 @@ CASES = {
                   init={"step_size": _POS}),
 }
 
-# The CPU targets; also the default selection.
-DEFAULT_OPTIMIZERS = ("adam", "adamw", "rmsprop", "adagrad", "sgd_momentum")
+# Every optimizer, in its plainest form: the default selection.
+DEFAULT_OPTIMIZERS = ("adam", "adamw", "rmsprop", "adagrad", "sgd_momentum", "adamax",
+                      "lion", "nadam", "adadelta", "radam", "rprop", "asgd", "ftrl",
+                      "schedule_free_adamw")

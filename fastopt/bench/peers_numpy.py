@@ -145,19 +145,37 @@ def _rprop(a, k, t):
     prev[:] = g
 
 
+def _adamax(a, k, t):
+    p, g, m, u = a["param"], a["grad"], a["exp_avg"], a["exp_inf"]
+    b1 = k["beta1"]
+    m[:] = b1 * m + (1 - b1) * g
+    np.maximum(k["beta2"] * u, np.abs(g) + k["eps"], out=u)
+    p -= k["lr"] / (1 - b1 ** t) * m / u
+
+
+def _lion(a, k, t):
+    """Keras's Lion."""
+    p, g, m = a["param"], a["grad"], a["momentum"]
+    b1, b2 = k["beta1"], k["beta2"]
+    p -= k["lr"] * np.sign(b1 * m + (1 - b1) * g)
+    m[:] = b2 * m + (1 - b2) * g
+
+
 _UPDATES = {
-    "ftrl": _ftrl,
-    "schedule_free_adamw": _schedule_free_adamw,
     "adam": lambda a, k, t: _adam(a, k, t, amsgrad=k.get("amsgrad", False)),
     "adamw": lambda a, k, t: _adam(a, k, t, wd=k["weight_decay"]),
     "rmsprop": _rmsprop,
     "adagrad": _adagrad,
     "sgd": _sgd,
+    "adamax": _adamax,
+    "lion": _lion,
     "nadam": _nadam,
     "asgd": _asgd,
     "adadelta": _adadelta,
     "radam": _radam,
     "rprop": _rprop,
+    "ftrl": _ftrl,
+    "schedule_free_adamw": _schedule_free_adamw,
 }
 
 
