@@ -41,8 +41,9 @@ class Hyper:
     """One hyperparameter, in fastopt's name.
 
     default: the functional default (`REQUIRED`: none). kind: "float",
-    "int" (a count, kept an int) or "flag". low/high (and whether open): the range every front end checks;
-    `bounds` overrides them per convention ({"keras": {"high": 1.0}}).
+    "int" (a count, kept an int) or "flag". low/high (and whether open): the
+    range every front end checks; `bounds` overrides them per convention
+    ({"keras": {"high": 1.0}}).
     only: the one convention that has it; the other refuses any value but
     the default. why: said where a library's own check would accept more
     ("fastopt needs eps > 0"). functional: False for a front-end-only option (an initial

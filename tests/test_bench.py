@@ -280,7 +280,8 @@ def test_keras_fit_benchmark_times_both_optimizers():
     pytest.importorskip("keras")
     os.environ.setdefault("KERAS_BACKEND", "torch")
     from fastopt.bench.keras_fit import run_keras_fit, summary
-    rows, ratios = run_keras_fit(["Adam"], repeats=2, warmup=1, blocks=2, width=8)
+    rows, ratios = run_keras_fit(["Adam"], repeats=2, warmup=1, blocks=2, width=8,
+                                 rounds=2)
     assert {(r["impl"], r["what"]) for r in rows} == {
         (impl, what) for impl in ("keras", "fastopt.keras")
         for what in ("step", "train_step")}

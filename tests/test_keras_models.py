@@ -220,3 +220,19 @@ def test_moving_average_rides_in_the_update(options, fused):
 def test_bounds_checked_at_construction():
     with pytest.raises(ValueError, match=r"fastopt.keras.Adam.*epsilon"):
         fastopt.keras.Adam(epsilon=0.0)
+
+
+def test_backends_that_cannot_be_updated_in_place_are_named(monkeypatch):
+    """On jax (immutable arrays) both front ends refuse by the backend's name,
+    before anything is written."""
+    from fastopt.keras import _fused
+    variable = keras.Variable(np.ones(3, np.float32))
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    with pytest.raises(ImportError, match=r"torch backend.*'jax'"):
+        _fused.supported_backend()
+    opt = fastopt.SGD(learning_rate=0.5)
+    with pytest.raises(TypeError, match=r"SGD\(\): params\[0\] is a Keras variable on "
+                                        r"the 'jax' backend"):
+        opt.apply_gradients(zip([np.ones(3, np.float32)], [variable]))
+    assert not opt.built and opt.iterations == 0
+    np.testing.assert_array_equal(variable.numpy(), np.ones(3, np.float32))

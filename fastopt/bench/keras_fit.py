@@ -1,8 +1,9 @@
 """The optimizer step inside Keras 3's ``model.fit`` (torch backend, CPU).
 
 Two copies of one model of 150 variables (37 blocks of ``Dense`` and
-``LayerNormalization``, then a ``Dense``: 2.4 million weights), one compiled with ``keras.optimizers.X``, the other
-with ``fastopt.keras.X``, timed round-robin in the same run:
+``LayerNormalization``, then a ``Dense``: 2.5 million weights), one compiled
+with ``keras.optimizers.X``, the other with ``fastopt.keras.X``, each in a
+process of its own, taking turns in the same run (`run_keras_fit`):
 
 * ``step``: ``optimizer.apply(grads, model.trainable_variables)``, the call
   ``model.fit``'s train step makes (Keras's ``apply``: its own bookkeeping,
@@ -15,15 +16,17 @@ of the train step under each. The model's weights barely move (a small
 learning rate, gradients of 1e-3), so every timed step does the same work.
 """
 import os
+import statistics
+import time
 
 import numpy as np
-
-from .timing import HostClock, time_interleaved
 
 BLOCKS = 37
 WIDTH = 256
 BATCH = 32
-OPTIMIZERS = ("Adam", "AdamW", "SGD", "RMSprop")
+IMPLS = ("keras", "fastopt.keras")
+WHAT = ("step", "train_step")
+ROUNDS = 5
 
 
 def _keras():
@@ -48,44 +51,51 @@ def _model(keras, optimizer, blocks, width):
 
 
 def run_keras_fit(optimizers=("Adam",), repeats=20, warmup=3, blocks=BLOCKS,
-                  width=WIDTH):
+                  width=WIDTH, rounds=ROUNDS):
     """Rows (one per optimizer, implementation and what is timed) and
-    ratios; see the module docstring (`blocks`, `width`: the model's)."""
-    import torch
-    keras, fused = _keras()
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((BATCH, width), dtype=np.float32)
-    y = rng.standard_normal((BATCH, width), dtype=np.float32)
+    ratios; see the module docstring (`blocks`, `width`: the model's).
+
+    Each implementation runs in a process of its own (spawned), and the two
+    take turns, round after round, `repeats` timed calls of each kind per
+    round. In one process, Numba's OpenMP threads spin for a while after
+    each fastopt call and slow the torch calls that follow (measured:
+    keras.optimizers.Adam's step 130 ms interleaved with fastopt's, 20 ms
+    alone), which would charge fastopt's threads to Keras.
+    """
+    import multiprocessing
+
+    _keras()     # the backend check, before any process starts
+    context = multiprocessing.get_context("spawn")
     rows, ratios = [], []
     for name in optimizers:
-        impls, models = {}, {}
-        for label, module in (("keras", keras.optimizers), ("fastopt.keras", fused)):
-            model = _model(keras, getattr(module, name)(learning_rate=1e-6), blocks,
-                           width)
-            variables = model.trainable_variables
-            grads = [torch.full(tuple(v.shape), 1e-3) for v in variables]
-            models[label] = model
-
-            def step(k, opt=model.optimizer, grads=grads, variables=variables):
-                opt.apply(grads, variables)
-
-            def train_step(k, model=model):
-                model.train_on_batch(x, y)
-
-            impls[(label, "step")] = (step, HostClock())
-            impls[(label, "train_step")] = (train_step, HostClock())
-        for call, _ in impls.values():
-            for _ in range(warmup):
-                call(0)
-        timings = time_interleaved(impls, 1, repeats)
-        count = len(models["keras"].trainable_variables)
-        elements = sum(int(np.prod(v.shape)) for v in models["keras"].trainable_variables)
-        for (label, what), timing in timings.items():
+        workers = {}
+        for label in IMPLS:
+            parent, child = context.Pipe()
+            process = context.Process(target=_worker, args=(child, label, name, blocks,
+                                                             width, warmup), daemon=True)
+            process.start()
+            workers[label] = (process, parent)
+        try:
+            for _, conn in workers.values():
+                _reply(conn)                 # built and warmed up
+            times = {(label, what): [] for label in IMPLS for what in WHAT}
+            for _ in range(rounds):
+                for label, (_, conn) in workers.items():
+                    conn.send(max(1, repeats // rounds))
+                    for what, values in _reply(conn).items():
+                        times[label, what] += values
+                    time.sleep(0.05)    # let its spinning threads go idle
+            count, elements = _reply_size(workers)
+        finally:
+            for process, conn in workers.values():
+                conn.send(None)
+                process.join(timeout=30)
+        med = {key: statistics.median(v) for key, v in times.items()}
+        for (label, what), values in times.items():
             rows.append({"optimizer": name, "impl": label, "what": what,
                          "variables": count, "elements": elements,
-                         "median_s": timing.median, "min_s": min(timing.times),
-                         "max_s": max(timing.times), "repeats": len(timing.times)})
-        med = {key: t.median for key, t in timings.items()}
+                         "median_s": med[label, what], "min_s": min(values),
+                         "max_s": max(values), "repeats": len(values)})
         ratios.append({
             "optimizer": name, "variables": count, "elements": elements,
             "step_speedup": med["keras", "step"] / med["fastopt.keras", "step"],
@@ -95,6 +105,54 @@ def run_keras_fit(optimizers=("Adam",), repeats=20, warmup=3, blocks=BLOCKS,
             "step_share_fastopt": (med["fastopt.keras", "step"]
                                    / med["fastopt.keras", "train_step"])})
     return rows, ratios
+
+
+def _reply(conn):
+    reply = conn.recv()
+    if isinstance(reply, BaseException):
+        raise reply
+    return reply
+
+
+def _reply_size(workers):
+    _, conn = workers["keras"]
+    conn.send("size")
+    return _reply(conn)
+
+
+def _worker(conn, label, name, blocks, width, warmup):
+    """One implementation's process: build, warm up, then time `n` calls of
+    each kind per request."""
+    try:
+        import torch
+        keras, fused = _keras()
+        module = keras.optimizers if label == "keras" else fused
+        model = _model(keras, getattr(module, name)(learning_rate=1e-6), blocks, width)
+        variables = model.trainable_variables
+        grads = [torch.full(tuple(v.shape), 1e-3) for v in variables]
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((BATCH, width), dtype=np.float32)
+        y = rng.standard_normal((BATCH, width), dtype=np.float32)
+        calls = {"step": lambda: model.optimizer.apply(grads, variables),
+                 "train_step": lambda: model.train_on_batch(x, y)}
+        for call in calls.values():
+            for _ in range(warmup):
+                call()
+        conn.send("ready")
+        while (n := conn.recv()) is not None:
+            if n == "size":
+                conn.send((len(variables), sum(int(np.prod(v.shape)) for v in variables)))
+                continue
+            out = {}
+            for what, call in calls.items():
+                out[what] = []
+                for _ in range(n):
+                    t0 = time.perf_counter()
+                    call()
+                    out[what].append(time.perf_counter() - t0)
+            conn.send(out)
+    except BaseException as err:   # reported to the parent, which raises it
+        conn.send(err)
 
 
 def summary(rows, ratios):
