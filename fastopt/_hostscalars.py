@@ -171,7 +171,8 @@ def _size(a):
 
 # -- many one-element arrays, read and written in one pass -----------------------
 @numba.njit(cache=True)
-def _read_at(addrs, like):
+def read_at(addrs, like):
+    """The values of the one-element arrays at `addrs` (of `like`'s dtype), as float64."""
     out = np.empty(addrs.size, np.float64)
     for i in range(addrs.size):
         out[i] = view(addrs[i], 0, 1, like)[0]
@@ -207,7 +208,7 @@ def read(arrays):
     """The values of one-element arrays, as Python floats."""
     found = _addresses(arrays)
     if found is not None:
-        return _read_at(*found).tolist()
+        return read_at(*found).tolist()
     return [float(a.reshape(-1)[0]) if isinstance(a, np.ndarray) else a.item()
             for a in arrays]
 

@@ -296,6 +296,22 @@ class Spec:
         return [s.name for s in self.slots if s.used(h)]
 
 
+def only(convention, rule, flags=lambda h: ()):
+    """A `Spec.plan` for an optimizer one library has: `rule` with
+    ``flags(h)`` under `convention`, and under the other a ValueError that
+    says whose optimizer it is."""
+    library, other = (("torch", "Keras") if convention == "torch"
+                      else ("Keras", "torch.optim"))
+
+    def plan(h, given):
+        if given != convention:
+            raise ValueError(f"{rule} is {library}'s optimizer ({other} has none); "
+                             f"use convention={convention!r}")
+        return rule, flags(h)
+
+    return plan
+
+
 # -- the options every optimizer shares ---------------------------------------
 SHARED = (
     Hyper("weight_decay", 0.0),

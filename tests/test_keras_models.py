@@ -42,15 +42,16 @@ def _data(n=96):
     return rng.normal(size=(n, 6)).astype("float32"), rng.normal(size=(n, 1)).astype("float32")
 
 
-def _seed_loop(optimizer, steps=50):
-    """The seed's training loop, with torch's autograd for the tape."""
+def _seed_loop(optimizer, steps=50, scale_loss=False):
+    """The seed's training loop, with torch's autograd for the tape (and
+    Keras's loss scaling, ``optimizer.scale_loss``, if asked)."""
     model = _model()
     x, y = (torch.as_tensor(a) for a in _data(32))
     for _ in range(steps):
         for v in model.trainable_variables:
             v.value.grad = None
         loss = keras.losses.mean_squared_error(y, model(x)).mean()
-        loss.backward()
+        (optimizer.scale_loss(loss) if scale_loss else loss).backward()
         grads = [v.value.grad for v in model.trainable_variables]
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
     return [v.numpy() for v in model.weights]
@@ -137,23 +138,9 @@ def test_fit_with_callbacks():
 def test_loss_scale_optimizer_over_the_framework_free_class():
     """``LossScaleOptimizer(fastopt.Adam())``: Keras's wrapper drives the
     framework-free class through ``apply(grads, trainable_variables)``."""
-    want = _seed_loop_scaled(keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam()))
-    got = _seed_loop_scaled(keras.optimizers.LossScaleOptimizer(fastopt.Adam()))
+    want = _seed_loop(keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam()), 20, True)
+    got = _seed_loop(keras.optimizers.LossScaleOptimizer(fastopt.Adam()), 20, True)
     _close(got, want, 1e-5)
-
-
-def _seed_loop_scaled(optimizer, steps=20):
-    """The seed's loop with Keras's loss scaling (``scale_loss``)."""
-    model = _model()
-    x, y = (torch.as_tensor(a) for a in _data(32))
-    for _ in range(steps):
-        for v in model.trainable_variables:
-            v.value.grad = None
-        loss = keras.losses.mean_squared_error(y, model(x)).mean()
-        optimizer.scale_loss(loss).backward()
-        grads = [v.value.grad for v in model.trainable_variables]
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-    return [v.numpy() for v in model.weights]
 
 
 @pytest.mark.parametrize("cls", ["Adam", "SGD", "RMSprop"])

@@ -3,14 +3,7 @@ import sys
 
 import numpy as np
 
-from ..spec import Front, Hyper, Scalar, Slot, Spec
-
-
-def _plan(h, convention):
-    if convention != "torch":
-        raise ValueError("asgd is torch's optimizer (Keras has none); "
-                         "use convention='torch'")
-    return "asgd", ()
+from ..spec import Front, Hyper, Scalar, Slot, Spec, only
 
 
 def _rounded(value, dtype):
@@ -59,7 +52,7 @@ ASGD = Spec(
                  bounds={"low": 0.0}),
           Scalar("mu", torch="mu", init=1.0, advance=_mu, memoryless=True,
                  bounds={"low": 0.0, "low_open": True, "high": 1.0})),
-    plan=_plan, scalars=_scalars,
+    plan=only("torch", "asgd"), scalars=_scalars,
     torch=Front("ASGD", "lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0, "
                 "foreach=None, maximize=False, differentiable=False, capturable=False"),
 )

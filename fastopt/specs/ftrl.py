@@ -1,12 +1,5 @@
 """FTRL-Proximal (Keras's Ftrl)."""
-from ..spec import Front, Hyper, Slot, Spec
-
-
-def _plan(h, convention):
-    if convention != "keras":
-        raise ValueError("ftrl is Keras's optimizer (torch.optim has none); "
-                         "use convention='keras'")
-    return "ftrl", (h.lr_power == -0.5,)
+from ..spec import Front, Hyper, Slot, Spec, only
 
 
 def _scalars(h, convention, step):
@@ -37,7 +30,7 @@ FTRL = Spec(
             Hyper("initial_accumulator_value", 0.1, functional=False)),
     slots=(Slot("accumulator", keras="accumulator", init="initial_accumulator_value"),
            Slot("linear", keras="linear")),
-    plan=_plan,
+    plan=only("keras", "ftrl", lambda h: (h.lr_power == -0.5,)),
     scalars=_scalars,
     keras=Front(
         "Ftrl", "learning_rate=0.001, learning_rate_power=-0.5, "

@@ -1,12 +1,5 @@
 """Lion: the sign of an interpolation of momentum and gradient (Keras)."""
-from ..spec import Front, Hyper, Slot, Spec
-
-
-def _plan(h, convention):
-    if convention != "keras":
-        raise ValueError("lion is Keras's optimizer (torch.optim has none); "
-                         "use convention='keras'")
-    return "lion", ()
+from ..spec import Front, Hyper, Slot, Spec, only
 
 
 LION = Spec(
@@ -20,7 +13,7 @@ LION = Spec(
     hypers=(Hyper("lr"), Hyper("beta1", low=0.0, low_open=True, high=1.0),
             Hyper("beta2", high=1.0)),
     slots=(Slot("momentum", keras="momentum"),),
-    plan=_plan,
+    plan=only("keras", "lion"),
     scalars=lambda h, convention, step: (h.lr, h.beta1, 1.0 - h.beta1,
                                          h.beta2, 1.0 - h.beta2),
     keras=Front("Lion", "learning_rate=0.001, beta_1=0.9, beta_2=0.99"),

@@ -1,14 +1,7 @@
 """RAdam: Adam with its variance rectified (torch)."""
 import math
 
-from ..spec import Front, Hyper, Slot, Spec
-
-
-def _plan(h, convention):
-    if convention != "torch":
-        raise ValueError("radam is torch's optimizer (Keras has none); "
-                         "use convention='torch'")
-    return "radam", ()
+from ..spec import Front, Hyper, Slot, Spec, only
 
 
 def _scalars(h, convention, step):
@@ -46,7 +39,7 @@ RADAM = Spec(
             Hyper("beta2", high=1.0, high_open=True),
             Hyper("eps", low_open=True, why="fastopt needs eps > 0")),
     slots=(Slot("exp_avg", torch="exp_avg"), Slot("exp_avg_sq", torch="exp_avg_sq")),
-    plan=_plan, scalars=_scalars,
+    plan=only("torch", "radam"), scalars=_scalars,
     torch=Front("RAdam", "lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, "
                 "decoupled_weight_decay=False, *, foreach=None, maximize=False, "
                 "capturable=False, differentiable=False",

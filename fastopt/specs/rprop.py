@@ -1,12 +1,5 @@
 """Rprop: per-element step sizes driven by the gradient's sign (torch)."""
-from ..spec import Front, Hyper, Slot, Spec
-
-
-def _plan(h, convention):
-    if convention != "torch":
-        raise ValueError("rprop is torch's optimizer (Keras has none); "
-                         "use convention='torch'")
-    return "rprop", ()
+from ..spec import Front, Hyper, Slot, Spec, only
 
 
 RPROP = Spec(
@@ -26,7 +19,7 @@ RPROP = Spec(
             Hyper("etaplus", low=1.0, low_open=True),
             Hyper("step_size_min", low=None), Hyper("step_size_max", low=None)),
     slots=(Slot("prev", torch="prev"), Slot("step_size", torch="step_size", init="lr")),
-    plan=_plan,
+    plan=only("torch", "rprop"),
     scalars=lambda h, convention, step: (h.etaminus, h.etaplus, h.step_size_min,
                                          h.step_size_max, 0.0),
     torch=Front("Rprop", "lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), *, "

@@ -1,12 +1,5 @@
 """Schedule-Free AdamW (Keras's ScheduleFreeAdamW)."""
-from ..spec import PARAM, Front, Hyper, Slot, Spec
-
-
-def _plan(h, convention):
-    if convention != "keras":
-        raise ValueError("schedule_free_adamw is Keras's optimizer (torch.optim has "
-                         "none); use convention='keras'")
-    return "schedule_free_adamw", ()
+from ..spec import PARAM, Front, Hyper, Slot, Spec, only
 
 
 def _scalars(h, convention, step):
@@ -36,7 +29,7 @@ SCHEDULE_FREE_ADAMW = Spec(
             Hyper("warmup_steps", 0, kind="int")),
     slots=(Slot("momentum", keras="momentum", init=PARAM),
            Slot("velocity", keras="velocity")),
-    plan=_plan,
+    plan=only("keras", "schedule_free_adamw"),
     scalars=_scalars,
     keras=Front("ScheduleFreeAdamW", "learning_rate=0.0025, beta_1=0.9, beta_2=0.999, "
                 "epsilon=1e-8, warmup_steps=0"),

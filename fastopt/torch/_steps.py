@@ -16,18 +16,11 @@ import numba
 import numpy as np
 import torch
 
+from .._hostscalars import read_at
 from ..kernels.cpu import view
 
 _LIKE = {torch.float32: np.float32(0), torch.float64: np.float64(0)}
 _EXACT = 2.0 ** 53    # a float64 count above this has lost its units
-
-
-@numba.njit(cache=True)
-def _read(addrs, like):
-    out = np.empty(addrs.size, np.float64)
-    for i in range(addrs.size):
-        out[i] = view(addrs[i], 0, 1, like)[0]
-    return out
 
 
 @numba.njit(cache=True)
@@ -59,7 +52,7 @@ class Counters:
         counter that is not a whole number >= 0 (a checkpoint's NaN, -1 or
         2.5) raises ValueError."""
         if self.like is not None:
-            values = _read(self.addrs, self.like)
+            values = read_at(self.addrs, self.like)
         else:
             try:
                 values = torch.stack(self.steps).double().cpu().numpy()
