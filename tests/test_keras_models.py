@@ -177,14 +177,19 @@ def test_keras_checkpoint_loads_into_fastopt(tmp_path):
     _close([v.numpy() for v in got.weights], [v.numpy() for v in want.weights], 1e-5)
 
 
-def test_refused_step_writes_nothing():
-    """A bad gradient is refused before any variable or state is written."""
+@pytest.mark.parametrize("bad", ["shape", "strided"])
+def test_refused_step_writes_nothing(bad):
+    """A bad gradient is refused before any variable or state is written,
+    after steps that took the bulk-checked path too."""
     model = _model()
     opt = fastopt.keras.Adam()
     grads = [torch.ones(v.shape) for v in model.trainable_variables]
     opt.apply(grads, model.trainable_variables)
+    opt.apply(grads, model.trainable_variables)
     before = [v.numpy().copy() for v in model.weights + opt.variables]
-    grads[-1] = torch.ones(3)
+    shape = tuple(model.trainable_variables[0].shape)
+    grads[0] = (torch.ones(3) if bad == "shape"
+                else torch.ones(shape[::-1]).t())    # the shape, not contiguous
     with pytest.raises((TypeError, ValueError), match="fastopt.keras.Adam"):
         opt.apply(grads, model.trainable_variables)
     for b, v in zip(before, model.weights + opt.variables):
