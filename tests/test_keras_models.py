@@ -1,6 +1,6 @@
 """fastopt on Keras 3 models (torch backend), against Keras's own optimizers.
 
-* the seed's loop, verbatim (``apply_gradients(zip(grads,
+* the classic training loop, verbatim (``apply_gradients(zip(grads,
   model.trainable_variables))``), with the framework-free classes
   (``fastopt.Adam``) and with `fastopt.keras`;
 * ``model.compile`` / ``model.fit`` with `fastopt.keras`, Keras's base
@@ -42,9 +42,9 @@ def _data(n=96):
     return rng.normal(size=(n, 6)).astype("float32"), rng.normal(size=(n, 1)).astype("float32")
 
 
-def _seed_loop(optimizer, steps=50, scale_loss=False):
-    """The seed's training loop, with torch's autograd for the tape (and
-    Keras's loss scaling, ``optimizer.scale_loss``, if asked)."""
+def _training_loop(optimizer, steps=50, scale_loss=False):
+    """The classic training loop (``apply_gradients``), with torch's autograd
+    for the tape (and Keras's loss scaling, ``optimizer.scale_loss``, if asked)."""
     model = _model()
     x, y = (torch.as_tensor(a) for a in _data(32))
     for _ in range(steps):
@@ -64,10 +64,10 @@ def _close(got, want, tol, rtol=0.0):
 
 @pytest.mark.parametrize("module", ["fastopt", "fastopt.keras"])
 @pytest.mark.parametrize("cls", CLASSES)
-def test_seed_loop(cls, module):
+def test_training_loop(cls, module):
     kwargs = OPTIONS.get(cls, {})
-    want = _seed_loop(getattr(keras.optimizers, cls)(**kwargs))
-    got = _seed_loop(getattr(sys.modules[module], cls)(**kwargs))
+    want = _training_loop(getattr(keras.optimizers, cls)(**kwargs))
+    got = _training_loop(getattr(sys.modules[module], cls)(**kwargs))
     _close(got, want, 1e-5)
 
 
@@ -138,8 +138,8 @@ def test_fit_with_callbacks():
 def test_loss_scale_optimizer_over_the_framework_free_class():
     """``LossScaleOptimizer(fastopt.Adam())``: Keras's wrapper drives the
     framework-free class through ``apply(grads, trainable_variables)``."""
-    want = _seed_loop(keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam()), 20, True)
-    got = _seed_loop(keras.optimizers.LossScaleOptimizer(fastopt.Adam()), 20, True)
+    want = _training_loop(keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam()), 20, True)
+    got = _training_loop(keras.optimizers.LossScaleOptimizer(fastopt.Adam()), 20, True)
     _close(got, want, 1e-5)
 
 

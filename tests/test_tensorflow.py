@@ -281,7 +281,7 @@ def test_is_tensorflow(monkeypatch):
 
 
 def test_keras_on_tensorflow():
-    """The seed's loop (GradientTape, Keras Sequential, apply_gradients) with
+    """The classic TensorFlow loop (GradientTape, Keras Sequential, apply_gradients) with
     fastopt.Adam against Keras 3's Adam on its TensorFlow backend: a dense
     model eager and in a tf.function, embedding models with unique and with
     repeated ids (tensorflow_keras_worker)."""

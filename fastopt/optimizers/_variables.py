@@ -1,6 +1,6 @@
 """Keras 3 variables as the arrays they hold.
 
-The seed's loop passes ``model.trainable_variables``: `keras.Variable`s, not
+The classic Keras loop passes ``model.trainable_variables``: `keras.Variable`s, not
 arrays. On Keras's torch backend a variable's value is a torch tensor (a
 ``torch.nn.Parameter``) that Keras itself updates in place, and on its numpy
 backend a NumPy array: fastopt updates those. On tensorflow it is a
