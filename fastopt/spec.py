@@ -409,11 +409,16 @@ def check_float(fn, name, value, **bounds):
     return value
 
 
+def outside(value, *, low=None, high=None, low_open=False, high_open=False):
+    """Whether the number `value` is outside the range (`Hyper.range`'s
+    keywords); NaN is never outside (every comparison with it is false)."""
+    return ((low is not None and (value <= low if low_open else value < low))
+            or (high is not None and (value >= high if high_open else value > high)))
+
+
 def _check_range(fn, name, value, *, low=None, high=None, low_open=False,
                  high_open=False):
-    too_low = low is not None and (value <= low if low_open else value < low)
-    too_high = high is not None and (value >= high if high_open else value > high)
-    if too_low or too_high:
+    if outside(value, low=low, high=high, low_open=low_open, high_open=high_open):
         lo = "(" if low_open else "["
         hi = ")" if high_open else "]"
         bounds = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"

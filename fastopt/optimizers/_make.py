@@ -9,13 +9,13 @@ functional function with ``convention="keras"``. The machinery every
 optimizer shares is `fastopt.optimizers.base.Optimizer`.
 """
 import functools
-import math
 import numbers
 from types import SimpleNamespace
 
 import numpy as np
 
 from .. import _batch, _hostscalars, functional
+from ..spec import outside
 from .base import BASE_OPTIONS, Optimizer
 
 
@@ -60,7 +60,11 @@ class SpecOptimizer(Optimizer):
             return hyper.check(type(self).__name__, value, "keras", label=key)
         except ValueError:
             message = self.spec.keras.options.get("messages", {}).get(key)
-            if message is not None and _outside(value, hyper.range("keras")):
+            # Keras's message where Keras's own comparison fails (a real
+            # number out of range; NaN never is, as in Keras).
+            if (message is not None and isinstance(value, numbers.Real)
+                    and not isinstance(value, bool)
+                    and outside(value, **hyper.range("keras"))):
                 raise ValueError(message.format(value=value)) from None
             raise
 
@@ -94,11 +98,15 @@ class SpecOptimizer(Optimizer):
         if self._host_dtype is None:
             self._host_dtype = _hostscalars.param_dtype(param)
         if self._host_at != self.iterations:   # iterations set by a load without them
-            self._host_values = {s.name: _hostscalars.derived(
-                s, self._host_h, "keras", self.iterations + 1, self._host_dtype)
-                for s in self.spec.host}
+            self._host_values = self._host_derived(self._host_dtype)
             self._host_at = self.iterations
         return dict(self._host_values)
+
+    def _host_derived(self, dtype):
+        """The host scalars' values before the next step, derived from
+        `iterations` (no values kept for it)."""
+        return {s.name: _hostscalars.derived(s, self._host_h, "keras", self.iterations + 1,
+                                             dtype) for s in self.spec.host}
 
     def _host_advanced(self, step, after):
         # Idempotent: several calls of one step (clip groups) write the same values.
@@ -108,12 +116,8 @@ class SpecOptimizer(Optimizer):
         if not self.spec.host:
             return {}
         dtype = self._host_dtype or np.dtype(np.float64)
-        if self._host_at != self.iterations:
-            values = {s.name: _hostscalars.derived(s, self._host_h, "keras",
-                                                   self.iterations + 1, dtype)
-                      for s in self.spec.host}
-        else:
-            values = self._host_values
+        values = (self._host_values if self._host_at == self.iterations
+                  else self._host_derived(dtype))
         return {s.keras: np.array(values[s.name], dtype) for s in self.spec.host}
 
     def _load_host_state(self, values, iterations):
@@ -127,16 +131,6 @@ class SpecOptimizer(Optimizer):
     def get_config(self):
         return {**super().get_config(),
                 **{key: getattr(self, key) for key in self._keras_names}}
-
-
-def _outside(value, bounds):
-    """Whether the real number `value` is outside `bounds` (`Hyper.range`):
-    the comparison Keras's own checks make (NaN is never outside)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
-        return False
-    low, high = bounds["low"], bounds["high"]
-    return ((low is not None and (value <= low if bounds["low_open"] else value < low))
-            or (high is not None and (value >= high if bounds["high_open"] else value > high)))
 
 
 def make(spec):
