@@ -23,7 +23,7 @@ import numpy as np
 
 from . import _accel, _batch, _checks, _device, _facts, _hostscan, _multi
 from ._facts import HOST
-from .kernels import PRE, RULES
+from .kernels import PRE
 
 _pending = _batch.pending
 
@@ -54,7 +54,7 @@ def update(fn, variant, param, grad, states, pre, hyper):
                 return
     elif isinstance(param, (list, tuple)):   # the list form (fastopt/_multi.py)
         return _multi.update_many(fn, variant, param, grad, states, pre, hyper)
-    assert len(hyper) == len(RULES[variant.rule].hyper) and len(pre) == len(PRE)
+    assert len(hyper) == len(variant.spec.hyper) and len(pre) == len(PRE)
     names, arrays = _facts.arguments(fn, variant, param, grad, states)
     labels = _checks.Labels(names, 1, indexed=False)
     if all([type(a) is np.ndarray for a in arrays]):

@@ -49,7 +49,7 @@ import numpy as np
 from . import _accel, _batch, _checks, _device, _facts, _hostscan
 from ._facts import HOST
 from ._front import frame as _frame
-from .kernels import NUM_ARRAYS, PRE, RULES, cpu
+from .kernels import NUM_ARRAYS, PRE, cpu
 
 # Elements per chunk: large enough that a chunk's loop runs at full speed
 # (64K float32 = 256 KiB per array), small enough to balance a few big
@@ -126,7 +126,7 @@ def update_many(fn, variant, params, grads, states, pre, hyper):
     if type(params) is list and params and _update_scanned(
             fn, variant, params, grads, states, pre, hyper):
         return
-    assert len(hyper) == len(RULES[variant.rule].hyper) and len(pre) == len(PRE)
+    assert len(hyper) == len(variant.spec.hyper) and len(pre) == len(PRE)
     names, columns = _columns(fn, variant, params, grads, states)
     n = len(params)
     if n == 0:

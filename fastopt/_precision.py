@@ -64,9 +64,9 @@ def check(fn, spec, h, variant, pre, hyper, param):
         name, value, why = culprit
         name = _front.frame.hypers.get(name, name)      # the caller's word for it
         raise ValueError(f"{_checks.who(fn)}: {name}={value} {why} (the params are float32)")
-    from .kernels import PRE, RULES
+    from .kernels import PRE
 
-    names = PRE + RULES[variant.rule].hyper
+    names = PRE + variant.spec.hyper
     for name, value in zip(names, pre + hyper):
         if not np.isfinite(_single(value)):
             raise ValueError(

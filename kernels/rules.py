@@ -41,9 +41,39 @@ class RuleSpec:
     hyper: tuple
     slots: tuple = ()
     flags: tuple = ()
+    # A rule declared outside this module (`fastopt.custom`): its jitted
+    # function in this calling form, its plain-Python twin (the simulator),
+    # a hash of its own source (part of its kernels' cache key), the name
+    # messages use, and a check run once before its first kernel is built.
+    fn: object = None
+    python: object = None
+    fingerprint: str = None
+    label: str = None
+    validate: object = None
 
 
 RULES = {}   # rule name -> its RuleSpec, in the order the rules are declared
+# Rules declared through `fastopt.custom` (name -> RuleSpec). Kept apart from
+# RULES, which lists the rules of this module (every built-in variant).
+USER_RULES = {}
+
+
+def spec_of(name):
+    """The `RuleSpec` of the rule `name`, built in or declared by a user."""
+    spec = RULES.get(name)
+    return spec if spec is not None else USER_RULES.get(name)
+
+
+def register(name, spec):
+    """Register a rule declared outside this module under `name` (which must
+    name its source: a rule whose source changes takes another name, so no
+    kernel compiled from the old source is ever looked up for it)."""
+    if name in RULES:
+        raise ValueError(f"rule {name!r} is a built-in rule")
+    known = USER_RULES.setdefault(name, spec)
+    if known.fingerprint != spec.fingerprint:
+        raise ValueError(f"rule {name!r} is already registered with another source")
+    return known
 
 
 def declare(hyper, slots=(), flags=()):

@@ -13,7 +13,7 @@ import pathlib
 from dataclasses import dataclass
 
 from . import rules
-from .rules import RULES
+from .rules import RULES, spec_of
 
 PRE = ("scale", "bound", "wd", "decay", "ema_keep", "ema_take")   # see element_step
 NUM_SLOTS = 3
@@ -65,7 +65,7 @@ class Variant:
     ema: bool = False
 
     def __post_init__(self):
-        spec = RULES.get(self.rule)
+        spec = spec_of(self.rule)
         if spec is None:
             raise ValueError(f"unknown rule {self.rule!r}")
         if len(self.flags) != len(spec.flags):
@@ -80,9 +80,14 @@ class Variant:
         return variant, (self.rule, self.flags, self.clip, self.l2, self.ema)
 
     @functools.cached_property
+    def spec(self):
+        """The rule's `kernels.rules.RuleSpec` (built in or a user's)."""
+        return spec_of(self.rule)
+
+    @functools.cached_property
     def rule_slots(self):
         """The names of the rule's state slots holding arrays, None for the others."""
-        spec = RULES[self.rule]
+        spec = self.spec
         on = dict(zip(spec.flags, self.flags))
         names = [name if flag is None or on[flag] else None
                  for name, flag in spec.slots]
@@ -106,7 +111,7 @@ class Variant:
     def slot_reasons(self):
         """Why each used slot is needed, for messages: " when amsgrad=True"."""
         reasons = [f" when {flag}=True" if flag else ""
-                   for _, flag in RULES[self.rule].slots]
+                   for _, flag in self.spec.slots]
         reasons += [""] * (NUM_SLOTS - len(reasons))
         if self.ema:
             reasons[self.ema_slot] = " when ema_momentum is set"
@@ -120,8 +125,10 @@ class Variant:
     def key(self):
         """A string naming this variant and the kernel sources it comes from."""
         flags = "".join("1" if f else "0" for f in self.flags)
+        # A user's rule adds the hash of its own source (`RuleSpec.fingerprint`).
+        own = self.spec.fingerprint
         return (f"{self.rule}-f{flags}-c{int(self.clip)}-l{int(self.l2)}"
-                f"{'-ema' if self.ema else ''}-{FINGERPRINT}")
+                f"{'-ema' if self.ema else ''}{'-' + own if own else ''}-{FINGERPRINT}")
 
 
 @functools.lru_cache(maxsize=None)
@@ -170,11 +177,15 @@ def element_step(variant, python=False):
     With ``python=True`` the step and rule are plain Python, for Numba's CUDA
     simulator, which cannot call jitted functions with its device arrays.
     """
-    rule = getattr(rules, variant.rule)
-    if python:
-        rule, jit = rule.py_func, (lambda fn: fn)
+    spec = variant.spec
+    if spec.validate is not None:    # a user's rule: checked once, then built
+        spec.validate()
+    if spec.fn is not None:
+        rule = spec.python if python else spec.fn
     else:
-        jit = rules.rule
+        rule = getattr(rules, variant.rule)
+        rule = rule.py_func if python else rule
+    jit = (lambda fn: fn) if python else rules.rule
     flags, clip, l2 = variant.flags, variant.clip, variant.l2
     used0, used1, used2 = (name is not None for name in variant.rule_slots)
     ema0, ema1, ema2 = (variant.ema_slot == k for k in range(NUM_SLOTS))

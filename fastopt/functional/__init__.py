@@ -8,6 +8,22 @@ before writing anything. Each is made from its optimizer's spec
 from ..specs import SPECS
 from ._make import make
 
+_MADE = {}   # id(spec) -> (spec, its function): the specs `fastopt.custom` makes
+
+
+def register(spec, function):
+    """Record `function` as the functional function of `spec` (a spec made
+    outside `SPECS`: `fastopt.custom`), for the front ends' `of`."""
+    _MADE[id(spec)] = (spec, function)
+
+
+def of(spec):
+    """The functional function of `spec`: a built-in's from this module, a
+    user's rule's from `register`."""
+    made = _MADE.get(id(spec))
+    return made[1] if made is not None else globals()[spec.name]
+
+
 for _spec in SPECS:
     globals()[_spec.name] = make(_spec)
 

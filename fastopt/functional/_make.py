@@ -43,8 +43,10 @@ def remember_last(settings):
     return settings_of
 
 
-def make(spec):
-    """The functional function of `spec` (see the module docstring)."""
+def make(spec, step_default=None, module="fastopt.functional"):
+    """The functional function of `spec` (see the module docstring).
+    step_default: the default of ``step`` (None: required), for a rule whose
+    scalars do not depend on the step (`fastopt.custom`)."""
     name = spec.name
 
     def checked(values):
@@ -74,7 +76,7 @@ def make(spec):
 
     positional = [s.name if s.arg == "required" else f"{s.name}=None"
                   for s in spec.slots if s.arg != "keyword"]
-    keyword = ["step: int"]
+    keyword = ["step: int" if step_default is None else f"step: int = {step_default!r}"]
     for h, default in spec.arguments:
         keyword.append(h.name if default is REQUIRED else f"{h.name}={default!r}")
     slots = spec.slots + SHARED_SLOTS
@@ -91,7 +93,7 @@ def make(spec):
     scope = {"_call": call}
     exec(source, scope)     # noqa: S102 - the source is built from the spec above
     fn = scope[name]
-    fn.__module__ = "fastopt.functional"
+    fn.__module__ = module
     fn.__qualname__ = name
     fn.__doc__ = _doc(spec)
     return fn

@@ -48,7 +48,7 @@ class _Plan:
     tracking leaves it alone."""
 
     def __init__(self, spec):
-        self.call = getattr(functional, spec.name)
+        self.call = functional.of(spec)
         front = spec.keras
         # Keras attribute -> fastopt name, for the spec's own hyperparameters
         # (learning rate and weight decay come from Keras's base class).

@@ -42,7 +42,7 @@ class SpecOptimizer(Optimizer):
             setattr(self, key, value)
             hyper[name] = value
         self._h = SimpleNamespace(**hyper)
-        self._call = getattr(functional, spec.name)
+        self._call = functional.of(spec)
         self._call_kwargs = {name: value for name, value in hyper.items()
                              if spec.hyper(name).functional}
         # Scalars of state kept on the host (Keras's Nadam u_product): one

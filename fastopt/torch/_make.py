@@ -93,7 +93,7 @@ class SpecOptimizer(Optimizer):
         return keys | {"step"} if self._counts_steps else keys
 
     def _update(self, hyper, params, grads, state, step):
-        getattr(functional, self.spec.name)(
+        functional.of(self.spec)(
             params, grads, **{s.name: state.get(s.torch) for s in self.spec.slots},
             **{s.name: state.get(s.torch) for s in self.spec.host},
             step=step, convention="torch", **hyper)
