@@ -519,7 +519,7 @@ def check_types(user_py, label, nscalars, state, rewritten, fn):
     refuse what would not run as declared: code Numba cannot compile as
     scalar code, a return of the wrong shape, float64 values in the float32
     kernel (named by line)."""
-    from numba.core import errors, ir
+    from numba.core import ir
     from numba.core import types as nt
 
     nargs = 2 + len(state) + nscalars
@@ -528,7 +528,7 @@ def check_types(user_py, label, nscalars, state, rewritten, fn):
         disp = numba.njit(user_py)
         try:
             disp.compile((dtype,) * nargs)
-        except errors.NumbaError as e:
+        except Exception as e:   # noqa: BLE001 - Numba's typing or lowering, reported
             first = str(e).strip().splitlines()
             detail = "; ".join(line.strip() for line in first[:3] if line.strip())
             raise RuleError(f"{label}: does not compile as a function of {dtype} scalars "
@@ -607,9 +607,15 @@ def ptx_facts(which):
                 lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
                 raise RuleError(f"{label}: does not compile for the GPU "
                                 f"({type(e).__name__}: {'; '.join(lines[:3])})") from None
+            bits = str(dt)[-2:]
             rec = {"local": ".local" in text,
                    "float64_in_float32": dt == nt.float32 and bool(_F64.search(text)),
-                   "wide_index": "mul.wide" in text}
+                   # 64-bit element offsets: the widened thread index (single)
+                   # or the int64 chunk start plus it (list)
+                   "wide_index": bool(re.search(r"mul\.wide" if form == "single"
+                                                else r"shl\.b64|mul\.wide", text)),
+                   "loads": len(re.findall(rf"ld\.global(?:\.nc)?\.f{bits}", text)),
+                   "stores": text.count(f"st.global.f{bits}")}
             if rec["local"]:
                 raise RuleError(f"{label}: its {form} CUDA kernel ({dt}) uses local "
                                 "memory (a spill or a stack array)")

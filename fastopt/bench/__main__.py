@@ -59,6 +59,11 @@ def parser():
                         "Keras 3's model.fit (torch backend, 150 variables): "
                         "fastopt.keras against keras.optimizers, for these Keras "
                         "classes, e.g. Adam,SGD")
+    p.add_argument("--rule", default=None, metavar="FILE.py:NAME",
+                   help="also time a rule declared with fastopt.rule (FILE.py:NAME or "
+                        "MODULE:NAME) on each optimizer's arrays, interleaved with the "
+                        "built-in: implementation 'rule' in the report (e.g. "
+                        "examples/custom_rules.py:adam with --optimizers adam_keras)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -78,7 +83,11 @@ def main(argv=None):
         p for p in args.peers if p != "none"]
     cold = [o for o in args.cold_start if o != "none"]
     try:
-        report = run(optimizers=args.optimizers, sizes=args.sizes,
+        rule = None
+        if args.rule is not None:
+            from .runner import load_rule
+            rule = load_rule(args.rule)
+        report = run(rule=rule, optimizers=args.optimizers, sizes=args.sizes,
                      dtypes=args.dtype, device=args.device, peers=peers,
                      threads=args.threads, repeats=args.repeats,
                      warmup=args.warmup, cold_start=cold,

@@ -62,6 +62,10 @@ CASES = {
                   ("exp_avg", "exp_avg_sq"), "AdamW",
                   dict(_ADAM_TORCH, weight_decay=1e-2), init={"exp_avg_sq": _POS},
                   keras=("AdamW", dict(_ADAM_KERAS, weight_decay=1e-2))),
+    # Adam in Keras's form (the form `examples/custom_rules.py` re-declares).
+    "adam_keras": Case("adam", _ADAM, ("exp_avg", "exp_avg_sq"), "Adam", _ADAM_TORCH,
+                       init={"exp_avg_sq": _POS}, keras=("Adam", _ADAM_KERAS),
+                       convention="keras"),
     "amsgrad": Case("adam", dict(_ADAM, amsgrad=True),
                     ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), "Adam",
                     dict(_ADAM_TORCH, amsgrad=True),

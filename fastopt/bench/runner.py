@@ -1,5 +1,6 @@
 """The measurement loop: every implementation of every case, same run."""
 import datetime
+import functools
 import gc
 import os
 import platform
@@ -50,8 +51,16 @@ def _unavailable(impl, name, case, device):
     return None
 
 
-def _make_call(impl, name, case, sets, device):
+def _make_call(impl, name, case, sets, device, rule=None):
     """``(call(k), timer or None)`` for one implementation on the buffer sets."""
+    if impl == "rule":   # a user's rule (`fastopt.rule`) on the case's arrays
+        steps = [10] * len(sets)
+        bound = [rule_step(rule, case, arrays) for arrays in sets]
+
+        def call(k):
+            steps[k] += 1
+            bound[k](step=steps[k])
+        return call, None
     if impl == "fastopt":
         steps = [10] * len(sets)
         bound = [fastopt_step(case, arrays) for arrays in sets]
@@ -134,9 +143,45 @@ def _resolve_device(device):
     return device, None
 
 
+def rule_step(rule, case, arrays):
+    """``step(step=t)``: a user's rule (the function `fastopt.rule` made)
+    called as `case`'s functional call is: its state arrays are the case's
+    slots in order, its hyperparameters the case's of the same names."""
+    names = {h.name for h in rule.spec.hypers}
+    if len(rule.spec.slots) != len(case.slots):
+        raise ValueError(f"rule {rule.spec.name} keeps {len(rule.spec.slots)} state "
+                         f"arrays, the case {len(case.slots)}: bench it with a case "
+                         "whose slots it updates")
+    return functools.partial(rule, arrays["param"], arrays["grad"],
+                             *[arrays[s] for s in case.slots], convention=case.convention,
+                             **{k: v for k, v in case.kwargs.items() if k in names})
+
+
+def load_rule(text):
+    """The rule named by ``"path/to/file.py:name"`` or ``"module:name"``."""
+    import importlib
+    import importlib.util
+
+    where, _, attr = text.rpartition(":")
+    if not where or not attr:
+        raise ValueError(f"--rule takes FILE.py:NAME or MODULE:NAME, got {text!r}")
+    if where.endswith(".py"):
+        spec = importlib.util.spec_from_file_location(
+            os.path.splitext(os.path.basename(where))[0], where)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(where)
+    rule = getattr(module, attr)
+    if not hasattr(rule, "kernel_rule"):
+        raise ValueError(f"{text} is not a rule made by fastopt.rule")
+    return rule
+
+
 def run(optimizers=DEFAULT_OPTIMIZERS, sizes=(1_000_000, 10_000_000),
         dtypes=("float32",), device="cpu", peers=None, threads=None, repeats=10,
-        warmup=2, cold_start=("adam",), overhead=True, progress=True):
+        warmup=2, cold_start=("adam",), overhead=True, progress=True, rule=None):
     """Time every implementation of every (optimizer, dtype, size); return the report.
 
     optimizers: keys of `cases.CASES`; sizes: element counts; dtypes: float32
@@ -144,7 +189,9 @@ def run(optimizers=DEFAULT_OPTIMIZERS, sizes=(1_000_000, 10_000_000),
     try (None: all of the device's, each used when installed); threads: CPU
     threads for every implementation (None: all cores); cold_start: the
     optimizers whose first step is timed in fresh processes (() skips it);
-    overhead: time the dispatch overhead on 1,000 elements (CPU only).
+    overhead: time the dispatch overhead on 1,000 elements (CPU only);
+    rule: a user's rule (`fastopt.rule`), timed as implementation "rule" on
+    every case's arrays, interleaved with the built-in (`rule_step`).
     """
     _check_optimizers(optimizers)
     if repeats < 1 or warmup < 0:
@@ -164,6 +211,8 @@ def run(optimizers=DEFAULT_OPTIMIZERS, sizes=(1_000_000, 10_000_000),
     load_before = _load()
     llc = cpu_llc_bytes() if device == "cpu" else _gpu_l2()
     impls = _implementations(device, peers)
+    if rule is not None:
+        impls.insert(1, "rule")
     plan = [(d, n, o, i) for d in dtypes for n in sizes for o in optimizers
             for i in impls]
     bar = Progress(len(plan) + len(dtypes) * len(sizes), enabled=progress)
@@ -194,18 +243,18 @@ def run(optimizers=DEFAULT_OPTIMIZERS, sizes=(1_000_000, 10_000_000),
                         row.update(status="unavailable", note=why)
                         continue
                     try:
-                        call, timer = _make_call(impl, name, case, sets, device)
+                        call, timer = _make_call(impl, name, case, sets, device, rule)
                         timer = timer or _default_timer(device)
                         warm_up(call, nsets, warmup, timer)
                         prepared[impl] = (call, timer)
                     except Exception as err:  # a broken peer must not end the run
-                        if impl in ("fastopt", "floor"):
+                        if impl in ("fastopt", "floor", "rule"):
                             raise
                         row.update(status="error", note=f"{type(err).__name__}: {err}")
                 bar.describe(f"{name} {dtype.name} n={n:.0e} timing")
                 for impl, timing in time_interleaved(prepared, nsets, repeats).items():
                     if isinstance(timing, Exception):
-                        if impl in ("fastopt", "floor"):
+                        if impl in ("fastopt", "floor", "rule"):
                             raise timing
                         rows[impl].update(status="error",
                                           note=f"{type(timing).__name__}: {timing}")
