@@ -93,6 +93,7 @@ _HELPERS = {id(sign): ("sign", sign, _sign, (1.0, 0.0))}
 
 # -- the declaration -------------------------------------------------------------
 _SHARED_NAMES = frozenset(h.name for h in SHARED)
+_RESERVED = frozenset(["param", "grad", "step", "convention", "ema"])
 
 
 def rule(state=(), hyper=("lr",), scalars=None, *, name=None, doc=None):
@@ -136,6 +137,10 @@ def _declare(fn, state, hyper, scalars, name, doc):
                             "ema_momentum are applied around the rule); name it otherwise")
         if h in state:
             raise RuleError(f"{label}: {h!r} is both a state array and a hyperparameter")
+    for n in (*hyper_names, *state):
+        if n in _RESERVED:
+            raise RuleError(f"{label}: {n!r} is an argument of every optimizer's function "
+                            f"({', '.join(sorted(_RESERVED))}); name it otherwise")
     taken = _arguments(fn, label, state, hyper_names, scalars)
     made = _scalar_names(label, scalars, hyper_names)
     source, tree, glb = _source(fn, label)
@@ -381,11 +386,10 @@ def _check_returns(tree, label, state):
                 raise RuleError(
                     f"{label}: line {r.lineno} returns {got} values; it must return "
                     f"{form}: the new param{', then each state value' if state else ''}")
-        elif state and isinstance(r.value, (ast.BinOp, ast.UnaryOp, ast.Constant,
-                                            ast.Name, ast.Call)):
-            if not isinstance(r.value, (ast.Name, ast.Call)):
-                raise RuleError(f"{label}: line {r.lineno} returns one value; it must "
-                                f"return {form}: the new param, then each state value")
+        elif state and isinstance(r.value, (ast.BinOp, ast.UnaryOp, ast.IfExp)):
+            # one number; a name or a call is known once typed (`check_types`)
+            raise RuleError(f"{label}: line {r.lineno} returns one value; it must "
+                            f"return {form}: the new param, then each state value")
 
 
 def _fingerprint(rewritten, fn, glb, state, taken, constants):
