@@ -194,6 +194,7 @@ def _declare(fn, state, hyper, scalars, name, doc):
     function.variant = _variant(kernel_name)
     function.torch = _front_factory(spec, "torch")
     function.keras = _front_factory(spec, "keras")
+    function.keras3 = _front_factory(spec, "keras3")
     function.check = lambda ptx=True: check(function, ptx=ptx)
     return function
 
@@ -505,13 +506,20 @@ def _front_factory(spec, which):
         if cls is None:
             if which == "torch":
                 from .torch._make import make
+            elif which == "keras3":   # a keras.optimizers.Optimizer (Keras's torch backend)
+                from .keras import _fused
+
+                def make(spec):
+                    return _fused.make(spec, _fused.rule_base(spec))
             else:
                 from .optimizers._make import make
             cls = made["cls"] = make(spec)
         return cls(*args, **kwargs)
 
     build.__name__ = f"{spec.name}.{which}"
-    build.__doc__ = (f"A {'torch.optim.Optimizer' if which == 'torch' else 'Keras-style optimizer'}"
+    kind = {"torch": "torch.optim.Optimizer", "keras": "Keras-style optimizer",
+            "keras3": "keras.optimizers.Optimizer (fastopt.keras, torch backend)"}[which]
+    build.__doc__ = (f"A {kind}"
                      f" running the rule {spec.name}: arguments "
                      f"``{(spec.torch if which == 'torch' else spec.keras).signature}``.")
     return build

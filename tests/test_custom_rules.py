@@ -5,7 +5,8 @@
   simulator, single arrays and lists, float32 and float64;
 * two rules that are not built in, signum (state) and AdaBelief (host-side
   scalars), match NumPy references over 50 steps in the three front ends
-  (functional, torch.optim, Keras-style), and torch's state_dict round trip;
+  (functional, torch.optim, Keras-style, and Keras 3's via fastopt.keras),
+  and torch's state_dict round trip;
 * their CUDA kernels compile to clean PTX (a child process, no simulator);
   a rule the GPU cannot compile is reported there;
 * numbers written in a rule are typed to the arrays' dtype; float64 that
@@ -116,9 +117,10 @@ def _adabelief_ref(p, g, states, t, dt, lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-
     p[...] = p - step_size * m / (np.sqrt(s) * inv_sqrt_c2 + e)
 
 
-RULES = {"signum": (EX.signum, _signum_ref, dict(lr=1e-2, beta=0.9), 1),
+# lr exactly a float32 (Keras keeps its learning rate in a float32 variable)
+RULES = {"signum": (EX.signum, _signum_ref, dict(lr=2.0 ** -7, beta=0.9), 1),
          "adabelief": (EX.adabelief, _adabelief_ref,
-                       dict(lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8), 2)}
+                       dict(lr=2.0 ** -7, beta1=0.9, beta2=0.999, eps=1e-8), 2)}
 STEPS = 50
 
 
@@ -183,6 +185,17 @@ def test_rule_matches_numpy_in_every_front_end(name, dtype):
         opt.apply_gradients(zip(grads[t - 1], weights))
     for w, (q, _) in zip(weights, expected):
         close(w, q)
+
+    # Keras 3 (fastopt.keras): a keras.optimizers.Optimizer over Keras variables
+    import keras
+    opt = fn.keras3(**keras_hyper)
+    variables = [keras.Variable(p.copy(), dtype=np.dtype(dtype).name) for p, _ in start]
+    for t in range(1, STEPS + 1):
+        opt.apply_gradients(zip([torch.tensor(g) for g in grads[t - 1]], variables))
+    for v, (q, _) in zip(variables, expected):
+        close(keras.ops.convert_to_numpy(v), q)
+    assert opt.get_config()["beta" if name == "signum" else "beta2"] == hyper[
+        "beta" if name == "signum" else "beta2"]
 
 
 def test_rule_options_are_checked_before_writing():
@@ -388,3 +401,13 @@ def test_rule_kernels_compile_to_clean_ptx(tmp_path):
             ptx_probe.assert_clean(rec, getattr(EX, name).variant)
             assert rec["wide_index"], key
     assert found["gpu_error"].startswith("rule numpy_sign: does not compile for the GPU")
+
+
+def test_bench_times_a_rule_beside_the_builtin():
+    from fastopt.bench.runner import run
+
+    report = run(optimizers=["adam_keras"], sizes=[1000], peers=(), repeats=1, warmup=0,
+                 cold_start=(), overhead=False, progress=False, rule=EX.adam)
+    impls = {r["impl"]: r["status"] for r in report["results"]}
+    assert impls == {"fastopt": "ok", "rule": "ok", "floor": "ok"}
+    assert "rule" in report["ratios"][0]["speedup"]

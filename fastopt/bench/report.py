@@ -71,6 +71,10 @@ def summary(report):
             out.append(f"first step in a fresh process, {label.replace('_', ' ')}: "
                        f"{steps} (import {c['import_s']:.2f} s; cache hits "
                        f"{c['cache_hits']}, misses {c['cache_misses']})")
+    for r in report.get("ratios", ()):
+        if "rule" in r["speedup"]:   # `--rule`: the user's rule against the built-in
+            out.append(f"rule, {r['optimizer']} {r['dtype']} n={_size(r['size'])}: "
+                       f"{r['speedup']['rule']:.3f}x the built-in's median time")
     skipped = sorted({f"{r['impl']}: {r['note']}" for r in report["results"]
                       if r["status"] != "ok"})
     if skipped:

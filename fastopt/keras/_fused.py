@@ -241,10 +241,44 @@ def _as_dtypes(grads, dtypes):
     return [torch.as_tensor(g, dtype=d) for g, d in zip(grads, dtypes)]
 
 
-def make(spec):
-    """`spec`'s fastopt.keras class: Keras's class of the same name with the
-    fused update, registered for Keras serialisation as ``fastopt>Name``."""
-    base = getattr(keras.optimizers, spec.keras.cls)
+def rule_base(spec):
+    """A Keras optimizer class for a spec Keras has no class for (a user's
+    rule, `fastopt.custom`): the spec's Keras constructor (its arguments kept
+    as attributes and in ``get_config``), and a ``build`` that makes each state
+    slot's variables under the slot's name, as Keras's own classes do."""
+    front = spec.keras
+    own = [p.name for p in front.parameters() if p.name != "learning_rate"]
+    source = (f"def __init__(self, {front.signature}, name={spec.name!r}, **kwargs):\n"
+              "    _Optimizer.__init__(self, learning_rate=learning_rate, name=name, **kwargs)\n"
+              + "".join(f"    self.{n} = {n}\n" for n in own))
+    scope = {"_Optimizer": keras.optimizers.Optimizer}
+    exec(source, scope)     # noqa: S102 - the source is built from the spec above
+
+    def build(self, variables):
+        if self.built:
+            return
+        keras.optimizers.Optimizer.build(self, variables)
+        for slot in spec.slots:
+            for v in variables:
+                self.add_variable_from_reference(v, slot.keras)
+
+    def get_config(self):
+        return {**keras.optimizers.Optimizer.get_config(self),
+                **{n: getattr(self, n) for n in own}}
+
+    def update_step(self, gradient, variable, learning_rate):
+        raise NotImplementedError("the fused step updates every variable at once")
+
+    return type(front.cls, (keras.optimizers.Optimizer,), {
+        "__init__": scope["__init__"], "build": build, "get_config": get_config,
+        "update_step": update_step, "__module__": "fastopt.keras"})
+
+
+def make(spec, base=None):
+    """`spec`'s fastopt.keras class: Keras's class of the same name (or
+    `base`) with the fused update, registered for Keras serialisation as
+    ``fastopt>Name``."""
+    base = base or getattr(keras.optimizers, spec.keras.cls)
     cls = type(spec.keras.cls, (FusedOptimizer, base), {
         "spec": spec, "__module__": "fastopt.keras",
         "__doc__": (f"``keras.optimizers.{spec.keras.cls}`` with fastopt's fused update "
