@@ -76,7 +76,10 @@ def test_adam_redeclared_is_the_builtin_bit_for_bit(target, dtype, options):
     on = Target(target)
     rng = np.random.default_rng(1)
     steps = 3 if target == "cuda" else 20
-    for form in ("single", "list"):
+    # On the CPU, lists with the plain kernels only (the transforms are the same
+    # element step; each CPU variant's list kernel is one more compile).
+    forms = ("single",) if target == "cpu" and options is OPTIONS[2] else ("single", "list")
+    for form in forms:
         mine = _draw(rng, dtype)
         theirs = [(p.copy(), [s.copy() for s in st]) for p, st in mine]
         mine = [(on.put(p), [on.put(s) for s in st]) for p, st in mine]
@@ -224,9 +227,13 @@ def test_numbers_in_a_rule_are_typed_to_the_arrays_dtype():
     0.1 rounded after a float64 product."""
     p, g, m = (np.array([1.0, -2.0, 3.0], np.float32), np.array([0.3, 0.7, -1.1], np.float32),
                np.array([0.2, 0.4, 0.6], np.float32))
+    import torch
+
     want_m = np.float32(0.5) * m + np.float32(0.1) * g
     want_p = p - np.float32(0.1) * want_m * np.float32(3)
-    halves(p, g, m)
+    # torch views of the arrays: the general path, whose kernel compiles for
+    # float32 alone (the NumPy fast path's compiles both dtypes at once)
+    halves(*map(torch.from_numpy, (p, g, m)))
     np.testing.assert_array_equal(m, want_m)
     np.testing.assert_array_equal(p, want_p)
     assert "_fastopt_k0" in halves.source
@@ -362,7 +369,7 @@ import fastopt
 spec = importlib.util.spec_from_file_location("custom_rules", sys.argv[1])
 ex = importlib.util.module_from_spec(spec); spec.loader.exec_module(ex)
 out = {}
-for name in ("adam", "signum", "adabelief"):
+for name in ("signum", "adabelief"):
     facts = getattr(ex, name).check()
     out[name] = {f"{form}-{dt}": rec for (form, dt), rec in facts.items()}
 
@@ -391,7 +398,7 @@ def test_rule_kernels_compile_to_clean_ptx(tmp_path):
                          env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     found = json.loads(out.stdout.splitlines()[-1])
-    for name in ("adam", "signum", "adabelief"):
+    for name in ("signum", "adabelief"):   # (Adam's math is the built-in's: test_ptx)
         assert sorted(found[name]) == ["list-float32", "list-float64", "single-float32",
                                        "single-float64"]
         for key, rec in found[name].items():
