@@ -59,6 +59,11 @@ def parser():
                         "Keras 3's model.fit (torch backend, 150 variables): "
                         "fastopt.keras against keras.optimizers, for these Keras "
                         "classes, e.g. Adam,SGD")
+    p.add_argument("--clip", type=_list, default=None, metavar="COUNTS",
+                   help="instead of the size sweep, time a global-norm clip over "
+                        "COUNTS tensors (e.g. 2000) of --clip-size elements: "
+                        "fastopt.clip_grad_norm_ against torch's (foreach and loop)")
+    p.add_argument("--clip-size", type=int, default=100)
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -74,6 +79,8 @@ def main(argv=None):
         return _main_lists(args)
     if args.keras is not None:
         return _main_keras(args)
+    if args.clip is not None:
+        return _main_clip(args)
     peers = None if args.peers is None else [
         p for p in args.peers if p != "none"]
     cold = [o for o in args.cold_start if o != "none"]
@@ -133,6 +140,22 @@ def _main_keras(args):
     print(summary(report["results"], report["ratios"]))
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "fastopt-bench-keras-cpu.json")
+    reporting.write_json(report, path)
+    print(f"\nwrote {path}")
+    return 0
+
+
+def _main_clip(args):
+    import os
+
+    from . import report as reporting
+    from .clip import run_clip, summary
+
+    report = run_clip([int(float(c)) for c in args.clip], args.clip_size, args.dtype[0],
+                      args.threads, max(args.repeats, 20), args.warmup)
+    print(summary(report))
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "fastopt-bench-clip-cpu.json")
     reporting.write_json(report, path)
     print(f"\nwrote {path}")
     return 0
