@@ -200,9 +200,8 @@ def _launch(n):
 
 
 def _device_1d(x):
+    """A GPU array as a 1-D Numba device array (the simulator's: itself)."""
     from numba import cuda
-    if _facts.is_torch(x):
-        x = x.detach()
-    d = x if cuda.is_cuda_array(x) and hasattr(x, "reshape") and not _facts.is_torch(x) \
-        else cuda.as_cuda_array(x)
-    return d.reshape(d.size) if d.ndim != 1 else d
+    if not _device.simulated():
+        x = cuda.as_cuda_array(x.detach() if _facts.is_torch(x) else x)
+    return x.reshape(x.size) if x.ndim != 1 else x

@@ -8,6 +8,8 @@ runs one kernel call per param over the touched rows only
 (`fastopt._sparse.update_rows`, the Adam rule's element step at each touched
 element), so a step costs what the gradient's rows cost, not the table's.
 """
+import math
+
 import torch
 
 from .. import _sparse
@@ -68,8 +70,8 @@ class SparseAdam(torch.optim.Optimizer):
                 if p.dtype not in (torch.float32, torch.float64):
                     raise TypeError(f"fastopt.torch.SparseAdam updates float32 and float64 "
                                     f"params, got {p.dtype}")
-                work.append((p, lr, beta1, beta2, eps, maximize))
-        for p, lr, beta1, beta2, eps, maximize in work:
+                work.append((p, lr, beta1, beta2, eps, maximize, group["lr"]))
+        for p, lr, beta1, beta2, eps, maximize, given_lr in work:
             state = self.state[p]
             if len(state) == 0:
                 state["step"] = 0
@@ -81,11 +83,16 @@ class SparseAdam(torch.optim.Optimizer):
             if values.numel() == 0:
                 continue    # torch skips an empty gradient (its step still counts)
             rows, _ = _sparse._linear_rows("SparseAdam", grad._indices(), tuple(p.shape))
+            step = int(state["step"])
+            scalars = _sparse.sparse_adam_scalars(lr, beta1, beta2, eps, step)
+            if isinstance(given_lr, torch.Tensor):
+                # torch's step size is then a tensor of lr's dtype, rounded as such
+                size = given_lr.squeeze() * math.sqrt(1 - beta2 ** step) / (1 - beta1 ** step)
+                scalars = (float(size), *scalars[1:])
             _sparse.update_rows(
                 "fastopt.torch.SparseAdam", _sparse.ADAM_ROWS, p, rows.contiguous(),
                 values.contiguous(), (state["exp_avg"], state["exp_avg_sq"]),
-                _sparse.pre_of(maximize),
-                _sparse.sparse_adam_scalars(lr, beta1, beta2, eps, int(state["step"])))
+                _sparse.pre_of(maximize), scalars)
         return loss
 
 
