@@ -317,7 +317,8 @@ class Optimizer(torch.optim.Optimizer):
         if taken. The step refuses to run if they changed meanwhile."""
         mine = [p.grad for group in self.param_groups for p in group["params"]
                 if p.grad is not None]
-        if len(mine) != len(grads) or set(map(id, mine)) != set(map(id, grads)):
+        if len(mine) != len(grads) or not (all(map(operator.is_, mine, grads))
+                                           or set(map(id, mine)) == set(map(id, grads))):
             return False
         self._deferred_scale = (coef, mine, list(map(_VERSION, mine)))
         return True
