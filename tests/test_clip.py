@@ -205,3 +205,13 @@ def test_clip_deferred_into_a_fastopt_step_equals_clip_then_step():
     assert torch.equal(other[0].grad, twin[0].grad)
     with pytest.raises(TypeError):
         fastopt.clip_grad_norm_(other, 0.01, optimizer=torch.optim.SGD(other, lr=0.1))
+
+
+def test_clip_benchmark_times_every_implementation():
+    from fastopt.bench.clip import run_clip, summary
+
+    report = run_clip([30], 10, "float32", None, repeats=2, warmup=1)
+    assert {r["impl"] for r in report["results"]} == {
+        "fastopt", "fastopt (deferred)", "torch foreach", "torch loop"}
+    assert all("median_ms" in r for r in report["results"]), report
+    assert "torch foreach" in summary(report)

@@ -132,3 +132,11 @@ def test_functional_numpy_matches_torch(dtype):
 
 def test_functional_gpu_arrays_match_torch():
     assert _functional(np.float64, True) <= 1e-12
+
+
+def test_sparse_adam_benchmark_runs():
+    from fastopt.bench.sparse import run_sparse, summary
+
+    report = run_sparse((50, 4), 20, "float64", None, repeats=2, warmup=1)
+    assert all("median_ms" in r for r in report["results"]), report
+    assert "torch.optim.SparseAdam" in summary(report)
