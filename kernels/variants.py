@@ -156,8 +156,13 @@ def all_variants():
                     yield variant(rule, flags, clip, l2, ema=True)
 
 
-def element_step(variant, python=False):
+def element_step(variant, python=False, gathered=False):
     """The per-element step of `variant`: ``step(i, param, grad, state, pre, hyper)``.
+
+    gathered=True: ``step(i, j, param, grad, state, pre, hyper)``, the same
+    update of element i of param and state from element j of grad (the rows
+    a sparse gradient touches, `kernels.rows`); the dense step is this one
+    with j = i, inlined.
 
     ``pre`` (named in `PRE`) drives the shared gradient transforms,
     in Keras's and torch's order::
@@ -191,10 +196,10 @@ def element_step(variant, python=False):
     ema0, ema1, ema2 = (variant.ema_slot == k for k in range(NUM_SLOTS))
 
     @jit
-    def step(i, param, grad, state, pre, hyper):
+    def at(i, j, param, grad, state, pre, hyper):
         scale, bound, wd, decay, keep, take = pre
         p = param[i]
-        g = grad[i] * scale
+        g = grad[j] * scale
         if clip:
             if g > bound:
                 g = bound
@@ -223,5 +228,12 @@ def element_step(variant, python=False):
             state[1][i] = state[1][i] * keep + p * take
         if ema2:
             state[2][i] = state[2][i] * keep + p * take
+
+    if gathered:
+        return at
+
+    @jit
+    def step(i, param, grad, state, pre, hyper):
+        at(i, i, param, grad, state, pre, hyper)
 
     return step

@@ -16,11 +16,14 @@ contributes, on the CPU:
 What fastopt.torch does not offer is never skipped silently: an option set
 using a feature in `UNSUPPORTED` is skipped with that reason, and an error
 input fastopt accepts on purpose is in `ACCEPTED`, where it must still be
-accepted (a strict xfail). The entries' sparse metadata is not run:
-fastopt.torch refuses sparse gradients (test_torch_optimizers).
+accepted (a strict xfail). An entry that only takes sparse gradients
+(SparseAdam) gets its gradients as sparse COO tensors over a random subset
+of rows; the dense optimizers' sparse metadata is not run: they refuse
+sparse gradients (test_torch_optimizers).
 
 torch's test utilities import ``expecttest``, which the ``test`` extra installs.
 """
+import inspect
 import re
 
 import pytest
@@ -48,7 +51,6 @@ UNSUPPORTED = {
 # Entry traits this file cannot run -> why.
 UNRUNNABLE = {
     "step_requires_closure": "its step needs a closure (not an elementwise update)",
-    "only_supports_sparse_grads": "sparse gradients only: fastopt.torch refuses them",
 }
 OWN_PARAMS = "an option set with its own params: this file builds params itself"
 
@@ -107,13 +109,26 @@ def _error_rows():
             yield pytest.param(info, error, marks=marks, id=f"{info.name}-{_id(desc)}")
 
 
-def _problem(dtype, seed=0):
-    """Initial params and STEPS lists of gradients, one per param."""
+def _problem(dtype, seed=0, sparse=False):
+    """Initial params and STEPS lists of gradients, one per param (sparse:
+    COO over the first dim, a random half of its rows)."""
     gen = torch.Generator().manual_seed(seed)
     params = [torch.randn(s, generator=gen, dtype=dtype) for s in SHAPES]
     grads = [[torch.randn(s, generator=gen, dtype=dtype) for s in SHAPES]
              for _ in range(STEPS)]
+    if sparse:
+        grads = [[_sparse_rows(g, gen) for g in step] for step in grads]
     return params, grads
+
+
+def _sparse_rows(g, gen):
+    keep = torch.rand(g.shape[0], generator=gen) < 0.5
+    rows = torch.nonzero(keep).flatten()
+    return torch.sparse_coo_tensor(rows[None], g[rows], g.shape)
+
+
+def _takes_foreach(cls):
+    return "foreach" in inspect.signature(cls.__init__).parameters
 
 
 def _run(cls, kwargs, params, grads):
@@ -136,9 +151,10 @@ def _rel_err(a, b):
 
 @pytest.mark.parametrize("info, optim_input, dtype", list(_option_rows()))
 def test_option_set_matches_torch(info, optim_input, dtype):
-    params, grads = _problem(dtype)
+    params, grads = _problem(dtype, sparse=info.only_supports_sparse_grads)
     kwargs = dict(optim_input.kwargs)
-    want, ref = _run(info.optim_cls, {"foreach": False, **kwargs}, params, grads)
+    single = {"foreach": False} if _takes_foreach(info.optim_cls) else {}
+    want, ref = _run(info.optim_cls, {**single, **kwargs}, params, grads)
     got, opt = _run(getattr(fastopt.torch, info.name), kwargs, params, grads)
     tol = TOL[dtype]
     for p, q in zip(got, want):
@@ -153,9 +169,11 @@ def test_option_set_matches_torch(info, optim_input, dtype):
         assert ours["state"][index].keys() == state.keys(), index
         for key, value in state.items():
             have = ours["state"][index][key]
-            assert have.dtype == value.dtype and have.shape == value.shape, key
-            if key == "step":
-                assert have.item() == value.item()
+            assert type(have) is type(value), key
+            if torch.is_tensor(value):
+                assert have.dtype == value.dtype and have.shape == value.shape, key
+            if key == "step":   # a tensor, or an int (SparseAdam's)
+                assert type(have) is type(value) and float(have) == float(value)
             else:
                 assert _rel_err(have, value) <= tol, key
 

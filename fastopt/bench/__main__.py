@@ -64,6 +64,16 @@ def parser():
                         "MODULE:NAME) on each optimizer's arrays, interleaved with the "
                         "built-in: implementation 'rule' in the report (e.g. "
                         "examples/custom_rules.py:adam with --optimizers adam_keras)")
+    p.add_argument("--clip", type=_list, default=None, metavar="COUNTS",
+                   help="instead of the size sweep, time a global-norm clip over "
+                        "COUNTS tensors (e.g. 2000) of --clip-size elements: "
+                        "fastopt.clip_grad_norm_ against torch's (foreach and loop)")
+    p.add_argument("--clip-size", type=int, default=100)
+    p.add_argument("--sparse-adam", default=None, metavar="ROWSxWIDTH",
+                   help="instead of the size sweep, time a SparseAdam step on an "
+                        "embedding table of this shape (e.g. 200000x64) from a sparse "
+                        "gradient of --sparse-rows lookups, against torch.optim.SparseAdam")
+    p.add_argument("--sparse-rows", type=int, default=4096)
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -79,6 +89,10 @@ def main(argv=None):
         return _main_lists(args)
     if args.keras is not None:
         return _main_keras(args)
+    if args.clip is not None:
+        return _main_clip(args)
+    if args.sparse_adam is not None:
+        return _main_sparse(args)
     peers = None if args.peers is None else [
         p for p in args.peers if p != "none"]
     cold = [o for o in args.cold_start if o != "none"]
@@ -142,6 +156,46 @@ def _main_keras(args):
     print(summary(report["results"], report["ratios"]))
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "fastopt-bench-keras-cpu.json")
+    reporting.write_json(report, path)
+    print(f"\nwrote {path}")
+    return 0
+
+
+def _main_clip(args):
+    import os
+
+    from . import report as reporting
+    from .clip import run_clip, summary
+
+    report = run_clip([int(float(c)) for c in args.clip], args.clip_size, args.dtype[0],
+                      args.threads, max(args.repeats, 20), args.warmup)
+    print(summary(report))
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "fastopt-bench-clip-cpu.json")
+    reporting.write_json(report, path)
+    print(f"\nwrote {path}")
+    return 0
+
+
+def _main_sparse(args):
+    import os
+
+    from . import report as reporting
+    from .sparse import run_sparse, summary
+
+    try:
+        table = tuple(int(float(t)) for t in args.sparse_adam.lower().split("x"))
+        if len(table) != 2:
+            raise ValueError
+    except ValueError:
+        print(f"fastopt.bench: error: --sparse-adam takes ROWSxWIDTH, got "
+              f"{args.sparse_adam!r}", file=sys.stderr)
+        return 2
+    report = run_sparse(table, args.sparse_rows, args.dtype[0], args.threads,
+                        max(args.repeats, 20), max(args.warmup, 3))
+    print(summary(report))
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "fastopt-bench-sparse-adam-cpu.json")
     reporting.write_json(report, path)
     print(f"\nwrote {path}")
     return 0

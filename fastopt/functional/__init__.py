@@ -27,4 +27,6 @@ def of(spec):
 for _spec in SPECS:
     globals()[_spec.name] = make(_spec)
 
-__all__ = [spec.name for spec in SPECS]
+from .._sparse import sparse_adam  # noqa: E402 - from a COO gradient's rows
+
+__all__ = [spec.name for spec in SPECS] + ["sparse_adam"]

@@ -21,4 +21,6 @@ for _spec in SPECS:
     if _spec.torch is not None:
         globals()[_spec.torch.cls] = make(_spec)
 
-__all__ = [spec.torch.cls for spec in SPECS if spec.torch is not None]
+from ._sparse_adam import SparseAdam  # noqa: E402 - sparse gradients (`fastopt._sparse`)
+
+__all__ = [spec.torch.cls for spec in SPECS if spec.torch is not None] + ["SparseAdam"]

@@ -109,8 +109,8 @@ def _real(t):
 
 _COMPLEX = frozenset({torch.complex64, torch.complex128})
 # Bulk reads: map() with a C getter is ~1.5x a comprehension's attribute read.
-_GRAD, _DTYPE, _DEVICE, _SHAPE, _LAYOUT = map(
-    operator.attrgetter, ("grad", "dtype", "device", "shape", "layout"))
+_GRAD, _DTYPE, _DEVICE, _SHAPE, _LAYOUT, _VERSION = map(
+    operator.attrgetter, ("grad", "dtype", "device", "shape", "layout", "_version"))
 
 
 def _dense(tensors):
@@ -275,8 +275,11 @@ class Optimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         work = []
+        scale = self._pending_scale()
         for i, group in enumerate(self.param_groups):
             hyper = self._checked_hyper(i, group)
+            if scale is not None:   # a deferred clip (`fastopt.clip_grad_norm_`)
+                hyper = {**hyper, "grad_scale": scale}
             layout, verdict = self._flat.get(i), None
             if layout is not None:
                 verdict = layout.ready(group, list(self._slots(hyper, layout.members[0])))
@@ -304,7 +307,39 @@ class Optimizer(torch.optim.Optimizer):
             raise
         finally:
             self._created = None
+        self.__dict__.pop("_deferred_scale", None)
         return loss
+
+    def _defer_grad_scale(self, grads, coef):
+        """`fastopt.clip_grad_norm_`'s hook: take the clip factor `coef` into
+        the next step (each gradient multiplied by it as the update reads
+        it) if `grads` are exactly the gradients that step will read; True
+        if taken. The step refuses to run if they changed meanwhile."""
+        mine = [p.grad for group in self.param_groups for p in group["params"]
+                if p.grad is not None]
+        if len(mine) != len(grads) or not (all(map(operator.is_, mine, grads))
+                                           or set(map(id, mine)) == set(map(id, grads))):
+            return False
+        self._deferred_scale = (coef, mine, list(map(_VERSION, mine)))
+        return True
+
+    def _pending_scale(self):
+        """The deferred clip factor of this step (None: none), after checking
+        that the gradients are the ones it was computed over, unchanged."""
+        deferred = self.__dict__.get("_deferred_scale")
+        if deferred is None:
+            return None
+        coef, grads, versions = deferred
+        now = [p.grad for group in self.param_groups for p in group["params"]
+               if p.grad is not None]
+        if (len(now) != len(grads) or not all(map(operator.is_, now, grads))
+                or list(map(_VERSION, now)) != versions):
+            del self._deferred_scale
+            raise RuntimeError(
+                f"fastopt.torch.{type(self).__name__}.step(): the gradients changed after "
+                "fastopt.clip_grad_norm_(..., optimizer=...) deferred its scale into this "
+                "step; clip again after the last backward()")
+        return coef
 
     def _forget_created(self):
         """Remove the state entries this step created (it was refused)."""
@@ -316,7 +351,9 @@ class Optimizer(torch.optim.Optimizer):
     def zero_grad(self, set_to_none=True):
         """torch's ``zero_grad``; with ``flat=True`` the grads of a flattened
         group are zeroed in place and stay views of its buffer, whatever
-        `set_to_none` says (torch's ``set_to_none=False`` behaviour)."""
+        `set_to_none` says (torch's ``set_to_none=False`` behaviour). A clip
+        factor deferred into the next step is dropped."""
+        self.__dict__.pop("_deferred_scale", None)
         if not self._flat:
             return super().zero_grad(set_to_none)
         for i, group in enumerate(self.param_groups):
