@@ -58,7 +58,10 @@ except ImportError:   # pragma: no cover - older torch
     def _get_scalar_dtype():
         return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
-_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
+_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128,
+           torch.float16, torch.bfloat16)   # 16-bit: float32 math, as torch's fused
+_HALF = frozenset({torch.float16, torch.bfloat16})
+_STATE_DTYPES = (None, torch.float32, torch.bfloat16, torch.float16)
 _DEVICES = ("cpu", "cuda")
 # torch's implementation switches: accepted at torch's values so that torch's
 # checkpoints load and ``torch.optim.X(...)`` call sites work unchanged.
@@ -306,6 +309,22 @@ class Optimizer(torch.optim.Optimizer):
             self._created = None
         return loss
 
+    # The dtype of the state of 16-bit params: None, the param's (torch's
+    # behaviour), or float32, bfloat16 or float16, per optimizer instance:
+    # ``opt.state_dtype = torch.float32`` before its first step. float32 and
+    # float64 params keep state of their own dtype.
+    state_dtype = None
+
+    def _state_dtype_of(self, dtype):
+        choice = self.state_dtype
+        if choice is None or dtype not in _HALF:
+            return dtype
+        if choice not in _STATE_DTYPES:
+            raise TypeError(f"fastopt.torch.{type(self).__name__}: state_dtype must be "
+                            f"None, torch.float32, torch.bfloat16 or torch.float16, got "
+                            f"{choice!r}")
+        return choice
+
     def _forget_created(self):
         """Remove the state entries this step created (it was refused)."""
         for p, state, key in reversed(self._created):
@@ -399,11 +418,13 @@ class Optimizer(torch.optim.Optimizer):
         for key in keys:
             column = [None if s is None else s.get(key) for s in states]
             have = [k for k, t in enumerate(column) if t is not None]
+            sdtypes = dtypes if self.state_dtype is None else [
+                self._state_dtype_of(d) for d in dtypes]
             if len(have) < len(column):    # before a param's first step
                 column = [column[k] for k in have]
-                want = [[got[k] for k in have] for got in (dtypes, devices, shapes)]
+                want = [[got[k] for k in have] for got in (sdtypes, devices, shapes)]
             else:
-                want = dtypes, devices, shapes
+                want = sdtypes, devices, shapes
             if not _like(column, *want):
                 return None
         return dtypes, devices
@@ -423,7 +444,8 @@ class Optimizer(torch.optim.Optimizer):
                             "fastopt updates dense tensors")
         if p.dtype not in _DTYPES:
             raise TypeError(f"fastopt.torch.{name}: {where} has dtype {p.dtype}; fastopt "
-                            "updates float32, float64, complex64 and complex128 tensors")
+                            "updates float32, float64, complex64 and complex128 tensors, "
+                            "and float16 and bfloat16 ones")
         if p.device.type not in _DEVICES:
             raise TypeError(f"fastopt.torch.{name}: {where} is on {p.device}; fastopt "
                             "runs on the CPU and on CUDA GPUs")
@@ -444,7 +466,8 @@ class Optimizer(torch.optim.Optimizer):
             if not t.is_contiguous():
                 raise ValueError(f"fastopt.torch.{name}: {what} of {where} is not "
                                  "contiguous; fastopt's kernels need contiguous tensors")
-            if t.dtype != p.dtype or t.device != p.device or t.shape != p.shape:
+            dtype = p.dtype if what in ("param", "grad") else self._state_dtype_of(p.dtype)
+            if t.dtype != dtype or t.device != p.device or t.shape != p.shape:
                 raise ValueError(f"fastopt.torch.{name}: {what} of {where} is {t.dtype} "
                                  f"{tuple(t.shape)} on {t.device}, expected it like the "
                                  "param")
@@ -548,9 +571,12 @@ class Optimizer(torch.optim.Optimizer):
                 self._created.append((p, state, key))
         for key, fill in slots.items():
             if state.get(key) is None:
-                state[key] = (torch.zeros_like(p, memory_format=torch.preserve_format)
+                dtype = self._state_dtype_of(p.dtype)
+                state[key] = (torch.zeros_like(p, memory_format=torch.preserve_format,
+                                               dtype=dtype)
                               if fill == 0 else
-                              torch.full_like(p, fill, memory_format=torch.preserve_format))
+                              torch.full_like(p, fill, memory_format=torch.preserve_format,
+                                              dtype=dtype))
                 self._created.append((p, state, key))
                 created = True
         return state, 1 if created else 2   # (counting optimizers: their counters decide)
