@@ -134,3 +134,35 @@ def test_bad_mixes_write_nothing():
         F.adam(p16, p16.copy(), np.zeros(4, np.float32), np.zeros(4, np.float16), step=1,
                lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8)
     assert (p16 == 1).all()
+
+
+@pytest.mark.parametrize("storage", [("bf16", "bf16", "bf16"), ("f16", "f16", "f32")],
+                         ids=["bf16", "f16-f32state"])
+def test_cuda_simulator_matches_cpu(storage):
+    """The CUDA kernels (under Numba's simulator: the plain-Python twins of
+    the conversions) give the CPU kernels' bits, single and list form."""
+    import numba
+    from numba import cuda
+    if not numba.config.ENABLE_CUDASIM:
+        pytest.skip("needs Numba's CUDA simulator (tests/conftest.py turns it on)")
+    dt = {"bf16": ml_dtypes.bfloat16, "f16": np.float16, "f32": np.float32}
+    pd, sd = dt[storage[0]], dt[storage[2]]
+    rng = np.random.default_rng(2)
+    kw = dict(lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8, convention="torch")
+    n = 37
+    p, g = rng.standard_normal(n).astype(pd), rng.standard_normal(n).astype(pd)
+    m, v = (rng.random(n) * 0.1).astype(sd), (rng.random(n) * 0.1).astype(sd)
+    host = [a.copy() for a in (p, g, m, v)]
+    dev = [cuda.to_device(a) for a in (p, g, m, v)]
+    lists = [[cuda.to_device(a[:5].copy()), cuda.to_device(a[5:].copy())]
+             for a in (p, g, m, v)]
+    F.adam(*host, step=3, **kw)
+    F.adam(*dev, step=3, **kw)
+    F.adam(*lists, step=3, **kw)
+    for h, d, parts in zip(host, dev, lists):
+        got = d.copy_to_host()
+        joined = np.concatenate([x.copy_to_host() for x in parts])
+        assert np.array_equal(h.view(np.uint16 if h.itemsize == 2 else np.uint32),
+                              got.view(h.view(np.uint16 if h.itemsize == 2 else
+                                              np.uint32).dtype))
+        assert np.array_equal(got.view(np.uint8), joined.view(np.uint8))
