@@ -166,3 +166,47 @@ def test_cuda_simulator_matches_cpu(storage):
                               got.view(h.view(np.uint16 if h.itemsize == 2 else
                                               np.uint32).dtype))
         assert np.array_equal(got.view(np.uint8), joined.view(np.uint8))
+
+
+def _scaled_training(make, dtype):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 3).to(dtype)
+    opt = make(model.parameters())
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=5)
+    gen = torch.Generator().manual_seed(1)
+    scales = []
+    for step in range(100):
+        loss = model(torch.randn(4, 8, generator=gen).to(dtype)).float().pow(2).sum()
+        scaler.scale(loss).backward()
+        if step % 7 == 3:       # an overflow: the step must write nothing
+            model.weight.grad[0, 0] = float("inf")
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad()
+        scales.append(scaler.get_scale())
+    return list(model.parameters()), scales, opt.state_dict()["state"]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "f32"])
+def test_grad_scaler_against_torch_fused_adam(dtype):
+    """torch.amp.GradScaler hands grad_scale and found_inf to fastopt.torch
+    (_step_supports_amp_scaling): 100 steps with injected infs give torch
+    fused Adam's skipped steps, scales and step counts; bf16 params and state
+    bit for bit, float32 within 1e-6 (fastopt's float32 Adam orders the bias
+    corrections as torch's foreach form does, not its fused one)."""
+    ref, ref_scales, ref_state = _scaled_training(
+        lambda ps: torch.optim.Adam(ps, lr=1e-2, fused=True), dtype)
+    got, got_scales, got_state = _scaled_training(lambda ps: FT.Adam(ps, lr=1e-2), dtype)
+    assert got_scales == ref_scales
+    for k in ref_state:
+        for key in ref_state[k]:
+            a, b = ref_state[k][key], got_state[k][key]
+            if dtype == torch.bfloat16 or key == "step":
+                assert torch.equal(a, b), (k, key)
+            else:
+                torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)
+    for a, b in zip(ref, got):
+        if dtype == torch.bfloat16:
+            assert torch.equal(a, b)
+        else:
+            torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)

@@ -162,6 +162,9 @@ class Optimizer(torch.optim.Optimizer):
         self._lock = threading.RLock()   # `_threads.serialised`: one step at a time
         super().__init__(params, defaults)
 
+    # torch.amp.GradScaler hands `grad_scale` and `found_inf` to the step (see `step`).
+    _step_supports_amp_scaling = True
+
     # -- what subclasses define -------------------------------------------
     def _hyper(self, group):
         """torch's checks of `group`; the functional's keyword arguments."""
@@ -277,9 +280,22 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        # torch.amp.GradScaler's contract with optimizers that set
+        # _step_supports_amp_scaling: it sets `grad_scale` and `found_inf`
+        # (0-d tensors) for the step. A step with found_inf writes nothing
+        # (torch's fused kernels skip it, and its step count is taken back);
+        # otherwise the gradient is unscaled in the kernel, by the shared
+        # transform's factor 1/grad_scale (exact for GradScaler's powers of 2).
+        found_inf = getattr(self, "found_inf", None)
+        if found_inf is not None and float(found_inf) != 0.0:
+            return loss
+        amp_scale = getattr(self, "grad_scale", None)
+        unscale = None if amp_scale is None else 1.0 / float(amp_scale)
         work = []
         for i, group in enumerate(self.param_groups):
             hyper = self._checked_hyper(i, group)
+            if unscale is not None:
+                hyper = {**hyper, "grad_scale": hyper.get("grad_scale", 1.0) * unscale}
             layout, verdict = self._flat.get(i), None
             if layout is not None:
                 verdict = layout.ready(group, list(self._slots(hyper, layout.members[0])))
