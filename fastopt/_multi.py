@@ -365,7 +365,9 @@ def _torch_device(columns, flat):
                 or not all(map(torch.Tensor.is_contiguous, column))):
             return None
     known = _device._torch_dtypes(torch)
-    if not all([d in _facts.FLOAT_DTYPES for d in map(known.get, dtypes)]):
+    # (None, an unknown dtype, must be tested first: NumPy reads None as float64.)
+    if not all([d is not None and d in _facts.FLOAT_DTYPES
+                for d in map(known.get, dtypes)]):
         return None
     return device
 

@@ -151,7 +151,7 @@ def run(optimizers=DEFAULT_OPTIMIZERS, sizes=(1_000_000, 10_000_000),
         raise ValueError("repeats must be >= 1 and warmup >= 0")
     dtypes = [_dtype(d) for d in dtypes]
     if any(d not in (np.float32, np.float64) and d.name != "bfloat16" for d in dtypes):
-        raise ValueError(f"dtypes must be float32, float64 or bfloat16, got {dtypes}")
+        raise ValueError(f"dtypes must be float32 or float64 (or bfloat16), got {dtypes}")
     sizes = [int(s) for s in sizes]
     if any(s < 1 for s in sizes):
         raise ValueError(f"sizes must be positive, got {sizes}")
