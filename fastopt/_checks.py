@@ -66,23 +66,21 @@ def placed(fn, labels, flat):
 
 
 def tensors(fn, labels, columns, layout, device=None):
-    """Each tensor's arrays: a float dtype, and param's dtype and shape;
-    C-contiguous; writeable unless grad; on GPU `device` if given.
+    """Each tensor's arrays: a float dtype, and param's dtype and shape, or a
+    16-bit storage (`_facts.storage`); C-contiguous; writeable unless grad;
+    on GPU `device` if given. Returns each tensor's storage.
 
     columns: the arrays (or `_device.DeviceArray` descriptions) with
     ``.dtype`` and ``.shape`` (and ``.device``); ``layout(a) ->
     (contiguous, readonly)``.
     """
+    stored = []
     for k, p in enumerate(columns[0]):
         dtype, shape = p.dtype, p.shape
-        if dtype not in _facts.FLOAT_DTYPES:
-            raise TypeError(
-                f"{who(fn)}: {labels.at(0, k)} must be float32 or float64, got {dtype}")
+        st = stored_as(fn, labels, k, [column[k].dtype for column in columns])
+        stored.append(st)
         for c, column in enumerate(columns):
             a = column[k]
-            if a.dtype != dtype:
-                raise TypeError(f"{who(fn)}: {labels.at(c, k)} has dtype {a.dtype}, "
-                                f"expected {dtype} like {labels.at(0, k)}")
             if a.shape != shape:
                 raise ValueError(f"{who(fn)}: {labels.at(c, k)} has shape {a.shape}, "
                                  f"expected {shape} like {labels.at(0, k)}")
@@ -102,6 +100,21 @@ def tensors(fn, labels, columns, layout, device=None):
             if readonly and c != GRAD:
                 raise ValueError(
                     f"{who(fn)}: {labels.at(c, k)} is read-only; it is updated in place")
+    return stored
+
+
+def stored_as(fn, labels, k, dtypes):
+    """Tensor k's storage (`_facts.storage`: () when its arrays share float32
+    or float64), or a TypeError naming the array whose dtype does not fit."""
+    st = _facts.storage(dtypes)
+    if st and type(st[0]) is int:
+        c, note, ref = st
+        if c == 0:
+            raise TypeError(f"{who(fn)}: {labels.at(0, k)} must be float32 or float64, "
+                            f"got {dtypes[0]} (or float16, bfloat16: float32 math)")
+        raise TypeError(f"{who(fn)}: {labels.at(c, k)} has dtype {dtypes[c]}, "
+                        f"expected {dtypes[ref]} like {labels.at(ref, k)}{note}")
+    return st
 
 
 def host_layout(a):

@@ -124,6 +124,11 @@ def _torch_dtypes(torch):
         _torch_dtype_map.update({torch.float32: np.dtype(np.float32),
                                  torch.float64: np.dtype(np.float64),
                                  torch.float16: np.dtype(np.float16)})
+        try:    # NumPy has no bfloat16: ml_dtypes' (fastopt's kernels read its bits)
+            import ml_dtypes
+            _torch_dtype_map[torch.bfloat16] = np.dtype(ml_dtypes.bfloat16)
+        except ImportError:  # pragma: no cover - ml_dtypes is a dependency
+            pass
     return _torch_dtype_map
 
 
@@ -163,7 +168,10 @@ def flat_view(info):
     """The 1-D view of `info`'s buffer that the kernel is launched with."""
     sim = _simulator_array_type()
     if sim is not None and isinstance(info.owner, sim):
-        return info.owner.reshape(info.size)
+        flat = info.owner.reshape(info.size)
+        if info.dtype.itemsize == 2:    # 16-bit storage: the kernels read its bits
+            flat = flat.view(np.uint16)
+        return flat
     return _FlatView(info)
 
 

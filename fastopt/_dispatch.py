@@ -23,7 +23,7 @@ import numpy as np
 
 from . import _accel, _batch, _checks, _device, _facts, _hostscan, _multi
 from ._facts import HOST
-from .kernels import PRE
+from .kernels import PRE, storage
 
 _pending = _batch.pending
 
@@ -83,15 +83,20 @@ def _defer_checked(variant, ids, used, pre, hyper):
 
 def _plan_host(fn, variant, labels, views, pre, hyper):
     """Validate host arrays (NumPy views); the kernel call, or None if empty."""
-    _checks.tensors(fn, labels, [[v] for v in views], _checks.host_layout)
+    (stored,) = _checks.tensors(fn, labels, [[v] for v in views], _checks.host_layout)
     p = views[0]
     if p.size == 0:
         return None
     ptrs = [v.ctypes.data for v in views]
-    _checks.no_overlap(fn, labels, ptrs, [p.nbytes] * len(ptrs))
+    _checks.no_overlap(fn, labels, ptrs, [v.nbytes for v in views])
     columns, _ = _facts.kernel_columns(variant)
+    if stored:      # 16-bit arrays: float32 math (kernels.storage)
+        variant = variant.stored(stored)
+        like = storage.host_like(stored)
+    else:
+        like = _facts.LIKE[p.dtype]
     return functools.partial(_accel.get("cpu", variant), tuple([ptrs[i] for i in columns]),
-                             p.size, _facts.LIKE[p.dtype], pre, hyper)
+                             p.size, like, pre, hyper)
 
 
 def _plan_device(fn, variant, labels, arrays, pre, hyper):
@@ -100,12 +105,16 @@ def _plan_device(fn, variant, labels, arrays, pre, hyper):
 
     infos = [_device.describe(labels(j), a) for j, a in enumerate(arrays)]
     p = infos[0]
-    _checks.tensors(fn, labels, [[i] for i in infos], _checks.device_layout, p.device)
+    (stored,) = _checks.tensors(fn, labels, [[i] for i in infos], _checks.device_layout,
+                                p.device)
     ptrs = [i.ptr for i in infos]
     _checks.aligned(fn, labels, ptrs, np.array([i.dtype.itemsize for i in infos]))
     if p.size == 0:
         return None
-    _checks.no_overlap(fn, labels, ptrs, [p.nbytes] * len(ptrs))
+    _checks.no_overlap(fn, labels, ptrs, [i.nbytes for i in infos])
+    math = p.dtype
+    if stored:      # 16-bit arrays: float32 math (kernels.storage)
+        variant, math = variant.stored(stored), _facts.FLOAT32
     if cuda._simulated():    # the simulator runs no intrinsic: pass the arrays
         flat = [_device.flat_view(i) for i in infos]
     else:
@@ -116,7 +125,7 @@ def _plan_device(fn, variant, labels, arrays, pre, hyper):
         with _device.on_device(p.device):
             cuda.launch(variant, p.size, _device.stream_of(p),
                         tuple([flat[i] for i in columns]),
-                        _facts.scalars(p.dtype, pre), _facts.scalars(p.dtype, hyper),
+                        _facts.scalars(math, pre), _facts.scalars(math, hyper),
                         p.device)
 
     return launch

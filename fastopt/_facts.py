@@ -64,9 +64,63 @@ def is_torch(x):
 
 
 def host_view(x):
-    """A host array as NumPy sees it (a torch CPU tensor: a zero-copy view)."""
-    return x if type(x) is np.ndarray else (
-        x.detach().numpy() if is_torch(x) else np.asarray(x))
+    """A host array as NumPy sees it (a torch CPU tensor: a zero-copy view;
+    a bfloat16 one, which NumPy cannot import, viewed as ml_dtypes' bfloat16)."""
+    if type(x) is np.ndarray:
+        return x
+    if is_torch(x):
+        torch = sys.modules["torch"]
+        if x.dtype == torch.bfloat16:
+            return x.detach().view(torch.int16).numpy().view(bfloat16())
+        return x.detach().numpy()
+    return np.asarray(x)
+
+
+@functools.lru_cache(maxsize=None)
+def bfloat16():
+    """ml_dtypes' bfloat16 NumPy dtype (imported on first use)."""
+    import ml_dtypes
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+# 16-bit storage (kernels.storage): float32 math over float16 / bfloat16 columns.
+FLOAT32, FLOAT64 = FLOAT_DTYPES
+
+
+def storage_format(dtype):
+    """`kernels.storage`'s format of a NumPy dtype ("f32", "f16", "bf16"), or None."""
+    if dtype is FLOAT32 or dtype == FLOAT32:
+        return "f32"
+    if dtype == np.float16:
+        return "f16"
+    if dtype.name == "bfloat16" and dtype.itemsize == 2 and dtype.kind == "V":
+        return "bf16"
+    return None
+
+
+def storage(dtypes):
+    """The storage of one tensor's arrays from their dtypes (param, grad,
+    then its used state slots): () when all share float32 or float64 (the
+    native kernels), a `kernels.storage` ``(param, grad, state)`` triple
+    when 16-bit arrays are mixed in, or ``(column, note)`` of the first
+    array that cannot be, a note, and the column it is compared with
+    (`_checks.stored_as` words the message)."""
+    first = dtypes[0]
+    if first in FLOAT_DTYPES and all([d == first for d in dtypes]):
+        return ()
+    if first == FLOAT64:
+        return next(c for c, d in enumerate(dtypes) if d != first), "", 0
+    fmts = [storage_format(d) for d in dtypes]
+    if fmts[0] is None:
+        return 0, "", 0
+    for c, f in enumerate(fmts[1:], 1):
+        if f is None:
+            return c, " (or float16, bfloat16: float32 math)", 0
+    states = fmts[2:]
+    for c, f in enumerate(states, 2):
+        if f != states[0]:
+            return c, " (a call's state arrays share one dtype)", 2
+    return fmts[0], fmts[1], states[0] if states else "f32"
 
 
 def bump_torch_versions(written):

@@ -49,7 +49,7 @@ import numpy as np
 from . import _accel, _batch, _checks, _device, _facts, _hostscan
 from ._facts import HOST
 from ._front import frame as _frame
-from .kernels import NUM_ARRAYS, PRE, cpu
+from .kernels import NUM_ARRAYS, PRE, cpu, storage
 
 # Elements per chunk: large enough that a chunk's loop runs at full speed
 # (64K float32 = 256 KiB per array), small enough to balance a few big
@@ -365,7 +365,9 @@ def _torch_device(columns, flat):
                 or not all(map(torch.Tensor.is_contiguous, column))):
             return None
     known = _device._torch_dtypes(torch)
-    if not all([d in _facts.FLOAT_DTYPES for d in map(known.get, dtypes)]):
+    # (None, an unknown dtype, must be tested first: NumPy reads None as float64.)
+    if not all([d is not None and d in _facts.FLOAT_DTYPES
+                for d in map(known.get, dtypes)]):
         return None
     return device
 
@@ -380,7 +382,22 @@ def _plan_torch(fn, labels, variant, columns, device, pre, hyper):
     layout = (_flatten(columns, torch.Tensor.data_ptr),
               list(map(torch.Tensor.numel, columns[0])),
               list(map(known.__getitem__, map(_DTYPE, columns[0]))))
-    if device < 0:
+    dtypes = [layout[2]] + [list(map(known.__getitem__, map(_DTYPE, column)))
+                            for column in columns[1:]]
+    stored = None
+    if not (all([d in _facts.FLOAT_DTYPES for d in layout[2]])
+            and all([column == dtypes[0] for column in dtypes[1:]])):
+        # 16-bit arrays among them (fastopt.torch checked their dtypes)
+        stored = [_checks.stored_as(fn, labels, k, [column[k] for column in dtypes])
+                  for k in range(len(layout[1]))]
+    if stored is not None and device < 0:
+        action = _plan_stored_host(fn, labels, variant, *layout[:2], dtypes, stored,
+                                   pre, hyper)
+    elif stored is not None:
+        action = _plan_layout_device(fn, labels, variant, *layout, device,
+                                     _device.torch_stream(device), pre, hyper,
+                                     stored=stored, all_dtypes=dtypes)
+    elif device < 0:
         action = _plan_layout_host(fn, labels, variant, *layout, pre, hyper)
     else:
         action = _plan_layout_device(fn, labels, variant, *layout, device,
@@ -401,11 +418,44 @@ _IS_CPU, _IS_CUDA, _LAYOUT, _DTYPE, _SHAPE = map(
 def _plan_host(fn, labels, variant, columns, pre, hyper):
     """The list form on the host in Python: NumPy arrays (or views) that
     neither the accelerator nor the torch path took, and the error messages."""
-    _checks.tensors(fn, labels, columns, _checks.host_layout)
+    stored = _checks.tensors(fn, labels, columns, _checks.host_layout)
     params = columns[0]
     addresses = [a.ctypes.data for column in columns for a in column]
+    if any(stored):
+        return _plan_stored_host(fn, labels, variant, addresses, [p.size for p in params],
+                                 [[a.dtype for a in column] for column in columns], stored,
+                                 pre, hyper)
     return _plan_layout_host(fn, labels, variant, addresses, [p.size for p in params],
                              [p.dtype for p in params], pre, hyper)
+
+
+def _plan_stored_host(fn, labels, variant, addresses, sizes, dtypes, stored, pre, hyper):
+    """The list form on the host when 16-bit arrays are among the tensors:
+    `dtypes` per column and tensor, `stored` each tensor's storage (() for
+    native ones). One kernel call per storage (and native dtype), over
+    tables built for the call (not cached, unlike `_plan_layout_host`'s)."""
+    n, ncols = len(sizes), len(labels.names)
+    itemsize = np.array([d.itemsize for column in dtypes for d in column], np.int64)
+    size = np.asarray(sizes, np.int64)
+    _checks.no_overlap(fn, labels, addresses, itemsize * np.tile(size, ncols))
+    addr = np.asarray(addresses, np.int64).reshape(ncols, n)
+    cols = list(_facts.kernel_columns(variant)[0])
+    runs = []
+    for key, members in _groups([st or dtypes[0][k] for k, st in enumerate(stored)]).items():
+        if type(key) is tuple:
+            kern, like = _accel.get("multi_cpu", variant.stored(key)), storage.host_like(key)
+        else:
+            kern, like = _accel.get("multi_cpu", variant), _facts.LIKE[key]
+        table = _build_table(addr, size, cols, np.asarray(members, np.int64))
+        if len(table["chunks"]):
+            runs.append((kern, table["addrs"], table["chunks"], _parts(table["chunks"]),
+                         like))
+
+    def run():
+        for kern, addrs, chunks, parts, like in runs:
+            kern(addrs, chunks, parts, like, pre, hyper)
+
+    return run
 
 
 def _plan_layout_host(fn, labels, variant, addresses, sizes, dtypes, pre, hyper):
@@ -424,24 +474,30 @@ def _plan_device(fn, labels, variant, columns, pre, hyper):
     infos = [[_device.describe(labels.at(c, k), a) for k, a in enumerate(column)]
              for c, column in enumerate(columns)]
     device = infos[0][0].device
-    _checks.tensors(fn, labels, infos, _checks.device_layout, device)
+    stored = _checks.tensors(fn, labels, infos, _checks.device_layout, device)
     flat, params = _flatten(infos), infos[0]
     # The simulator runs no intrinsic: its kernel takes the arrays themselves.
     views = [_device.flat_view(i) for i in flat] if _device.simulated() else None
     return _plan_layout_device(fn, labels, variant, [i.ptr for i in flat],
                                [p.size for p in params], [p.dtype for p in params],
-                               device, _device.stream_of(params[0]), pre, hyper, views)
+                               device, _device.stream_of(params[0]), pre, hyper, views,
+                               stored if any(stored) else None,
+                               [[i.dtype for i in column] for column in infos])
 
 
 def _plan_layout_device(fn, labels, variant, addresses, sizes, dtypes, device, stream,
-                        pre, hyper, views=None):
+                        pre, hyper, views=None, stored=None, all_dtypes=None):
     """Check alignment and overlap, and plan one GPU launch per dtype, on
     arrays that passed every other check: `addresses` flattened per column,
     `sizes` and `dtypes` per tensor, all on GPU `device`; `views`, under the
     simulator, the arrays themselves in the same order."""
     n = len(sizes)
     ncols = len(labels.names)
-    itemsize = np.tile(np.array([d.itemsize for d in dtypes], np.int64), ncols)
+    if stored is None:
+        itemsize = np.tile(np.array([d.itemsize for d in dtypes], np.int64), ncols)
+    else:   # 16-bit storage: `dtypes` per column and tensor, `stored` per tensor
+        itemsize = np.array([d.itemsize for column in all_dtypes for d in column], np.int64)
+        dtypes = [st or dtypes[0][k] for k, st in enumerate(stored)]
     _checks.aligned(fn, labels, addresses, itemsize)
     _checks.no_overlap(fn, labels, addresses,
                        itemsize * np.tile(np.asarray(sizes, np.int64), ncols))
@@ -452,9 +508,12 @@ def _plan_layout_device(fn, labels, variant, addresses, sizes, dtypes, device, s
 
         from .kernels import multi_cuda
 
-        kern = multi_cuda.kernel(variant)
         with _device.on_device(device):
             for dtype, members in _groups(dtypes).items():
+                if type(dtype) is tuple:    # a 16-bit storage: float32 math
+                    kern, dtype = multi_cuda.kernel(variant.stored(dtype)), _facts.FLOAT32
+                else:
+                    kern = multi_cuda.kernel(variant)
                 entry = _table(addresses, sizes, cols, members, n)
                 if views is None:
                     table, chunks = multi_cuda.device_table(entry, device, stream)

@@ -55,9 +55,10 @@ def scalars_fit(scalars):
 
 def check(fn, spec, h, variant, pre, hyper, param):
     """Raise ValueError if `param` (an array, or a list of them) holds float32
-    arrays and `h` or the step's scalars do not fit float32. Arrays whose
+    (or 16-bit: float32 math) arrays and `h` or the step's scalars do not fit float32. Arrays whose
     dtype cannot be read are left to the call's own checks."""
-    if not any(dtype == FLOAT32 for dtype in _dtypes(param)):
+    if not any(dtype == FLOAT32 or _facts.storage_format(dtype) is not None
+               for dtype in _dtypes(param) if dtype is not None):
         return
     culprit = _culprit(spec, h)
     if culprit is not None:

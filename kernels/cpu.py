@@ -22,6 +22,7 @@ from numba.core.extending import intrinsic, overload
 from numba.np.arrayobj import populate_array
 
 from .multi_table import view_codegen, view_signature
+from .storage import column, math_like
 from .variants import element_step
 
 FASTMATH = False
@@ -104,10 +105,10 @@ def loop(key, addrs, n, like, pre, hyper):
     made by `jit` (a call from one compiled function into another's copy of
     the loop could, loaded from Numba's cache, bind to a loop of the same
     signature compiled by another process for another variant)."""
-    pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
-    param, grad = view(addrs[0], 0, n, like), view(addrs[1], 0, n, like)
-    state = (view(addrs[2], 0, n, like), view(addrs[3], 0, n, like),
-             view(addrs[4], 0, n, like))
+    math, sl = math_like(like), column(like, 2)
+    pre, hyper = as_dtype_of(pre, math), as_dtype_of(hyper, math)
+    param, grad = view(addrs[0], 0, n, column(like, 0)), view(addrs[1], 0, n, column(like, 1))
+    state = (view(addrs[2], 0, n, sl), view(addrs[3], 0, n, sl), view(addrs[4], 0, n, sl))
     if n < SERIAL_BELOW:
         for i in range(n):
             _element_at(key, i, param, grad, state, pre, hyper)
@@ -132,7 +133,7 @@ def kernel(variant, parallel=True):
 
     addrs: the data addresses of param, grad and the 3 state slots (unused
     slots repeat param's and are never touched), n elements each, C-contiguous,
-    of the dtype of scalar `like`; `pre` and `hyper` are tuples of Python
+    of the dtype of scalar `like` (a stored variant: `kernels.storage.host_like`); `pre` and `hyper` are tuples of Python
     floats (cast to that dtype inside). As on the GPU, the kernel sees
     addresses, not arrays: the host checks the arrays (none may overlap a
     written one) and keeps them alive for the call.

@@ -18,6 +18,7 @@ from numba import cuda
 from numba.cuda.extending import intrinsic
 from numba.cuda.np.arrayobj import populate_array
 
+from . import storage
 from .multi_table import view_codegen, view_signature
 from .variants import element_step
 
@@ -59,12 +60,17 @@ def kernel_function(variant, python=False):
     """The Python function of the kernel, before `cuda.jit` (for compile_ptx)."""
     step = element_step(variant, python=python)
     view_of = _sim_view if python else _device_view
+    # 16-bit columns are viewed as uint16 (kernels.storage); the math's
+    # dtype is that of the scalars.
+    lp, lg, ls = (storage.column_like_function(f, python)
+                  for f in variant.storage or (None,) * 3)
 
     def update(addrs, n, pre, hyper):
         like = pre[0]
-        param, grad = view_of(addrs[0], n, like), view_of(addrs[1], n, like)
-        state = (view_of(addrs[2], n, like), view_of(addrs[3], n, like),
-                 view_of(addrs[4], n, like))
+        param, grad = view_of(addrs[0], n, lp(like)), view_of(addrs[1], n, lg(like))
+        sl = ls(like)
+        state = (view_of(addrs[2], n, sl), view_of(addrs[3], n, sl),
+                 view_of(addrs[4], n, sl))
         start = cuda.grid(1)
         stride = cuda.gridsize(1)
         for i in range(start, n, stride):

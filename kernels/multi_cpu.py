@@ -33,6 +33,7 @@ from numba.core.extending import intrinsic
 from . import cpu as _cpu
 from .cpu import _element_at, _steps, as_dtype_of
 from .cpu import view as _view
+from .storage import column, math_like
 from .variants import NUM_ARRAYS, element_step
 
 _kernels = {}   # variant -> compiled loop
@@ -64,7 +65,7 @@ def loop(key, addrs, chunks, parts, like, pre, hyper):
     part runs on the calling thread, more in parallel; inlined into its
     jitted caller, which must be made by `kernels.cpu.jit` (why inlined:
     `kernels.cpu.loop`)."""
-    pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
+    pre, hyper = as_dtype_of(pre, math_like(like)), as_dtype_of(hyper, math_like(like))
     if parts.shape[0] <= 2:
         for c in range(chunks.shape[0]):
             _chunk(key, c, addrs, chunks, like, pre, hyper)
@@ -84,12 +85,12 @@ def _chunk(key, c, addrs, chunks, like, pre, hyper):
         # (measured on 200 tensors of 1,000 elements: 10% less time;
         # prefetching more of it, or further ahead, was slower).
         for a in range(NUM_ARRAYS):
-            prefetch(addrs[chunks[c + 1, 0], a], chunks[c + 1, 1], like)
-    param = _view(addrs[t, 0], start, n, like)
-    grad = _view(addrs[t, 1], start, n, like)
-    state = (_view(addrs[t, 2], start, n, like),
-             _view(addrs[t, 3], start, n, like),
-             _view(addrs[t, 4], start, n, like))
+            prefetch(addrs[chunks[c + 1, 0], a], chunks[c + 1, 1], math_like(like))
+    sl = column(like, 2)
+    param = _view(addrs[t, 0], start, n, column(like, 0))
+    grad = _view(addrs[t, 1], start, n, column(like, 1))
+    state = (_view(addrs[t, 2], start, n, sl), _view(addrs[t, 3], start, n, sl),
+             _view(addrs[t, 4], start, n, sl))
     for i in range(n):
         _element_at(key, i, param, grad, state, pre, hyper)
 

@@ -12,7 +12,7 @@ import itertools
 import pathlib
 from dataclasses import dataclass
 
-from . import rules
+from . import rules, storage as _storage
 from .rules import RULES, spec_of
 
 PRE = ("scale", "bound", "wd", "decay", "ema_keep", "ema_take")   # see element_step
@@ -56,6 +56,9 @@ class Variant:
     l2:    add ``wd·p`` to the gradient (torch's coupled weight decay).
     ema:   keep a moving average of the updated param (Keras's ``use_ema``)
            in the first state slot the rule leaves free.
+    storage: () for arrays of one float dtype, the math's; else the
+           ``(param, grad, state)`` formats of `kernels.storage` (float32
+           math, 16-bit columns converted at each load and store).
     """
 
     rule: str
@@ -63,8 +66,13 @@ class Variant:
     clip: bool = False
     l2: bool = False
     ema: bool = False
+    storage: tuple = ()
 
     def __post_init__(self):
+        if self.storage and (len(self.storage) != 3
+                             or not set(self.storage) <= set(_storage.FORMATS)):
+            raise ValueError(f"storage {self.storage!r}: expected (param, grad, state) "
+                             f"formats of {_storage.FORMATS}")
         spec = spec_of(self.rule)
         if spec is None:
             raise ValueError(f"unknown rule {self.rule!r}")
@@ -77,7 +85,13 @@ class Variant:
                              "average")
 
     def __reduce__(self):   # unpickled as the interned object, not a twin of it
-        return variant, (self.rule, self.flags, self.clip, self.l2, self.ema)
+        return variant, (self.rule, self.flags, self.clip, self.l2, self.ema,
+                         self.storage)
+
+    def stored(self, storage):
+        """This variant with arrays stored in `storage` (() for native)."""
+        return variant(self.rule, self.flags, self.clip, self.l2, self.ema,
+                       tuple(storage))
 
     @functools.cached_property
     def spec(self):
@@ -128,18 +142,21 @@ class Variant:
         # A user's rule adds the hash of its own source (`RuleSpec.fingerprint`).
         own = self.spec.fingerprint
         return (f"{self.rule}-f{flags}-c{int(self.clip)}-l{int(self.l2)}"
-                f"{'-ema' if self.ema else ''}{'-' + own if own else ''}-{FINGERPRINT}")
+                f"{'-ema' if self.ema else ''}"
+                f"{'-s' + '.'.join(self.storage) if self.storage else ''}"
+                f"{'-' + own if own else ''}-{FINGERPRINT}")
 
 
 @functools.lru_cache(maxsize=None)
-def variant(rule, flags=(), clip=False, l2=False, ema=False):
+def variant(rule, flags=(), clip=False, l2=False, ema=False, storage=()):
     """The one `Variant` object for these fields (its derived fields are cached).
 
     Cached twice: by the arguments as passed (the fast lookup every step
     makes), then by their normal form, so that ``variant("sgd")`` and
     ``variant("sgd", (), False, False, False)`` are the same object.
     """
-    return _interned(rule, tuple(map(bool, flags)), bool(clip), bool(l2), bool(ema))
+    return _interned(rule, tuple(map(bool, flags)), bool(clip), bool(l2), bool(ema),
+                     tuple(storage))
 
 
 _interned = functools.lru_cache(maxsize=None)(Variant)
@@ -179,6 +196,9 @@ def element_step(variant, python=False, gathered=False):
     Multiplying by 1 is exact, so `scale` and `decay` need no flag; ``g + 0·p``
     is not (inf·0 is NaN), so coupled decay has one.
 
+    Arrays stored in 16 bits (``variant.storage``) are converted at each
+    load and store (`kernels.storage`); the math is float32.
+
     With ``python=True`` the step and rule are plain Python, for Numba's CUDA
     simulator, which cannot call jitted functions with its device arrays.
     """
@@ -194,12 +214,14 @@ def element_step(variant, python=False, gathered=False):
     flags, clip, l2 = variant.flags, variant.clip, variant.l2
     used0, used1, used2 = (name is not None for name in variant.rule_slots)
     ema0, ema1, ema2 = (variant.ema_slot == k for k in range(NUM_SLOTS))
+    (lp, sp), (lg, _), (ls, ss) = (_storage.codec(f, python)
+                                   for f in variant.storage or (None,) * 3)
 
     @jit
     def at(i, j, param, grad, state, pre, hyper):
         scale, bound, wd, decay, keep, take = pre
-        p = param[i]
-        g = grad[j] * scale
+        p = lp(param[i])
+        g = lg(grad[j]) * scale
         if clip:
             if g > bound:
                 g = bound
@@ -209,25 +231,25 @@ def element_step(variant, python=False, gathered=False):
             g = g + wd * p
         p = p * decay
         # An unused slot is never loaded; the rule gets p there and ignores it.
-        s0 = state[0][i] if used0 else p
-        s1 = state[1][i] if used1 else p
-        s2 = state[2][i] if used2 else p
+        s0 = ls(state[0][i]) if used0 else p
+        s1 = ls(state[1][i]) if used1 else p
+        s2 = ls(state[2][i]) if used2 else p
         p, (s0, s1, s2) = rule(p, g, (s0, s1, s2), hyper, flags)
-        param[i] = p
+        param[i] = sp(p)
         if used0:
-            state[0][i] = s0
+            state[0][i] = ss(s0)
         if used1:
-            state[1][i] = s1
+            state[1][i] = ss(s1)
         if used2:
-            state[2][i] = s2
+            state[2][i] = ss(s2)
         # The moving average of the updated param, from the value just
         # computed: the pass that wrote p reads no array again for it.
         if ema0:
-            state[0][i] = state[0][i] * keep + p * take
+            state[0][i] = ss(ls(state[0][i]) * keep + p * take)
         if ema1:
-            state[1][i] = state[1][i] * keep + p * take
+            state[1][i] = ss(ls(state[1][i]) * keep + p * take)
         if ema2:
-            state[2][i] = state[2][i] * keep + p * take
+            state[2][i] = ss(ls(state[2][i]) * keep + p * take)
 
     if gathered:
         return at

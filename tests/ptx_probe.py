@@ -60,7 +60,7 @@ def records(script, timeout=1800):
                          text=True, timeout=timeout)
     assert out.returncode == 0, out.stderr[-4000:]
     found = [json.loads(line) for line in out.stdout.splitlines()]
-    return {(r["key"], r["dtype"]): r for r in found}
+    return {(r["key"], r["dtype"]) if "dtype" in r else r["key"]: r for r in found}
 
 
 def assert_clean(rec, variant):

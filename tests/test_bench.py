@@ -289,3 +289,15 @@ def test_keras_fit_benchmark_times_both_optimizers():
     (ratio,) = ratios
     assert 0 < ratio["step_share_fastopt"] < 1 and 0 < ratio["step_share_keras"] < 1
     assert "Adam" in summary(rows, ratios)
+
+
+def test_bfloat16_rows_time_fastopt_floor_and_torch_fused():
+    """--dtype bfloat16: fastopt (16-bit storage), the floor over the same
+    bytes and torch's fused Adam on bf16 views of the same memory; Adam
+    moves 14 bytes an element (4 arrays read, 3 written, 2 bytes each)."""
+    rows = run(optimizers=["adam"], sizes=[500], dtypes=["bfloat16"], peers=["torch"],
+               repeats=2, warmup=1, cold_start=(), overhead=False, progress=False)
+    by = {r["impl"]: r for r in rows["results"]}
+    for impl in ("fastopt", "floor", "torch-fused"):
+        assert by[impl]["status"] == "ok", by[impl]
+        assert by[impl]["dtype"] == "bfloat16" and by[impl]["bytes_per_element"] == 14

@@ -315,8 +315,8 @@ TORCH_BAD = {
               ValueError, r"exp_avg\[2\] has shape \(4,\), expected \(5,\)"),
     "dtype": (lambda t, lists: lists["grad"].__setitem__(1, t.zeros(5, dtype=t.float64)),
               TypeError, r"grad\[1\] has dtype float64, expected float32"),
-    "float16": (lambda t, lists: [lists[n].__setitem__(0, lists[n][0].half())
-                                  for n in lists], TypeError, r"param\[0\] must be float32"),
+    "int32": (lambda t, lists: [lists[n].__setitem__(0, lists[n][0].to(t.int32))
+                                for n in lists], TypeError, r"param\[0\] must be float32"),
     "strided": (lambda t, lists: lists["exp_avg_sq"].__setitem__(3, t.zeros(10)[::2]),
                 ValueError, r"exp_avg_sq\[3\] must be C-contiguous"),
     "overlap": (lambda t, lists: lists["exp_avg"].__setitem__(0, lists["exp_avg_sq"][0]),

@@ -11,6 +11,7 @@ bandwidth.
 import functools
 
 import numba
+import numpy as np
 from numba import cuda   # module level: the CUDA simulator swaps it in kernels
 
 from ..kernels.cpu import SERIAL_BELOW, jit
@@ -59,9 +60,13 @@ def make_cpu(case, sets):
     args = []
     for arrays in sets:
         p = arrays["param"]
+        if p.dtype.itemsize == 2:   # bfloat16: the same bytes, as uint16 (integer math)
+            arrays = {k: a.view(np.uint16) for k, a in arrays.items()}
+            p = arrays["param"]
         slots = [arrays[s] for s in case.slots]
         state = tuple(slots + [p] * (3 - len(slots)))   # unused: never touched
-        args.append((p, arrays["grad"], state, p.dtype.type(0.5)))
+        h = p.dtype.type(1 if p.dtype.kind == "u" else 0.5)
+        args.append((p, arrays["grad"], state, h))
 
     def call(k):
         kern(*args[k])

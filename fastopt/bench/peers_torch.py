@@ -6,6 +6,7 @@ set's params and grads (one of each, or a model's list). After one step
 of the set's own state arrays, so torch updates the very memory fastopt does
 and the benchmark holds one copy of it.
 """
+import numpy as np
 MODES = {"torch-single": {"foreach": False}, "torch-foreach": {"foreach": True},
          "torch-fused": {"fused": True}}
 
@@ -47,6 +48,8 @@ def tensor_view(array):
         return array
     if hasattr(array, "__cuda_array_interface__"):
         return torch.as_tensor(array, device="cuda")
+    if array.dtype.name == "bfloat16":   # NumPy has no bfloat16: ml_dtypes' bits
+        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
     return torch.from_numpy(array)
 
 

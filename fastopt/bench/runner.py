@@ -196,9 +196,9 @@ def run(optimizers=DEFAULT_OPTIMIZERS, sizes=(1_000_000, 10_000_000),
     _check_optimizers(optimizers)
     if repeats < 1 or warmup < 0:
         raise ValueError("repeats must be >= 1 and warmup >= 0")
-    dtypes = [np.dtype(d) for d in dtypes]
-    if any(d not in (np.float32, np.float64) for d in dtypes):
-        raise ValueError(f"dtypes must be float32 or float64, got {dtypes}")
+    dtypes = [_dtype(d) for d in dtypes]
+    if any(d not in (np.float32, np.float64) and d.name != "bfloat16" for d in dtypes):
+        raise ValueError(f"dtypes must be float32 or float64 (or bfloat16), got {dtypes}")
     sizes = [int(s) for s in sizes]
     if any(s < 1 for s in sizes):
         raise ValueError(f"sizes must be positive, got {sizes}")
@@ -365,6 +365,15 @@ def _gpu_l2():
     return l2_bytes()
 
 
+def _dtype(name):
+    """A NumPy dtype by name; "bfloat16" is ml_dtypes' (params, grads and
+    state all bfloat16: fastopt's 16-bit storage, float32 math)."""
+    if str(name) == "bfloat16":
+        import ml_dtypes
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
 def _measure_copy(n, dtype, llc, device, warmup, repeats):
     nbytes = 2 * dtype.itemsize * n
     nsets = num_sets(nbytes, llc)
@@ -372,6 +381,10 @@ def _measure_copy(n, dtype, llc, device, warmup, repeats):
     src = [rng.standard_normal(n).astype(dtype) for _ in range(nsets)]
     if device == "cpu":
         dst = [np.empty_like(s) for s in src]
+
+        if dtype.name == "bfloat16":     # Numba reads 16-bit arrays as uint16
+            src = [a.view(np.uint16) for a in src]
+            dst = [a.view(np.uint16) for a in dst]
 
         def call(k):
             floor.cpu_copy(dst[k], src[k])

@@ -58,7 +58,10 @@ except ImportError:   # pragma: no cover - older torch
     def _get_scalar_dtype():
         return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
-_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
+_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128,
+           torch.float16, torch.bfloat16)   # 16-bit: float32 math, as torch's fused
+_HALF = frozenset({torch.float16, torch.bfloat16})
+_STATE_DTYPES = (None, torch.float32, torch.bfloat16, torch.float16)
 _DEVICES = ("cpu", "cuda")
 # torch's implementation switches: accepted at torch's values so that torch's
 # checkpoints load and ``torch.optim.X(...)`` call sites work unchanged.
@@ -158,6 +161,9 @@ class Optimizer(torch.optim.Optimizer):
         self._flat = {}     # param group index -> its _flat.FlatGroup
         self._lock = threading.RLock()   # `_threads.serialised`: one step at a time
         super().__init__(params, defaults)
+
+    # torch.amp.GradScaler hands `grad_scale` and `found_inf` to the step (see `step`).
+    _step_supports_amp_scaling = True
 
     # -- what subclasses define -------------------------------------------
     def _hyper(self, group):
@@ -274,12 +280,26 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        # torch.amp.GradScaler's contract with optimizers that set
+        # _step_supports_amp_scaling: it sets `grad_scale` and `found_inf`
+        # (0-d tensors) for the step. A step with found_inf writes nothing
+        # (torch's fused kernels skip it, and its step count is taken back);
+        # otherwise the gradient is unscaled in the kernel, by the shared
+        # transform's factor 1/grad_scale (exact for GradScaler's powers of 2).
+        found_inf = getattr(self, "found_inf", None)
+        if found_inf is not None and float(found_inf) != 0.0:
+            self.__dict__.pop("_deferred_scale", None)
+            return loss
+        amp_scale = getattr(self, "grad_scale", None)
+        unscale = None if amp_scale is None else 1.0 / float(amp_scale)
+        scale = self._pending_scale()   # a deferred clip (`fastopt.clip_grad_norm_`)
+        if unscale is not None:
+            scale = unscale if scale is None else scale * unscale
         work = []
-        scale = self._pending_scale()
         for i, group in enumerate(self.param_groups):
             hyper = self._checked_hyper(i, group)
-            if scale is not None:   # a deferred clip (`fastopt.clip_grad_norm_`)
-                hyper = {**hyper, "grad_scale": scale}
+            if scale is not None:   # a deferred clip, GradScaler's unscale
+                hyper = {**hyper, "grad_scale": hyper.get("grad_scale", 1.0) * scale}
             layout, verdict = self._flat.get(i), None
             if layout is not None:
                 verdict = layout.ready(group, list(self._slots(hyper, layout.members[0])))
@@ -340,6 +360,22 @@ class Optimizer(torch.optim.Optimizer):
                 "fastopt.clip_grad_norm_(..., optimizer=...) deferred its scale into this "
                 "step; clip again after the last backward()")
         return coef
+
+    # The dtype of the state of 16-bit params: None, the param's (torch's
+    # behaviour), or float32, bfloat16 or float16, per optimizer instance:
+    # ``opt.state_dtype = torch.float32`` before its first step. float32 and
+    # float64 params keep state of their own dtype.
+    state_dtype = None
+
+    def _state_dtype_of(self, dtype):
+        choice = self.state_dtype
+        if choice is None or dtype not in _HALF:
+            return dtype
+        if choice not in _STATE_DTYPES:
+            raise TypeError(f"fastopt.torch.{type(self).__name__}: state_dtype must be "
+                            f"None, torch.float32, torch.bfloat16 or torch.float16, got "
+                            f"{choice!r}")
+        return choice
 
     def _forget_created(self):
         """Remove the state entries this step created (it was refused)."""
@@ -436,11 +472,13 @@ class Optimizer(torch.optim.Optimizer):
         for key in keys:
             column = [None if s is None else s.get(key) for s in states]
             have = [k for k, t in enumerate(column) if t is not None]
+            sdtypes = dtypes if self.state_dtype is None else [
+                self._state_dtype_of(d) for d in dtypes]
             if len(have) < len(column):    # before a param's first step
                 column = [column[k] for k in have]
-                want = [[got[k] for k in have] for got in (dtypes, devices, shapes)]
+                want = [[got[k] for k in have] for got in (sdtypes, devices, shapes)]
             else:
-                want = dtypes, devices, shapes
+                want = sdtypes, devices, shapes
             if not _like(column, *want):
                 return None
         return dtypes, devices
@@ -460,7 +498,8 @@ class Optimizer(torch.optim.Optimizer):
                             "fastopt updates dense tensors")
         if p.dtype not in _DTYPES:
             raise TypeError(f"fastopt.torch.{name}: {where} has dtype {p.dtype}; fastopt "
-                            "updates float32, float64, complex64 and complex128 tensors")
+                            "updates float32, float64, complex64 and complex128 tensors, "
+                            "and float16 and bfloat16 ones")
         if p.device.type not in _DEVICES:
             raise TypeError(f"fastopt.torch.{name}: {where} is on {p.device}; fastopt "
                             "runs on the CPU and on CUDA GPUs")
@@ -481,7 +520,8 @@ class Optimizer(torch.optim.Optimizer):
             if not t.is_contiguous():
                 raise ValueError(f"fastopt.torch.{name}: {what} of {where} is not "
                                  "contiguous; fastopt's kernels need contiguous tensors")
-            if t.dtype != p.dtype or t.device != p.device or t.shape != p.shape:
+            dtype = p.dtype if what in ("param", "grad") else self._state_dtype_of(p.dtype)
+            if t.dtype != dtype or t.device != p.device or t.shape != p.shape:
                 raise ValueError(f"fastopt.torch.{name}: {what} of {where} is {t.dtype} "
                                  f"{tuple(t.shape)} on {t.device}, expected it like the "
                                  "param")
@@ -585,9 +625,12 @@ class Optimizer(torch.optim.Optimizer):
                 self._created.append((p, state, key))
         for key, fill in slots.items():
             if state.get(key) is None:
-                state[key] = (torch.zeros_like(p, memory_format=torch.preserve_format)
+                dtype = self._state_dtype_of(p.dtype)
+                state[key] = (torch.zeros_like(p, memory_format=torch.preserve_format,
+                                               dtype=dtype)
                               if fill == 0 else
-                              torch.full_like(p, fill, memory_format=torch.preserve_format))
+                              torch.full_like(p, fill, memory_format=torch.preserve_format,
+                                              dtype=dtype))
                 self._created.append((p, state, key))
                 created = True
         return state, 1 if created else 2   # (counting optimizers: their counters decide)
