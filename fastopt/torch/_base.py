@@ -22,6 +22,8 @@ What lives here:
   views, CUDA tensors through ``__cuda_array_interface__`` on torch's current
   stream; complex tensors as ``torch.view_as_real`` views (what torch itself
   does, so each real and imaginary part is updated as its own element);
+  DTensors (FSDP2's params) as their local tensors, after a check that param,
+  grad and state are placed alike (`_dtensor`);
 * with ``flat=True``, a group's params, grads and state laid out as views of
   one buffer per (device, dtype) after its first full step, and a step that
   finds the layout intact is one kernel call per buffer (`_flat`);

@@ -77,8 +77,8 @@ def check(name, where, p, grad, state, keys):
     tensors = [("the gradient", grad)] + [(f"state[{key!r}]", state[key]) for key in keys
                                           if state.get(key) is not None]
     for what, t in tensors:
-        if (not isinstance(t, cls) or t.device_mesh != mesh
-                or tuple(t.placements) != placements):
+        if (not isinstance(t, cls) or tuple(t.placements) != placements
+                or (t.device_mesh is not mesh and t.device_mesh != mesh)):
             raise ValueError(
                 f"fastopt.torch.{name}: {what} of {where} is {_where(t)}, the param "
                 f"{_where(p)}: fastopt updates the local tensors in place and needs "
