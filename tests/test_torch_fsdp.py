@@ -67,6 +67,8 @@ def test_fsdp2_and_distribute_tensor_match_torch_optim_and_resume_from_dcp(tmp_p
                 assert numbers["state"] <= tol, (rank, check, numbers)
             if "moved" in numbers:
                 assert numbers["moved"] > 1e-3, (rank, check, numbers)
+            if "bumped" in numbers:   # the DTensors' autograd versions
+                assert numbers["bumped"], (rank, check, numbers)
             if "state_types" in numbers:   # DTensor state, plain step counters
                 assert numbers["state_types"] == ["DTensor", "Tensor"], (rank, check)
         mixed = got["fsdp-mlp-Adam-float32-bf16-clip"]

@@ -230,6 +230,7 @@ def _distribute_tensor_checks(results):
         results[f"distribute_tensor-{name}"] = {
             "params": _max_err([_local(p.detach()) for p in pf], [_local(p.detach()) for p in pt]),
             "state": _state_err(of, ot),
+            "bumped": min(p._version for p in pf) >= len(grads),   # autograd told
             "moved": _max_err([_local(p.detach()) for p in pf],
                               [_local(distribute_tensor(t, mesh, pl))
                                for t, (_, mesh, pl) in zip(start, layout)])}

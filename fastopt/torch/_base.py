@@ -518,7 +518,11 @@ class Optimizer(torch.optim.Optimizer):
                 ps, grads, ss = ([column[k] for k in members]
                                  for column in (params, found.grads, states))
             columns = [ps, grads] + [[s[key] for s in ss] for key in keys]
-            if found.dtensor:   # each rank updates its shards (`_dtensor`)
+            if found.dtensor:   # each rank updates its shards (`_dtensor`); the
+                # wrappers' versions are bumped as torch's in-place DTensor ops do
+                written = [t for c, column in enumerate(columns) if c != 1 for t in column]
+                _batch.run(functools.partial(torch.autograd.graph.increment_version,
+                                             written))
                 columns = [list(map(_dtensor.local, column)) for column in columns]
             if real is not None:
                 columns = [[real(t) for t in column] for column in columns]
