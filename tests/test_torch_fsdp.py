@@ -76,6 +76,6 @@ def test_fsdp2_and_distribute_tensor_match_torch_optim_and_resume_from_dcp(tmp_p
         assert mixed["norms"] <= 1e-5 and mixed["clipped"] > 0, mixed
         refusals = got["refusals"]
         for case, words in (("partial", "Partial(sum)"), ("grad_misplaced", "Replicate()"),
-                            ("flat", "flat=True")):
+                            ("flat", "flat=True"), ("state_for_plain", "a plain tensor")):
             assert refusals[case]["untouched"], (rank, case, refusals[case])
             assert words in (refusals[case]["message"] or ""), (rank, case, refusals[case])

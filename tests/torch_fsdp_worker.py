@@ -270,6 +270,25 @@ def _refusals(results):
         "grad_misplaced": attempt(Shard(0), Replicate()),
         "flat": attempt(Shard(0), Shard(0), flat=True)}
 
+    # A sharded model's state for a plain param (a DTensor's address is 0).
+    plain = torch.nn.Parameter(local.clone())
+    plain.grad = torch.ones_like(plain)
+    opt = fastopt.torch.Adam([plain], lr=0.1)
+    zeros = torch.zeros(1, 3, dtype=torch.float64)
+    opt.state[plain] = {"step": torch.tensor(1.0),
+                        **{key: DTensor.from_local(zeros.clone(), mesh, [Shard(0)],
+                                                   run_check=False)
+                           for key in ("exp_avg", "exp_avg_sq")}}
+    try:
+        opt.step()
+        message = None
+    except (TypeError, ValueError) as e:
+        message = f"{type(e).__name__}: {e}"
+    results["refusals"]["state_for_plain"] = {
+        "message": message,
+        "untouched": (torch.equal(plain.detach(), local) and float(opt.state[plain]["step"]) == 1
+                      and torch.equal(opt.state[plain]["exp_avg"].to_local(), zeros))}
+
 
 def _phase_resume(rank, out_dir, results):
     """Each checkpoint into fresh objects of fresh processes, 15 more steps."""

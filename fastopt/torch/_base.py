@@ -383,7 +383,8 @@ class Optimizer(torch.optim.Optimizer):
         keys = list(self._slots(hyper, params[0]))   # the same for all of a group
         grads = list(map(_GRAD, params))
         states = list(map(self.state.get, params))
-        if _dtensor.any_dtensor(params) or _dtensor.any_dtensor(grads):
+        if (_dtensor.any_dtensor(params) or _dtensor.any_dtensor(grads)
+                or _dtensor.in_states(states, keys)):
             return self._dtensors_with_grads(i, group, params, grads, states, keys)
         kinds = self._all_fine(params, grads, states, keys)
         if kinds is None:

@@ -22,7 +22,7 @@ that never imported it holds no DTensor, and a step checks nothing more.
 """
 import sys
 
-__all__ = ["any_dtensor", "local", "check"]
+__all__ = ["any_dtensor", "in_states", "local", "check"]
 
 
 def _cls():
@@ -35,6 +35,13 @@ def any_dtensor(tensors):
     ``issubclass`` per distinct type."""
     cls = _cls()
     return cls is not None and any(issubclass(t, cls) for t in set(map(type, tensors)))
+
+
+def in_states(states, keys):
+    """Whether any state tensor under `keys` of `states` (dicts or None) is a
+    DTensor (a checkpoint of a sharded model loaded for plain params)."""
+    return _cls() is not None and any_dtensor(
+        [s.get(key) for s in states if s is not None for key in keys])
 
 
 def local(t):
@@ -71,9 +78,9 @@ def check(name, where, p, grad, state, keys):
         if placement.is_partial():
             raise ValueError(
                 f"fastopt.torch.{name}: {where} is a DTensor with placement "
-                f"{placement} on mesh dim {dim} ({placements}): a partial param's value "
-                "is a sum over ranks, which an elementwise update of the local tensor "
-                "cannot update; redistribute it to Shard or Replicate placements")
+                f"{placement!r} on mesh dim {dim} (placements {placements}): a partial "
+                "param's value is a sum over ranks, which no elementwise update of one "
+                "rank's local tensor can step; redistribute it to Shard or Replicate")
     tensors = [("the gradient", grad)] + [(f"state[{key!r}]", state[key]) for key in keys
                                           if state.get(key) is not None]
     for what, t in tensors:
