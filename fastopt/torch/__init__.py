@@ -6,7 +6,8 @@ Switch with one line::
 
 Same arguments, defaults, param groups, ``state_dict`` layout and update rules
 as torch.optim; works with torch's LR schedulers, ``torch.amp.GradScaler``,
-``DistributedDataParallel`` and ``ZeroRedundancyOptimizer(optimizer_class=...)``.
+``DistributedDataParallel``, ``ZeroRedundancyOptimizer(optimizer_class=...)``
+and FSDP2's DTensor params (each rank steps its local shards; `_dtensor`).
 Each class is made from its optimizer's spec (`fastopt.specs`).
 """
 try:

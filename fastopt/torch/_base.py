@@ -22,6 +22,8 @@ What lives here:
   views, CUDA tensors through ``__cuda_array_interface__`` on torch's current
   stream; complex tensors as ``torch.view_as_real`` views (what torch itself
   does, so each real and imaginary part is updated as its own element);
+  DTensors (FSDP2's params) as their local tensors, after a check that param,
+  grad and state are placed alike (`_dtensor`);
 * with ``flat=True``, a group's params, grads and state laid out as views of
   one buffer per (device, dtype) after its first full step, and a step that
   finds the layout intact is one kernel call per buffer (`_flat`);
@@ -50,7 +52,7 @@ from typing import NamedTuple
 import torch
 
 from .. import _batch, _front, _hostscalars, _threads
-from . import _flat, _steps
+from . import _dtensor, _flat, _steps
 
 try:   # torch's own rule for the dtype of state["step"]
     from torch.optim.optimizer import _get_scalar_dtype
@@ -139,6 +141,7 @@ class _Found(NamedTuple):
     states: list    # each param's state dict; None before its first step
     keys: list      # the state slots the update uses
     kinds: tuple    # (dtypes, devices) per param if the bulk check passed, else None
+    dtensor: bool = False   # some are DTensors: the kernels get their local tensors
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -453,12 +456,36 @@ class Optimizer(torch.optim.Optimizer):
         keys = list(self._slots(hyper, params[0]))   # the same for all of a group
         grads = list(map(_GRAD, params))
         states = list(map(self.state.get, params))
+        if (_dtensor.any_dtensor(params) or _dtensor.any_dtensor(grads)
+                or _dtensor.in_states(states, keys)):
+            return self._dtensors_with_grads(i, group, params, grads, states, keys)
         kinds = self._all_fine(params, grads, states, keys)
         if kinds is None:
             for j, p in enumerate(group["params"]):
                 if p.grad is not None:
                     self._check_param(i, j, p, keys)
         return _Found(params, grads, states, keys, kinds)
+
+    def _dtensors_with_grads(self, i, group, params, grads, states, keys):
+        """`_params_with_grads` of a group holding DTensors (`_dtensor`): the
+        placements checked, then the local tensors as plain ones."""
+        name, local = type(self).__name__, _dtensor.local
+        if self._flat_mode:
+            raise ValueError(f"fastopt.torch.{name}: flat=True cannot lay out DTensor "
+                             f"params (param_groups[{i}]); their memory is the sharding's "
+                             "(FSDP2's shard buffers): use flat=False")
+        index = {id(p): j for j, p in enumerate(group["params"])}
+        for p, g, s in zip(params, grads, states):
+            _dtensor.check(name, f"param_groups[{i}]['params'][{index[id(p)]}]",
+                           p, g, s or {}, keys)
+        local_states = [None if s is None else {key: local(s.get(key)) for key in keys}
+                        for s in states]
+        kinds = self._all_fine(list(map(local, params)), list(map(local, grads)),
+                               local_states, keys)
+        if kinds is None:
+            for p, g, s in zip(params, grads, local_states):
+                self._check_param(i, index[id(p)], local(p), keys, local(g), s or {})
+        return _Found(params, grads, states, keys, kinds, True)
 
     def _all_fine(self, params, grads, states, keys):
         """``(dtypes, devices)`` of `params` if every one of them, its grad
@@ -483,12 +510,13 @@ class Optimizer(torch.optim.Optimizer):
                 return None
         return dtypes, devices
 
-    def _check_param(self, i, j, p, keys):
+    def _check_param(self, i, j, p, keys, g=None, state=None):
         """Raise, naming `p` and what is wrong with it, unless `_all_fine`
-        would accept it; the checks one by one, for the message."""
+        would accept it; the checks one by one, for the message. `g` and
+        `state`: `p`'s own unless given (a DTensor's local tensors)."""
         name = type(self).__name__
         where = f"param_groups[{i}]['params'][{j}]"
-        g = p.grad
+        g = p.grad if g is None else g
         if g.layout != torch.strided:
             raise TypeError(f"fastopt.torch.{name} does not support sparse gradients "
                             f"({where} has a {g.layout} gradient); use torch.optim's "
@@ -507,7 +535,7 @@ class Optimizer(torch.optim.Optimizer):
             raise ValueError(f"fastopt.torch.{name}: the gradient of {where} is "
                              f"{g.dtype} {tuple(g.shape)} on {g.device}, the param "
                              f"{p.dtype} {tuple(p.shape)} on {p.device}")
-        state = self.state.get(p, {})
+        state = self.state.get(p, {}) if state is None else state
         tensors = [("param", p), ("grad", g)] + [
             (f"state[{key!r}]", state[key]) for key in keys if state.get(key) is not None]
         for what, t in tensors:
@@ -568,6 +596,12 @@ class Optimizer(torch.optim.Optimizer):
                 ps, grads, ss = ([column[k] for k in members]
                                  for column in (params, found.grads, states))
             columns = [ps, grads] + [[s[key] for s in ss] for key in keys]
+            if found.dtensor:   # each rank updates its shards (`_dtensor`); the
+                # wrappers' versions are bumped as torch's in-place DTensor ops do
+                written = [t for c, column in enumerate(columns) if c != 1 for t in column]
+                _batch.run(functools.partial(torch.autograd.graph.increment_version,
+                                             written))
+                columns = [list(map(_dtensor.local, column)) for column in columns]
             if real is not None:
                 columns = [[real(t) for t in column] for column in columns]
             arrays = dict(zip(keys, columns[2:]))
