@@ -24,6 +24,7 @@ import numpy as np
 from . import _accel, _batch, _checks, _device, _facts, _hostscan, _multi
 from ._facts import HOST
 from .kernels import PRE, RULES
+from .kernels import launch as _launch
 
 _pending = _batch.pending
 
@@ -106,11 +107,21 @@ def _plan_device(fn, variant, labels, arrays, pre, hyper):
     if p.size == 0:
         return None
     _checks.no_overlap(fn, labels, ptrs, [p.nbytes] * len(ptrs))
+    columns, _ = _facts.kernel_columns(variant)
+    backend = None if cuda._simulated() else _launch.backend()
+    if backend is not None:     # packed parameters, one driver call (kernels/launch.py)
+        addrs, n, dtype, device = tuple([ptrs[i] for i in columns]), p.size, p.dtype, p.device
+
+        def launch_packed():
+            with _device.on_device(device):
+                cuda.launch_packed(backend, variant, dtype, n, _device.stream_handle(p),
+                                   addrs, pre, hyper, device)
+
+        return launch_packed
     if cuda._simulated():    # the simulator runs no intrinsic: pass the arrays
         flat = [_device.flat_view(i) for i in infos]
     else:
         flat = ptrs
-    columns, _ = _facts.kernel_columns(variant)
 
     def launch():
         with _device.on_device(p.device):

@@ -50,6 +50,7 @@ from . import _accel, _batch, _checks, _device, _facts, _hostscan
 from ._facts import HOST
 from ._front import frame as _frame
 from .kernels import NUM_ARRAYS, PRE, RULES, cpu
+from .kernels import launch as _launch
 
 # Elements per chunk: large enough that a chunk's loop runs at full speed
 # (64K float32 = 256 KiB per array), small enough to balance a few big
@@ -384,7 +385,8 @@ def _plan_torch(fn, labels, variant, columns, device, pre, hyper):
         action = _plan_layout_host(fn, labels, variant, *layout, pre, hyper)
     else:
         action = _plan_layout_device(fn, labels, variant, *layout, device,
-                                     _device.torch_stream(device), pre, hyper)
+                                     functools.partial(_device.torch_stream_handle, device),
+                                     pre, hyper)
     written = _written(columns)
 
     def run():
@@ -430,7 +432,8 @@ def _plan_device(fn, labels, variant, columns, pre, hyper):
     views = [_device.flat_view(i) for i in flat] if _device.simulated() else None
     return _plan_layout_device(fn, labels, variant, [i.ptr for i in flat],
                                [p.size for p in params], [p.dtype for p in params],
-                               device, _device.stream_of(params[0]), pre, hyper, views)
+                               device, functools.partial(_device.stream_handle, params[0]),
+                               pre, hyper, views)
 
 
 def _plan_layout_device(fn, labels, variant, addresses, sizes, dtypes, device, stream,
@@ -438,7 +441,8 @@ def _plan_layout_device(fn, labels, variant, addresses, sizes, dtypes, device, s
     """Check alignment and overlap, and plan one GPU launch per dtype, on
     arrays that passed every other check: `addresses` flattened per column,
     `sizes` and `dtypes` per tensor, all on GPU `device`; `views`, under the
-    simulator, the arrays themselves in the same order."""
+    simulator, the arrays themselves in the same order. stream(): the raw
+    handle of the stream to launch on, read at the launch."""
     n = len(sizes)
     ncols = len(labels.names)
     itemsize = np.tile(np.array([d.itemsize for d in dtypes], np.int64), ncols)
@@ -446,25 +450,36 @@ def _plan_layout_device(fn, labels, variant, addresses, sizes, dtypes, device, s
     _checks.no_overlap(fn, labels, addresses,
                        itemsize * np.tile(np.asarray(sizes, np.int64), ncols))
     cols = list(_facts.kernel_columns(variant)[0])
+    backend = None if views is not None else _launch.backend()
 
     def launch():
         from numba import cuda as numba_cuda
 
         from .kernels import multi_cuda
 
+        if backend is not None:    # packed parameters, one driver call (kernels/launch.py)
+            with _device.on_device(device):
+                handle = stream()
+                for dtype, members in _groups(dtypes).items():
+                    multi_cuda.launch_packed(backend, variant, dtype,
+                                             _table(addresses, sizes, cols, members, n),
+                                             handle, pre, hyper, device)
+            return
         kern = multi_cuda.kernel(variant)
+        stream_handle = stream()
+        numba_stream = 0 if views is not None else _device.numba_stream(stream_handle)
         with _device.on_device(device):
             for dtype, members in _groups(dtypes).items():
                 entry = _table(addresses, sizes, cols, members, n)
                 if views is None:
-                    table, chunks = multi_cuda.device_table(entry, device, stream)
+                    table, chunks = multi_cuda.device_table(entry, device, numba_stream)
                 else:   # per tensor, its arrays in the table's order
                     table = tuple(tuple(views[c * n + k] for c in cols) for k in members)
                     chunks = numba_cuda.to_device(entry["chunks"])
                 if len(chunks) == 0:
                     continue
                 blocks, threads = multi_cuda.launch_config(len(chunks), device)
-                kern[blocks, threads, stream](table, chunks,
+                kern[blocks, threads, numba_stream](table, chunks,
                                               _facts.scalars(dtype, pre),
                                               _facts.scalars(dtype, hyper))
 

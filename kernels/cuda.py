@@ -18,8 +18,9 @@ from numba import cuda
 from numba.cuda.extending import intrinsic
 from numba.cuda.np.arrayobj import populate_array
 
+from . import launch as _launch
 from .multi_table import view_codegen, view_signature
-from .variants import element_step
+from .variants import PRE, RULES, element_step
 
 # Adam, 2**28 float32 on an H200 (benchmarks/results/gpu-h200-2026-11-25/profile.txt):
 # 256 x 16 per SM gave 3217 GB/s, 512 x 16 3364, copy 3406. 512 keeps every
@@ -92,7 +93,9 @@ def launch_config(n, device=None):
         return SIM_BLOCKS, SIM_THREADS
     limit = _max_blocks.get(device)
     if limit is None:
-        count = cuda.get_current_device().MULTIPROCESSOR_COUNT
+        backend = _launch.backend()
+        count = (cuda.get_current_device().MULTIPROCESSOR_COUNT if backend is None
+                 else backend.multiprocessors(device))
         limit = _max_blocks[device] = BLOCKS_PER_SM * count
     return max(1, min(limit, -(-n // THREADS))), THREADS
 
@@ -106,3 +109,35 @@ def launch(variant, n, stream, addrs, pre, hyper, device=None):
     """
     blocks, threads = launch_config(n, device)
     kernel(variant)[blocks, threads, stream](addrs, n, pre, hyper)
+
+
+def argtypes(variant, dtype):
+    """The kernel's Numba argument types for arrays of `dtype` (a NumPy dtype)."""
+    from numba.core import types
+    dt = numba.from_dtype(dtype)
+    return (types.UniTuple(types.int64, 5), types.int64,
+            types.UniTuple(dt, len(PRE)), types.UniTuple(dt, len(RULES[variant.rule].hyper)))
+
+
+def packed_plan(variant, dtype, device=None):
+    """The kernel's `launch.Plan` (its packed parameters) for arrays of `dtype`."""
+    key = ("single", variant, dtype)
+    plan = _launch._plans.get((key, device, _launch.threading.get_ident()))
+    if plan is None:
+        plan = _launch.plan(key, kernel(variant), argtypes(variant, dtype),
+                            (5, 1, len(PRE), len(RULES[variant.rule].hyper)), device)
+    return plan
+
+
+def launch_packed(backend, variant, dtype, n, stream, addrs, pre, hyper, device=None):
+    """`launch` through `backend` (`kernels.launch`): the packed parameters,
+    only the changed slots rewritten; `stream` a raw handle (0, 1, 2 or a
+    cudaStream_t), read by the caller at call time; pre, hyper Python floats
+    (packed in `dtype`)."""
+    plan = packed_plan(variant, dtype, device)
+    plan.set(0, addrs)
+    plan.set(1, (n,))
+    plan.set(2, pre)
+    plan.set(3, hyper)
+    plan.grid, plan.block = launch_config(n, device)
+    backend.launch(plan, stream)

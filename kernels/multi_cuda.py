@@ -16,7 +16,8 @@ the five simulator arrays, and a view is a slice of one.
 import numba
 from numba import cuda
 from . import cuda as _cuda
-from .variants import element_step
+from . import launch as _launch
+from .variants import PRE, RULES, element_step
 
 _kernels = {}
 
@@ -77,3 +78,47 @@ def device_table(entry, device, stream):
         (stream or cuda.default_stream()).synchronize()
         entry[key] = tables
     return tables
+
+
+def argtypes(variant, dtype):
+    """The kernel's Numba argument types for tensors of `dtype` (a NumPy dtype)."""
+    from numba.core import types
+    dt = numba.from_dtype(dtype)
+    table = types.Array(types.int64, 2, "C")
+    return (table, table, types.UniTuple(dt, len(PRE)),
+            types.UniTuple(dt, len(RULES[variant.rule].hyper)))
+
+
+def packed_tables(backend, entry, device, stream):
+    """The device copies of a host table `entry` through `backend`, as the
+    kernel's flattened array parameters (cached in the entry, per GPU)."""
+    key = ("packed", device)
+    values = entry.get(key)
+    if values is None:
+        addrs, chunks = entry["addrs"], entry["chunks"]
+        table, table_ptr = backend.to_device(addrs, stream)
+        chunk, chunk_ptr = backend.to_device(chunks, stream)
+        backend.synchronize(stream)   # the host arrays must outlive the copy
+        values = entry[key] = (
+            (table, chunk),
+            _launch.array_values(table_ptr, addrs.shape, 8)
+            + _launch.array_values(chunk_ptr, chunks.shape, 8), len(chunks))
+    return values
+
+
+def launch_packed(backend, variant, dtype, entry, stream, pre, hyper, device=None):
+    """One launch over a dtype group's table `entry` through `backend`
+    (`kernels.launch`); stream a raw handle read at call time."""
+    _, tables, nchunks = packed_tables(backend, entry, device, stream)
+    if nchunks == 0:
+        return
+    key = ("multi", variant, dtype)
+    plan = _launch._plans.get((key, device, _launch.threading.get_ident()))
+    if plan is None:
+        plan = _launch.plan(key, kernel(variant), argtypes(variant, dtype),
+                            (18, len(PRE), len(RULES[variant.rule].hyper)), device)
+    plan.set(0, tables)
+    plan.set(1, pre)
+    plan.set(2, hyper)
+    plan.grid, plan.block = launch_config(nchunks, device)
+    backend.launch(plan, stream)
