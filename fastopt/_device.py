@@ -238,6 +238,15 @@ def on_device(ordinal):
     return cuda.gpus[ordinal]
 
 
+def switcher(ordinal):
+    """`on_device` for a plan: None when no launch of it will ever need to
+    switch GPUs (one GPU, the simulator, recorded launches), else a function
+    giving the context to launch in."""
+    if _simulator_array_type() is not None or _recording() or _gpu_count() == 1:
+        return None
+    return functools.partial(on_device, ordinal)
+
+
 def _recording():
     """Whether GPU launches are recorded, not made (`kernels.launch.Recorder`:
     no GPU to switch to)."""

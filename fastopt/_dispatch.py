@@ -21,7 +21,7 @@ import functools
 
 import numpy as np
 
-from . import _accel, _batch, _checks, _device, _facts, _hostscan, _multi
+from . import _accel, _batch, _checks, _device, _facts, _hostscan, _multi, _repeat
 from ._facts import HOST
 from .kernels import PRE, RULES
 from .kernels import launch as _launch
@@ -55,6 +55,10 @@ def update(fn, variant, param, grad, states, pre, hyper):
                 return
     elif isinstance(param, (list, tuple)):   # the list form (fastopt/_multi.py)
         return _multi.update_many(fn, variant, param, grad, states, pre, hyper)
+    elif _repeat._single:     # GPU arrays of a checked call again (fastopt/_repeat.py)
+        run = _repeat.single(variant, param, grad, states)
+        if run is not None:
+            return _batch.run(functools.partial(run, pre, hyper))
     assert len(hyper) == len(RULES[variant.rule].hyper) and len(pre) == len(PRE)
     names, arrays = _facts.arguments(fn, variant, param, grad, states)
     labels = _checks.Labels(names, 1, indexed=False)
@@ -111,13 +115,22 @@ def _plan_device(fn, variant, labels, arrays, pre, hyper):
     backend = None if cuda._simulated() else _launch.backend()
     if backend is not None:     # packed parameters, one driver call (kernels/launch.py)
         addrs, n, dtype, device = tuple([ptrs[i] for i in columns]), p.size, p.dtype, p.device
+        fixed = _repeat.fixed(arrays)
+        stream = _repeat.stream_reader(p) if fixed else functools.partial(
+            _device.stream_handle, p)
 
-        def launch_packed():
-            with _device.on_device(device):
-                cuda.launch_packed(backend, variant, dtype, n, _device.stream_handle(p),
-                                   addrs, pre, hyper, device)
+        switch = _device.switcher(device)
+        launch = cuda.packed_launcher(backend, variant, dtype, n, addrs, device)
 
-        return launch_packed
+        def run(pre, hyper):
+            if switch is None:
+                return launch(stream(), pre, hyper)
+            with switch():
+                launch(stream(), pre, hyper)
+
+        if fixed:     # the same arrays again: straight to `run` (fastopt/_repeat.py)
+            _repeat.remember_single(variant, arrays, run)
+        return functools.partial(run, pre, hyper)
     if cuda._simulated():    # the simulator runs no intrinsic: pass the arrays
         flat = [_device.flat_view(i) for i in infos]
     else:

@@ -46,7 +46,7 @@ import threading
 import numba
 import numpy as np
 
-from . import _accel, _batch, _checks, _device, _facts, _hostscan
+from . import _accel, _batch, _checks, _device, _facts, _hostscan, _repeat
 from ._facts import HOST
 from ._front import frame as _frame
 from .kernels import NUM_ARRAYS, PRE, RULES, cpu
@@ -124,6 +124,11 @@ def update_many(fn, variant, params, grads, states, pre, hyper):
     """
     # The common case first, in few lines (each costs about a microsecond
     # with cold caches, as in `_dispatch.update`).
+    if _repeat._lists and type(params) is list:   # GPU arrays of a checked call again
+        run = _repeat.lists(variant, [params, grads, *[states.get(s) for s in variant.slots
+                                                       if s is not None]])
+        if run is not None:
+            return _batch.run(functools.partial(run, pre, hyper))
     if type(params) is list and params and _update_scanned(
             fn, variant, params, grads, states, pre, hyper):
         return
@@ -430,10 +435,16 @@ def _plan_device(fn, labels, variant, columns, pre, hyper):
     flat, params = _flatten(infos), infos[0]
     # The simulator runs no intrinsic: its kernel takes the arrays themselves.
     views = [_device.flat_view(i) for i in flat] if _device.simulated() else None
-    return _plan_layout_device(fn, labels, variant, [i.ptr for i in flat],
-                               [p.size for p in params], [p.dtype for p in params],
-                               device, functools.partial(_device.stream_handle, params[0]),
-                               pre, hyper, views)
+    fixed = views is None and _launch.backend() is not None and _repeat.fixed(
+        [i.owner for i in flat])
+    stream = (_repeat.stream_reader(params[0]) if fixed
+              else functools.partial(_device.stream_handle, params[0]))
+    action = _plan_layout_device(fn, labels, variant, [i.ptr for i in flat],
+                                 [p.size for p in params], [p.dtype for p in params],
+                                 device, stream, pre, hyper, views)
+    if fixed:     # the same lists of the same arrays again: straight to the launch
+        _repeat.remember_lists(variant, columns, action.func)
+    return action
 
 
 def _plan_layout_device(fn, labels, variant, addresses, sizes, dtypes, device, stream,
@@ -451,20 +462,32 @@ def _plan_layout_device(fn, labels, variant, addresses, sizes, dtypes, device, s
                        itemsize * np.tile(np.asarray(sizes, np.int64), ncols))
     cols = list(_facts.kernel_columns(variant)[0])
     backend = None if views is not None else _launch.backend()
+    if backend is not None:    # packed parameters, one driver call (kernels/launch.py)
+        from .kernels import multi_cuda
+        launches = []   # per dtype group, its launcher (this layout's, fixed): at the first run
+        switch = _device.switcher(device)
+
+        def run(pre, hyper):
+            if not launches:
+                launches.extend([multi_cuda.packed_launcher(
+                    backend, variant, dtype, _table(addresses, sizes, cols, members, n), device)
+                    for dtype, members in _groups(dtypes).items()])
+            handle = stream()
+            if switch is None:
+                for launch in launches:
+                    launch(handle, pre, hyper)
+                return
+            with switch():
+                for launch in launches:
+                    launch(handle, pre, hyper)
+
+        return functools.partial(run, pre, hyper)
 
     def launch():
         from numba import cuda as numba_cuda
 
         from .kernels import multi_cuda
 
-        if backend is not None:    # packed parameters, one driver call (kernels/launch.py)
-            with _device.on_device(device):
-                handle = stream()
-                for dtype, members in _groups(dtypes).items():
-                    multi_cuda.launch_packed(backend, variant, dtype,
-                                             _table(addresses, sizes, cols, members, n),
-                                             handle, pre, hyper, device)
-            return
         kern = multi_cuda.kernel(variant)
         stream_handle = stream()
         numba_stream = 0 if views is not None else _device.numba_stream(stream_handle)

@@ -120,24 +120,30 @@ def argtypes(variant, dtype):
 
 
 def packed_plan(variant, dtype, device=None):
-    """The kernel's `launch.Plan` (its packed parameters) for arrays of `dtype`."""
-    key = ("single", variant, dtype)
-    plan = _launch._plans.get((key, device, _launch.threading.get_ident()))
-    if plan is None:
-        plan = _launch.plan(key, kernel(variant), argtypes(variant, dtype),
-                            (5, 1, len(PRE), len(RULES[variant.rule].hyper)), device)
-    return plan
+    """A new `launch.Plan` of the kernel (its own packed parameters) for
+    arrays of `dtype`."""
+    return _launch.plan(("single", variant, dtype), kernel(variant),
+                        lambda: argtypes(variant, dtype),
+                        (5, 1, len(PRE), len(RULES[variant.rule].hyper)), device)
 
 
-def launch_packed(backend, variant, dtype, n, stream, addrs, pre, hyper, device=None):
-    """`launch` through `backend` (`kernels.launch`): the packed parameters,
-    only the changed slots rewritten; `stream` a raw handle (0, 1, 2 or a
-    cudaStream_t), read by the caller at call time; pre, hyper Python floats
-    (packed in `dtype`)."""
-    plan = packed_plan(variant, dtype, device)
-    plan.set(0, addrs)
-    plan.set(1, (n,))
-    plan.set(2, pre)
-    plan.set(3, hyper)
-    plan.grid, plan.block = launch_config(n, device)
-    backend.launch(plan, stream)
+def packed_launcher(backend, variant, dtype, n, addrs, device=None):
+    """``launch(stream, pre, hyper)``: the kernel over n elements at `addrs`
+    through `backend` (`kernels.launch`), its parameters packed once (per
+    thread), only the changed scalars rewritten per call; `stream` a raw
+    handle (0, 1, 2 or a cudaStream_t) read by the caller at call time;
+    pre, hyper Python floats (packed in `dtype`)."""
+    plans, get_ident, config = {}, _launch.get_ident, launch_config(n, device)
+
+    def launch(stream, pre, hyper):
+        plan = plans.get(get_ident())
+        if plan is None:
+            plan = plans[get_ident()] = packed_plan(variant, dtype, device)
+            plan.set(0, addrs)
+            plan.set(1, (n,))
+            plan.grid, plan.block = config
+        plan.set(2, pre)
+        plan.set(3, hyper)
+        backend.launch(plan, stream)
+
+    return launch

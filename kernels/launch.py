@@ -78,37 +78,68 @@ def array_values(ptr, shape, itemsize):
     return (0, 0, nitems, itemsize, ptr, *shape, *reversed(strides))
 
 
+_DTYPES = {"q": np.int64, "f": np.float32, "d": np.float64, "i": np.int32,
+           "h": np.int16, "b": np.int8}
+
+
+class Layout:
+    """Where each parameter of a flattened layout lives in a packed buffer
+    (each at its natural alignment), computed once per kernel."""
+
+    def __init__(self, ptx_types, groups=()):
+        self.ptx_types = list(ptx_types)
+        self.offsets, offset = [], 0
+        for t in self.ptx_types:
+            size = _CODES[t][1]
+            offset = -(-offset // size) * size
+            self.offsets.append(offset)
+            offset += size
+        self.nbytes = max(offset, 8)
+        self.offset_array = np.array(self.offsets or [0], np.uint64)
+        # per group of parameters (a call argument): (start, stop, dtype) of its
+        # bytes, if its parameters are of one type (else None: written whole)
+        self.groups, first = [], 0
+        for count in groups:
+            self.groups.append(self.span(first, count))
+            first += count
+
+    def span(self, first, count):
+        kinds = set(self.ptx_types[first:first + count])
+        if len(kinds) != 1:
+            return None
+        code, size = _CODES[kinds.pop()]
+        start = self.offsets[first]
+        assert self.offsets[first + count - 1] == start + (count - 1) * size
+        return start, start + count * size, _DTYPES[code]
+
+
 class Packed:
-    """One kernel's parameter buffer and its ``void*[]``, for a flattened layout.
+    """One kernel's parameter buffer and its ``void*[]``, for a `Layout`
+    (or a list of PTX types).
 
     ``slots(first, count)`` hands out a NumPy view of `count` consecutive
     parameters of one type, to be written in place (``view[:] = values``);
     ``address`` is what the driver gets as kernelParams.
     """
 
-    def __init__(self, ptx_types):
-        self.ptx_types = list(ptx_types)
-        self.offsets, offset = [], 0
-        for t in self.ptx_types:
-            size = _CODES[t][1]
-            offset = -(-offset // size) * size   # natural alignment
-            self.offsets.append(offset)
-            offset += size
-        self.buffer = np.zeros(max(offset, 8), np.uint8)
-        self.pointers = np.array([self.buffer.ctypes.data + o for o in self.offsets]
-                                 or [0], np.uint64)
+    def __init__(self, layout):
+        if not isinstance(layout, Layout):
+            layout = Layout(layout)
+        self.layout = layout
+        self.ptx_types = layout.ptx_types
+        self.buffer = np.zeros(layout.nbytes, np.uint8)
+        self.pointers = layout.offset_array + np.uint64(self.buffer.ctypes.data)
         self.address = self.pointers.ctypes.data
 
     def slots(self, first, count):
         """A writable view of parameters first .. first+count-1 (one PTX type)."""
-        kinds = set(self.ptx_types[first:first + count])
-        assert len(kinds) == 1, f"parameters {first}..{first + count - 1} mix {kinds}"
-        code, size = _CODES[kinds.pop()]
-        start = self.offsets[first]
-        assert self.offsets[first + count - 1] == start + (count - 1) * size
-        return self.buffer[start:start + count * size].view(
-            {"q": np.int64, "f": np.float32, "d": np.float64, "i": np.int32,
-             "h": np.int16, "b": np.int8}[code])
+        span = self.layout.span(first, count)
+        assert span is not None, f"parameters {first}..{first + count - 1} mix types"
+        return self._view(span)
+
+    def _view(self, span):
+        start, stop, dtype = span
+        return self.buffer[start:stop].view(dtype)
 
     def values(self):
         """What the driver would read: each parameter's bytes through its
@@ -127,18 +158,14 @@ class Plan:
 
     __slots__ = ("function", "packed", "views", "last", "grid", "block")
 
-    def __init__(self, function, argtypes, groups):
-        """groups: per call argument, its number of flattened parameters (the
-        arguments a call rewrites must each be of one PTX type)."""
+    def __init__(self, function, layout):
+        """layout: a `Layout` with groups, one per call argument (an argument
+        a call rewrites must be of one PTX type)."""
         self.function = function
-        self.packed = Packed(flatten(argtypes))
-        self.views, first = [], 0
-        for count in groups:
-            self.views.append((first, count))
-            first += count
-        self.views = [self.packed.slots(f, c) if _uniform(self.packed, f, c) else None
-                      for f, c in self.views]
-        self.last = [None] * len(groups)
+        self.packed = Packed(layout)
+        self.views = [None if span is None else self.packed._view(span)
+                      for span in layout.groups]
+        self.last = [None] * len(layout.groups)
         self.grid = self.block = 0
 
     def set(self, k, values):
@@ -146,10 +173,6 @@ class Plan:
         if values != self.last[k]:
             self.views[k][:] = values
             self.last[k] = values
-
-
-def _uniform(packed, first, count):
-    return len(set(packed.ptx_types[first:first + count])) == 1
 
 
 # ---- backends -----------------------------------------------------------
@@ -279,7 +302,7 @@ def use(backend):
     launcher) the one every GPU launch goes through; returns the previous."""
     old = _state["backend"] if _state["chosen"] else None
     _state["backend"], _state["chosen"] = backend, True
-    _plans.clear()
+    _functions.clear()
     return old
 
 
@@ -299,16 +322,23 @@ def backend():
     return chosen
 
 
-_plans = {}
+_functions = {}
 
 
 def plan(key, dispatcher, argtypes, groups, device):
-    """The `Plan` of `key` for the calling thread (a plan's buffer is written
-    then launched: threads get their own), made on first use."""
-    full = (key, device, threading.get_ident())
-    found = _plans.get(full)
+    """A new `Plan` of kernel `key`: its own buffer, to be kept by the caller
+    per thread (a buffer is written, then launched: threads each need one).
+    argtypes: a function giving the kernel's Numba argument types; groups:
+    per call argument, its number of flattened parameters. The function
+    handle and the layout are made once per kernel and device."""
+    full = (key, device)
+    found = _functions.get(full)
     if found is None:
-        be = _state["backend"]
-        found = _plans[full] = Plan(be.function(dispatcher, argtypes, device),
-                                    argtypes, groups)
-    return found
+        types_ = argtypes()
+        found = _functions[full] = (
+            _state["backend"].function(dispatcher, types_, device),
+            Layout(flatten(types_), groups))
+    return Plan(*found)
+
+
+get_ident = threading.get_ident

@@ -106,19 +106,25 @@ def packed_tables(backend, entry, device, stream):
     return values
 
 
-def launch_packed(backend, variant, dtype, entry, stream, pre, hyper, device=None):
-    """One launch over a dtype group's table `entry` through `backend`
-    (`kernels.launch`); stream a raw handle read at call time."""
-    _, tables, nchunks = packed_tables(backend, entry, device, stream)
-    if nchunks == 0:
-        return
-    key = ("multi", variant, dtype)
-    plan = _launch._plans.get((key, device, _launch.threading.get_ident()))
-    if plan is None:
-        plan = _launch.plan(key, kernel(variant), argtypes(variant, dtype),
-                            (18, len(PRE), len(RULES[variant.rule].hyper)), device)
-    plan.set(0, tables)
-    plan.set(1, pre)
-    plan.set(2, hyper)
-    plan.grid, plan.block = launch_config(nchunks, device)
-    backend.launch(plan, stream)
+def packed_launcher(backend, variant, dtype, entry, device=None):
+    """``launch(stream, pre, hyper)``: one launch over a dtype group's table
+    `entry` through `backend` (`kernels.launch`), its parameters packed once
+    (per thread); stream a raw handle read at call time."""
+    plans, get_ident = {}, _launch.get_ident
+
+    def launch(stream, pre, hyper):
+        plan = plans.get(get_ident())
+        if plan is None:
+            _, tables, nchunks = packed_tables(backend, entry, device, stream)
+            if nchunks == 0:
+                return
+            plan = plans[get_ident()] = _launch.plan(
+                ("multi", variant, dtype), kernel(variant), lambda: argtypes(variant, dtype),
+                (18, len(PRE), len(RULES[variant.rule].hyper)), device)
+            plan.set(0, tables)
+            plan.grid, plan.block = launch_config(nchunks, device)
+        plan.set(1, pre)
+        plan.set(2, hyper)
+        backend.launch(plan, stream)
+
+    return launch
