@@ -112,7 +112,7 @@ def _plan_device(fn, variant, labels, arrays, pre, hyper):
         return None
     _checks.no_overlap(fn, labels, ptrs, [p.nbytes] * len(ptrs))
     columns, _ = _facts.kernel_columns(variant)
-    backend = None if cuda._simulated() else _launch.backend()
+    backend = _launch.backend()    # None under the simulator unless one was chosen
     if backend is not None:     # packed parameters, one driver call (kernels/launch.py)
         addrs, n, dtype, device = tuple([ptrs[i] for i in columns]), p.size, p.dtype, p.device
         fixed = _repeat.fixed(arrays)

@@ -433,10 +433,12 @@ def _plan_device(fn, labels, variant, columns, pre, hyper):
     device = infos[0][0].device
     _checks.tensors(fn, labels, infos, _checks.device_layout, device)
     flat, params = _flatten(infos), infos[0]
-    # The simulator runs no intrinsic: its kernel takes the arrays themselves.
-    views = [_device.flat_view(i) for i in flat] if _device.simulated() else None
-    fixed = views is None and _launch.backend() is not None and _repeat.fixed(
-        [i.owner for i in flat])
+    # The simulator runs no intrinsic: its kernel takes the arrays themselves
+    # (unless a launcher backend was chosen: kernels/launch.py's Recorder).
+    backend = _launch.backend()
+    views = ([_device.flat_view(i) for i in flat]
+             if backend is None and _device.simulated() else None)
+    fixed = backend is not None and _repeat.fixed([i.owner for i in flat])
     stream = (_repeat.stream_reader(params[0]) if fixed
               else functools.partial(_device.stream_handle, params[0]))
     action = _plan_layout_device(fn, labels, variant, [i.ptr for i in flat],

@@ -42,8 +42,10 @@ def _register_known():
         FIXED[cupy.ndarray] = lambda info: cupy.cuda.get_current_stream().ptr
     devicearray = sys.modules.get("numba.cuda.cudadrv.devicearray")
     if devicearray is not None:
-        for cls in (devicearray.DeviceNDArray, devicearray.MappedNDArray):
-            FIXED.setdefault(cls, None)   # a Numba array's stream is bound to it
+        for name in ("DeviceNDArray", "MappedNDArray"):    # (not the simulator's)
+            cls = getattr(devicearray, name, None)
+            if cls is not None:
+                FIXED.setdefault(cls, None)   # a Numba array's stream is bound to it
 
 
 def fixed(arrays):

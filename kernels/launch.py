@@ -141,15 +141,16 @@ class Packed:
         start, stop, dtype = span
         return self.buffer[start:stop].view(dtype)
 
-    def values(self):
-        """What the driver would read: each parameter's bytes through its
-        pointer, decoded by its PTX type (for tests)."""
+    def raw(self):
+        """What the driver would read: each parameter's bytes, through its
+        pointer, as many as its PTX type has (for tests)."""
         import ctypes
-        out = []
-        for ptr, t in zip(self.pointers[:len(self.ptx_types)], self.ptx_types):
-            code, size = _CODES[t]
-            out.append(struct.unpack(code, ctypes.string_at(int(ptr), size))[0])
-        return out
+        return [ctypes.string_at(int(ptr), _CODES[t][1])
+                for ptr, t in zip(self.pointers[:len(self.ptx_types)], self.ptx_types)]
+
+    def values(self):
+        """`raw`, each parameter decoded by its PTX type."""
+        return [struct.unpack(_CODES[t][0], b)[0] for t, b in zip(self.ptx_types, self.raw())]
 
 
 class Plan:
@@ -274,8 +275,9 @@ class Recorder:
     def launch(self, plan, stream):
         self.count += 1
         if len(self.launches) < self.keep:
+            raw = plan.packed.raw()
             self.launches.append(Record(plan.function, plan.grid, plan.block, stream,
-                                        plan.packed.ptx_types, plan.packed.values()))
+                                        plan.packed.ptx_types, raw))
 
     def to_device(self, host, stream):
         copy = np.array(host)          # "device memory": the host copy's address
@@ -287,11 +289,19 @@ class Recorder:
 
 
 class Record:
-    __slots__ = ("function", "grid", "block", "stream", "ptx_types", "values")
+    """A recorded launch: its function, configuration, stream handle, and
+    each parameter's bytes as the driver would have copied them (``raw``;
+    ``values`` decoded by PTX type)."""
 
-    def __init__(self, function, grid, block, stream, ptx_types, values):
+    __slots__ = ("function", "grid", "block", "stream", "ptx_types", "raw")
+
+    def __init__(self, function, grid, block, stream, ptx_types, raw):
         self.function, self.grid, self.block, self.stream = function, grid, block, stream
-        self.ptx_types, self.values = ptx_types, values
+        self.ptx_types, self.raw = ptx_types, raw
+
+    @property
+    def values(self):
+        return [struct.unpack(_CODES[t][0], b)[0] for t, b in zip(self.ptx_types, self.raw)]
 
 
 _state = {"backend": None, "chosen": False}

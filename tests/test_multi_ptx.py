@@ -51,6 +51,15 @@ def test_multi_ptx_is_clean(ptx_records, variant, dtype):
     assert 1 <= rec["table_loads"] <= 2 * (3 + 5), rec
 
 
+def test_packed_parameters_match_entry(ptx_records):
+    """The launcher's packing (`kernels.launch`) of every variant and dtype,
+    byte for byte against the parameters of its compiled ``.entry``."""
+    for variant in VARIANTS:
+        for dtype in DTYPES:
+            ptx_probe.assert_packing(ptx_records[(variant.key, dtype)], variant, dtype,
+                                     multi=True)
+
+
 if __name__ == "__main__":
     from fastopt.kernels.multi_cuda import kernel_function
     ptx_probe.probe(kernel_function, _arrays, _table_facts)

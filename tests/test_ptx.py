@@ -44,6 +44,15 @@ def test_every_rule_is_covered():
     assert {v.rule for v in VARIANTS} == set(RULES)
 
 
+def test_packed_parameters_match_entry(ptx_records):
+    """The launcher's packing (`kernels.launch`) of every variant and dtype,
+    byte for byte against the parameters of its compiled ``.entry``."""
+    for variant in VARIANTS:
+        for dtype in DTYPES:
+            ptx_probe.assert_packing(ptx_records[(variant.key, dtype)], variant, dtype,
+                                     multi=False)
+
+
 if __name__ == "__main__":
     from fastopt.kernels.cuda import kernel_function
     ptx_probe.probe(kernel_function, _arrays,
