@@ -120,7 +120,7 @@ def _plan_device(fn, variant, labels, arrays, pre, hyper):
             _device.stream_handle, p)
 
         switch = _device.switcher(device)
-        launch = cuda.packed_launcher(backend, variant, dtype, n, addrs, device)
+        launch = cuda.launcher_for(backend, variant, dtype, n, addrs, device)
 
         def run(pre, hyper):
             if switch is None:

@@ -129,8 +129,8 @@ def update_many(fn, variant, params, grads, states, pre, hyper):
                                                        if s is not None]])
         if run is not None:
             return _batch.run(functools.partial(run, pre, hyper))
-    if type(params) is list and params and _update_scanned(
-            fn, variant, params, grads, states, pre, hyper):
+    if (type(params) is list and params and type(params[0]) is np.ndarray
+            and _update_scanned(fn, variant, params, grads, states, pre, hyper)):
         return
     assert len(hyper) == len(RULES[variant.rule].hyper) and len(pre) == len(PRE)
     names, columns = _columns(fn, variant, params, grads, states)
@@ -471,7 +471,7 @@ def _plan_layout_device(fn, labels, variant, addresses, sizes, dtypes, device, s
 
         def run(pre, hyper):
             if not launches:
-                launches.extend([multi_cuda.packed_launcher(
+                launches.extend([multi_cuda.launcher_for(
                     backend, variant, dtype, _table(addresses, sizes, cols, members, n), device)
                     for dtype, members in _groups(dtypes).items()])
             handle = stream()

@@ -127,6 +127,23 @@ def packed_plan(variant, dtype, device=None):
                         (5, 1, len(PRE), len(RULES[variant.rule].hyper)), device)
 
 
+_launchers = {}
+LAUNCHERS = 1024    # kept `packed_launcher`s, by everything that shapes them
+
+
+def launcher_for(backend, variant, dtype, n, addrs, device=None):
+    """The `packed_launcher` of these arrays (addresses, size, dtype), made
+    once: a call on arrays that are not kept whole (`fastopt._repeat`: torch
+    tensors) still finds its packed parameters."""
+    key = (variant, dtype, n, addrs, device, backend)
+    found = _launchers.get(key)
+    if found is None:
+        if len(_launchers) >= LAUNCHERS:
+            _launchers.clear()
+        found = _launchers[key] = packed_launcher(backend, variant, dtype, n, addrs, device)
+    return found
+
+
 def packed_launcher(backend, variant, dtype, n, addrs, device=None):
     """``launch(stream, pre, hyper)``: the kernel over n elements at `addrs`
     through `backend` (`kernels.launch`), its parameters packed once (per

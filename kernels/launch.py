@@ -205,6 +205,13 @@ class DriverBackend:
             return driver.CUfunction(int(handle))
         return handle if isinstance(handle, driver.CUfunction) else driver.CUfunction(int(handle))
 
+    def prepare(self, device):
+        """Make sure this thread has the GPU's context current (Numba's, the
+        primary one), as Numba's own launch would: a plan is made on each
+        thread that launches, before its first launch."""
+        from numba.cuda.cudadrv import devices
+        devices.get_context()
+
     def multiprocessors(self, device):
         count = self._sms.get(device)
         if count is None:
@@ -265,6 +272,9 @@ class Recorder:
         self.launches = []
         self.count = 0
         self._tables = []
+
+    def prepare(self, device):
+        pass
 
     def function(self, dispatcher, argtypes, device):
         return ("function", id(dispatcher), tuple(argtypes))
@@ -341,6 +351,8 @@ def plan(key, dispatcher, argtypes, groups, device):
     argtypes: a function giving the kernel's Numba argument types; groups:
     per call argument, its number of flattened parameters. The function
     handle and the layout are made once per kernel and device."""
+    backend = _state["backend"]
+    backend.prepare(device)     # once per plan and thread
     full = (key, device)
     found = _functions.get(full)
     if found is None:

@@ -106,6 +106,16 @@ def packed_tables(backend, entry, device, stream):
     return values
 
 
+def launcher_for(backend, variant, dtype, entry, device=None):
+    """The `packed_launcher` of a table `entry` (cached in it: an entry is one
+    layout's, keyed by every address and size), made once."""
+    key = ("launcher", variant, dtype, device, backend)
+    found = entry.get(key)
+    if found is None:
+        found = entry[key] = packed_launcher(backend, variant, dtype, entry, device)
+    return found
+
+
 def packed_launcher(backend, variant, dtype, entry, device=None):
     """``launch(stream, pre, hyper)``: one launch over a dtype group's table
     `entry` through `backend` (`kernels.launch`), its parameters packed once
