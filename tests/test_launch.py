@@ -113,3 +113,17 @@ def test_bad_arrays_still_checked_after_a_kept_call(recorder):
     with pytest.raises(ValueError, match="grad"):
         adam(*other, step=1, **HYPERS)
     assert recorder.count == 1
+
+
+def test_backend_choice(monkeypatch):
+    """Numba's launcher under the simulator and with FASTOPT_LAUNCHER=numba;
+    the driver's where cuda.bindings imports (it does here, with no GPU)."""
+    from numba import config
+    for sim, env, want in ((1, "driver", None), (0, "numba", None), (0, "driver", "driver")):
+        monkeypatch.setitem(launch._state, "chosen", False)
+        monkeypatch.setattr(config, "ENABLE_CUDASIM", sim)
+        monkeypatch.setenv("FASTOPT_LAUNCHER", env)
+        chosen = launch.backend()
+        assert (chosen and chosen.name) == want
+    monkeypatch.setitem(launch._state, "chosen", False)
+    monkeypatch.setitem(launch._state, "backend", None)
