@@ -19,6 +19,7 @@ from numba.cuda.extending import intrinsic
 from numba.cuda.np.arrayobj import populate_array
 
 from . import launch as _launch
+from . import vector as _vector
 from .multi_table import view_codegen, view_signature
 from .variants import PRE, RULES, element_step
 
@@ -60,6 +61,12 @@ def kernel_function(variant, python=False):
     """The Python function of the kernel, before `cuda.jit` (for compile_ptx)."""
     step = element_step(variant, python=python)
     view_of = _sim_view if python else _device_view
+    # 128-bit loads in the main loop when every address is 16-byte aligned
+    # (`kernels.vector`); the scalar loop does the tail, or all if unaligned.
+    # The simulator runs no intrinsic: scalar only.
+    vector = not python
+    quads = None if python else _vector.quad_loop(variant, step)
+    aligned16 = _vector.aligned16
 
     def update(addrs, n, pre, hyper):
         like = pre[0]
@@ -68,7 +75,12 @@ def kernel_function(variant, python=False):
                  view_of(addrs[4], n, like))
         start = cuda.grid(1)
         stride = cuda.gridsize(1)
-        for i in range(start, n, stride):
+        done = 0
+        if vector:
+            a0, a1, a2, a3, a4 = addrs
+            if aligned16(a0, a1, a2, a3, a4):
+                done = quads(a0, a1, a2, a3, a4, 0, n, start, stride, pre, hyper)
+        for i in range(done + start, n, stride):
             step(i, param, grad, state, pre, hyper)
 
     return update

@@ -17,6 +17,7 @@ import numba
 from numba import cuda
 from . import cuda as _cuda
 from . import launch as _launch
+from . import vector as _vector
 from .variants import PRE, RULES, element_step
 
 _kernels = {}
@@ -35,6 +36,12 @@ def kernel_function(variant, python=False):
     """The Python function of the kernel, before `cuda.jit` (for compile_ptx)."""
     step = element_step(variant, python=python)
     view = _sim_view if python else _device_view
+    # 128-bit loads where a tensor's five addresses are 16-byte aligned
+    # (`kernels.vector`; a chunk starts a multiple of CHUNK elements in), the
+    # scalar loop for the tail; the simulator runs no intrinsic: scalar only.
+    vector = not python
+    quads = None if python else _vector.quad_loop(variant, step)
+    aligned16 = _vector.aligned16
 
     def update(table, chunks, pre, hyper):
         like = pre[0]
@@ -45,7 +52,14 @@ def kernel_function(variant, python=False):
             state = (view(table, t, 2, start, n, like),
                      view(table, t, 3, start, n, like),
                      view(table, t, 4, start, n, like))
-            for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
+            done = 0
+            if vector:
+                a0, a1, a2, a3, a4 = (table[t, 0], table[t, 1], table[t, 2], table[t, 3],
+                                      table[t, 4])
+                if aligned16(a0, a1, a2, a3, a4):
+                    done = quads(a0, a1, a2, a3, a4, start, n, cuda.threadIdx.x,
+                                 cuda.blockDim.x, pre, hyper)
+            for i in range(done + cuda.threadIdx.x, n, cuda.blockDim.x):
                 step(i, param, grad, state, pre, hyper)
 
     return update

@@ -49,8 +49,26 @@ def probe(kernel_function, arrays_signature, extra_facts=lambda ptx: {}):
                 "loads": len(re.findall(rf"ld\.global(?:\.nc)?\.f{bits}", ptx)),
                 "stores": ptx.count(f"st.global.f{bits}"),
                 "params": entry_params(ptx),
+                "vector_loads": len(re.findall(
+                    r"ld\.global(?:\.nc)?\.v4\.f32" if bits == "32"
+                    else r"ld\.global(?:\.nc)?\.v2\.f64", ptx)),
+                "vector_stores": len(re.findall(
+                    r"st\.global\.v4\.f32" if bits == "32" else r"st\.global\.v2\.f64", ptx)),
                 **extra_facts(ptx),
             }), flush=True)
+
+
+def assert_vector(rec, variant):
+    """128-bit loads and stores in the main loop (`kernels.vector`): every
+    array read is loaded 16 bytes at a time (float64: each group of 4 in two
+    loads) and every array written stored so, per copy of the loop; the
+    scalar loop for the tail is `assert_clean`'s."""
+    arrays = sum(variant.used)
+    reads, writes = 2 + arrays, 1 + arrays
+    per = 1 if rec["dtype"] == "float32" else 2
+    copies, rest = divmod(rec["vector_stores"], writes * per)
+    assert rest == 0 and copies >= 1, rec
+    assert 2 * per * copies <= rec["vector_loads"] <= reads * per * copies, rec
 
 
 def entry_params(ptx):

@@ -11,6 +11,10 @@ off, and its PTX is read (tests/ptx_probe.py):
 * 64-bit indexing: the thread index is widened before use (``mul.wide``);
 * exactly one global load per array the variant reads and one store per array
   it writes, per (unrolled) iteration: a fused single pass.
+* 128-bit loads and stores (``ld.global.v4.f32``; float64: ``.v2.f64``) of
+  every array in the main loop, the scalar loop kept for the tail;
+* the launcher's packed parameters (`kernels.launch`) byte for byte against
+  the kernel's ``.entry`` parameters.
 """
 import pytest
 
@@ -37,6 +41,7 @@ def ptx_records():
 def test_ptx_is_clean(ptx_records, variant, dtype):
     rec = ptx_records[(variant.key, dtype)]
     ptx_probe.assert_clean(rec, variant)
+    ptx_probe.assert_vector(rec, variant)
     assert rec["wide_index"], "thread index not widened to 64 bits"
 
 
