@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # One lease on a GPU machine, run from the repository root there:
 #   bash benchmarks/gpu_session.sh STAGE... (setup is always run first)
-# Stages: tests, sanitize, sass, bench, lists, hostcost, launcher, capture. Logs and results go to $OUT
+# Stages: tests, sanitize, sass, bench, lists, hostcost, launcher, capture.
+# After the packed launcher and the 128-bit loop (docs/design.md, CUDA kernels),
+# the first GPU run should be: launcher capture hostcost sanitize sass bench lists tests
+# (launcher: the driver launch equals Numba's bit for bit; sass: LDG.E.128 in
+# the main loop; bench: 2^28 float32 against torch fused and the copy kernel).
+# Logs and results go to $OUT
 # (default ./gpu-out). Each stage has its own time limit, so the lease ends
 # with every log written even when a stage hangs.
 set -u
