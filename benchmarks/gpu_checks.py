@@ -4,6 +4,8 @@ Adam kernel's SASS. Needs a real CUDA GPU and CuPy.
     compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 1 \\
         python benchmarks/gpu_checks.py sanitize
     python benchmarks/gpu_checks.py sass OUTDIR
+    python benchmarks/gpu_checks.py launcher
+    python benchmarks/gpu_checks.py capture
 
 `sanitize` runs every row of the optimizer table (3 steps, float32 and
 float64, odd sizes that leave partial blocks, chunk edges and grid-stride
@@ -11,7 +13,9 @@ tails) through the single-array and the list kernels (lists of CuPy arrays
 and of torch tensors on the same memory), requires them to agree bit for
 bit, and runs the device norm reduction against NumPy. `sass` writes the
 SASS of Adam's single-array and many-tensor kernels and prints their
-registers, local memory and global load/store widths.
+registers, local memory and global load/store widths. `launcher` compares
+the packed driver launcher with Numba's launch bit for bit on every case;
+`capture` replays a captured 148-tensor list step against eager steps.
 """
 import collections
 import pathlib
@@ -129,11 +133,104 @@ def sass(outdir):
                   flush=True)
 
 
+def launcher():
+    """The packed driver launcher (`kernels.launch`) against Numba's own,
+    bit for bit: every row of the optimizer table, single arrays and a CuPy
+    list, 3 steps, float32 and float64."""
+    import cupy
+    from optimizer_table import CASES, fastopt_step, make_state
+
+    from fastopt import _repeat
+    from fastopt.kernels import launch
+    rng = np.random.default_rng(1)
+    driver = launch.backend()
+    assert driver is not None and driver.name == "driver", driver
+    for dtype in (np.float32, np.float64):
+        for case in CASES:
+            host = [rng.standard_normal(n).astype(dtype) for n in SIZES]
+            grads = [[rng.standard_normal(n).astype(dtype) for n in SIZES]
+                     for _ in range(STEPS)]
+            states = [make_state(case, (n,), dtype) for n in SIZES]
+            runs = []
+            for backend in (None, driver):
+                launch.use(backend)
+                _repeat.clear()
+                params = [cupy.asarray(h) for h in host]
+                state = {k: [cupy.asarray(s[k]) for s in states] for k in states[0]}
+                lists = [[cupy.asarray(h) for h in host],
+                         {k: [cupy.asarray(s[k]) for s in states] for k in states[0]}]
+                for step, g in enumerate(grads, start=1):
+                    g = [cupy.asarray(x) for x in g]
+                    for t in range(len(SIZES)):
+                        fastopt_step(case, params[t], g[t],
+                                     {k: v[t] for k, v in state.items()}, step)
+                    fastopt_step(case, lists[0], g, lists[1], step)
+                cupy.cuda.Device().synchronize()
+                runs.append([cupy.asnumpy(a) for a in params + lists[0]]
+                            + [cupy.asnumpy(a) for v in state.values() for a in v])
+            for x, y in zip(*runs):
+                if not np.array_equal(x, y, equal_nan=True):
+                    raise AssertionError(f"{case.id}: driver launcher differs from Numba's")
+            print(f"ok {np.dtype(dtype).name} {case.id}", flush=True)
+    launch.use(driver)
+    print("launcher: the driver launcher equals Numba's launch on every case")
+
+
+def capture(tensors=148):
+    """A whole list step captured with torch.cuda.graph and replayed, equal
+    to eager steps bit for bit: SGD with momentum (its scalars do not change
+    after the first step; step-dependent scalars in device memory, the
+    capturable form, are not built yet), on `tensors` torch tensors."""
+    import torch
+
+    import fastopt.functional as F
+    rng = np.random.default_rng(2)
+    sizes = [int(n) for n in rng.integers(1, 70_000, tensors)]
+    kw = dict(lr=0.01, momentum=0.9, convention="torch")
+
+    def model():
+        torch.manual_seed(0)
+        return ([torch.randn(n, device="cuda") for n in sizes],
+                [torch.zeros(n, device="cuda") for n in sizes],
+                [torch.zeros(n, device="cuda") for n in sizes])
+
+    feed = [[torch.randn(n, device="cuda") for n in sizes] for _ in range(6)]
+    eager, graphed = model(), model()
+    for p, g, m in (eager, graphed):     # step 1 (the first, special step) and step 2
+        for k, step in ((0, 1), (1, 2)):
+            for dst, src in zip(g, feed[k]):
+                dst.copy_(src)
+            F.sgd(p, g, m, step=step, **kw)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    p, g, m = graphed
+    with torch.cuda.graph(graph):
+        F.sgd(p, g, m, step=3, **kw)
+    for k in range(2, 6):
+        for dst, src in zip(graphed[1], feed[k]):
+            dst.copy_(src)
+        graph.replay()
+        for dst, src in zip(eager[1], feed[k]):
+            dst.copy_(src)
+        F.sgd(*eager, step=k + 1, **kw)
+    torch.cuda.synchronize()
+    for name, a, b in zip(("param", "grad", "momentum_buffer"), eager, graphed):
+        for t, (x, y) in enumerate(zip(a, b)):
+            if not torch.equal(x, y):
+                raise AssertionError(f"{name}[{t}]: replayed graph differs from eager steps")
+    print(f"capture: a {tensors}-tensor SGD-momentum step captured and replayed 4 times, "
+          "equal to eager")
+
+
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "sanitize"
     if what == "sanitize":
         sanitize()
     elif what == "sass":
         sass(sys.argv[2] if len(sys.argv) > 2 else "sass")
+    elif what == "launcher":
+        launcher()
+    elif what == "capture":
+        capture()
     else:
-        sys.exit(f"unknown check {what!r}: sanitize or sass")
+        sys.exit(f"unknown check {what!r}: sanitize, sass, launcher or capture")

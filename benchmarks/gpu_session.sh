@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # One lease on a GPU machine, run from the repository root there:
 #   bash benchmarks/gpu_session.sh STAGE... (setup is always run first)
-# Stages: tests, sanitize, sass, bench, lists. Logs and results go to $OUT
+# Stages: tests, sanitize, sass, bench, lists, hostcost, launcher, capture.
+# After the packed launcher and the 128-bit loop (docs/design.md, CUDA kernels),
+# the first GPU run should be: launcher capture hostcost sanitize sass bench lists tests
+# (launcher: the driver launch equals Numba's bit for bit; sass: LDG.E.128 in
+# the main loop; bench: 2^28 float32 against torch fused and the copy kernel).
+# Logs and results go to $OUT
 # (default ./gpu-out). Each stage has its own time limit, so the lease ends
 # with every log written even when a stage hangs.
 set -u
@@ -72,6 +77,30 @@ lists() {
         --lists gpt2-small,resnet50,200x1000 --optimizers "${LISTS_OPTS:-adam,sgd_momentum}" \
         --repeats 30 --out "$OUT" > "$OUT/lists.log" 2>&1
     echo "lists exit $?"; tail -n 40 "$OUT/lists.log"
+}
+
+hostcost() {
+    # Host time per call: the packed driver launcher, Numba's launcher
+    # (FASTOPT_LAUNCHER=numba), torch fused and CuPy's ElementwiseKernel, one
+    # run each; then the recorder (no driver call) on the same machine.
+    for launcher in driver numba; do
+        FASTOPT_LAUNCHER=$launcher timeout "${HOSTCOST_LIMIT:-120}" $PY -m fastopt.bench \
+            --host-cost --device cuda --repeats 9 > "$OUT/hostcost-$launcher.log" 2>&1
+        echo "hostcost ($launcher launcher) exit $?"; cat "$OUT/hostcost-$launcher.log"
+    done
+    timeout 60 $PY -m fastopt.bench --host-cost --device cpu --repeats 9 \
+        > "$OUT/hostcost-recorder.log" 2>&1
+    echo "hostcost (recorder) exit $?"; cat "$OUT/hostcost-recorder.log"
+}
+
+launcher() {
+    timeout "${LAUNCHER_LIMIT:-150}" $PY benchmarks/gpu_checks.py launcher > "$OUT/launcher.log" 2>&1
+    echo "launcher check exit $?"; tail -n 4 "$OUT/launcher.log"
+}
+
+capture() {
+    timeout 90 $PY benchmarks/gpu_checks.py capture > "$OUT/capture.log" 2>&1
+    echo "capture check exit $?"; tail -n 8 "$OUT/capture.log"
 }
 
 setup

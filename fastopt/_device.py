@@ -188,6 +188,28 @@ def torch_stream(device):
     return _stream(TORCH_STREAM, device)
 
 
+def stream_handle(info):
+    """The raw stream handle to launch on, read now (at the call): torch's
+    current stream for torch tensors, else the array interface's stream
+    (None: 0; 1 and 2 are the driver's legacy and per-thread default streams,
+    whose handles are the same numbers)."""
+    value = info.stream
+    if value == TORCH_STREAM:
+        return torch_stream_handle(info.device)
+    return 0 if value is None else int(value)
+
+
+def torch_stream_handle(device):
+    """torch's current stream on GPU `device`, as a raw handle."""
+    import torch
+    return torch.cuda.current_stream(device).cuda_stream
+
+
+def numba_stream(handle):
+    """The Numba stream of a raw handle (for Numba's launcher)."""
+    return _stream(handle or None, None)
+
+
 def _stream(value, device):
     if value == TORCH_STREAM:
         import torch
@@ -216,9 +238,26 @@ def _gpu_count():
 def on_device(ordinal):
     """Make `ordinal` the current GPU for the launch (a no-op if it already is,
     or if there is only one: asking the driver costs ~5 us a call)."""
-    if _simulator_array_type() is not None:
+    if _simulator_array_type() is not None or _recording():
         return contextlib.nullcontext()
     if _gpu_count() == 1 or ordinal == _current_device():
         return contextlib.nullcontext()
     from numba import cuda
     return cuda.gpus[ordinal]
+
+
+def switcher(ordinal):
+    """`on_device` for a plan: None when no launch of it will ever need to
+    switch GPUs (one GPU, the simulator, recorded launches), else a function
+    giving the context to launch in."""
+    if _simulator_array_type() is not None or _recording() or _gpu_count() == 1:
+        return None
+    return functools.partial(on_device, ordinal)
+
+
+def _recording():
+    """Whether GPU launches are recorded, not made (`kernels.launch.Recorder`:
+    no GPU to switch to)."""
+    from .kernels import launch
+    backend = launch._state["backend"]
+    return backend is not None and backend.name == "recorder"

@@ -21,9 +21,10 @@ import functools
 
 import numpy as np
 
-from . import _accel, _batch, _checks, _device, _facts, _hostscan, _multi
+from . import _accel, _batch, _checks, _device, _facts, _hostscan, _multi, _repeat
 from ._facts import HOST
 from .kernels import PRE, storage
+from .kernels import launch as _launch
 
 _pending = _batch.pending
 
@@ -54,6 +55,10 @@ def update(fn, variant, param, grad, states, pre, hyper):
                 return
     elif isinstance(param, (list, tuple)):   # the list form (fastopt/_multi.py)
         return _multi.update_many(fn, variant, param, grad, states, pre, hyper)
+    elif _repeat._single:     # GPU arrays of a checked call again (fastopt/_repeat.py)
+        run = _repeat.single(variant, param, grad, states)
+        if run is not None:
+            return _batch.run(functools.partial(run, pre, hyper))
     assert len(hyper) == len(variant.spec.hyper) and len(pre) == len(PRE)
     names, arrays = _facts.arguments(fn, variant, param, grad, states)
     labels = _checks.Labels(names, 1, indexed=False)
@@ -112,14 +117,33 @@ def _plan_device(fn, variant, labels, arrays, pre, hyper):
     if p.size == 0:
         return None
     _checks.no_overlap(fn, labels, ptrs, [i.nbytes for i in infos])
-    math = p.dtype
+    math, asked = p.dtype, variant
     if stored:      # 16-bit arrays: float32 math (kernels.storage)
         variant, math = variant.stored(stored), _facts.FLOAT32
+    columns, _ = _facts.kernel_columns(variant)
+    backend = _launch.backend()    # None under the simulator unless one was chosen
+    if backend is not None:     # packed parameters, one driver call (kernels/launch.py)
+        addrs, n, device = tuple([ptrs[i] for i in columns]), p.size, p.device
+        fixed = _repeat.fixed(arrays)
+        stream = _repeat.stream_reader(p) if fixed else functools.partial(
+            _device.stream_handle, p)
+
+        switch = _device.switcher(device)
+        launch = cuda.launcher_for(backend, variant, math, n, addrs, device)
+
+        def run(pre, hyper):
+            if switch is None:
+                return launch(stream(), pre, hyper)
+            with switch():
+                launch(stream(), pre, hyper)
+
+        if fixed:     # the same arrays again: straight to `run` (fastopt/_repeat.py)
+            _repeat.remember_single(asked, arrays, run)   # as `update` asks
+        return functools.partial(run, pre, hyper)
     if cuda._simulated():    # the simulator runs no intrinsic: pass the arrays
         flat = [_device.flat_view(i) for i in infos]
     else:
         flat = ptrs
-    columns, _ = _facts.kernel_columns(variant)
 
     def launch():
         with _device.on_device(p.device):

@@ -46,10 +46,11 @@ import threading
 import numba
 import numpy as np
 
-from . import _accel, _batch, _checks, _device, _facts, _hostscan
+from . import _accel, _batch, _checks, _device, _facts, _hostscan, _repeat
 from ._facts import HOST
 from ._front import frame as _frame
 from .kernels import NUM_ARRAYS, PRE, cpu, storage
+from .kernels import launch as _launch
 
 # Elements per chunk: large enough that a chunk's loop runs at full speed
 # (64K float32 = 256 KiB per array), small enough to balance a few big
@@ -123,8 +124,13 @@ def update_many(fn, variant, params, grads, states, pre, hyper):
     """
     # The common case first, in few lines (each costs about a microsecond
     # with cold caches, as in `_dispatch.update`).
-    if type(params) is list and params and _update_scanned(
-            fn, variant, params, grads, states, pre, hyper):
+    if _repeat._lists and type(params) is list:   # GPU arrays of a checked call again
+        run = _repeat.lists(variant, [params, grads, *[states.get(s) for s in variant.slots
+                                                       if s is not None]])
+        if run is not None:
+            return _batch.run(functools.partial(run, pre, hyper))
+    if (type(params) is list and params and type(params[0]) is np.ndarray
+            and _update_scanned(fn, variant, params, grads, states, pre, hyper)):
         return
     assert len(hyper) == len(variant.spec.hyper) and len(pre) == len(PRE)
     names, columns = _columns(fn, variant, params, grads, states)
@@ -401,7 +407,8 @@ def _plan_torch(fn, labels, variant, columns, device, pre, hyper):
         action = _plan_layout_host(fn, labels, variant, *layout, pre, hyper)
     else:
         action = _plan_layout_device(fn, labels, variant, *layout, device,
-                                     _device.torch_stream(device), pre, hyper)
+                                     functools.partial(_device.torch_stream_handle, device),
+                                     pre, hyper)
     written = _written(columns)
 
     def run():
@@ -476,13 +483,22 @@ def _plan_device(fn, labels, variant, columns, pre, hyper):
     device = infos[0][0].device
     stored = _checks.tensors(fn, labels, infos, _checks.device_layout, device)
     flat, params = _flatten(infos), infos[0]
-    # The simulator runs no intrinsic: its kernel takes the arrays themselves.
-    views = [_device.flat_view(i) for i in flat] if _device.simulated() else None
-    return _plan_layout_device(fn, labels, variant, [i.ptr for i in flat],
-                               [p.size for p in params], [p.dtype for p in params],
-                               device, _device.stream_of(params[0]), pre, hyper, views,
-                               stored if any(stored) else None,
-                               [[i.dtype for i in column] for column in infos])
+    # The simulator runs no intrinsic: its kernel takes the arrays themselves
+    # (unless a launcher backend was chosen: kernels/launch.py's Recorder).
+    backend = _launch.backend()
+    views = ([_device.flat_view(i) for i in flat]
+             if backend is None and _device.simulated() else None)
+    fixed = backend is not None and _repeat.fixed([i.owner for i in flat])
+    stream = (_repeat.stream_reader(params[0]) if fixed
+              else functools.partial(_device.stream_handle, params[0]))
+    action = _plan_layout_device(fn, labels, variant, [i.ptr for i in flat],
+                                 [p.size for p in params], [p.dtype for p in params],
+                                 device, stream, pre, hyper, views,
+                                 stored if any(stored) else None,
+                                 [[i.dtype for i in column] for column in infos])
+    if fixed:     # the same lists of the same arrays again: straight to the launch
+        _repeat.remember_lists(variant, columns, action.func)
+    return action
 
 
 def _plan_layout_device(fn, labels, variant, addresses, sizes, dtypes, device, stream,
@@ -490,7 +506,8 @@ def _plan_layout_device(fn, labels, variant, addresses, sizes, dtypes, device, s
     """Check alignment and overlap, and plan one GPU launch per dtype, on
     arrays that passed every other check: `addresses` flattened per column,
     `sizes` and `dtypes` per tensor, all on GPU `device`; `views`, under the
-    simulator, the arrays themselves in the same order."""
+    simulator, the arrays themselves in the same order. stream(): the raw
+    handle of the stream to launch on, read at the launch."""
     n = len(sizes)
     ncols = len(labels.names)
     if stored is None:
@@ -502,12 +519,39 @@ def _plan_layout_device(fn, labels, variant, addresses, sizes, dtypes, device, s
     _checks.no_overlap(fn, labels, addresses,
                        itemsize * np.tile(np.asarray(sizes, np.int64), ncols))
     cols = list(_facts.kernel_columns(variant)[0])
+    backend = None if views is not None else _launch.backend()
+    if backend is not None:    # packed parameters, one driver call (kernels/launch.py)
+        from .kernels import multi_cuda
+        launches = []   # per dtype group, its launcher (this layout's, fixed): at the first run
+        switch = _device.switcher(device)
+
+        def run(pre, hyper):
+            if not launches:
+                for dtype, members in _groups(dtypes).items():
+                    which = variant
+                    if type(dtype) is tuple:    # a 16-bit storage: float32 math
+                        which, dtype = variant.stored(dtype), _facts.FLOAT32
+                    launches.append(multi_cuda.launcher_for(
+                        backend, which, dtype, _table(addresses, sizes, cols, members, n),
+                        device))
+            handle = stream()
+            if switch is None:
+                for launch in launches:
+                    launch(handle, pre, hyper)
+                return
+            with switch():
+                for launch in launches:
+                    launch(handle, pre, hyper)
+
+        return functools.partial(run, pre, hyper)
 
     def launch():
         from numba import cuda as numba_cuda
 
         from .kernels import multi_cuda
 
+        stream_handle = stream()
+        numba_stream = 0 if views is not None else _device.numba_stream(stream_handle)
         with _device.on_device(device):
             for dtype, members in _groups(dtypes).items():
                 if type(dtype) is tuple:    # a 16-bit storage: float32 math
@@ -516,14 +560,14 @@ def _plan_layout_device(fn, labels, variant, addresses, sizes, dtypes, device, s
                     kern = multi_cuda.kernel(variant)
                 entry = _table(addresses, sizes, cols, members, n)
                 if views is None:
-                    table, chunks = multi_cuda.device_table(entry, device, stream)
+                    table, chunks = multi_cuda.device_table(entry, device, numba_stream)
                 else:   # per tensor, its arrays in the table's order
                     table = tuple(tuple(views[c * n + k] for c in cols) for k in members)
                     chunks = numba_cuda.to_device(entry["chunks"])
                 if len(chunks) == 0:
                     continue
                 blocks, threads = multi_cuda.launch_config(len(chunks), device)
-                kern[blocks, threads, stream](table, chunks,
+                kern[blocks, threads, numba_stream](table, chunks,
                                               _facts.scalars(dtype, pre),
                                               _facts.scalars(dtype, hyper))
 

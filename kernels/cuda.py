@@ -18,9 +18,11 @@ from numba import cuda
 from numba.cuda.extending import intrinsic
 from numba.cuda.np.arrayobj import populate_array
 
+from . import launch as _launch
 from . import storage
+from . import vector as _vector
 from .multi_table import view_codegen, view_signature
-from .variants import element_step
+from .variants import PRE, element_step
 
 # Adam, 2**28 float32 on an H200 (benchmarks/results/gpu-h200-2026-11-25/profile.txt):
 # 256 x 16 per SM gave 3217 GB/s, 512 x 16 3364, copy 3406. 512 keeps every
@@ -64,6 +66,13 @@ def kernel_function(variant, python=False):
     # dtype is that of the scalars.
     lp, lg, ls = (storage.column_like_function(f, python)
                   for f in variant.storage or (None,) * 3)
+    # 128-bit loads in the main loop when every address is 16-byte aligned
+    # (`kernels.vector`); the scalar loop does the tail, or all if unaligned.
+    # The simulator runs no intrinsic: scalar only; 16-bit columns (whose
+    # quads would be 64-bit) take the scalar loop for now.
+    vector = not python and not variant.storage
+    quads = _vector.quad_loop(variant, step) if vector else None
+    aligned16 = _vector.aligned16
 
     def update(addrs, n, pre, hyper):
         like = pre[0]
@@ -73,7 +82,12 @@ def kernel_function(variant, python=False):
                  view_of(addrs[4], n, sl))
         start = cuda.grid(1)
         stride = cuda.gridsize(1)
-        for i in range(start, n, stride):
+        done = 0
+        if vector:
+            a0, a1, a2, a3, a4 = addrs
+            if aligned16(a0, a1, a2, a3, a4):
+                done = quads(a0, a1, a2, a3, a4, 0, n, start, stride, pre, hyper)
+        for i in range(done + start, n, stride):
             step(i, param, grad, state, pre, hyper)
 
     return update
@@ -98,7 +112,9 @@ def launch_config(n, device=None):
         return SIM_BLOCKS, SIM_THREADS
     limit = _max_blocks.get(device)
     if limit is None:
-        count = cuda.get_current_device().MULTIPROCESSOR_COUNT
+        backend = _launch.backend()
+        count = (cuda.get_current_device().MULTIPROCESSOR_COUNT if backend is None
+                 else backend.multiprocessors(device))
         limit = _max_blocks[device] = BLOCKS_PER_SM * count
     return max(1, min(limit, -(-n // THREADS))), THREADS
 
@@ -112,3 +128,58 @@ def launch(variant, n, stream, addrs, pre, hyper, device=None):
     """
     blocks, threads = launch_config(n, device)
     kernel(variant)[blocks, threads, stream](addrs, n, pre, hyper)
+
+
+def argtypes(variant, dtype):
+    """The kernel's Numba argument types for arrays of `dtype` (a NumPy dtype)."""
+    from numba.core import types
+    dt = numba.from_dtype(dtype)
+    return (types.UniTuple(types.int64, 5), types.int64,
+            types.UniTuple(dt, len(PRE)), types.UniTuple(dt, len(variant.spec.hyper)))
+
+
+def packed_plan(variant, dtype, device=None):
+    """A new `launch.Plan` of the kernel (its own packed parameters) for
+    arrays of `dtype`."""
+    return _launch.plan(("single", variant, dtype), kernel(variant),
+                        lambda: argtypes(variant, dtype),
+                        (5, 1, len(PRE), len(variant.spec.hyper)), device)
+
+
+_launchers = {}
+LAUNCHERS = 1024    # kept `packed_launcher`s, by everything that shapes them
+
+
+def launcher_for(backend, variant, dtype, n, addrs, device=None):
+    """The `packed_launcher` of these arrays (addresses, size, dtype), made
+    once: a call on arrays that are not kept whole (`fastopt._repeat`: torch
+    tensors) still finds its packed parameters."""
+    key = (variant, dtype, n, addrs, device, backend)
+    found = _launchers.get(key)
+    if found is None:
+        if len(_launchers) >= LAUNCHERS:
+            _launchers.clear()
+        found = _launchers[key] = packed_launcher(backend, variant, dtype, n, addrs, device)
+    return found
+
+
+def packed_launcher(backend, variant, dtype, n, addrs, device=None):
+    """``launch(stream, pre, hyper)``: the kernel over n elements at `addrs`
+    through `backend` (`kernels.launch`), its parameters packed once (per
+    thread), only the changed scalars rewritten per call; `stream` a raw
+    handle (0, 1, 2 or a cudaStream_t) read by the caller at call time;
+    pre, hyper Python floats (packed in `dtype`)."""
+    plans, get_ident, config = {}, _launch.get_ident, launch_config(n, device)
+
+    def launch(stream, pre, hyper):
+        plan = plans.get(get_ident())
+        if plan is None:
+            plan = plans[get_ident()] = packed_plan(variant, dtype, device)
+            plan.set(0, addrs)
+            plan.set(1, (n,))
+            plan.grid, plan.block = config
+        plan.set(2, pre)
+        plan.set(3, hyper)
+        backend.launch(plan, stream)
+
+    return launch

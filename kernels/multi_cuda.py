@@ -16,8 +16,10 @@ the five simulator arrays, and a view is a slice of one.
 import numba
 from numba import cuda
 from . import cuda as _cuda
+from . import launch as _launch
 from . import storage
-from .variants import element_step
+from . import vector as _vector
+from .variants import PRE, element_step
 
 _kernels = {}
 
@@ -37,6 +39,13 @@ def kernel_function(variant, python=False):
     view = _sim_view if python else _device_view
     lp, lg, ls = (storage.column_like_function(f, python)
                   for f in variant.storage or (None,) * 3)
+    # 128-bit loads where a tensor's five addresses are 16-byte aligned
+    # (`kernels.vector`; a chunk starts a multiple of CHUNK elements in), the
+    # scalar loop for the tail; the simulator runs no intrinsic: scalar only;
+    # 16-bit columns take the scalar loop for now (as in kernels.cuda).
+    vector = not python and not variant.storage
+    quads = _vector.quad_loop(variant, step) if vector else None
+    aligned16 = _vector.aligned16
 
     def update(table, chunks, pre, hyper):
         like = pre[0]
@@ -48,7 +57,14 @@ def kernel_function(variant, python=False):
             state = (view(table, t, 2, start, n, sl),
                      view(table, t, 3, start, n, sl),
                      view(table, t, 4, start, n, sl))
-            for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
+            done = 0
+            if vector:
+                a0, a1, a2, a3, a4 = (table[t, 0], table[t, 1], table[t, 2], table[t, 3],
+                                      table[t, 4])
+                if aligned16(a0, a1, a2, a3, a4):
+                    done = quads(a0, a1, a2, a3, a4, start, n, cuda.threadIdx.x,
+                                 cuda.blockDim.x, pre, hyper)
+            for i in range(done + cuda.threadIdx.x, n, cuda.blockDim.x):
                 step(i, param, grad, state, pre, hyper)
 
     return update
@@ -81,3 +97,63 @@ def device_table(entry, device, stream):
         (stream or cuda.default_stream()).synchronize()
         entry[key] = tables
     return tables
+
+
+def argtypes(variant, dtype):
+    """The kernel's Numba argument types for tensors of `dtype` (a NumPy dtype)."""
+    from numba.core import types
+    dt = numba.from_dtype(dtype)
+    table = types.Array(types.int64, 2, "C")
+    return (table, table, types.UniTuple(dt, len(PRE)),
+            types.UniTuple(dt, len(variant.spec.hyper)))
+
+
+def packed_tables(backend, entry, device, stream):
+    """The device copies of a host table `entry` through `backend`, as the
+    kernel's flattened array parameters (cached in the entry, per GPU)."""
+    key = ("packed", device)
+    values = entry.get(key)
+    if values is None:
+        addrs, chunks = entry["addrs"], entry["chunks"]
+        table, table_ptr = backend.to_device(addrs, stream)
+        chunk, chunk_ptr = backend.to_device(chunks, stream)
+        backend.synchronize(stream)   # the host arrays must outlive the copy
+        values = entry[key] = (
+            (table, chunk),
+            _launch.array_values(table_ptr, addrs.shape, 8)
+            + _launch.array_values(chunk_ptr, chunks.shape, 8), len(chunks))
+    return values
+
+
+def launcher_for(backend, variant, dtype, entry, device=None):
+    """The `packed_launcher` of a table `entry` (cached in it: an entry is one
+    layout's, keyed by every address and size), made once."""
+    key = ("launcher", variant, dtype, device, backend)
+    found = entry.get(key)
+    if found is None:
+        found = entry[key] = packed_launcher(backend, variant, dtype, entry, device)
+    return found
+
+
+def packed_launcher(backend, variant, dtype, entry, device=None):
+    """``launch(stream, pre, hyper)``: one launch over a dtype group's table
+    `entry` through `backend` (`kernels.launch`), its parameters packed once
+    (per thread); stream a raw handle read at call time."""
+    plans, get_ident = {}, _launch.get_ident
+
+    def launch(stream, pre, hyper):
+        plan = plans.get(get_ident())
+        if plan is None:
+            _, tables, nchunks = packed_tables(backend, entry, device, stream)
+            if nchunks == 0:
+                return
+            plan = plans[get_ident()] = _launch.plan(
+                ("multi", variant, dtype), kernel(variant), lambda: argtypes(variant, dtype),
+                (18, len(PRE), len(variant.spec.hyper)), device)
+            plan.set(0, tables)
+            plan.grid, plan.block = launch_config(nchunks, device)
+        plan.set(1, pre)
+        plan.set(2, hyper)
+        backend.launch(plan, stream)
+
+    return launch

@@ -48,8 +48,79 @@ def probe(kernel_function, arrays_signature, extra_facts=lambda ptx: {}):
                     _IN_PRECISION.format("f64" if bits == "32" else "f32"), ptx)),
                 "loads": len(re.findall(rf"ld\.global(?:\.nc)?\.f{bits}", ptx)),
                 "stores": ptx.count(f"st.global.f{bits}"),
+                "params": entry_params(ptx),
+                "vector_loads": len(re.findall(
+                    r"ld\.global(?:\.nc)?\.v4\.f32" if bits == "32"
+                    else r"ld\.global(?:\.nc)?\.v2\.f64", ptx)),
+                "vector_stores": len(re.findall(
+                    r"st\.global\.v4\.f32" if bits == "32" else r"st\.global\.v2\.f64", ptx)),
                 **extra_facts(ptx),
             }), flush=True)
+
+
+def assert_vector(rec, variant):
+    """128-bit loads and stores in the main loop (`kernels.vector`): every
+    array read is loaded 16 bytes at a time (float64: each group of 4 in two
+    loads) and every array written stored so, per copy of the loop; the
+    scalar loop for the tail is `assert_clean`'s."""
+    arrays = sum(variant.used)
+    reads, writes = 2 + arrays, 1 + arrays
+    per = 1 if rec["dtype"] == "float32" else 2
+    copies, rest = divmod(rec["vector_stores"], writes * per)
+    assert rest == 0 and copies >= 1, rec
+    assert 2 * per * copies <= rec["vector_loads"] <= reads * per * copies, rec
+
+
+def entry_params(ptx):
+    """The PTX types of the kernel's ``.entry`` parameters, in order."""
+    start = ptx.index(".entry")
+    signature = ptx[ptx.index("(", start):ptx.index(")", start)]
+    return re.findall(r"\.param\s+(?:\.align\s+\d+\s+)?(\.\w+)", signature)
+
+
+def assert_packing(rec, variant, dtype, multi):
+    """The launcher's packed parameters (`kernels.launch`) against the
+    kernel's ``.entry``: the same parameters, in order, of the same types,
+    and, read through each ``kernelParams`` pointer with the size the PTX
+    type gives, byte for byte the values of the call's arguments."""
+    import ctypes
+    import struct
+
+    import numpy as np
+
+    from fastopt.kernels import PRE, RULES, launch
+    from fastopt.kernels import cuda as kcuda
+    from fastopt.kernels import multi_cuda
+
+    dt = np.dtype(dtype)
+    hyper = tuple(0.5 + k / 7 for k in range(len(RULES[variant.rule].hyper)))
+    pre = tuple(-1.25 - k / 3 for k in range(len(PRE)))
+    recorder = launch.Recorder()
+    old = launch.use(recorder)
+    try:
+        if multi:
+            table = np.arange(15, dtype=np.int64).reshape(3, 5) + (1 << 40)
+            chunks = np.arange(12, dtype=np.int64).reshape(4, 3)
+            entry = {"addrs": table, "chunks": chunks}
+            multi_cuda.packed_launcher(recorder, variant, dt, entry)(7, pre, hyper)
+            t_ptr, c_ptr = (a.ctypes.data for a in entry[("packed", None)][0])
+            expected = (launch.array_values(t_ptr, (3, 5), 8)
+                        + launch.array_values(c_ptr, (4, 3), 8) + pre + hyper)
+        else:
+            addrs = tuple((1 << 40) + 4096 * k for k in range(5))
+            kcuda.packed_launcher(recorder, variant, dt, 12345, addrs)(7, pre, hyper)
+            expected = addrs + (12345,) + pre + hyper
+        (record,) = recorder.launches
+    finally:
+        launch.use(old)
+    assert record.ptx_types == rec["params"], (record.ptx_types, rec["params"])
+    assert record.stream == 7
+    plan_bytes = record.raw
+    assert len(plan_bytes) == len(expected)
+    for j, (t, value, got) in enumerate(zip(rec["params"], expected, plan_bytes)):
+        code, _ = launch._CODES[t]
+        want = struct.pack(code, value)
+        assert got == want, f"parameter {j} ({t}): {got.hex()} != {want.hex()}"
 
 
 def records(script, timeout=1800):

@@ -12,6 +12,10 @@ compiled with `numba.cuda.compile_ptx` in a subprocess with the simulator off
   copy of the chunk loop), not per element;
 * one float load per array read and one store per array written, per
   (unrolled) iteration: a fused single pass.
+* 128-bit loads and stores (``ld.global.v4.f32``; float64: ``.v2.f64``) of
+  every array in the main loop, the scalar loop kept for the tail;
+* the launcher's packed parameters (`kernels.launch`) byte for byte against
+  the kernel's ``.entry`` parameters.
 """
 import re
 
@@ -45,10 +49,20 @@ def ptx_records():
 def test_multi_ptx_is_clean(ptx_records, variant, dtype):
     rec = ptx_records[(variant.key, dtype)]
     ptx_probe.assert_clean(rec, variant)
+    ptx_probe.assert_vector(rec, variant)
     assert rec["wide_address"], "element addresses not computed in 64 bits"
     # 3 chunk fields + up to 5 addresses per copy of the chunk loop (the
     # optimizer may emit two, e.g. unswitched on the chunk's length).
     assert 1 <= rec["table_loads"] <= 2 * (3 + 5), rec
+
+
+def test_packed_parameters_match_entry(ptx_records):
+    """The launcher's packing (`kernels.launch`) of every variant and dtype,
+    byte for byte against the parameters of its compiled ``.entry``."""
+    for variant in VARIANTS:
+        for dtype in DTYPES:
+            ptx_probe.assert_packing(ptx_records[(variant.key, dtype)], variant, dtype,
+                                     multi=True)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,10 @@ off, and its PTX is read (tests/ptx_probe.py):
 * 64-bit indexing: the thread index is widened before use (``mul.wide``);
 * exactly one global load per array the variant reads and one store per array
   it writes, per (unrolled) iteration: a fused single pass.
+* 128-bit loads and stores (``ld.global.v4.f32``; float64: ``.v2.f64``) of
+  every array in the main loop, the scalar loop kept for the tail;
+* the launcher's packed parameters (`kernels.launch`) byte for byte against
+  the kernel's ``.entry`` parameters.
 """
 import pytest
 
@@ -37,11 +41,21 @@ def ptx_records():
 def test_ptx_is_clean(ptx_records, variant, dtype):
     rec = ptx_records[(variant.key, dtype)]
     ptx_probe.assert_clean(rec, variant)
+    ptx_probe.assert_vector(rec, variant)
     assert rec["wide_index"], "thread index not widened to 64 bits"
 
 
 def test_every_rule_is_covered():
     assert {v.rule for v in VARIANTS} == set(RULES)
+
+
+def test_packed_parameters_match_entry(ptx_records):
+    """The launcher's packing (`kernels.launch`) of every variant and dtype,
+    byte for byte against the parameters of its compiled ``.entry``."""
+    for variant in VARIANTS:
+        for dtype in DTYPES:
+            ptx_probe.assert_packing(ptx_records[(variant.key, dtype)], variant, dtype,
+                                     multi=False)
 
 
 if __name__ == "__main__":

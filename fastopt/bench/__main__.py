@@ -74,6 +74,10 @@ def parser():
                         "embedding table of this shape (e.g. 200000x64) from a sparse "
                         "gradient of --sparse-rows lookups, against torch.optim.SparseAdam")
     p.add_argument("--sparse-rows", type=int, default=4096)
+    p.add_argument("--host-cost", action="store_true",
+                   help="instead of the size sweep, time the Python side of a GPU step "
+                        "(single arrays and a 150-tensor list); with --device cpu the "
+                        "driver call is recorded, not made (no GPU needed)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -85,6 +89,10 @@ def main(argv=None):
     from .runner import run
 
     args = parser().parse_args(argv)
+    if args.host_cost:
+        from .host_cost import main as host_cost
+        host_cost("cpu" if args.device == "cpu" else "cuda", repeats=args.repeats)
+        return 0
     if args.lists is not None:
         return _main_lists(args)
     if args.keras is not None:
