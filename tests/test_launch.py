@@ -119,11 +119,13 @@ def test_backend_choice(monkeypatch):
     """Numba's launcher under the simulator and with FASTOPT_LAUNCHER=numba;
     the driver's where cuda.bindings imports (it does here, with no GPU)."""
     from numba import config
+    # A state of its own, which teardown puts back whole: choosing writes
+    # the module's state directly, so patching its items one by one would
+    # leave the driver's backend chosen for the tests after this one.
+    monkeypatch.setattr(launch, "_state", {"backend": None, "chosen": False})
     for sim, env, want in ((1, "driver", None), (0, "numba", None), (0, "driver", "driver")):
-        monkeypatch.setitem(launch._state, "chosen", False)
+        launch._state["chosen"] = False
         monkeypatch.setattr(config, "ENABLE_CUDASIM", sim)
         monkeypatch.setenv("FASTOPT_LAUNCHER", env)
         chosen = launch.backend()
         assert (chosen and chosen.name) == want
-    monkeypatch.setitem(launch._state, "chosen", False)
-    monkeypatch.setitem(launch._state, "backend", None)
