@@ -61,6 +61,8 @@ class _Plan:
         self.caller_names = {**front.caller_names(), "weight_decay": "weight_decay",
                              "ema_momentum": "ema_momentum"}
         self.slot_names = {s.name: s.keras for s in spec.slots}
+        # A program's passes keep no moving average (Keras's own EMA code runs).
+        self.fuses_ema = spec.program is None
         self.slots = {}        # (slot's Keras name, id(model variable)) -> its variable
         self.key = None        # what `_groups` were made for
         self.tensors = self.dtypes = ()
@@ -91,7 +93,7 @@ class _Plan:
                  if (keras, first) in self.slots]
         # The moving averages (``use_ema``) ride in the update's pass where the
         # rule leaves a state slot free and the step updates every variable.
-        if (optimizer.use_ema and len(slots) < NUM_SLOTS
+        if (optimizer.use_ema and self.fuses_ema and len(slots) < NUM_SLOTS
                 and [id(v) for v in variables] == list(
                     map(id, optimizer._trainable_variables))):
             slots.append(("ema", "average"))

@@ -10,6 +10,7 @@ from .adam import ADAM, ADAMW
 from .adamax import ADAMAX
 from .asgd import ASGD
 from .ftrl import FTRL
+from .lamb import LAMB
 from .lion import LION
 from .nadam import NADAM
 from .radam import RADAM
@@ -20,3 +21,8 @@ from .sgd import SGD
 
 SPECS = (SGD, ADAGRAD, RMSPROP, ADAM, ADAMW, ADAMAX, LION, NADAM, ASGD, FTRL,
          SCHEDULE_FREE_ADAMW, ADADELTA, RADAM, RPROP)
+
+# Optimizers whose step is a program of passes (`fastopt.spec.Program`): the
+# front ends that run them (functional, fastopt.keras, fastopt.torch) derive
+# their functions and classes from these as from `SPECS`.
+PROGRAMS = (LAMB,)
