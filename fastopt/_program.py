@@ -78,8 +78,10 @@ def run(fn, spec, h, convention, plan, param, grad, states, pre, hyper):
         if not isinstance(given, (list, tuple)) or len(given) != n:
             raise ValueError(f"{who}: {s.name} must be a list of {n} arrays, as param")
         originals[s.name] = given
-    arrays = {name: [_host(who, _label(fn, name, k, indexed), a) for k, a in enumerate(lst)]
-              for name, lst in originals.items()}
+    arrays = {name: [None] * n for name in originals}
+    for name in ("param", "grad"):
+        arrays[name] = [_host(who, _label(fn, name, k, indexed), a)
+                        for k, a in enumerate(originals[name])]
     # validate
     written = []
     for k in range(n):
@@ -87,11 +89,15 @@ def run(fn, spec, h, convention, plan, param, grad, states, pre, hyper):
         if p.dtype not in _DTYPES:
             raise TypeError(f"{who}: {_label(fn, 'param', k, indexed)} must be float32 or "
                             f"float64, got {p.dtype}")
-        for name, lst in arrays.items():
-            a = lst[k]
+        for name in originals:
             label = _label(fn, name, k, indexed)
             slot = next((s for s in used if s.name == name), None)
             shape = p.shape if slot is None else slot.shape_for(p.shape, convention)
+            if shape is None:     # no array of this slot for this param
+                continue
+            if originals[name][k] is None:
+                raise ValueError(f"{who}: {label} is required (shape {shape})")
+            a = arrays[name][k] = _host(who, label, originals[name][k])
             if a.dtype != p.dtype:
                 raise TypeError(f"{who}: {label} must have param's dtype {p.dtype}, "
                                 f"got {a.dtype}")
@@ -135,6 +141,8 @@ def _plan_group(spec, info, arrays, index, pre, hyper):
     program = spec.program
     dtype = arrays["param"][index[0]].dtype
     like = _LIKE[dtype]
+    if program.dtype_scalars is not None:
+        hyper = tuple(program.dtype_scalars(hyper, dtype))
     shapes = [arrays["param"][k].shape for k in index]
     sizes = np.array([arrays["param"][k].size for k in index], dtype=np.int64)
     columns = {name: j for j, name in enumerate(program.env)}
@@ -183,7 +191,7 @@ def _plan_group(spec, info, arrays, index, pre, hyper):
                     k = index[j]
                     xp, own = _library(info.originals["param"][k])
                     tensors = {name: own(info.originals[name][k], arrays[name][k])
-                               for name in arrays}
+                               for name in arrays if arrays[name][k] is not None}
                     row = {name: env[j, c] for name, c in columns.items()}
                     fn(xp, tensors, SimpleNamespace(**{**vars(ginfo), "env": row,
                                                        "index": j}))

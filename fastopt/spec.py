@@ -61,6 +61,7 @@ class Hyper:
     only: str = None
     functional: bool = True
     why: str = None      # why fastopt's range is narrower than a library's
+    optional: bool = False   # None is a value (torch's Adafactor eps[0]: the dtype's eps)
 
 
     def check(self, fn, value, convention, label=None):
@@ -107,11 +108,13 @@ class Slot:
     def shape_for(self, param_shape, convention):
         """This slot's array shape for a param of `param_shape` (a tuple):
         the param's, unless `shape` (a program's slot:
-        ``shape(param_shape, convention) -> tuple``, Adafactor's row and
-        column factors) says otherwise."""
+        ``shape(param_shape, convention) -> tuple or None``, Adafactor's row
+        and column factors) says otherwise. None: that param has no array in
+        this slot (its entry is None, or a placeholder left untouched)."""
         if self.shape is None:
             return tuple(param_shape)
-        return tuple(self.shape(tuple(param_shape), convention))
+        shape = self.shape(tuple(param_shape), convention)
+        return None if shape is None else tuple(shape)
 
 
 @dataclass(frozen=True)
@@ -281,7 +284,7 @@ class Spec:
         checked = {}
         for name, value in given.items():
             h = self.hyper(name)
-            if name in _OPTIONAL and value is None:
+            if (name in _OPTIONAL or h.optional) and value is None:
                 checked[name] = None
                 continue
             checked[name] = h.check(fn, value, convention)
@@ -373,10 +376,13 @@ class Program:
     `fastopt._program`. env: the names of the per-tensor scalars the passes
     exchange (a float64 column each). A `Spec` with a program still has its
     ``plan`` (its flags, and the combinations a convention refuses) and
-    ``scalars`` (the step's host scalars, which every pass receives)."""
+    ``scalars`` (the step's host scalars, which every pass receives;
+    `dtype_scalars` finishes those that depend on the arrays' dtype, torch's
+    Adafactor ε₁ = the dtype's eps)."""
 
     passes: tuple
     env: tuple = ()
+    dtype_scalars: object = None   # (hyper, dtype) -> hyper: scalars that depend on it
 
 
 def only(convention, rule, flags=lambda h: ()):

@@ -162,3 +162,309 @@ def lamb_apply(addrs, chunks, env, like, pre, hyper):
 
 ELEMENTWISE = {"lamb_moments": lamb_moments, "lamb_apply": lamb_apply}
 FACTORED = {}
+
+
+# -- Adafactor (Keras's `Adafactor`, torch.optim.Adafactor) --------------------
+# hyper, both conventions: (rho, beta2_t, one_minus_beta2_t, eps1, eps1_sq)
+# (Keras: v ← β·v + (1 − β)·x with β = beta2_t; torch: lerp(v, x, w) with
+# w = one_minus_beta2_t, and 1 − w = beta2_t.)
+
+@numba.njit(inline="always")
+def _lerp(a, b, w, one_minus_w):
+    """torch.lerp's formula (`kernels.rules.lerp`)."""
+    if w < one_minus_w:
+        return a + w * (b - a)
+    return b - (b - a) * one_minus_w
+
+
+@numba.njit(inline="always")
+def _mat(addrs, mats, k, col, like, per_row):
+    """The view of matrix k's part of column `col`: its R·C elements, or its
+    R (per_row=1), C (per_row=2) entries of a row or column factor."""
+    t, b, r, c = mats[k, 0], mats[k, 1], mats[k, 2], mats[k, 3]
+    if per_row == 1:
+        return view(addrs[t, col], b * r, r, like)
+    if per_row == 2:
+        return view(addrs[t, col], b * c, c, like)
+    return view(addrs[t, col], b * r * c, r * c, like)
+
+
+@numba.njit(inline="always")
+def _factor_matrix(k, addrs, mats, pre, hyper, partial, keras):
+    """Matrix k: row and column sums of g² (+ eps1, Keras) into its factors,
+    and the sum of p² (p after decoupled decay) into partial[k, 0]."""
+    rho, beta, one_minus_beta, eps1, eps1_sq = hyper
+    like = pre[0]
+    r, c = mats[k, 2], mats[k, 3]
+    param = _mat(addrs, mats, k, 0, like, 0)
+    grad = _mat(addrs, mats, k, 1, like, 0)
+    row = _mat(addrs, mats, k, 2, like, 1)
+    col = _mat(addrs, mats, k, 3, like, 2)
+    decay = pre[3]
+    cols = np.zeros(c, dtype=np.float64)
+    w = 0.0
+    for i in range(r):
+        s = 0.0
+        for j in range(c):
+            p = param[i * c + j] * decay
+            g = grad_in(grad[i * c + j], p, pre)
+            if keras:
+                x = g * g + eps1
+            else:
+                x = g * g
+            s += x
+            cols[j] += x
+            if not keras:   # torch's alpha reads the param before its decay
+                p = param[i * c + j]
+            w += p * p
+        if keras:   # mean, then β·r + (1 − β)·mean
+            row[i] = beta * row[i] + one_minus_beta * (_cast(s, like) / _cast(c, like))
+        else:       # ‖g_i‖² / C, lerp'd in
+            norm = math.sqrt(_cast(s, like))
+            row[i] = _lerp(row[i], norm * norm / _cast(c, like), one_minus_beta, beta)
+    for j in range(c):
+        if keras:
+            col[j] = beta * col[j] + one_minus_beta * (_cast(cols[j], like) / _cast(r, like))
+        else:
+            norm = math.sqrt(_cast(cols[j], like))
+            col[j] = _lerp(col[j], norm * norm / _cast(r, like), one_minus_beta, beta)
+    partial[k, 0] = w
+
+
+@numba.njit(inline="always")
+def _row_mean(row, r, like):
+    s = 0.0
+    for i in range(r):
+        s += row[i]
+    return _cast(s, like) / _cast(r, like)
+
+
+@numba.njit(inline="always")
+def _per_matrix(partial, mats, ntensors):
+    out = np.zeros((ntensors, partial.shape[1]))
+    for k in range(mats.shape[0]):
+        for q in range(partial.shape[1]):
+            out[mats[k, 0], q] += partial[k, q]
+    return out
+
+
+@jit()
+def adafactor_factor_keras(addrs, mats, env, like, pre, hyper):
+    """Keras, pass 1 of a matrix: ``r ← β·r + (1 − β)·mean_C(g² + ε₁)``,
+    ``c ← β·c + (1 − β)·mean_R(g² + ε₁)``; sums p². Columns: param, grad,
+    row, col."""
+    pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
+    partial = np.zeros((mats.shape[0], 1))
+    for k in numba.prange(mats.shape[0]):
+        _factor_matrix(k, addrs, mats, pre, hyper, partial, True)
+    return _per_matrix(partial, mats, addrs.shape[0])
+
+
+@jit()
+def adafactor_factor_torch(addrs, mats, env, like, pre, hyper):
+    """torch, pass 1 of a matrix: ``r ← lerp(r, ‖g_i‖²/C, w)``,
+    ``c ← lerp(c, ‖g_j‖²/R, w)``; sums p². Columns: param, grad, row_var,
+    col_var."""
+    pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
+    partial = np.zeros((mats.shape[0], 1))
+    for k in numba.prange(mats.shape[0]):
+        _factor_matrix(k, addrs, mats, pre, hyper, partial, False)
+    return _per_matrix(partial, mats, addrs.shape[0])
+
+
+@numba.njit(inline="always")
+def _torch_estimate(ri, cj, mean_r, eps1_sq, g):
+    """torch: ``rsqrt(max((r_i·c_j) / mean_r, ε₁²))·g``."""
+    v = (ri * cj) / mean_r
+    if v < eps1_sq:
+        v = eps1_sq
+    return (_cast(1, g) / math.sqrt(v)) * g
+
+
+@numba.njit(inline="always")
+def _torch_mean_r(row, r, like, eps1):
+    m = _row_mean(row, r, like)
+    if m < eps1:
+        m = eps1
+    return m
+
+
+@jit()
+def adafactor_rms_torch(addrs, mats, env, like, pre, hyper):
+    """torch, pass 2 of a matrix: the sum of u² (u from the factors).
+    Columns: param, grad, row_var, col_var."""
+    pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
+    rho, beta, one_minus_beta, eps1, eps1_sq = hyper
+    partial = np.zeros((mats.shape[0], 1))
+    for k in numba.prange(mats.shape[0]):
+        r, c = mats[k, 2], mats[k, 3]
+        param = _mat(addrs, mats, k, 0, like, 0)
+        grad = _mat(addrs, mats, k, 1, like, 0)
+        row = _mat(addrs, mats, k, 2, like, 1)
+        col = _mat(addrs, mats, k, 3, like, 2)
+        mean_r = _torch_mean_r(row, r, like, eps1)
+        s = 0.0
+        for i in range(r):
+            for j in range(c):
+                g = grad_in(grad[i * c + j], param[i * c + j] * pre[3], pre)
+                u = _torch_estimate(row[i], col[j], mean_r, eps1_sq, g)
+                s += u * u
+        partial[k, 0] = s
+    return _per_matrix(partial, mats, addrs.shape[0])
+
+
+@jit()
+def adafactor_apply_torch(addrs, mats, env, like, pre, hyper):
+    """torch, pass 3 of a matrix: ``p ← decay·p + k·u`` with the tensor's
+    ``k = −α/denom`` (``env[t, 0]``). Columns: param, grad, row_var, col_var."""
+    pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
+    rho, beta, one_minus_beta, eps1, eps1_sq = hyper
+    for k in numba.prange(mats.shape[0]):
+        r, c = mats[k, 2], mats[k, 3]
+        scale = _cast(env[mats[k, 0], 0], like)
+        param = _mat(addrs, mats, k, 0, like, 0)
+        grad = _mat(addrs, mats, k, 1, like, 0)
+        row = _mat(addrs, mats, k, 2, like, 1)
+        col = _mat(addrs, mats, k, 3, like, 2)
+        mean_r = _torch_mean_r(row, r, like, eps1)
+        for i in range(r):
+            for j in range(c):
+                p = param[i * c + j] * pre[3]
+                g = grad_in(grad[i * c + j], p, pre)
+                param[i * c + j] = p + scale * _torch_estimate(row[i], col[j], mean_r,
+                                                               eps1_sq, g)
+    return np.zeros((addrs.shape[0], 0))
+
+
+@jit()
+def adafactor_velocity_keras(addrs, mats, env, like, pre, hyper):
+    """Keras, pass 2 of a matrix: ``v ← (r_i / mean(r))·c_j`` (written, as
+    Keras keeps it) and the sum of u² with ``u = g / sqrt(v)``. Columns:
+    param, grad, row, col, velocity."""
+    pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
+    partial = np.zeros((mats.shape[0], 1))
+    for k in numba.prange(mats.shape[0]):
+        r, c = mats[k, 2], mats[k, 3]
+        param = _mat(addrs, mats, k, 0, like, 0)
+        grad = _mat(addrs, mats, k, 1, like, 0)
+        row = _mat(addrs, mats, k, 2, like, 1)
+        col = _mat(addrs, mats, k, 3, like, 2)
+        vel = _mat(addrs, mats, k, 4, like, 0)
+        mean_r = _row_mean(row, r, like)
+        s = 0.0
+        for i in range(r):
+            ri = row[i] / mean_r
+            for j in range(c):
+                v = ri * col[j]
+                vel[i * c + j] = v
+                g = grad_in(grad[i * c + j], param[i * c + j] * pre[3], pre)
+                u = g / math.sqrt(v)
+                s += u * u
+        partial[k, 0] = s
+    return _per_matrix(partial, mats, addrs.shape[0])
+
+
+@numba.njit(inline="always")
+def _vector_chunk(c, addrs, chunks, pre, hyper, partial, keras):
+    rho, beta, one_minus_beta, eps1, eps1_sq = hyper
+    t, start, n = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+    like = pre[0]
+    param = view(addrs[t, 0], start, n, like)
+    grad = view(addrs[t, 1], start, n, like)
+    vel = view(addrs[t, 2], start, n, like)
+    w = 0.0
+    s = 0.0
+    for i in range(n):
+        p = param[i] * pre[3]
+        g = grad_in(grad[i], p, pre)
+        if keras:
+            v = beta * vel[i] + one_minus_beta * (g * g + eps1)
+            u = g / math.sqrt(v)
+        else:
+            v = _lerp(vel[i], g * g, one_minus_beta, beta)
+            x = v
+            if x < eps1_sq:
+                x = eps1_sq
+            u = (_cast(1, like) / math.sqrt(x)) * g
+        vel[i] = v
+        if not keras:   # torch's alpha reads the param before its decay
+            p = param[i]
+        w += p * p
+        s += u * u
+    partial[c, 0] = w
+    partial[c, 1] = s
+
+
+@jit()
+def adafactor_vector_keras(addrs, chunks, env, like, pre, hyper):
+    """Keras, pass 1 of a vector: ``v ← β·v + (1 − β)·(g² + ε₁)``; sums p²
+    and u² (``u = g / sqrt(v)``). Columns: param, grad, velocity."""
+    pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
+    partial = np.empty((chunks.shape[0], 2))
+    for c in numba.prange(chunks.shape[0]):
+        _vector_chunk(c, addrs, chunks, pre, hyper, partial, True)
+    return _per_tensor(partial, chunks, addrs.shape[0])
+
+
+@jit()
+def adafactor_vector_torch(addrs, chunks, env, like, pre, hyper):
+    """torch, pass 1 of a vector: ``v ← lerp(v, g², w)``; sums p² and u²
+    (``u = rsqrt(max(v, ε₁²))·g``). Columns: param, grad, variance."""
+    pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
+    partial = np.empty((chunks.shape[0], 2))
+    for c in numba.prange(chunks.shape[0]):
+        _vector_chunk(c, addrs, chunks, pre, hyper, partial, False)
+    return _per_tensor(partial, chunks, addrs.shape[0])
+
+
+@jit()
+def adafactor_apply_vector_torch(addrs, chunks, env, like, pre, hyper):
+    """torch, last pass of a vector: ``p ← decay·p + k·u`` (``env[t, 0]``).
+    Columns: param, grad, variance."""
+    pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
+    rho, beta, one_minus_beta, eps1, eps1_sq = hyper
+    for c in numba.prange(chunks.shape[0]):
+        t, start, n = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+        param = view(addrs[t, 0], start, n, like)
+        grad = view(addrs[t, 1], start, n, like)
+        vel = view(addrs[t, 2], start, n, like)
+        scale = _cast(env[t, 0], like)
+        for i in range(n):
+            p = param[i] * pre[3]
+            g = grad_in(grad[i], p, pre)
+            x = vel[i]
+            if x < eps1_sq:
+                x = eps1_sq
+            param[i] = p + scale * ((_cast(1, like) / math.sqrt(x)) * g)
+    return np.zeros((addrs.shape[0], 0))
+
+
+@jit()
+def adafactor_apply_keras(addrs, chunks, env, like, pre, hyper):
+    """Keras, last pass (every tensor): ``p ← decay·p − α·((g / sqrt(v)) / denom)``
+    with the tensor's α and denom (``env[t, 0:2]``). Columns: param, grad,
+    velocity."""
+    pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
+    for c in numba.prange(chunks.shape[0]):
+        t, start, n = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+        param = view(addrs[t, 0], start, n, like)
+        grad = view(addrs[t, 1], start, n, like)
+        vel = view(addrs[t, 2], start, n, like)
+        alpha = _cast(env[t, 0], like)
+        denom = _cast(env[t, 1], like)
+        for i in range(n):
+            p = param[i] * pre[3]
+            g = grad_in(grad[i], p, pre)
+            param[i] = p - alpha * ((g / math.sqrt(vel[i])) / denom)
+    return np.zeros((addrs.shape[0], 0))
+
+
+ELEMENTWISE.update(adafactor_vector_keras=adafactor_vector_keras,
+                   adafactor_vector_torch=adafactor_vector_torch,
+                   adafactor_apply_vector_torch=adafactor_apply_vector_torch,
+                   adafactor_apply_keras=adafactor_apply_keras)
+FACTORED.update(adafactor_factor_keras=adafactor_factor_keras,
+                adafactor_factor_torch=adafactor_factor_torch,
+                adafactor_rms_torch=adafactor_rms_torch,
+                adafactor_apply_torch=adafactor_apply_torch,
+                adafactor_velocity_keras=adafactor_velocity_keras)

@@ -30,11 +30,25 @@ TOL32 = 1e-5
 _LAMB = dict(learning_rate=2.0 ** -7, beta_1=0.875, beta_2=1.0 - 2.0 ** -10)
 
 # (class, kwargs, float64 tolerance)
+_ADAFACTOR = dict(learning_rate=2.0 ** -7, beta_2_decay=-0.75)
+# Keras's Adafactor takes means (``ops.mean``: the row and column means of
+# g², rms(p), rms(u), mean(r)), and Keras 3.15's torch backend computes a
+# mean in ``result_type(x.dtype, "float32")``, which is float32 for float64
+# x: the oracle's float64 trajectory carries float32 roundings, so float64
+# is compared at float32's bound.
+_ADAFACTOR_TOL64 = 1e-6
+
 KERAS_ROWS = {
     "lamb": ("Lamb", _LAMB, 1e-12),
     "lamb-wd": ("Lamb", dict(_LAMB, weight_decay=2.0 ** -8), 1e-12),
     "lamb-clip-ema": ("Lamb", dict(_LAMB, clipvalue=0.25, use_ema=True), 1e-12),
     "lamb-clipnorm": ("Lamb", dict(_LAMB, clipnorm=0.5), 1e-12),
+    "adafactor": ("Adafactor", _ADAFACTOR, _ADAFACTOR_TOL64),
+    "adafactor-options": ("Adafactor", dict(_ADAFACTOR, epsilon_1=2.0 ** -20, epsilon_2=0.25,
+                                            clip_threshold=0.5, relative_step=False,
+                                            weight_decay=2.0 ** -8), _ADAFACTOR_TOL64),
+    "adafactor-clipvalue": ("Adafactor", dict(_ADAFACTOR, clipvalue=0.25, use_ema=True),
+                            _ADAFACTOR_TOL64),
 }
 
 
@@ -90,3 +104,43 @@ def test_lamb_list_equals_single_calls():
     with pytest.raises(ValueError, match=r"exp_avg\[0\] must have shape \(7,\)"):
         functional.lamb(params[1:3], grads[1:3], [m[2], m[2]], v[1:3], **kw)
     np.testing.assert_array_equal(params[2], before)
+
+
+# (class, kwargs) against torch.optim; float64 to 1e-12.
+TORCH_ROWS = {
+    "adafactor": ("Adafactor", {}),
+    "adafactor-options": ("Adafactor", dict(eps=(1e-30, 0.01), d=2.0, lr=0.3,
+                                            beta2_decay=-0.5)),
+    "adafactor-wd-maximize": ("Adafactor", dict(weight_decay=0.1, maximize=True)),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("row", TORCH_ROWS)
+def test_torch(row, dtype):
+    cls, kwargs = TORCH_ROWS[row]
+    rng = np.random.default_rng(0)
+    start = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
+    theirs = [torch.nn.Parameter(torch.tensor(p)) for p in start]
+    ours = [torch.nn.Parameter(torch.tensor(p)) for p in start]
+    oracle = getattr(torch.optim, cls)(theirs, **kwargs)
+    fused = getattr(fastopt.torch, cls)(ours, **kwargs)
+    for _ in range(STEPS):
+        for a, b, g in zip(theirs, ours, _grads(rng, SHAPES, dtype)):
+            a.grad, b.grad = g, g.clone()
+        oracle.step()
+        fused.step()
+    tol = 1e-12 if dtype == np.float64 else TOL32
+    for a, b in zip(ours, theirs):
+        assert _rel(a, b) <= tol
+    # torch's state layout, so checkpoints move both ways
+    mine, torch_state = fused.state_dict()["state"], oracle.state_dict()["state"]
+    for k, state in torch_state.items():
+        assert set(mine[k]) == set(state)
+        for key, value in state.items():
+            assert mine[k][key].shape == value.shape and _rel(mine[k][key], value) <= tol
+    resumed = getattr(fastopt.torch, cls)(theirs, **kwargs)
+    resumed.load_state_dict(oracle.state_dict())
+    for a, g in zip(theirs, _grads(rng, SHAPES, dtype)):
+        a.grad = g
+    resumed.step()

@@ -5,6 +5,7 @@ optimizer is a rule in `kernels/rules.py`, its spec file here, and its line
 below.
 """
 from .adadelta import ADADELTA
+from .adafactor import ADAFACTOR
 from .adagrad import ADAGRAD
 from .adam import ADAM, ADAMW
 from .adamax import ADAMAX
@@ -25,4 +26,4 @@ SPECS = (SGD, ADAGRAD, RMSPROP, ADAM, ADAMW, ADAMAX, LION, NADAM, ASGD, FTRL,
 # Optimizers whose step is a program of passes (`fastopt.spec.Program`): the
 # front ends that run them (functional, fastopt.keras, fastopt.torch) derive
 # their functions and classes from these as from `SPECS`.
-PROGRAMS = (LAMB,)
+PROGRAMS = (LAMB, ADAFACTOR)

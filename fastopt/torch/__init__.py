@@ -14,11 +14,15 @@ try:
 except ImportError as e:   # pragma: no cover - torch is optional for fastopt
     raise ImportError("fastopt.torch needs PyTorch: pip install 'fastopt[torch]'") from e
 
-from ..specs import SPECS
+from ..specs import PROGRAMS, SPECS
+from . import _program
 from ._make import make
 
 for _spec in SPECS:
     if _spec.torch is not None:
         globals()[_spec.torch.cls] = make(_spec)
+for _spec in PROGRAMS:   # steps of several passes (`fastopt.spec.Program`)
+    if _spec.torch is not None:
+        globals()[_spec.torch.cls] = _program.make(_spec)
 
-__all__ = [spec.torch.cls for spec in SPECS if spec.torch is not None]
+__all__ = [spec.torch.cls for spec in SPECS + PROGRAMS if spec.torch is not None]
