@@ -114,6 +114,17 @@ def run(fn, spec, h, convention, plan, param, grad, states, pre, hyper):
     for (s0, e0, l0), (s1, e1, l1) in zip(written, written[1:]):
         if s1 < e0:
             raise ValueError(f"{who}: {l0} and {l1} overlap in memory")
+    program = spec.program
+    if program.select is not None:
+        for k in range(n):
+            shape = arrays["param"][k].shape
+            if not program.select(shape, h, convention):
+                raise ValueError(f"{who}: {_label(fn, 'param', k, indexed)}: "
+                                 + program.refuse.format(shape=_shape_text(
+                                     originals["param"][k])))
+    for name in program.scratch:     # fresh memory, like each param, in its library
+        originals[name] = [_empty_like(a) for a in originals["param"]]
+        arrays[name] = [_host(who, name, a) for a in originals[name]]
     info = SimpleNamespace(h=h, convention=convention, hyper=hyper, plan=plan,
                            originals=originals)
     groups = {}
@@ -198,6 +209,20 @@ def _plan_group(spec, info, arrays, index, pre, hyper):
                     for name, c in columns.items():
                         env[j, c] = row[name]
     return act
+
+
+def _empty_like(a):
+    torch = _torch()
+    if torch is not None and isinstance(a, torch.Tensor):
+        return torch.empty_like(a, memory_format=torch.contiguous_format)
+    return np.empty_like(a)
+
+
+def _shape_text(a):
+    torch = _torch()
+    if torch is not None and isinstance(a, torch.Tensor):
+        return str(a.size())
+    return str(a.shape)
 
 
 def _library(original):

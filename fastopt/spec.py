@@ -378,11 +378,17 @@ class Program:
     ``plan`` (its flags, and the combinations a convention refuses) and
     ``scalars`` (the step's host scalars, which every pass receives;
     `dtype_scalars` finishes those that depend on the arrays' dtype, torch's
-    Adafactor ε₁ = the dtype's eps)."""
+    Adafactor ε₁ = the dtype's eps). scratch: arrays the passes exchange
+    besides the state (Muon's matrix to orthogonalize), made per call like
+    the param, by its own library; select / refuse: the params the program
+    takes at all, and the message for any other (torch's Muon: 2-D only)."""
 
     passes: tuple
     env: tuple = ()
     dtype_scalars: object = None   # (hyper, dtype) -> hyper: scalars that depend on it
+    scratch: tuple = ()    # per-call arrays shaped as the param, in its library
+    select: object = None  # (shape, h, convention) -> bool: the params it takes
+    refuse: str = None     # the message for another ("{shape}": the param's)
 
 
 def only(convention, rule, flags=lambda h: ()):

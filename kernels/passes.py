@@ -34,10 +34,37 @@ import math
 
 import numba
 import numpy as np
+from numba.core import cgutils
+from numba.core.extending import intrinsic
 
 from .cpu import SERIAL_BELOW, as_dtype_of, jit, view
 
 CHUNK = 1 << 16   # elements per chunk of an elementwise pass (`fastopt._multi.CHUNK`)
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """``a·b + c`` rounded once (LLVM's fma), in the arguments' (one) float
+    type. No kernel contracts on its own (`kernels.cpu`: no fastmath); where
+    an oracle's CPU kernel computes with a fused multiply-add (torch's
+    vectorized ``lerp`` and ``add(alpha=)``), a pass asks for one by name."""
+    def codegen(context, builder, sig, args):
+        ty = context.get_value_type(sig.return_type)
+        fn = cgutils.get_or_insert_function(
+            builder.module, __import__("llvmlite").ir.FunctionType(ty, [ty, ty, ty]),
+            f"llvm.fma.{'f32' if sig.return_type.bitwidth == 32 else 'f64'}")
+        return builder.call(fn, args)
+
+    return a(a, b, c), codegen
+
+
+@numba.njit(inline="always")
+def lerp_fma(a, b, w, w_minus_one, half):
+    """torch's vectorized CPU lerp: ``fma(w, b − a, a)`` if |w| < ½, else
+    ``fma(w − 1, b − a, b)`` (ATen's ``lerp_vec``)."""
+    if abs(w) < half:
+        return fma(w, b - a, a)
+    return fma(w_minus_one, b - a, b)
 
 
 @numba.njit(inline="always")
@@ -468,3 +495,72 @@ FACTORED.update(adafactor_factor_keras=adafactor_factor_keras,
                 adafactor_rms_torch=adafactor_rms_torch,
                 adafactor_apply_torch=adafactor_apply_torch,
                 adafactor_velocity_keras=adafactor_velocity_keras)
+
+
+# -- Muon (torch.optim.Muon): the elementwise parts around Newton-Schulz -------
+# hyper: (w, w − 1, momentum, momentum − 1, nesterov, ½) with w = 1 − momentum
+# (the buffer's lerp weight). torch's CPU lerp and add(alpha=) fuse their
+# multiply-adds, and Newton-Schulz in bfloat16 turns a one-ulp difference in
+# its input into a bfloat16 rounding of its own: these passes fuse them too.
+
+@numba.njit(inline="always")
+def _muon_chunk(c, addrs, chunks, pre, hyper):
+    w, w_minus_one, mu, mu_minus_one, nesterov, half = hyper
+    t, start, n = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+    like = pre[0]
+    param = view(addrs[t, 0], start, n, like)
+    grad = view(addrs[t, 1], start, n, like)
+    buf = view(addrs[t, 2], start, n, like)
+    out = view(addrs[t, 3], start, n, like)
+    for i in range(n):
+        g = grad_in(grad[i], param[i] * pre[3], pre)
+        b = lerp_fma(buf[i], g, w, w_minus_one, half)
+        buf[i] = b
+        if nesterov:
+            out[i] = lerp_fma(g, b, mu, mu_minus_one, half)
+        else:
+            out[i] = b
+
+
+@jit()
+def muon_momentum(addrs, chunks, env, like, pre, hyper):
+    """Pass 1: ``B ← lerp(B, g, 1 − μ)`` and the matrix to orthogonalize,
+    ``lerp(g, B, μ)`` (Nesterov) or B, into the scratch array. Columns:
+    param, grad, momentum_buffer, scratch."""
+    pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
+    if _total(chunks) < SERIAL_BELOW:
+        for c in range(chunks.shape[0]):
+            _muon_chunk(c, addrs, chunks, pre, hyper)
+    else:
+        for c in numba.prange(chunks.shape[0]):
+            _muon_chunk(c, addrs, chunks, pre, hyper)
+    return np.zeros((addrs.shape[0], 0))
+
+
+@numba.njit(inline="always")
+def _scaled_add_chunk(c, addrs, chunks, env, pre):
+    t, start, n = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+    like = pre[0]
+    param = view(addrs[t, 0], start, n, like)
+    upd = view(addrs[t, 1], start, n, like)
+    k = _cast(env[t, 0], like)
+    for i in range(n):
+        param[i] = fma(k, upd[i], param[i] * pre[3])
+
+
+@jit()
+def scaled_add(addrs, chunks, env, like, pre, hyper):
+    """The apply of a computed update: ``p ← fma(k, u, decay·p)`` with the
+    tensor's k (``env[t, 0]``), torch's ``mul_(decay)`` then
+    ``add_(u, alpha=k)``. Columns: param, update."""
+    pre = as_dtype_of(pre, like)
+    if _total(chunks) < SERIAL_BELOW:
+        for c in range(chunks.shape[0]):
+            _scaled_add_chunk(c, addrs, chunks, env, pre)
+    else:
+        for c in numba.prange(chunks.shape[0]):
+            _scaled_add_chunk(c, addrs, chunks, env, pre)
+    return np.zeros((addrs.shape[0], 0))
+
+
+ELEMENTWISE.update(muon_momentum=muon_momentum, scaled_add=scaled_add)

@@ -112,21 +112,28 @@ TORCH_ROWS = {
     "adafactor-options": ("Adafactor", dict(eps=(1e-30, 0.01), d=2.0, lr=0.3,
                                             beta2_decay=-0.5)),
     "adafactor-wd-maximize": ("Adafactor", dict(weight_decay=0.1, maximize=True)),
+    "muon": ("Muon", {}),
+    "muon-options": ("Muon", dict(nesterov=False, weight_decay=0.0, momentum=0.8, lr=0.02,
+                                  adjust_lr_fn="match_rms_adamw",
+                                  ns_coefficients=(3.0, -3.2, 1.2), ns_steps=3, eps=1e-4)),
 }
+# torch's Muon takes 2-D params only (it refuses others at construction).
+MATRICES = [(1, 1), (5, 5), (9, 3), (3, 9), (40, 33)]
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("row", TORCH_ROWS)
 def test_torch(row, dtype):
     cls, kwargs = TORCH_ROWS[row]
+    shapes = MATRICES if cls == "Muon" else SHAPES
     rng = np.random.default_rng(0)
-    start = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
+    start = [rng.standard_normal(s).astype(dtype) for s in shapes]
     theirs = [torch.nn.Parameter(torch.tensor(p)) for p in start]
     ours = [torch.nn.Parameter(torch.tensor(p)) for p in start]
     oracle = getattr(torch.optim, cls)(theirs, **kwargs)
     fused = getattr(fastopt.torch, cls)(ours, **kwargs)
     for _ in range(STEPS):
-        for a, b, g in zip(theirs, ours, _grads(rng, SHAPES, dtype)):
+        for a, b, g in zip(theirs, ours, _grads(rng, shapes, dtype)):
             a.grad, b.grad = g, g.clone()
         oracle.step()
         fused.step()
@@ -141,6 +148,28 @@ def test_torch(row, dtype):
             assert mine[k][key].shape == value.shape and _rel(mine[k][key], value) <= tol
     resumed = getattr(fastopt.torch, cls)(theirs, **kwargs)
     resumed.load_state_dict(oracle.state_dict())
-    for a, g in zip(theirs, _grads(rng, SHAPES, dtype)):
+    for a, g in zip(theirs, _grads(rng, shapes, dtype)):
         a.grad = g
     resumed.step()
+
+
+def test_muon_numpy_and_refusals():
+    """NumPy arrays take Muon's Newton-Schulz through NumPy's matmul, in
+    their dtype (torch.optim.Muon's arithmetic in float64 apart from its
+    bfloat16 iterations: compared to 5% of the step); a param that is
+    not a matrix is refused, with torch's words, before anything is written."""
+    rng = np.random.default_rng(2)
+    p = rng.standard_normal((6, 4))
+    g = rng.standard_normal((6, 4))
+    ours, buf = p.copy(), np.zeros_like(p)
+    functional.muon(ours, g, buf, step=1, lr=0.02, weight_decay=0.1, convention="torch")
+    theirs = torch.nn.Parameter(torch.tensor(p))
+    theirs.grad = torch.tensor(g)
+    torch.optim.Muon([theirs], lr=0.02, weight_decay=0.1).step()
+    np.testing.assert_allclose(ours, theirs.detach().numpy(), atol=0.02 * 0.05)
+    vec = np.zeros(3)
+    with pytest.raises(ValueError, match="Muon only supports 2D parameters"):
+        functional.muon([ours, vec], [g, vec], [buf, vec.copy()], step=2, lr=0.02,
+                        convention="torch")
+    with pytest.raises(ValueError, match="Muon only supports 2D parameters"):
+        fastopt.torch.Muon([torch.nn.Parameter(torch.zeros(3))])

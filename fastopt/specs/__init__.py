@@ -13,6 +13,7 @@ from .asgd import ASGD
 from .ftrl import FTRL
 from .lamb import LAMB
 from .lion import LION
+from .muon import MUON
 from .nadam import NADAM
 from .radam import RADAM
 from .rmsprop import RMSPROP
@@ -26,4 +27,4 @@ SPECS = (SGD, ADAGRAD, RMSPROP, ADAM, ADAMW, ADAMAX, LION, NADAM, ASGD, FTRL,
 # Optimizers whose step is a program of passes (`fastopt.spec.Program`): the
 # front ends that run them (functional, fastopt.keras, fastopt.torch) derive
 # their functions and classes from these as from `SPECS`.
-PROGRAMS = (LAMB, ADAFACTOR)
+PROGRAMS = (LAMB, ADAFACTOR, MUON)

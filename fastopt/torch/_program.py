@@ -15,6 +15,7 @@ What the elementwise classes' base adds and this one does not (yet):
 functional call checks every array before writing any, per group).
 """
 import threading
+from types import SimpleNamespace
 
 import torch
 
@@ -36,6 +37,13 @@ class ProgramOptimizer(torch.optim.Optimizer):
         self._check_group(given)
         super().__init__(params, dict(given))
         self._lock = threading.RLock()
+        program = self.spec.program
+        if program.select is not None:   # the params the program takes (torch's Muon: 2-D)
+            h = SimpleNamespace(**self._check_group(self.defaults))
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if not program.select(tuple(p.shape), h, "torch"):
+                        raise ValueError(program.refuse.format(shape=p.size()))
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -55,6 +63,12 @@ class ProgramOptimizer(torch.optim.Optimizer):
             if p.name in ("foreach", "fused", "differentiable", "capturable"):
                 continue
             name, value = front.canonical(p.name), group[p.name]
+            choices = front.options.get("choices", {}).get(p.name)
+            if choices is not None:    # a named choice (torch's adjust_lr_fn)
+                table, message = choices
+                if value not in table:
+                    raise ValueError(message.format(value))
+                value = table[value]
             pairs = (zip(name, value) if isinstance(name, tuple) else [(name, value)])
             for part, v in pairs:
                 h = spec.hyper(part)
@@ -77,7 +91,8 @@ class ProgramOptimizer(torch.optim.Optimizer):
     def _state_for(self, p):
         state = self.state[p]
         if not state:
-            state["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
+            if self.spec.torch.options.get("counts_steps", True):
+                state["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
             for s in self.spec.slots:
                 shape = s.shape_for(tuple(p.shape), "torch")
                 if shape is not None:
@@ -107,7 +122,8 @@ class ProgramOptimizer(torch.optim.Optimizer):
                     buckets = {}
                     for p in params:
                         state = self._state_for(p)
-                        buckets.setdefault(int(state["step"].item()) + 1, []).append(p)
+                        step = int(state["step"].item()) + 1 if "step" in state else 1
+                        buckets.setdefault(step, []).append(p)
                     for step, bucket in buckets.items():
                         states = {s.name: [self.state[p].get(s.torch) for p in bucket]
                                   for s in self.spec.slots}
@@ -116,7 +132,7 @@ class ProgramOptimizer(torch.optim.Optimizer):
                                 bucket, [p.grad for p in bucket], **states, step=step,
                                 convention="torch", **hyper)
                         _batch.run(lambda b=bucket: [self.state[p]["step"].add_(1)
-                                                     for p in b])
+                                                     for p in b if "step" in self.state[p]])
         return loss
 
 
