@@ -61,6 +61,7 @@ class Hyper:
     only: str = None
     functional: bool = True
     why: str = None      # why fastopt's range is narrower than a library's
+    optional: bool = False   # None is a value (torch's Adafactor eps[0]: the dtype's eps)
 
 
     def check(self, fn, value, convention, label=None):
@@ -99,9 +100,21 @@ class Slot:
     init: object = 0.0
     when: object = None
     arg: str = "required"
+    shape: object = None
 
     def used(self, h):
         return self.when is None or bool(self.when(h))
+
+    def shape_for(self, param_shape, convention):
+        """This slot's array shape for a param of `param_shape` (a tuple):
+        the param's, unless `shape` (a program's slot:
+        ``shape(param_shape, convention) -> tuple or None``, Adafactor's row
+        and column factors) says otherwise. None: that param has no array in
+        this slot (its entry is None, or a placeholder left untouched)."""
+        if self.shape is None:
+            return tuple(param_shape)
+        shape = self.shape(tuple(param_shape), convention)
+        return None if shape is None else tuple(shape)
 
 
 @dataclass(frozen=True)
@@ -237,6 +250,7 @@ class Spec:
     fixed: dict = field(default_factory=dict)
     defaults: dict = field(default_factory=dict)
     host: tuple = ()
+    program: "Program" = None
 
     def derive(self, **changes):
         """A spec like this one with `changes` (AdamW from Adam)."""
@@ -270,7 +284,7 @@ class Spec:
         checked = {}
         for name, value in given.items():
             h = self.hyper(name)
-            if name in _OPTIONAL and value is None:
+            if (name in _OPTIONAL or h.optional) and value is None:
                 checked[name] = None
                 continue
             checked[name] = h.check(fn, value, convention)
@@ -283,6 +297,11 @@ class Spec:
         except ValueError as e:
             raise ValueError(f"{fn}(): {e}") from None
         clip, l2, ema, pre = gradient_transforms(h, convention)
+        if self.program is not None:   # a program's passes take the flags at run time
+            if ema:
+                raise ValueError(f"{fn}(): ema_momentum is not fused into {self.name}'s "
+                                 "passes; keep the moving average outside the call")
+            return (rule, flags), pre[:4] + (float(clip), float(l2)), h, convention
         try:
             which = variant(rule, flags, clip, l2, ema)
         except ValueError:    # a rule whose flags fill every state slot
@@ -294,6 +313,82 @@ class Spec:
     def state_names(self, h):
         """The slots `h` uses, by fastopt name."""
         return [s.name for s in self.slots if s.used(h)]
+
+
+# -- programs: a step of several passes ----------------------------------------
+@dataclass(frozen=True)
+class Elementwise:
+    """A pass over every element of the selected tensors, in one parallel
+    region over the whole list (`kernels.passes`, "elementwise" shape).
+
+    kernel: its name in `kernels.passes.ELEMENTWISE`;
+    arrays: the arrays it reads and writes, in its columns' order ("param",
+    "grad", or a slot's name);
+    sums: the per-tensor scalars it returns (names in `Program.env`);
+    reads: the per-tensor scalars it reads, the columns of its ``env``;
+    select: ``select(shape, h, convention) -> bool``: the tensors it runs on
+    (None: all)."""
+
+    kernel: str
+    arrays: tuple
+    sums: tuple = ()
+    reads: tuple = ()
+    select: object = None
+
+
+@dataclass(frozen=True)
+class Factored(Elementwise):
+    """A pass over the selected tensors seen as stacks of matrices
+    (..., R, C); a 1-D tensor is one 1 x n matrix. Its kernel
+    (`kernels.passes.FACTORED`) reduces over rows and columns into state
+    arrays of those shapes, one parallel region over every matrix of the
+    list."""
+
+
+@dataclass(frozen=True)
+class PerTensor:
+    """Host arithmetic over a list's per-tensor scalars, vectorized over the
+    tensors (NumPy), between two passes: ``fn(env, info)`` reads and writes
+    `env` (name -> float64 array, one entry per selected tensor); `info` has
+    ``h``, ``convention``, ``hyper``, ``dtype``, ``sizes``, ``shapes``."""
+
+    fn: object
+    select: object = None
+
+
+@dataclass(frozen=True)
+class MatrixFunction:
+    """A matrix function of each selected tensor through its own array
+    library's matmul (NumPy/BLAS on the host, torch or CuPy where the arrays
+    are theirs): ``fn(xp, arrays, info)``, with `xp` the library's namespace
+    (`fastopt._program.Ops`), `arrays` the tensor's arrays by name (as that
+    library's arrays) and `info` as `PerTensor`'s plus ``env`` (the tensor's
+    per-tensor scalars). Muon's Newton-Schulz iterations."""
+
+    fn: object
+    select: object = None
+
+
+@dataclass(frozen=True)
+class Program:
+    """A step that is a short program of passes (`Elementwise`, `Factored`,
+    `PerTensor`, `MatrixFunction`), run over a whole list per pass by
+    `fastopt._program`. env: the names of the per-tensor scalars the passes
+    exchange (a float64 column each). A `Spec` with a program still has its
+    ``plan`` (its flags, and the combinations a convention refuses) and
+    ``scalars`` (the step's host scalars, which every pass receives;
+    `dtype_scalars` finishes those that depend on the arrays' dtype, torch's
+    Adafactor ε₁ = the dtype's eps). scratch: arrays the passes exchange
+    besides the state (Muon's matrix to orthogonalize), made per call like
+    the param, by its own library; select / refuse: the params the program
+    takes at all, and the message for any other (torch's Muon: 2-D only)."""
+
+    passes: tuple
+    env: tuple = ()
+    dtype_scalars: object = None   # (hyper, dtype) -> hyper: scalars that depend on it
+    scratch: tuple = ()    # per-call arrays shaped as the param, in its library
+    select: object = None  # (shape, h, convention) -> bool: the params it takes
+    refuse: str = None     # the message for another ("{shape}": the param's)
 
 
 def only(convention, rule, flags=lambda h: ()):

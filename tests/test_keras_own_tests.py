@@ -20,7 +20,7 @@ if keras.backend.backend() != "torch":
     pytest.skip("fastopt.keras runs on Keras's torch backend", allow_module_level=True)
 
 import fastopt.keras  # noqa: E402
-from fastopt.specs import SPECS  # noqa: E402
+from fastopt.specs import PROGRAMS, SPECS  # noqa: E402
 
 # test id -> why it does not apply to fastopt.keras.
 NOT_APPLICABLE = {
@@ -56,7 +56,7 @@ def _test_classes(module):
             and value.__module__ == module.__name__}
 
 
-for _spec in SPECS:
+for _spec in SPECS + PROGRAMS:
     if _spec.keras is None:
         continue
     _cls = getattr(keras.optimizers, _spec.keras.cls)

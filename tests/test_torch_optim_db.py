@@ -87,6 +87,15 @@ def _skip_reason(info, optim_input):
     return None
 
 
+# (entry, option set's desc, dtype) that differ from torch by design -> why.
+DIFFERENT = {
+    ("Muon", "Tensor lr", torch.float64):
+        "torch.optim.Muon computes 1 - lr*wd and the adjusted lr in the tensor lr's "
+        "dtype (float32); fastopt.torch reads lr as a float and computes them in "
+        "float64 (params differ by ~3e-7)",
+}
+
+
 def _option_rows():
     for info in _entries():
         dtypes = [torch.float64, torch.float32]
@@ -96,6 +105,9 @@ def _option_rows():
             for optim_input in info.optim_inputs_func(device=DEVICE, dtype=dtype):
                 why = _skip_reason(info, optim_input)
                 marks = () if why is None else pytest.mark.skip(reason=why)
+                different = DIFFERENT.get((info.name, optim_input.desc, dtype))
+                if different:
+                    marks = pytest.mark.xfail(reason=different, strict=True)
                 yield pytest.param(info, optim_input, dtype, marks=marks,
                                    id=f"{info.name}-{_id(optim_input.desc)}-{dtype}")
 
@@ -109,12 +121,25 @@ def _error_rows():
             yield pytest.param(info, error, marks=marks, id=f"{info.name}-{_id(desc)}")
 
 
-def _problem(dtype, seed=0, sparse=False):
+MATRICES = [(5, 4), (3, 7), (1, 1)]
+
+
+def _shapes(cls):
+    """`SHAPES`, or matrices for an optimizer that takes nothing else
+    (torch's Muon refuses a 1-D param at construction)."""
+    try:
+        cls([torch.zeros(3, requires_grad=True)])
+    except ValueError:
+        return MATRICES
+    return SHAPES
+
+
+def _problem(dtype, seed=0, shapes=SHAPES, sparse=False):
     """Initial params and STEPS lists of gradients, one per param (sparse:
     COO over the first dim, a random half of its rows)."""
     gen = torch.Generator().manual_seed(seed)
-    params = [torch.randn(s, generator=gen, dtype=dtype) for s in SHAPES]
-    grads = [[torch.randn(s, generator=gen, dtype=dtype) for s in SHAPES]
+    params = [torch.randn(s, generator=gen, dtype=dtype) for s in shapes]
+    grads = [[torch.randn(s, generator=gen, dtype=dtype) for s in shapes]
              for _ in range(STEPS)]
     if sparse:
         grads = [[_sparse_rows(g, gen) for g in step] for step in grads]
@@ -151,8 +176,10 @@ def _rel_err(a, b):
 
 @pytest.mark.parametrize("info, optim_input, dtype", list(_option_rows()))
 def test_option_set_matches_torch(info, optim_input, dtype):
-    params, grads = _problem(dtype, sparse=info.only_supports_sparse_grads)
+    params, grads = _problem(dtype, shapes=_shapes(info.optim_cls),
+                             sparse=info.only_supports_sparse_grads)
     kwargs = dict(optim_input.kwargs)
+    # torch's single-tensor form, where the class has another (Muon has one form)
     single = {"foreach": False} if _takes_foreach(info.optim_cls) else {}
     want, ref = _run(info.optim_cls, {**single, **kwargs}, params, grads)
     got, opt = _run(getattr(fastopt.torch, info.name), kwargs, params, grads)

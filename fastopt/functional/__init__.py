@@ -5,7 +5,7 @@ NumPy arrays and on the GPU for CUDA arrays, and checks all its arguments
 before writing anything. Each is made from its optimizer's spec
 (`fastopt.specs`); ``help(fastopt.functional.adam)`` shows its formula.
 """
-from ..specs import SPECS
+from ..specs import PROGRAMS, SPECS
 from ._make import make
 
 _MADE = {}   # id(spec) -> (spec, its function): the specs `fastopt.custom` makes
@@ -24,9 +24,9 @@ def of(spec):
     return made[1] if made is not None else globals()[spec.name]
 
 
-for _spec in SPECS:
+for _spec in SPECS + PROGRAMS:
     globals()[_spec.name] = make(_spec)
 
 from .._sparse import sparse_adam  # noqa: E402 - from a COO gradient's rows
 
-__all__ = [spec.name for spec in SPECS] + ["sparse_adam"]
+__all__ = [spec.name for spec in SPECS + PROGRAMS] + ["sparse_adam"]

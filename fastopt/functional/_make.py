@@ -8,7 +8,7 @@ argument parsing of its own. Its body is one line, into `_call`.
 """
 import operator
 
-from .. import _dispatch, _hostscalars, _precision
+from .. import _dispatch, _hostscalars, _precision, _program
 from ..spec import MAX_STEP, PARAM, REQUIRED, SHARED_DOC, SHARED_SLOTS, check_step
 
 _PLAIN = frozenset([float, int, bool, str, type(None)])
@@ -60,6 +60,17 @@ def make(spec, step_default=None, module="fastopt.functional"):
     scalars, update, fit = spec.scalars, _dispatch.update, _precision.scalars_fit
     resolve, run_after = _hostscalars.resolve, _hostscalars.run_after
 
+    if spec.program is not None:   # a step of several passes (`fastopt._program`)
+        program_settings = remember_last(lambda values: spec.settings(name, values))
+
+        def call(param, grad, states, step, values, host=None):
+            if type(step) is not int or step < 1 or step > MAX_STEP:
+                check_step(name, step)
+            plan, pre, h, convention = program_settings(values)
+            _program.run(name, spec, h, convention, plan, param, grad, states, pre,
+                         scalars(h, convention, step))
+        return _source(spec, call, step_default, module)
+
     def call(param, grad, states, step, values, host=None):
         if type(step) is not int or step < 1 or step > MAX_STEP:
             check_step(name, step)
@@ -74,6 +85,13 @@ def make(spec, step_default=None, module="fastopt.functional"):
         update(name, which, param, grad, states, pre, hyper)
         run_after(write)      # the caller's host scalars, once the kernels have run
 
+    return _source(spec, call, step_default, module)
+
+
+def _source(spec, call, step_default=None, module="fastopt.functional"):
+    """The function of `spec`, written from it, whose body calls `call`
+    (`make`'s other arguments)."""
+    name = spec.name
     positional = [s.name if s.arg == "required" else f"{s.name}=None"
                   for s in spec.slots if s.arg != "keyword"]
     keyword = ["step: int" if step_default is None else f"step: int = {step_default!r}"]

@@ -21,12 +21,12 @@ Each class is made from its optimizer's spec (`fastopt.specs`) and the Keras
 class of the same name.
 """
 from ._fused import make, supported_backend
-from ..specs import SPECS
+from ..specs import PROGRAMS, SPECS
 
 supported_backend()   # a clear error on the jax / tensorflow / numpy backends
 
 __all__ = []
-for _spec in SPECS:
+for _spec in SPECS + PROGRAMS:
     if _spec.keras is not None:
         globals()[_spec.keras.cls] = make(_spec)
         __all__.append(_spec.keras.cls)

@@ -61,6 +61,11 @@ class _Plan:
         self.caller_names = {**front.caller_names(), "weight_decay": "weight_decay",
                              "ema_momentum": "ema_momentum"}
         self.slot_names = {s.name: s.keras for s in spec.slots}
+        # Slots Keras's build keeps in a list by variable index rather than
+        # making from each variable (Adafactor's ``_r``, ``_c``).
+        self.state_lists = front.options.get("state_lists", {})
+        # A program's passes keep no moving average (Keras's own EMA code runs).
+        self.fuses_ema = spec.program is None
         self.slots = {}        # (slot's Keras name, id(model variable)) -> its variable
         self.key = None        # what `_groups` were made for
         self.tensors = self.dtypes = ()
@@ -88,18 +93,25 @@ class _Plan:
         # The slots in use are those Keras's build made (SGD without momentum
         # has none; RMSprop's average_gradient only when centered).
         slots = [(name, keras) for name, keras in self.slot_names.items()
-                 if (keras, first) in self.slots]
+                 if (keras, first) in self.slots and name not in self.state_lists]
         # The moving averages (``use_ema``) ride in the update's pass where the
         # rule leaves a state slot free and the step updates every variable.
-        if (optimizer.use_ema and len(slots) < NUM_SLOTS
+        if (optimizer.use_ema and self.fuses_ema and len(slots) < NUM_SLOTS
                 and [id(v) for v in variables] == list(
                     map(id, optimizer._trainable_variables))):
             slots.append(("ema", "average"))
-        self._groups = [
-            _Group(decayed, index, [variables[i] for i in index],
-                   {name: [self.slots[keras, id(variables[i])]._value for i in index]
-                    for name, keras in slots}, self.slot_names)
-            for decayed, index in split.items()]
+        def state(index):
+            out = {name: [self.slots[keras, id(variables[i])]._value for i in index]
+                   for name, keras in slots}
+            for name, attr in self.state_lists.items():
+                kept = getattr(optimizer, attr)
+                out[name] = [kept[optimizer._get_variable_index(variables[i])]._value
+                             for i in index]
+            return out
+
+        self._groups = [_Group(decayed, index, [variables[i] for i in index], state(index),
+                               self.slot_names)
+                        for decayed, index in split.items()]
         self.tensors = [v._value for v in variables]
         self.dtypes = [t.dtype for t in self.tensors]
         self.key = key

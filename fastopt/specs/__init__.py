@@ -5,12 +5,15 @@ optimizer is a rule in `kernels/rules.py`, its spec file here, and its line
 below.
 """
 from .adadelta import ADADELTA
+from .adafactor import ADAFACTOR
 from .adagrad import ADAGRAD
 from .adam import ADAM, ADAMW
 from .adamax import ADAMAX
 from .asgd import ASGD
 from .ftrl import FTRL
+from .lamb import LAMB
 from .lion import LION
+from .muon import MUON
 from .nadam import NADAM
 from .radam import RADAM
 from .rmsprop import RMSPROP
@@ -20,3 +23,8 @@ from .sgd import SGD
 
 SPECS = (SGD, ADAGRAD, RMSPROP, ADAM, ADAMW, ADAMAX, LION, NADAM, ASGD, FTRL,
          SCHEDULE_FREE_ADAMW, ADADELTA, RADAM, RPROP)
+
+# Optimizers whose step is a program of passes (`fastopt.spec.Program`): the
+# front ends that run them (functional, fastopt.keras, fastopt.torch) derive
+# their functions and classes from these as from `SPECS`.
+PROGRAMS = (LAMB, ADAFACTOR, MUON)

@@ -15,13 +15,17 @@ try:
 except ImportError as e:   # pragma: no cover - torch is optional for fastopt
     raise ImportError("fastopt.torch needs PyTorch: pip install 'fastopt[torch]'") from e
 
-from ..specs import SPECS
+from ..specs import PROGRAMS, SPECS
+from . import _program
 from ._make import make
 
 for _spec in SPECS:
     if _spec.torch is not None:
         globals()[_spec.torch.cls] = make(_spec)
+for _spec in PROGRAMS:   # steps of several passes (`fastopt.spec.Program`)
+    if _spec.torch is not None:
+        globals()[_spec.torch.cls] = _program.make(_spec)
 
 from ._sparse_adam import SparseAdam  # noqa: E402 - sparse gradients (`fastopt._sparse`)
 
-__all__ = [spec.torch.cls for spec in SPECS if spec.torch is not None] + ["SparseAdam"]
+__all__ = [spec.torch.cls for spec in SPECS + PROGRAMS if spec.torch is not None] + ["SparseAdam"]

@@ -1,0 +1,260 @@
+"""Running a program step (`fastopt.spec.Program`): several passes over a list.
+
+`run` is where a functional call of a spec with a program arrives (its
+functional function is made by `fastopt.functional._make` like any other).
+The pipeline is the elementwise one's (describe, validate, plan, run):
+
+* describe: each argument a list (a single array is a list of one); NumPy
+  arrays as they are, torch CPU tensors as zero-copy NumPy views;
+* validate: every array of every tensor (dtype, shape as its slot's
+  `Slot.shape_for`, C-contiguity, writeability, no written array
+  overlapping another), before anything is written;
+* plan: the tensors grouped by dtype; per group, each pass's address table
+  (an `Elementwise` pass: chunks of `kernels.passes.CHUNK` elements; a
+  `Factored` pass: one row per matrix of the stack);
+* run (`_batch.run`: at once, or at the end of a front end's all-or-nothing
+  step): the passes in order, each over the whole group in one parallel
+  region, exchanging per-tensor scalars through a float64 table (`env`);
+  `PerTensor` arithmetic vectorized over the tensors in NumPy;
+  `MatrixFunction` through the arrays' own library's matmul.
+"""
+from types import SimpleNamespace
+
+import numpy as np
+
+from . import _batch, _facts, _front
+from .kernels import passes as _passes
+from .spec import Elementwise, Factored, MatrixFunction, PerTensor
+
+_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_LIKE = {np.dtype(np.float32): np.float32(0), np.dtype(np.float64): np.float64(0)}
+
+
+def _torch():
+    import sys
+    return sys.modules.get("torch")
+
+
+def _host(fn, label, a):
+    """`a` as a NumPy array sharing its memory (torch CPU tensors), or a TypeError."""
+    if isinstance(a, np.ndarray):
+        return a
+    torch = _torch()
+    if torch is not None and isinstance(a, torch.Tensor):
+        if a.device.type != "cpu":
+            raise TypeError(f"{fn}: {label} is on {a.device}; {fn.rstrip('()')}'s passes "
+                            "run on the CPU only")
+        if a.dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"{fn}: {label} must be float32 or float64, got {a.dtype}")
+        return a.detach().numpy()
+    raise TypeError(f"{fn}: {label} must be a NumPy array or a torch CPU tensor, "
+                    f"got {type(a).__name__}")
+
+
+def _label(fn_name, argument, k, indexed):
+    name = _front.frame.name
+    if name is not None:
+        return name(argument, k)
+    return f"{argument}[{k}]" if indexed else argument
+
+
+def run(fn, spec, h, convention, plan, param, grad, states, pre, hyper):
+    """One program step of `spec` over `param`/`grad`/`states` (arrays or
+    lists of them); everything checked before anything is written."""
+    who = _front.frame.who or f"{fn}()"
+    indexed = isinstance(param, (list, tuple))
+    if not indexed:
+        param, grad = [param], [grad]
+        states = {k: (None if v is None else [v]) for k, v in states.items()}
+    n = len(param)
+    if len(grad) != n:
+        raise ValueError(f"{who}: grad has {len(grad)} entries, param has {n}")
+    used = [s for s in spec.slots if s.used(h)]
+    originals = {"param": param, "grad": grad}
+    for s in used:
+        given = states.get(s.name)
+        if given is None:
+            raise ValueError(f"{who}: {s.name} is required")
+        if not isinstance(given, (list, tuple)) or len(given) != n:
+            raise ValueError(f"{who}: {s.name} must be a list of {n} arrays, as param")
+        originals[s.name] = given
+    arrays = {name: [None] * n for name in originals}
+    for name in ("param", "grad"):
+        arrays[name] = [_host(who, _label(fn, name, k, indexed), a)
+                        for k, a in enumerate(originals[name])]
+    # validate
+    written = []
+    for k in range(n):
+        p = arrays["param"][k]
+        if p.dtype not in _DTYPES:
+            raise TypeError(f"{who}: {_label(fn, 'param', k, indexed)} must be float32 or "
+                            f"float64, got {p.dtype}")
+        for name in originals:
+            label = _label(fn, name, k, indexed)
+            slot = next((s for s in used if s.name == name), None)
+            shape = p.shape if slot is None else slot.shape_for(p.shape, convention)
+            if shape is None:     # no array of this slot for this param
+                continue
+            if originals[name][k] is None:
+                raise ValueError(f"{who}: {label} is required (shape {shape})")
+            a = arrays[name][k] = _host(who, label, originals[name][k])
+            if a.dtype != p.dtype:
+                raise TypeError(f"{who}: {label} must have param's dtype {p.dtype}, "
+                                f"got {a.dtype}")
+            if a.shape != shape:
+                raise ValueError(f"{who}: {label} must have shape {shape}, got {a.shape}")
+            if not a.flags.c_contiguous:
+                raise ValueError(f"{who}: {label} must be C-contiguous")
+            if name != "grad":
+                if not a.flags.writeable:
+                    raise ValueError(f"{who}: {label} is read-only")
+                if a.nbytes:
+                    written.append((a.ctypes.data, a.ctypes.data + a.nbytes, label))
+    written.sort()
+    for (s0, e0, l0), (s1, e1, l1) in zip(written, written[1:]):
+        if s1 < e0:
+            raise ValueError(f"{who}: {l0} and {l1} overlap in memory")
+    program = spec.program
+    if program.select is not None:
+        for k in range(n):
+            shape = arrays["param"][k].shape
+            if not program.select(shape, h, convention):
+                raise ValueError(f"{who}: {_label(fn, 'param', k, indexed)}: "
+                                 + program.refuse.format(shape=_shape_text(
+                                     originals["param"][k])))
+    for name in program.scratch:     # fresh memory, like each param, in its library
+        originals[name] = [_empty_like(a) for a in originals["param"]]
+        arrays[name] = [_host(who, name, a) for a in originals[name]]
+    info = SimpleNamespace(h=h, convention=convention, hyper=hyper, plan=plan,
+                           originals=originals)
+    groups = {}
+    for k in range(n):
+        groups.setdefault(arrays["param"][k].dtype, []).append(k)
+    actions = [_plan_group(spec, info, arrays, index, pre, hyper) for index in groups.values()]
+
+    def action():
+        for act in actions:
+            act()
+
+    # in-place writes seen by autograd, as torch's own ops
+    _batch.run(_facts.bump_after(action, [a for name, lst in originals.items()
+                                          if name != "grad" for a in lst]))
+
+
+def _select(step, shapes, info):
+    if step.select is None:
+        return list(range(len(shapes)))
+    return [j for j, s in enumerate(shapes) if step.select(s, info.h, info.convention)]
+
+
+def _plan_group(spec, info, arrays, index, pre, hyper):
+    """The runs of one dtype group (tensors `index` of the call)."""
+    program = spec.program
+    dtype = arrays["param"][index[0]].dtype
+    like = _LIKE[dtype]
+    if program.dtype_scalars is not None:
+        hyper = tuple(program.dtype_scalars(hyper, dtype))
+    shapes = [arrays["param"][k].shape for k in index]
+    sizes = np.array([arrays["param"][k].size for k in index], dtype=np.int64)
+    columns = {name: j for j, name in enumerate(program.env)}
+    ginfo = SimpleNamespace(**vars(info), dtype=dtype, shapes=shapes, sizes=sizes)
+    steps = []
+    for step in program.passes:
+        sel = _select(step, shapes, info)
+        if not sel:
+            continue
+        if isinstance(step, Factored):
+            addrs = _addresses(arrays, step.arrays, [index[j] for j in sel])
+            mats = _matrices(shapes, sel)
+            steps.append(("kernel", _passes.FACTORED[step.kernel], sel, addrs, mats,
+                          [columns[s] for s in step.sums], [columns[s] for s in step.reads]))
+        elif isinstance(step, Elementwise):
+            addrs = _addresses(arrays, step.arrays, [index[j] for j in sel])
+            chunks = _chunks(sizes[sel])
+            steps.append(("kernel", _passes.ELEMENTWISE[step.kernel], sel, addrs, chunks,
+                          [columns[s] for s in step.sums], [columns[s] for s in step.reads]))
+        elif isinstance(step, PerTensor):
+            steps.append(("host", step.fn, sel))
+        elif isinstance(step, MatrixFunction):
+            steps.append(("matrix", step.fn, sel))
+        else:   # pragma: no cover - a spec's own mistake
+            raise TypeError(f"unknown pass {step!r}")
+
+    def act():
+        env = np.zeros((len(index), len(program.env)))
+        for st in steps:
+            if st[0] == "kernel":
+                _, kern, sel, addrs, table, out, reads = st
+                sums = kern(addrs, table, np.ascontiguousarray(env[np.ix_(sel, reads)]),
+                            like, pre, hyper)
+                if out:
+                    env[np.ix_(sel, out)] = sums
+            elif st[0] == "host":
+                _, fn, sel = st
+                view = {name: env[sel, j] for name, j in columns.items()}
+                fn(view, SimpleNamespace(**{**vars(ginfo), "sizes": sizes[sel],
+                                            "shapes": [shapes[j] for j in sel]}))
+                for name, j in columns.items():
+                    env[sel, j] = view[name]
+            else:
+                _, fn, sel = st
+                for j in sel:
+                    k = index[j]
+                    xp, own = _library(info.originals["param"][k])
+                    tensors = {name: own(info.originals[name][k], arrays[name][k])
+                               for name in arrays if arrays[name][k] is not None}
+                    row = {name: env[j, c] for name, c in columns.items()}
+                    fn(xp, tensors, SimpleNamespace(**{**vars(ginfo), "env": row,
+                                                       "index": j}))
+                    for name, c in columns.items():
+                        env[j, c] = row[name]
+    return act
+
+
+def _empty_like(a):
+    torch = _torch()
+    if torch is not None and isinstance(a, torch.Tensor):
+        return torch.empty_like(a, memory_format=torch.contiguous_format)
+    return np.empty_like(a)
+
+
+def _shape_text(a):
+    torch = _torch()
+    if torch is not None and isinstance(a, torch.Tensor):
+        return str(a.size())
+    return str(a.shape)
+
+
+def _library(original):
+    """The array library of `original` and how to get its arrays back."""
+    torch = _torch()
+    if torch is not None and isinstance(original, torch.Tensor):
+        return torch, lambda orig, view: orig.detach()
+    return np, lambda orig, view: view
+
+
+def _addresses(arrays, names, ks):
+    return np.array([[arrays[name][k].ctypes.data for name in names] for k in ks],
+                    dtype=np.int64).reshape(len(ks), len(names))
+
+
+def _chunks(sizes, chunk=_passes.CHUNK):
+    rows = []
+    for t, size in enumerate(sizes):
+        for start in range(0, int(size), chunk):
+            rows.append((t, start, min(chunk, int(size) - start)))
+    return np.array(rows, dtype=np.int64).reshape(len(rows), 3)
+
+
+def _matrices(shapes, sel):
+    """(t, b, R, C) per matrix of each selected tensor (a vector: 1 x n)."""
+    rows = []
+    for t, j in enumerate(sel):
+        shape = shapes[j]
+        if len(shape) >= 2:
+            r, c = shape[-2], shape[-1]
+            count = int(np.prod(shape[:-2], dtype=np.int64))
+        else:
+            r, c, count = 1, int(np.prod(shape, dtype=np.int64)), 1
+        rows.extend((t, b, r, c) for b in range(count) if r * c)
+    return np.array(rows, dtype=np.int64).reshape(len(rows), 4)

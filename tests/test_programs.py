@@ -1,0 +1,175 @@
+"""The optimizers whose step is a program of passes (`fastopt.spec.Program`):
+Lamb, Adafactor, Muon, against Keras 3 (torch backend) and torch.optim.
+
+Each row builds fastopt's class and the library's with the same arguments,
+runs both 50 steps on the same random gradients over params of every shape
+kind (size 1, 1-D, square, tall, wide, 4-D) and compares: float64 to
+`TOL64` (lr, betas and decays exactly representable in float32 where Keras
+rounds them to float32: Keras's ops turn Python floats into float32
+constants), float32 to 1e-5.
+"""
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+torch = pytest.importorskip("torch")
+keras = pytest.importorskip("keras")
+if keras.backend.backend() != "torch":
+    pytest.skip("fastopt.keras runs on Keras's torch backend", allow_module_level=True)
+
+import fastopt.keras  # noqa: E402
+import fastopt.torch  # noqa: E402
+from fastopt import functional  # noqa: E402
+
+SHAPES = [(1,), (7,), (5, 5), (9, 3), (3, 9), (2, 3, 3, 4)]
+STEPS = 50
+TOL32 = 1e-5
+
+_LAMB = dict(learning_rate=2.0 ** -7, beta_1=0.875, beta_2=1.0 - 2.0 ** -10)
+
+# (class, kwargs, float64 tolerance)
+_ADAFACTOR = dict(learning_rate=2.0 ** -7, beta_2_decay=-0.75)
+# Keras's Adafactor takes means (``ops.mean``: the row and column means of
+# g², rms(p), rms(u), mean(r)), and Keras 3.15's torch backend computes a
+# mean in ``result_type(x.dtype, "float32")``, which is float32 for float64
+# x: the oracle's float64 trajectory carries float32 roundings, so float64
+# is compared at float32's bound.
+_ADAFACTOR_TOL64 = 1e-6
+
+KERAS_ROWS = {
+    "lamb": ("Lamb", _LAMB, 1e-12),
+    "lamb-wd": ("Lamb", dict(_LAMB, weight_decay=2.0 ** -8), 1e-12),
+    "lamb-clip-ema": ("Lamb", dict(_LAMB, clipvalue=0.25, use_ema=True), 1e-12),
+    "lamb-clipnorm": ("Lamb", dict(_LAMB, clipnorm=0.5), 1e-12),
+    "adafactor": ("Adafactor", _ADAFACTOR, _ADAFACTOR_TOL64),
+    "adafactor-options": ("Adafactor", dict(_ADAFACTOR, epsilon_1=2.0 ** -20, epsilon_2=0.25,
+                                            clip_threshold=0.5, relative_step=False,
+                                            weight_decay=2.0 ** -8), _ADAFACTOR_TOL64),
+    "adafactor-clipvalue": ("Adafactor", dict(_ADAFACTOR, clipvalue=0.25, use_ema=True),
+                            _ADAFACTOR_TOL64),
+}
+
+
+def _grads(rng, shapes, dtype):
+    return [torch.tensor(rng.standard_normal(s).astype(dtype)) for s in shapes]
+
+
+def _rel(a, b):
+    a, b = a.detach().double(), b.detach().double()
+    return float(((a - b).abs() / (1.0 + b.abs())).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("row", KERAS_ROWS)
+def test_keras(row, dtype):
+    cls, kwargs, tol64 = KERAS_ROWS[row]
+    rng = np.random.default_rng(0)
+    start = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
+    theirs = [keras.Variable(p.copy()) for p in start]
+    ours = [keras.Variable(p.copy()) for p in start]
+    oracle = getattr(keras.optimizers, cls)(**kwargs)
+    fused = getattr(fastopt.keras, cls)(**kwargs)
+    for _ in range(STEPS):
+        grads = _grads(rng, SHAPES, dtype)
+        oracle.apply_gradients(zip(grads, theirs))
+        fused.apply_gradients(zip([g.clone() for g in grads], ours))
+    tol = tol64 if dtype == np.float64 else TOL32
+    for a, b in zip(ours, theirs):
+        assert _rel(a.value, b.value) <= tol
+    for a, b in zip(fused.variables, oracle.variables):   # the state, by Keras's order
+        assert a.shape == b.shape and _rel(a.value, b.value) <= tol
+
+
+def test_lamb_list_equals_single_calls():
+    """One list call (one parallel region per pass) gives every tensor
+    exactly what a call of its own gives; the torch convention is refused."""
+    rng = np.random.default_rng(1)
+    shapes = SHAPES + [(70_001,)]     # more than one chunk, and past the serial grain
+    params = [rng.standard_normal(s) for s in shapes]
+    grads = [rng.standard_normal(s) for s in shapes]
+    kw = dict(lr=0.01, beta1=0.9, beta2=0.999, eps=1e-7, weight_decay=0.01, step=3)
+    listed = [p.copy() for p in params]
+    m, v = [np.zeros_like(p) for p in params], [np.zeros_like(p) for p in params]
+    functional.lamb(listed, grads, m, v, **kw)
+    for p, g, q in zip(params, grads, listed):
+        functional.lamb(p, g, np.zeros_like(p), np.zeros_like(p), **kw)
+        np.testing.assert_array_equal(p, q)
+    with pytest.raises(ValueError, match="Keras's optimizer"):
+        functional.lamb(params[0], grads[0], m[0], v[0], **kw, convention="torch")
+    with pytest.raises(ValueError, match="beta1"):
+        functional.lamb(params[0], grads[0], m[0], v[0], **dict(kw, beta1=1.0))
+    before = params[2].copy()
+    with pytest.raises(ValueError, match=r"exp_avg\[0\] must have shape \(7,\)"):
+        functional.lamb(params[1:3], grads[1:3], [m[2], m[2]], v[1:3], **kw)
+    np.testing.assert_array_equal(params[2], before)
+
+
+# (class, kwargs) against torch.optim; float64 to 1e-12.
+TORCH_ROWS = {
+    "adafactor": ("Adafactor", {}),
+    "adafactor-options": ("Adafactor", dict(eps=(1e-30, 0.01), d=2.0, lr=0.3,
+                                            beta2_decay=-0.5)),
+    "adafactor-wd-maximize": ("Adafactor", dict(weight_decay=0.1, maximize=True)),
+    "muon": ("Muon", {}),
+    "muon-options": ("Muon", dict(nesterov=False, weight_decay=0.0, momentum=0.8, lr=0.02,
+                                  adjust_lr_fn="match_rms_adamw",
+                                  ns_coefficients=(3.0, -3.2, 1.2), ns_steps=3, eps=1e-4)),
+}
+# torch's Muon takes 2-D params only (it refuses others at construction).
+MATRICES = [(1, 1), (5, 5), (9, 3), (3, 9), (40, 33)]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("row", TORCH_ROWS)
+def test_torch(row, dtype):
+    cls, kwargs = TORCH_ROWS[row]
+    shapes = MATRICES if cls == "Muon" else SHAPES
+    rng = np.random.default_rng(0)
+    start = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    theirs = [torch.nn.Parameter(torch.tensor(p)) for p in start]
+    ours = [torch.nn.Parameter(torch.tensor(p)) for p in start]
+    oracle = getattr(torch.optim, cls)(theirs, **kwargs)
+    fused = getattr(fastopt.torch, cls)(ours, **kwargs)
+    for _ in range(STEPS):
+        for a, b, g in zip(theirs, ours, _grads(rng, shapes, dtype)):
+            a.grad, b.grad = g, g.clone()
+        oracle.step()
+        fused.step()
+    tol = 1e-12 if dtype == np.float64 else TOL32
+    for a, b in zip(ours, theirs):
+        assert _rel(a, b) <= tol
+    # torch's state layout, so checkpoints move both ways
+    mine, torch_state = fused.state_dict()["state"], oracle.state_dict()["state"]
+    for k, state in torch_state.items():
+        assert set(mine[k]) == set(state)
+        for key, value in state.items():
+            assert mine[k][key].shape == value.shape and _rel(mine[k][key], value) <= tol
+    resumed = getattr(fastopt.torch, cls)(theirs, **kwargs)
+    resumed.load_state_dict(oracle.state_dict())
+    for a, g in zip(theirs, _grads(rng, shapes, dtype)):
+        a.grad = g
+    resumed.step()
+
+
+def test_muon_numpy_and_refusals():
+    """NumPy arrays take Muon's Newton-Schulz through NumPy's matmul, in
+    their dtype (torch.optim.Muon's arithmetic in float64 apart from its
+    bfloat16 iterations: compared to 5% of the step); a param that is
+    not a matrix is refused, with torch's words, before anything is written."""
+    rng = np.random.default_rng(2)
+    p = rng.standard_normal((6, 4))
+    g = rng.standard_normal((6, 4))
+    ours, buf = p.copy(), np.zeros_like(p)
+    functional.muon(ours, g, buf, step=1, lr=0.02, weight_decay=0.1, convention="torch")
+    theirs = torch.nn.Parameter(torch.tensor(p))
+    theirs.grad = torch.tensor(g)
+    torch.optim.Muon([theirs], lr=0.02, weight_decay=0.1).step()
+    np.testing.assert_allclose(ours, theirs.detach().numpy(), atol=0.02 * 0.05)
+    vec = np.zeros(3)
+    with pytest.raises(ValueError, match="Muon only supports 2D parameters"):
+        functional.muon([ours, vec], [g, vec], [buf, vec.copy()], step=2, lr=0.02,
+                        convention="torch")
+    with pytest.raises(ValueError, match="Muon only supports 2D parameters"):
+        fastopt.torch.Muon([torch.nn.Parameter(torch.zeros(3))])
