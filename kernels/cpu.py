@@ -105,10 +105,11 @@ def loop(key, addrs, n, like, pre, hyper):
     made by `jit` (a call from one compiled function into another's copy of
     the loop could, loaded from Numba's cache, bind to a loop of the same
     signature compiled by another process for another variant)."""
-    math, sl = math_like(like), column(like, 2)
+    math = math_like(like)
     pre, hyper = as_dtype_of(pre, math), as_dtype_of(hyper, math)
     param, grad = view(addrs[0], 0, n, column(like, 0)), view(addrs[1], 0, n, column(like, 1))
-    state = (view(addrs[2], 0, n, sl), view(addrs[3], 0, n, sl), view(addrs[4], 0, n, sl))
+    state = (view(addrs[2], 0, n, column(like, 2)), view(addrs[3], 0, n, column(like, 3)),
+             view(addrs[4], 0, n, column(like, 4)))
     if n < SERIAL_BELOW:
         for i in range(n):
             _element_at(key, i, param, grad, state, pre, hyper)

@@ -62,15 +62,14 @@ def kernel_function(variant, python=False):
     view_of = _sim_view if python else _device_view
     # 16-bit columns are viewed as uint16 (kernels.storage); the math's
     # dtype is that of the scalars.
-    lp, lg, ls = (storage.column_like_function(f, python)
-                  for f in variant.storage or (None,) * 3)
+    lp, lg, l0, l1, l2 = (storage.column_like_function(f, python)
+                          for f in variant.columns or (None,) * 5)
 
     def update(addrs, n, pre, hyper):
         like = pre[0]
         param, grad = view_of(addrs[0], n, lp(like)), view_of(addrs[1], n, lg(like))
-        sl = ls(like)
-        state = (view_of(addrs[2], n, sl), view_of(addrs[3], n, sl),
-                 view_of(addrs[4], n, sl))
+        state = (view_of(addrs[2], n, l0(like)), view_of(addrs[3], n, l1(like)),
+                 view_of(addrs[4], n, l2(like)))
         start = cuda.grid(1)
         stride = cuda.gridsize(1)
         for i in range(start, n, stride):

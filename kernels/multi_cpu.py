@@ -86,11 +86,11 @@ def _chunk(key, c, addrs, chunks, like, pre, hyper):
         # prefetching more of it, or further ahead, was slower).
         for a in range(NUM_ARRAYS):
             prefetch(addrs[chunks[c + 1, 0], a], chunks[c + 1, 1], math_like(like))
-    sl = column(like, 2)
     param = _view(addrs[t, 0], start, n, column(like, 0))
     grad = _view(addrs[t, 1], start, n, column(like, 1))
-    state = (_view(addrs[t, 2], start, n, sl), _view(addrs[t, 3], start, n, sl),
-             _view(addrs[t, 4], start, n, sl))
+    state = (_view(addrs[t, 2], start, n, column(like, 2)),
+             _view(addrs[t, 3], start, n, column(like, 3)),
+             _view(addrs[t, 4], start, n, column(like, 4)))
     for i in range(n):
         _element_at(key, i, param, grad, state, pre, hyper)
 

@@ -35,19 +35,18 @@ def kernel_function(variant, python=False):
     """The Python function of the kernel, before `cuda.jit` (for compile_ptx)."""
     step = element_step(variant, python=python)
     view = _sim_view if python else _device_view
-    lp, lg, ls = (storage.column_like_function(f, python)
-                  for f in variant.storage or (None,) * 3)
+    lp, lg, l0, l1, l2 = (storage.column_like_function(f, python)
+                          for f in variant.columns or (None,) * 5)
 
     def update(table, chunks, pre, hyper):
         like = pre[0]
         for c in range(cuda.blockIdx.x, chunks.shape[0], cuda.gridDim.x):
             t, start, n = chunks[c, 0], chunks[c, 1], chunks[c, 2]
-            sl = ls(like)
             param = view(table, t, 0, start, n, lp(like))
             grad = view(table, t, 1, start, n, lg(like))
-            state = (view(table, t, 2, start, n, sl),
-                     view(table, t, 3, start, n, sl),
-                     view(table, t, 4, start, n, sl))
+            state = (view(table, t, 2, start, n, l0(like)),
+                     view(table, t, 3, start, n, l1(like)),
+                     view(table, t, 4, start, n, l2(like)))
             for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
                 step(i, param, grad, state, pre, hyper)
 

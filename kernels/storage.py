@@ -19,7 +19,8 @@ the arrays through `column` and convert through `codec`; each conversion has
 a plain-Python twin for the CUDA simulator, bit for bit the same.
 
 On the CPU the host passes, for a stored variant, a tuple of scalars
-``(math, param, grad, state)`` where a native call passes one scalar of the
+``(math, param, grad, slot0, slot1, slot2)`` (one per column: the 16-bit
+model copy of master weights sits in a state slot of its own format) where a native call passes one scalar of the
 arrays' dtype: `math_like` and `column` read either.
 """
 import numba
@@ -160,8 +161,8 @@ def _math_like(like):
 
 
 def column(like, c):
-    """The scalar whose dtype column `c` (0 param, 1 grad, 2 state) is viewed
-    in: `like` itself, or a stored call's ``like[c + 1]``."""
+    """The scalar whose dtype column `c` (0 param, 1 grad, 2 + s state slot
+    s) is viewed in: `like` itself, or a stored call's ``like[c + 1]``."""
 
 
 @overload(column, inline="always", prefer_literal=True)
@@ -189,17 +190,19 @@ def _bits_like(like):
     return numba.uint16(0)
 
 
-def host_like(storage):
-    """The CPU skeletons' `like` for a stored variant (see the module's doc)."""
-    if not storage:
+def host_like(columns):
+    """The CPU skeletons' `like` for a stored variant, from its
+    `Variant.columns` (the formats of param, grad and each state slot):
+    ``(math, param, grad, slot0, slot1, slot2)`` scalars."""
+    if not columns:
         return None
-    return _HOST_LIKE[storage]
+    return _HOST_LIKE[columns]
 
 
 class _Likes(dict):
-    def __missing__(self, storage):
+    def __missing__(self, columns):
         f32, u16 = np.float32(0), np.uint16(0)
-        value = self[storage] = (f32, *[u16 if is16(f) else f32 for f in storage])
+        value = self[columns] = (f32, *[u16 if is16(f) else f32 for f in columns])
         return value
 
 

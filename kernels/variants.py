@@ -58,7 +58,12 @@ class Variant:
            in the first state slot the rule leaves free.
     storage: () for arrays of one float dtype, the math's; else the
            ``(param, grad, state)`` formats of `kernels.storage` (float32
-           math, 16-bit columns converted at each load and store).
+           math, 16-bit columns converted at each load and store), and with
+           `model` a fourth, the model copy's.
+    model: fp32 master weights (Apex's and DeepSpeed's): param is the
+           float32 master, and the updated param is also written, rounded
+           to nearest, to a 16-bit model copy in the first state slot left
+           free (after the moving average's, if any), in the same pass.
     """
 
     rule: str
@@ -67,12 +72,15 @@ class Variant:
     l2: bool = False
     ema: bool = False
     storage: tuple = ()
+    model: bool = False
 
     def __post_init__(self):
-        if self.storage and (len(self.storage) != 3
-                             or not set(self.storage) <= set(_storage.FORMATS)):
-            raise ValueError(f"storage {self.storage!r}: expected (param, grad, state) "
-                             f"formats of {_storage.FORMATS}")
+        if self.storage and (len(self.storage) != 3 + self.model
+                             or not set(self.storage) <= set(_storage.FORMATS)
+                             or (self.model and not _storage.is16(self.storage[3]))):
+            raise ValueError(f"storage {self.storage!r}: expected (param, grad, state"
+                             f"{', model' if self.model else ''}) formats of "
+                             f"{_storage.FORMATS}{' (model 16-bit)' if self.model else ''}")
         spec = spec_of(self.rule)
         if spec is None:
             raise ValueError(f"unknown rule {self.rule!r}")
@@ -83,15 +91,25 @@ class Variant:
             raise ValueError(f"rule {self.rule!r} with flags {self.flags} uses all "
                              f"{NUM_SLOTS} state slots: none is left for a moving "
                              "average")
+        if self.model and self.rule_slots.count(None) < 1 + self.ema:
+            raise ValueError(f"rule {self.rule!r} with flags {self.flags} leaves no "
+                             "state slot free for the model copy")
 
     def __reduce__(self):   # unpickled as the interned object, not a twin of it
         return variant, (self.rule, self.flags, self.clip, self.l2, self.ema,
-                         self.storage)
+                         self.storage, self.model)
 
     def stored(self, storage):
         """This variant with arrays stored in `storage` (() for native)."""
         return variant(self.rule, self.flags, self.clip, self.l2, self.ema,
-                       tuple(storage))
+                       tuple(storage), self.model)
+
+    @functools.cached_property
+    def with_model(self):
+        """This variant writing a 16-bit model copy (`model`); ValueError
+        if no state slot is free for it."""
+        return variant(self.rule, self.flags, self.clip, self.l2, self.ema,
+                       self.storage, True)
 
     @functools.cached_property
     def spec(self):
@@ -113,13 +131,38 @@ class Variant:
         return self.rule_slots.index(None) if self.ema else -1
 
     @functools.cached_property
-    def slots(self):
-        """The names of the kernel's state slots holding arrays (the rule's,
-        and ``"ema"``), None for the others."""
+    def model_slot(self):
+        """The slot holding the 16-bit model copy (the first free one after
+        the moving average's), or -1."""
+        if not self.model:
+            return -1
         names = list(self.rule_slots)
         if self.ema:
             names[self.ema_slot] = "ema"
+        return names.index(None)
+
+    @functools.cached_property
+    def slots(self):
+        """The names of the kernel's state slots holding arrays (the rule's,
+        ``"ema"`` and ``"model"``), None for the others."""
+        names = list(self.rule_slots)
+        if self.ema:
+            names[self.ema_slot] = "ema"
+        if self.model:
+            names[self.model_slot] = "model"
         return tuple(names)
+
+    @functools.cached_property
+    def columns(self):
+        """The `kernels.storage` format of each kernel column (param, grad,
+        the three slots), () for a native variant: a slot holds the state's
+        format, the model copy's its own."""
+        if not self.storage:
+            return ()
+        cols = [*self.storage[:2], *[self.storage[2]] * NUM_SLOTS]
+        if self.model:
+            cols[2 + self.model_slot] = self.storage[3]
+        return tuple(cols)
 
     @functools.cached_property
     def slot_reasons(self):
@@ -129,6 +172,8 @@ class Variant:
         reasons += [""] * (NUM_SLOTS - len(reasons))
         if self.ema:
             reasons[self.ema_slot] = " when ema_momentum is set"
+        if self.model:
+            reasons[self.model_slot] = " for master weights"
         return tuple(reasons)
 
     @functools.cached_property
@@ -142,13 +187,13 @@ class Variant:
         # A user's rule adds the hash of its own source (`RuleSpec.fingerprint`).
         own = self.spec.fingerprint
         return (f"{self.rule}-f{flags}-c{int(self.clip)}-l{int(self.l2)}"
-                f"{'-ema' if self.ema else ''}"
+                f"{'-ema' if self.ema else ''}{'-model' if self.model else ''}"
                 f"{'-s' + '.'.join(self.storage) if self.storage else ''}"
                 f"{'-' + own if own else ''}-{FINGERPRINT}")
 
 
 @functools.lru_cache(maxsize=None)
-def variant(rule, flags=(), clip=False, l2=False, ema=False, storage=()):
+def variant(rule, flags=(), clip=False, l2=False, ema=False, storage=(), model=False):
     """The one `Variant` object for these fields (its derived fields are cached).
 
     Cached twice: by the arguments as passed (the fast lookup every step
@@ -156,7 +201,7 @@ def variant(rule, flags=(), clip=False, l2=False, ema=False, storage=()):
     ``variant("sgd", (), False, False, False)`` are the same object.
     """
     return _interned(rule, tuple(map(bool, flags)), bool(clip), bool(l2), bool(ema),
-                     tuple(storage))
+                     tuple(storage), bool(model))
 
 
 _interned = functools.lru_cache(maxsize=None)(Variant)
@@ -214,8 +259,12 @@ def element_step(variant, python=False, gathered=False):
     flags, clip, l2 = variant.flags, variant.clip, variant.l2
     used0, used1, used2 = (name is not None for name in variant.rule_slots)
     ema0, ema1, ema2 = (variant.ema_slot == k for k in range(NUM_SLOTS))
+    model0, model1, model2 = (variant.model_slot == k for k in range(NUM_SLOTS))
+    if variant.model and len(variant.storage) != 4:
+        raise ValueError(f"variant {variant.key}: a model copy needs its storage")
     (lp, sp), (lg, _), (ls, ss) = (_storage.codec(f, python)
-                                   for f in variant.storage or (None,) * 3)
+                                   for f in variant.storage[:3] or (None,) * 3)
+    _, sm = _storage.codec(variant.storage[3] if variant.model else None, python)
 
     @jit
     def at(i, j, param, grad, state, pre, hyper):
@@ -250,6 +299,14 @@ def element_step(variant, python=False, gathered=False):
             state[1][i] = ss(ls(state[1][i]) * keep + p * take)
         if ema2:
             state[2][i] = ss(ls(state[2][i]) * keep + p * take)
+        # Master weights: the 16-bit model copy of the float32 master just
+        # written, rounded to nearest; never read.
+        if model0:
+            state[0][i] = sm(p)
+        if model1:
+            state[1][i] = sm(p)
+        if model2:
+            state[2][i] = sm(p)
 
     if gathered:
         return at

@@ -1,7 +1,7 @@
 """16-bit storage variants compile to clean sm_90 PTX with no GPU: no
 ``.local``, no ``.f64``, 64-bit indexing, 16-bit global loads and stores
 (each rule in bfloat16, Adam also with float16 params and grads over float32
-state). Compiled in a subprocess with the simulator off (tests/ptx_probe.py)."""
+state, and with fp32 master weights writing a bfloat16 model copy). Compiled in a subprocess with the simulator off (tests/ptx_probe.py)."""
 import json
 import re
 
@@ -17,6 +17,9 @@ def _variants():
     out = [variant(rule, (False,) * len(spec.flags), storage=("bf16",) * 3)
            for rule, spec in RULES.items()]
     out.append(variant("adam", (False, True), storage=("f16", "f16", "f32")))
+    # fp32 master weights: float32 param and state, bf16 grad and model copy
+    out.append(variant("adam", (False, True), storage=("f32", "bf16", "f32", "bf16"),
+                       model=True))
     return out
 
 

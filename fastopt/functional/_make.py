@@ -64,6 +64,13 @@ def make(spec, step_default=None, module="fastopt.functional"):
         if type(step) is not int or step < 1 or step > MAX_STEP:
             check_step(name, step)
         which, pre, h, convention, fits = settings(values)
+        if states["model"] is not None:    # fp32 master weights, a 16-bit copy
+            try:
+                which = which.with_model
+            except ValueError:
+                raise ValueError(
+                    f"{name}(): model needs a free state slot for the copy, and "
+                    f"{name} with these options uses all of them") from None
         if host is None:
             hyper, write = scalars(h, convention, step), None
         else:   # scalars of state kept on the host (`fastopt._hostscalars`)
