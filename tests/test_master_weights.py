@@ -104,3 +104,47 @@ def test_cuda_simulator_matches_cpu():
         assert np.array_equal(_bits(h), _bits(got))
         assert np.array_equal(_bits(h), _bits(joined))
     assert np.array_equal(_bits(host[4]), _bits(host[0].astype(BF16)))
+
+
+@pytest.mark.parametrize("name,options,dtype", [
+    ("AdamW", {"weight_decay": 0.1}, "bfloat16"), ("SGD", {}, "float16")])
+def test_torch_master_weights(name, options, dtype):
+    """fastopt.torch with ``master_weights = True`` on 16-bit params: the
+    float32 masters (in state_dict) equal float32 training bit for bit, the
+    params are the masters rounded to nearest, and a checkpoint loads into a
+    new optimizer (masters and state kept float32) that continues the same."""
+    import copy
+
+    import torch
+
+    import fastopt.torch as FT
+    dtype = getattr(torch, dtype)
+    torch.manual_seed(0)
+    shapes = [(7,), (3, 5), (1,)]
+    model = [torch.randn(s).to(dtype).requires_grad_() for s in shapes]
+    ref = [p.detach().float().requires_grad_() for p in model]
+    opt = getattr(FT, name)(model, lr=1e-2, **options)
+    opt.master_weights = True
+    ropt = getattr(FT, name)(ref, lr=1e-2, **options)
+
+    def steps(opt, count):
+        for _ in range(count):
+            grads = [torch.randn(s).to(dtype) for s in shapes]
+            for a, b, g in zip(model, ref, grads):
+                a.grad, b.grad = g.clone(), g.float()
+            opt.step()
+            ropt.step()
+
+    steps(opt, 6)
+    again = getattr(FT, name)(model, lr=1e-2, **options)
+    again.master_weights = True
+    again.load_state_dict(copy.deepcopy(opt.state_dict()))
+    steps(again, 4)
+    for a, b in zip(model, ref):
+        state = again.state[a]
+        assert state["master_param"].dtype == torch.float32
+        assert torch.equal(state["master_param"], b)
+        assert torch.equal(a.detach().view(torch.int16), b.detach().to(dtype).view(torch.int16))
+        for key, value in ropt.state[b].items():
+            if key != "step":
+                assert value.dtype == torch.float32 and torch.equal(state[key], value)
