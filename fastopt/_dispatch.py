@@ -21,7 +21,7 @@ import functools
 
 import numpy as np
 
-from . import _accel, _batch, _checks, _device, _facts, _hostscan, _multi
+from . import _accel, _batch, _checks, _device, _facts, _hostscan, _multi, _rounding
 from ._facts import HOST
 from .kernels import PRE, storage
 
@@ -54,7 +54,7 @@ def update(fn, variant, param, grad, states, pre, hyper):
                 return
     elif isinstance(param, (list, tuple)):   # the list form (fastopt/_multi.py)
         return _multi.update_many(fn, variant, param, grad, states, pre, hyper)
-    assert len(hyper) == len(variant.spec.hyper) and len(pre) == len(PRE)
+    assert len(hyper) == len(variant.spec.hyper) and len(pre) == len(PRE) + 2 * variant.sr
     names, arrays = _facts.arguments(fn, variant, param, grad, states)
     labels = _checks.Labels(names, 1, indexed=False)
     if all([type(a) is np.ndarray for a in arrays]):
@@ -85,6 +85,7 @@ def _plan_host(fn, variant, labels, views, pre, hyper):
     """Validate host arrays (NumPy views); the kernel call, or None if empty."""
     (stored,) = _checks.tensors(fn, labels, [[v] for v in views], _checks.host_layout,
                                 model=_facts.model_column(variant))
+    _rounding.check(fn, labels, variant, [stored])
     p = views[0]
     if p.size == 0:
         return None
@@ -108,6 +109,7 @@ def _plan_device(fn, variant, labels, arrays, pre, hyper):
     p = infos[0]
     (stored,) = _checks.tensors(fn, labels, [[i] for i in infos], _checks.device_layout,
                                 p.device, _facts.model_column(variant))
+    _rounding.check(fn, labels, variant, [stored])
     ptrs = [i.ptr for i in infos]
     _checks.aligned(fn, labels, ptrs, np.array([i.dtype.itemsize for i in infos]))
     if p.size == 0:
@@ -137,7 +139,7 @@ def _single_plan(variant):
     ``"single"`` accelerator, the names of its state slots (None: unused) and
     which of the kernel's arrays it uses."""
     # A model copy is never float32 like param: the accelerator would decline.
-    run = None if variant.model else _accel.get("single", variant)
+    run = None if variant.model or variant.sr else _accel.get("single", variant)
     plan = _accel.SINGLE[variant] = (run, *variant.slots,
                                      _facts.kernel_columns(variant)[1])
     return plan

@@ -46,7 +46,7 @@ import threading
 import numba
 import numpy as np
 
-from . import _accel, _batch, _checks, _device, _facts, _hostscan
+from . import _accel, _batch, _checks, _device, _facts, _hostscan, _rounding
 from ._facts import HOST
 from ._front import frame as _frame
 from .kernels import NUM_ARRAYS, PRE, cpu, storage
@@ -123,10 +123,10 @@ def update_many(fn, variant, params, grads, states, pre, hyper):
     """
     # The common case first, in few lines (each costs about a microsecond
     # with cold caches, as in `_dispatch.update`).
-    if type(params) is list and params and not variant.model and _update_scanned(
+    if type(params) is list and params and not (variant.model or variant.sr) and _update_scanned(
             fn, variant, params, grads, states, pre, hyper):
         return
-    assert len(hyper) == len(variant.spec.hyper) and len(pre) == len(PRE)
+    assert len(hyper) == len(variant.spec.hyper) and len(pre) == len(PRE) + 2 * variant.sr
     names, columns = _columns(fn, variant, params, grads, states)
     n = len(params)
     if n == 0:
@@ -391,6 +391,7 @@ def _plan_torch(fn, labels, variant, columns, device, pre, hyper):
         model = _facts.model_column(variant)
         stored = [_checks.stored_as(fn, labels, k, [column[k] for column in dtypes], model)
                   for k in range(len(layout[1]))]
+    _rounding.check(fn, labels, variant, stored or [()] * len(layout[1]))
     if stored is not None and device < 0:
         action = _plan_stored_host(fn, labels, variant, *layout[:2], dtypes, stored,
                                    pre, hyper)
@@ -421,6 +422,7 @@ def _plan_host(fn, labels, variant, columns, pre, hyper):
     neither the accelerator nor the torch path took, and the error messages."""
     stored = _checks.tensors(fn, labels, columns, _checks.host_layout,
                              model=_facts.model_column(variant))
+    _rounding.check(fn, labels, variant, stored)
     params = columns[0]
     addresses = [a.ctypes.data for column in columns for a in column]
     if any(stored):
@@ -479,6 +481,7 @@ def _plan_device(fn, labels, variant, columns, pre, hyper):
     device = infos[0][0].device
     stored = _checks.tensors(fn, labels, infos, _checks.device_layout, device,
                              _facts.model_column(variant))
+    _rounding.check(fn, labels, variant, stored)
     flat, params = _flatten(infos), infos[0]
     # The simulator runs no intrinsic: its kernel takes the arrays themselves.
     views = [_device.flat_view(i) for i in flat] if _device.simulated() else None

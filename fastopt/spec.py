@@ -348,6 +348,11 @@ SHARED_DOC = """
         also written, rounded to nearest, to `model` in the same pass
         (Apex's and DeepSpeed's master weights); needs a free state slot,
         like `ema`.
+    stochastic_rounding, seed: round every bfloat16 store (param, state,
+        model copy) stochastically instead of to nearest: unbiased, so that
+        updates below bfloat16's resolution still move the param on average;
+        the random bits are a hash of `seed`, `step`, the tensor's number in
+        the call and the element's index: the same on the CPU and the GPU.
     convention: ``"keras"`` or ``"torch"``: whose update rule to follow where
         they differ.
 """

@@ -60,6 +60,7 @@ def kernel_function(variant, python=False):
     """The Python function of the kernel, before `cuda.jit` (for compile_ptx)."""
     step = element_step(variant, python=python)
     view_of = _sim_view if python else _device_view
+    base_of = storage.rnd_base_function(variant.sr, python)
     # 16-bit columns are viewed as uint16 (kernels.storage); the math's
     # dtype is that of the scalars.
     lp, lg, l0, l1, l2 = (storage.column_like_function(f, python)
@@ -70,10 +71,11 @@ def kernel_function(variant, python=False):
         param, grad = view_of(addrs[0], n, lp(like)), view_of(addrs[1], n, lg(like))
         state = (view_of(addrs[2], n, l0(like)), view_of(addrs[3], n, l1(like)),
                  view_of(addrs[4], n, l2(like)))
+        rnd = (base_of(pre, 0), 0)
         start = cuda.grid(1)
         stride = cuda.gridsize(1)
         for i in range(start, n, stride):
-            step(i, param, grad, state, pre, hyper)
+            step(i, param, grad, state, pre, hyper, rnd)
 
     return update
 

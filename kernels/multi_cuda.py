@@ -35,6 +35,7 @@ def kernel_function(variant, python=False):
     """The Python function of the kernel, before `cuda.jit` (for compile_ptx)."""
     step = element_step(variant, python=python)
     view = _sim_view if python else _device_view
+    base_of = storage.rnd_base_function(variant.sr, python)
     lp, lg, l0, l1, l2 = (storage.column_like_function(f, python)
                           for f in variant.columns or (None,) * 5)
 
@@ -47,8 +48,9 @@ def kernel_function(variant, python=False):
             state = (view(table, t, 2, start, n, l0(like)),
                      view(table, t, 3, start, n, l1(like)),
                      view(table, t, 4, start, n, l2(like)))
+            rnd = (base_of(pre, t), start)
             for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
-                step(i, param, grad, state, pre, hyper)
+                step(i, param, grad, state, pre, hyper, rnd)
 
     return update
 

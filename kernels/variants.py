@@ -12,6 +12,9 @@ import itertools
 import pathlib
 from dataclasses import dataclass
 
+import numba
+import numpy as np
+
 from . import rules, storage as _storage
 from .rules import RULES, spec_of
 
@@ -64,6 +67,8 @@ class Variant:
            float32 master, and the updated param is also written, rounded
            to nearest, to a 16-bit model copy in the first state slot left
            free (after the moving average's, if any), in the same pass.
+    sr:    stochastic rounding of every bfloat16 store (`kernels.storage`;
+           the call appends its key to ``pre``).
     """
 
     rule: str
@@ -73,6 +78,7 @@ class Variant:
     ema: bool = False
     storage: tuple = ()
     model: bool = False
+    sr: bool = False
 
     def __post_init__(self):
         if self.storage and (len(self.storage) != 3 + self.model
@@ -97,19 +103,25 @@ class Variant:
 
     def __reduce__(self):   # unpickled as the interned object, not a twin of it
         return variant, (self.rule, self.flags, self.clip, self.l2, self.ema,
-                         self.storage, self.model)
+                         self.storage, self.model, self.sr)
 
     def stored(self, storage):
         """This variant with arrays stored in `storage` (() for native)."""
         return variant(self.rule, self.flags, self.clip, self.l2, self.ema,
-                       tuple(storage), self.model)
+                       tuple(storage), self.model, self.sr)
 
     @functools.cached_property
     def with_model(self):
         """This variant writing a 16-bit model copy (`model`); ValueError
         if no state slot is free for it."""
         return variant(self.rule, self.flags, self.clip, self.l2, self.ema,
-                       self.storage, True)
+                       self.storage, True, self.sr)
+
+    @functools.cached_property
+    def with_sr(self):
+        """This variant rounding its bfloat16 stores stochastically (`sr`)."""
+        return variant(self.rule, self.flags, self.clip, self.l2, self.ema,
+                       self.storage, self.model, True)
 
     @functools.cached_property
     def spec(self):
@@ -187,13 +199,14 @@ class Variant:
         # A user's rule adds the hash of its own source (`RuleSpec.fingerprint`).
         own = self.spec.fingerprint
         return (f"{self.rule}-f{flags}-c{int(self.clip)}-l{int(self.l2)}"
-                f"{'-ema' if self.ema else ''}{'-model' if self.model else ''}"
+                f"{'-ema' if self.ema else ''}{'-model' if self.model else ''}{'-sr' if self.sr else ''}"
                 f"{'-s' + '.'.join(self.storage) if self.storage else ''}"
                 f"{'-' + own if own else ''}-{FINGERPRINT}")
 
 
 @functools.lru_cache(maxsize=None)
-def variant(rule, flags=(), clip=False, l2=False, ema=False, storage=(), model=False):
+def variant(rule, flags=(), clip=False, l2=False, ema=False, storage=(), model=False,
+            sr=False):
     """The one `Variant` object for these fields (its derived fields are cached).
 
     Cached twice: by the arguments as passed (the fast lookup every step
@@ -201,7 +214,7 @@ def variant(rule, flags=(), clip=False, l2=False, ema=False, storage=(), model=F
     ``variant("sgd", (), False, False, False)`` are the same object.
     """
     return _interned(rule, tuple(map(bool, flags)), bool(clip), bool(l2), bool(ema),
-                     tuple(storage), bool(model))
+                     tuple(storage), bool(model), bool(sr))
 
 
 _interned = functools.lru_cache(maxsize=None)(Variant)
@@ -242,7 +255,10 @@ def element_step(variant, python=False, gathered=False):
     is not (inf·0 is NaN), so coupled decay has one.
 
     Arrays stored in 16 bits (``variant.storage``) are converted at each
-    load and store (`kernels.storage`); the math is float32.
+    load and store (`kernels.storage`); the math is float32. ``rnd`` (the
+    last argument) is ``(base, start)``: the chunk's base of the random bits
+    of stochastic rounding and the chunk's first index in its tensor
+    (ignored unless ``variant.sr``).
 
     With ``python=True`` the step and rule are plain Python, for Numba's CUDA
     simulator, which cannot call jitted functions with its device arrays.
@@ -265,10 +281,18 @@ def element_step(variant, python=False, gathered=False):
     (lp, sp), (lg, _), (ls, ss) = (_storage.codec(f, python)
                                    for f in variant.storage[:3] or (None,) * 3)
     _, sm = _storage.codec(variant.storage[3] if variant.model else None, python)
+    # Stochastic rounding: stores that take random bits, ``(x, r) -> bits``
+    # (defined whether used or not; `sr` False prunes their branches).
+    sr = variant.sr
+    fmts = variant.storage or ("f32",) * 3
+    rp, rs = _storage.sr_store(fmts[0], python), _storage.sr_store(fmts[2], python)
+    rm = _storage.sr_store(fmts[3] if variant.model else None, python)
+    mix, u64 = _storage.mix(python), (np.uint64 if python else numba.uint64)
 
     @jit
-    def at(i, j, param, grad, state, pre, hyper):
-        scale, bound, wd, decay, keep, take = pre
+    def at(i, j, param, grad, state, pre, hyper, rnd):
+        # pre may carry a stochastic-rounding key after the `PRE` scalars.
+        scale, bound, wd, decay, keep, take = pre[0], pre[1], pre[2], pre[3], pre[4], pre[5]
         p = lp(param[i])
         g = lg(grad[j]) * scale
         if clip:
@@ -284,13 +308,25 @@ def element_step(variant, python=False, gathered=False):
         s1 = ls(state[1][i]) if used1 else p
         s2 = ls(state[2][i]) if used2 else p
         p, (s0, s1, s2) = rule(p, g, (s0, s1, s2), hyper, flags)
-        param[i] = sp(p)
-        if used0:
-            state[0][i] = ss(s0)
-        if used1:
-            state[1][i] = ss(s1)
-        if used2:
-            state[2][i] = ss(s2)
+        if sr:
+            # rnd: the chunk's base (`kernels.storage.rnd_base`) and where it
+            # starts in its tensor: e = rnd[1] + i is the element's index.
+            r = mix((rnd[0] + u64(rnd[1] + i)) & u64(0xFFFFFFFF))
+            param[i] = rp(p, r)
+            if used0:
+                state[0][i] = rs(s0, r >> u64(16))
+            if used1:
+                state[1][i] = rs(s1, mix(r ^ u64(1)))
+            if used2:
+                state[2][i] = rs(s2, mix(r ^ u64(2)))
+        else:
+            param[i] = sp(p)
+            if used0:
+                state[0][i] = ss(s0)
+            if used1:
+                state[1][i] = ss(s1)
+            if used2:
+                state[2][i] = ss(s2)
         # The moving average of the updated param, from the value just
         # computed: the pass that wrote p reads no array again for it.
         if ema0:
@@ -301,18 +337,26 @@ def element_step(variant, python=False, gathered=False):
             state[2][i] = ss(ls(state[2][i]) * keep + p * take)
         # Master weights: the 16-bit model copy of the float32 master just
         # written, rounded to nearest; never read.
-        if model0:
-            state[0][i] = sm(p)
-        if model1:
-            state[1][i] = sm(p)
-        if model2:
-            state[2][i] = sm(p)
+        if sr:
+            if model0:
+                state[0][i] = rm(p, mix(r ^ u64(3)))
+            if model1:
+                state[1][i] = rm(p, mix(r ^ u64(3)))
+            if model2:
+                state[2][i] = rm(p, mix(r ^ u64(3)))
+        else:
+            if model0:
+                state[0][i] = sm(p)
+            if model1:
+                state[1][i] = sm(p)
+            if model2:
+                state[2][i] = sm(p)
 
     if gathered:
         return at
 
     @jit
-    def step(i, param, grad, state, pre, hyper):
-        at(i, i, param, grad, state, pre, hyper)
+    def step(i, param, grad, state, pre, hyper, rnd):
+        at(i, i, param, grad, state, pre, hyper, rnd)
 
     return step

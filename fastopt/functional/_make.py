@@ -8,7 +8,7 @@ argument parsing of its own. Its body is one line, into `_call`.
 """
 import operator
 
-from .. import _dispatch, _hostscalars, _precision
+from .. import _dispatch, _hostscalars, _precision, _rounding
 from ..spec import MAX_STEP, PARAM, REQUIRED, SHARED_DOC, SHARED_SLOTS, check_step
 
 _PLAIN = frozenset([float, int, bool, str, type(None)])
@@ -60,7 +60,7 @@ def make(spec, step_default=None, module="fastopt.functional"):
     scalars, update, fit = spec.scalars, _dispatch.update, _precision.scalars_fit
     resolve, run_after = _hostscalars.resolve, _hostscalars.run_after
 
-    def call(param, grad, states, step, values, host=None):
+    def call(param, grad, states, step, values, host=None, sr=False, seed=0):
         if type(step) is not int or step < 1 or step > MAX_STEP:
             check_step(name, step)
         which, pre, h, convention, fits = settings(values)
@@ -78,6 +78,11 @@ def make(spec, step_default=None, module="fastopt.functional"):
             hyper = scalars(h, convention, step, before, after)
         if not (fits and fit(hyper)):    # refused if any param is float32
             _precision.check(name, spec, h, which, pre, hyper, param)
+        if sr is not False:    # stochastic rounding: its key after the scalars
+            if sr is not True:
+                raise TypeError(f"{name}(): stochastic_rounding must be True or False, "
+                                f"got {sr!r}")
+            which, pre = which.with_sr, (*pre, *_rounding.key(name, seed, step))
         update(name, which, param, grad, states, pre, hyper)
         run_after(write)      # the caller's host scalars, once the kernels have run
 
@@ -89,14 +94,17 @@ def make(spec, step_default=None, module="fastopt.functional"):
     slots = spec.slots + SHARED_SLOTS
     keyword += [f"{s.name}=None" for s in slots if s.arg == "keyword"]
     keyword += [f"{s.name}=None" for s in spec.host]
+    keyword += ["stochastic_rounding=False", "seed=0"]
     # The default convention is Keras's, or torch's for an optimizer only torch has.
     keyword.append(f"convention: str = {'keras' if spec.keras else 'torch'!r}")
     states = ", ".join(f"{s.name!r}: {s.name}" for s in slots)
     values = ", ".join([h.name for h, _ in spec.arguments] + ["convention"])
     host = (", {" + ", ".join(f"{s.name!r}: {s.name}" for s in spec.host) + "}"
             if spec.host else "")
+    host = host or ", None"
     source = (f"def {name}(param, grad, {', '.join(positional + ['*'] + keyword)}) -> None:\n"
-              f"    _call(param, grad, {{{states}}}, step, ({values},){host})\n")
+              f"    _call(param, grad, {{{states}}}, step, ({values},){host}, "
+              "stochastic_rounding, seed)\n")
     scope = {"_call": call}
     exec(source, scope)     # noqa: S102 - the source is built from the spec above
     fn = scope[name]
