@@ -95,3 +95,26 @@ def test_cuda_simulator_matches_cpu():
         got = np.concatenate([x.copy_to_host().view(np.uint16) for x in dsplit[c]])
         assert np.array_equal(got, np.concatenate([x.view(np.uint16) for x in split[c]]))
     assert not np.array_equal(host[0].view(np.uint16), arrays[0].view(np.uint16))
+
+
+def test_torch_option():
+    """fastopt.torch: ``opt.stochastic_rounding = True`` on a model with
+    bfloat16 and float32 params rounds the bfloat16 ones stochastically
+    (equal to the functional call with the same seed and step) and leaves
+    the float32 ones as without it."""
+    import torch
+
+    import fastopt.torch as FT
+    torch.manual_seed(0)
+    half = torch.full((300,), 1.0, dtype=torch.bfloat16, requires_grad=True)
+    full = torch.ones(5, requires_grad=True)
+    opt = FT.SGD([half, full], lr=1e-4)
+    opt.stochastic_rounding, opt.seed = True, 5
+    half.grad, full.grad = torch.ones_like(half), torch.ones_like(full)
+    opt.step()
+    expect = np.ones(300, BF16)
+    # SGD keeps no step count: its steps so far are mixed into the seed.
+    F.sgd([expect], [np.ones(300, BF16)], step=1, lr=1e-4, stochastic_rounding=True,
+          seed=5 + (1 << 32), **SGD)
+    assert np.array_equal(half.detach().view(torch.int16).numpy(), expect.view(np.int16))
+    assert (half != 1).any() and torch.equal(full.detach(), torch.full((5,), 1 - 1e-4))

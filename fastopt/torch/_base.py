@@ -318,6 +318,8 @@ class Optimizer(torch.optim.Optimizer):
         scale = self._pending_scale()   # a deferred clip (`fastopt.clip_grad_norm_`)
         if unscale is not None:
             scale = unscale if scale is None else scale * unscale
+        if self.stochastic_rounding and not self._counts_steps:
+            self._rounded_steps = self.__dict__.get("_rounded_steps", 0) + 1
         work = []
         for i, group in enumerate(self.param_groups):
             hyper = self._checked_hyper(i, group)
@@ -342,7 +344,8 @@ class Optimizer(torch.optim.Optimizer):
                         self._step_flat(hyper, what)
                         continue
                     self._step_group(i, group, hyper, what)
-                    if self._flat_mode and not self.master_weights:   # flat: one dtype
+                    if self._flat_mode and not (self.master_weights
+                                                or self.stochastic_rounding):
                         _batch.run(functools.partial(self._relayout, i, group, hyper,
                                                      what.params, verdict))
         except BaseException:
@@ -397,6 +400,17 @@ class Optimizer(torch.optim.Optimizer):
     # otherwise; a step updates the master and writes the param, the master
     # rounded to nearest, in the same pass (`fastopt.functional`'s ``model=``).
     master_weights = False
+
+    # Stochastic rounding of bfloat16 params (and of their state, when
+    # bfloat16, and of the params written from masters), per optimizer
+    # instance: ``opt.stochastic_rounding = True`` (and ``opt.seed``, an int):
+    # the random bits are a hash of the seed, the step count, the param's
+    # number in its kernel call and the element's index (`fastopt.functional`'s
+    # ``stochastic_rounding=``). Optimizers that keep no step count (SGD) mix
+    # the number of steps this instance has taken into the seed instead.
+    stochastic_rounding = False
+    seed = 0
+    _rounded_steps = 0     # steps taken with it, for optimizers that count none
 
     def _state_dtype_of(self, dtype):
         choice = self.state_dtype
@@ -587,6 +601,10 @@ class Optimizer(torch.optim.Optimizer):
         # fp32 master weights: the 16-bit params apart from the others.
         masters = ([d in _HALF for d in dtypes] if self.master_weights
                    else [False] * n)
+        # Stochastic rounding: for bfloat16 params (their stores, or their
+        # model copies'), apart from the others too.
+        if self.stochastic_rounding:
+            masters = [(m, d == torch.bfloat16) for m, d in zip(masters, dtypes)]
         if (steps.count(steps[0]) == n and devices.count(devices[0]) == n
                 and values.count(values[0]) == n and masters.count(masters[0]) == n):
             buckets = {(devices[0], steps[0], values[0], masters[0]): None}   # every param
@@ -598,6 +616,16 @@ class Optimizer(torch.optim.Optimizer):
         # at the params tells whether any tensor needs its real view.
         real = None if _COMPLEX.isdisjoint(dtypes) else _real
         for (device, step, _, master), members in buckets.items():
+            if type(master) is tuple:
+                master, rounds = master
+                if rounds:
+                    seed = self.seed
+                    if not self._counts_steps:   # no step count: the optimizer's steps
+                        seed = int(seed) + (self._rounded_steps << 32)
+                    hyper = {**hyper, "stochastic_rounding": True, "seed": seed}
+                else:
+                    hyper = {k: v for k, v in hyper.items()
+                             if k not in ("stochastic_rounding", "seed")}
             if members is None:
                 ps, grads, ss = params, found.grads, states
             else:
