@@ -119,6 +119,7 @@ def same(x):
 # not overflow, and no signed or float type creeps in.
 
 _M32 = 0xFFFFFFFF
+NUM_PRE = 6     # len(kernels.variants.PRE) (checked there): the key follows
 
 
 @_rule
@@ -195,11 +196,9 @@ def rnd_base(pre, t):
 
 @overload(rnd_base, inline="always")
 def _rnd_base(pre, t):
-    from .variants import PRE
-    assert len(PRE) == 6    # _rnd_base_sr reads the key at 6 and 7
-    if len(pre.types) <= len(PRE):
+    if len(pre.types) <= NUM_PRE:
         return lambda pre, t: numba.uint64(0)
-    n = len(PRE)
+    n = NUM_PRE
 
     def impl(pre, t):
         k = (numba.uint64(pre[n]) << numba.uint64(16)) | numba.uint64(pre[n + 1])
@@ -228,8 +227,7 @@ def rnd_base_function(sr, python=False):
 
 
 def py_rnd_base(pre, t):
-    from .variants import PRE
-    n = len(PRE)
+    n = NUM_PRE
     if len(pre) <= n:
         return np.uint64(0)
     k = (int(pre[n]) << 16) | int(pre[n + 1])

@@ -19,6 +19,7 @@ from . import rules, storage as _storage
 from .rules import RULES, spec_of
 
 PRE = ("scale", "bound", "wd", "decay", "ema_keep", "ema_take")   # see element_step
+assert len(PRE) == _storage.NUM_PRE    # a stochastic-rounding key follows them
 NUM_SLOTS = 3
 # Every kernel takes its arrays as these columns: param, grad, then the state
 # slots (an unused slot repeats param's address and is never touched).
