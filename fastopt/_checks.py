@@ -65,10 +65,11 @@ def placed(fn, labels, flat):
     return places[0]
 
 
-def tensors(fn, labels, columns, layout, device=None):
+def tensors(fn, labels, columns, layout, device=None, model=None):
     """Each tensor's arrays: a float dtype, and param's dtype and shape, or a
     16-bit storage (`_facts.storage`); C-contiguous; writeable unless grad;
-    on GPU `device` if given. Returns each tensor's storage.
+    on GPU `device` if given. Returns each tensor's storage. model: the
+    column of the 16-bit model copy of master weights (`_facts.model_column`).
 
     columns: the arrays (or `_device.DeviceArray` descriptions) with
     ``.dtype`` and ``.shape`` (and ``.device``); ``layout(a) ->
@@ -77,7 +78,7 @@ def tensors(fn, labels, columns, layout, device=None):
     stored = []
     for k, p in enumerate(columns[0]):
         dtype, shape = p.dtype, p.shape
-        st = stored_as(fn, labels, k, [column[k].dtype for column in columns])
+        st = stored_as(fn, labels, k, [column[k].dtype for column in columns], model)
         stored.append(st)
         for c, column in enumerate(columns):
             a = column[k]
@@ -103,9 +104,30 @@ def tensors(fn, labels, columns, layout, device=None):
     return stored
 
 
-def stored_as(fn, labels, k, dtypes):
+def stored_as(fn, labels, k, dtypes, model=None):
     """Tensor k's storage (`_facts.storage`: () when its arrays share float32
-    or float64), or a TypeError naming the array whose dtype does not fit."""
+    or float64), or a TypeError naming the array whose dtype does not fit.
+    model: the column of a 16-bit model copy (master weights), whose
+    format ends the storage; param must then be float32."""
+    if model is not None:
+        fmt = _facts.storage_format(dtypes[model])
+        if fmt not in ("f16", "bf16"):
+            raise TypeError(f"{who(fn)}: {labels.at(model, k)} (the model copy of "
+                            f"master weights) must be float16 or bfloat16, got "
+                            f"{dtypes[model]}")
+        if dtypes[0] != _facts.FLOAT32:
+            raise TypeError(f"{who(fn)}: {labels.at(0, k)} (the master weights) must "
+                            f"be float32 when a model copy is given, got {dtypes[0]}")
+        # The model's column takes another state's dtype (none: it goes), so
+        # that the others' checks and messages keep their columns.
+        others = [c for c in range(2, len(dtypes)) if c != model]
+        rest = list(dtypes)
+        if others:
+            rest[model] = dtypes[others[0]]
+        else:
+            del rest[model]
+        st = stored_as(fn, labels, k, rest)
+        return (*(st or ("f32",) * 3), fmt)
     st = _facts.storage(dtypes)
     if st and type(st[0]) is int:
         c, note, ref = st

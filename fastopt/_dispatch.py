@@ -21,7 +21,8 @@ import functools
 
 import numpy as np
 
-from . import _accel, _batch, _checks, _device, _facts, _hostscan, _multi, _repeat
+from . import (_accel, _batch, _checks, _device, _facts, _hostscan, _multi, _repeat,
+               _rounding)
 from ._facts import HOST
 from .kernels import PRE, storage
 from .kernels import launch as _launch
@@ -59,7 +60,7 @@ def update(fn, variant, param, grad, states, pre, hyper):
         run = _repeat.single(variant, param, grad, states)
         if run is not None:
             return _batch.run(functools.partial(run, pre, hyper))
-    assert len(hyper) == len(variant.spec.hyper) and len(pre) == len(PRE)
+    assert len(hyper) == len(variant.spec.hyper) and len(pre) == len(PRE) + 2 * variant.sr
     names, arrays = _facts.arguments(fn, variant, param, grad, states)
     labels = _checks.Labels(names, 1, indexed=False)
     if all([type(a) is np.ndarray for a in arrays]):
@@ -88,7 +89,9 @@ def _defer_checked(variant, ids, used, pre, hyper):
 
 def _plan_host(fn, variant, labels, views, pre, hyper):
     """Validate host arrays (NumPy views); the kernel call, or None if empty."""
-    (stored,) = _checks.tensors(fn, labels, [[v] for v in views], _checks.host_layout)
+    (stored,) = _checks.tensors(fn, labels, [[v] for v in views], _checks.host_layout,
+                                model=_facts.model_column(variant))
+    _rounding.check(fn, labels, variant, [stored])
     p = views[0]
     if p.size == 0:
         return None
@@ -97,7 +100,7 @@ def _plan_host(fn, variant, labels, views, pre, hyper):
     columns, _ = _facts.kernel_columns(variant)
     if stored:      # 16-bit arrays: float32 math (kernels.storage)
         variant = variant.stored(stored)
-        like = storage.host_like(stored)
+        like = storage.host_like(variant.columns)
     else:
         like = _facts.LIKE[p.dtype]
     return functools.partial(_accel.get("cpu", variant), tuple([ptrs[i] for i in columns]),
@@ -111,7 +114,8 @@ def _plan_device(fn, variant, labels, arrays, pre, hyper):
     infos = [_device.describe(labels(j), a) for j, a in enumerate(arrays)]
     p = infos[0]
     (stored,) = _checks.tensors(fn, labels, [[i] for i in infos], _checks.device_layout,
-                                p.device)
+                                p.device, _facts.model_column(variant))
+    _rounding.check(fn, labels, variant, [stored])
     ptrs = [i.ptr for i in infos]
     _checks.aligned(fn, labels, ptrs, np.array([i.dtype.itemsize for i in infos]))
     if p.size == 0:
@@ -159,6 +163,8 @@ def _single_plan(variant):
     """What `update`'s fast path needs of `variant`, in one lookup: its
     ``"single"`` accelerator, the names of its state slots (None: unused) and
     which of the kernel's arrays it uses."""
-    plan = _accel.SINGLE[variant] = (_accel.get("single", variant), *variant.slots,
+    # A model copy is never float32 like param: the accelerator would decline.
+    run = None if variant.model or variant.sr else _accel.get("single", variant)
+    plan = _accel.SINGLE[variant] = (run, *variant.slots,
                                      _facts.kernel_columns(variant)[1])
     return plan

@@ -123,6 +123,15 @@ def storage(dtypes):
     return fmts[0], fmts[1], states[0] if states else "f32"
 
 
+@functools.lru_cache(maxsize=None)
+def model_column(variant):
+    """The index of the 16-bit model copy (master weights) among a call's
+    arrays ``[param, grad, used states...]``, or None without one."""
+    if not variant.model:
+        return None
+    return 2 + sum(variant.used[:variant.model_slot])
+
+
 def bump_torch_versions(written):
     """Tell autograd that the torch tensors among `written` changed.
 

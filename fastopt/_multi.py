@@ -46,7 +46,7 @@ import threading
 import numba
 import numpy as np
 
-from . import _accel, _batch, _checks, _device, _facts, _hostscan, _repeat
+from . import _accel, _batch, _checks, _device, _facts, _hostscan, _repeat, _rounding
 from ._facts import HOST
 from ._front import frame as _frame
 from .kernels import NUM_ARRAYS, PRE, cpu, storage
@@ -130,9 +130,10 @@ def update_many(fn, variant, params, grads, states, pre, hyper):
         if run is not None:
             return _batch.run(functools.partial(run, pre, hyper))
     if (type(params) is list and params and type(params[0]) is np.ndarray
+            and not (variant.model or variant.sr)
             and _update_scanned(fn, variant, params, grads, states, pre, hyper)):
         return
-    assert len(hyper) == len(variant.spec.hyper) and len(pre) == len(PRE)
+    assert len(hyper) == len(variant.spec.hyper) and len(pre) == len(PRE) + 2 * variant.sr
     names, columns = _columns(fn, variant, params, grads, states)
     n = len(params)
     if n == 0:
@@ -394,8 +395,10 @@ def _plan_torch(fn, labels, variant, columns, device, pre, hyper):
     if not (all([d in _facts.FLOAT_DTYPES for d in layout[2]])
             and all([column == dtypes[0] for column in dtypes[1:]])):
         # 16-bit arrays among them (fastopt.torch checked their dtypes)
-        stored = [_checks.stored_as(fn, labels, k, [column[k] for column in dtypes])
+        model = _facts.model_column(variant)
+        stored = [_checks.stored_as(fn, labels, k, [column[k] for column in dtypes], model)
                   for k in range(len(layout[1]))]
+    _rounding.check(fn, labels, variant, stored or [()] * len(layout[1]))
     if stored is not None and device < 0:
         action = _plan_stored_host(fn, labels, variant, *layout[:2], dtypes, stored,
                                    pre, hyper)
@@ -425,7 +428,9 @@ _IS_CPU, _IS_CUDA, _LAYOUT, _DTYPE, _SHAPE = map(
 def _plan_host(fn, labels, variant, columns, pre, hyper):
     """The list form on the host in Python: NumPy arrays (or views) that
     neither the accelerator nor the torch path took, and the error messages."""
-    stored = _checks.tensors(fn, labels, columns, _checks.host_layout)
+    stored = _checks.tensors(fn, labels, columns, _checks.host_layout,
+                             model=_facts.model_column(variant))
+    _rounding.check(fn, labels, variant, stored)
     params = columns[0]
     addresses = [a.ctypes.data for column in columns for a in column]
     if any(stored):
@@ -450,7 +455,8 @@ def _plan_stored_host(fn, labels, variant, addresses, sizes, dtypes, stored, pre
     runs = []
     for key, members in _groups([st or dtypes[0][k] for k, st in enumerate(stored)]).items():
         if type(key) is tuple:
-            kern, like = _accel.get("multi_cpu", variant.stored(key)), storage.host_like(key)
+            kern = _accel.get("multi_cpu", variant.stored(key))
+            like = storage.host_like(variant.stored(key).columns)
         else:
             kern, like = _accel.get("multi_cpu", variant), _facts.LIKE[key]
         table = _build_table(addr, size, cols, np.asarray(members, np.int64))
@@ -481,7 +487,9 @@ def _plan_device(fn, labels, variant, columns, pre, hyper):
     infos = [[_device.describe(labels.at(c, k), a) for k, a in enumerate(column)]
              for c, column in enumerate(columns)]
     device = infos[0][0].device
-    stored = _checks.tensors(fn, labels, infos, _checks.device_layout, device)
+    stored = _checks.tensors(fn, labels, infos, _checks.device_layout, device,
+                             _facts.model_column(variant))
+    _rounding.check(fn, labels, variant, stored)
     flat, params = _flatten(infos), infos[0]
     # The simulator runs no intrinsic: its kernel takes the arrays themselves
     # (unless a launcher backend was chosen: kernels/launch.py's Recorder).

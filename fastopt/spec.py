@@ -420,7 +420,8 @@ _OPTIONAL = frozenset(["decoupled_weight_decay", "clip_value", "ema_momentum"]) 
 
 # State every optimizer can keep besides its own: the moving average of the
 # updated param (Keras's ``use_ema``), a keyword argument of every function.
-SHARED_SLOTS = (Slot("ema", keras="average", arg="keyword"),)
+SHARED_SLOTS = (Slot("ema", keras="average", arg="keyword"),
+                Slot("model", arg="keyword"))
 
 SHARED_DOC = """
     weight_decay: decay rate (>= 0). Decoupled (``p ← p·(1 − lr·wd)`` before
@@ -437,6 +438,16 @@ SHARED_DOC = """
         updated param in the same pass (Keras's ``use_ema``; μ = 0 copies the
         param, as Keras does at its first step); needs a state slot the update
         leaves free (not Adam's amsgrad, nor RMSprop centered with momentum).
+    model: fp32 master weights: with a float16 or bfloat16 array (lists
+        with lists), param (float32) is the master, and the updated param is
+        also written, rounded to nearest, to `model` in the same pass
+        (Apex's and DeepSpeed's master weights); needs a free state slot,
+        like `ema`.
+    stochastic_rounding, seed: round every bfloat16 store (param, state,
+        model copy) stochastically instead of to nearest: unbiased, so that
+        updates below bfloat16's resolution still move the param on average;
+        the random bits are a hash of `seed`, `step`, the tensor's number in
+        the call and the element's index: the same on the CPU and the GPU.
     convention: ``"keras"`` or ``"torch"``: whose update rule to follow where
         they differ.
 """

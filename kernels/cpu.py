@@ -22,7 +22,7 @@ from numba.core.extending import intrinsic, overload
 from numba.np.arrayobj import populate_array
 
 from .multi_table import view_codegen, view_signature
-from .storage import column, math_like
+from .storage import column, math_like, rnd_base
 from .variants import element_step
 
 FASTMATH = False
@@ -54,19 +54,19 @@ _steps = {}     # variant key -> element step, read by the overload below
 _kernels = {}   # variant -> compiled loop
 
 
-def _element_at(key, i, param, grad, state, pre, hyper):
+def _element_at(key, i, param, grad, state, pre, hyper, rnd):
     """Stand-in resolved by the overload below; never called from Python."""
     raise NotImplementedError
 
 
 @overload(_element_at, prefer_literal=True, target="cpu")
-def _element_at_impl(key, i, param, grad, state, pre, hyper):
+def _element_at_impl(key, i, param, grad, state, pre, hyper, rnd):
     if not isinstance(key, types.StringLiteral):
         return None
     step = _steps[key.literal_value]
 
-    def impl(key, i, param, grad, state, pre, hyper):
-        step(i, param, grad, state, pre, hyper)
+    def impl(key, i, param, grad, state, pre, hyper, rnd):
+        step(i, param, grad, state, pre, hyper, rnd)
 
     return impl
 
@@ -105,16 +105,18 @@ def loop(key, addrs, n, like, pre, hyper):
     made by `jit` (a call from one compiled function into another's copy of
     the loop could, loaded from Numba's cache, bind to a loop of the same
     signature compiled by another process for another variant)."""
-    math, sl = math_like(like), column(like, 2)
+    math = math_like(like)
     pre, hyper = as_dtype_of(pre, math), as_dtype_of(hyper, math)
     param, grad = view(addrs[0], 0, n, column(like, 0)), view(addrs[1], 0, n, column(like, 1))
-    state = (view(addrs[2], 0, n, sl), view(addrs[3], 0, n, sl), view(addrs[4], 0, n, sl))
+    state = (view(addrs[2], 0, n, column(like, 2)), view(addrs[3], 0, n, column(like, 3)),
+             view(addrs[4], 0, n, column(like, 4)))
+    rnd = (rnd_base(pre, 0), numba.int64(0))
     if n < SERIAL_BELOW:
         for i in range(n):
-            _element_at(key, i, param, grad, state, pre, hyper)
+            _element_at(key, i, param, grad, state, pre, hyper, rnd)
     else:
         for i in numba.prange(n):
-            _element_at(key, i, param, grad, state, pre, hyper)
+            _element_at(key, i, param, grad, state, pre, hyper, rnd)
 
 
 def _loop(key, cache=True, parallel=True):

@@ -62,10 +62,11 @@ def kernel_function(variant, python=False):
     """The Python function of the kernel, before `cuda.jit` (for compile_ptx)."""
     step = element_step(variant, python=python)
     view_of = _sim_view if python else _device_view
+    base_of = storage.rnd_base_function(variant.sr, python)
     # 16-bit columns are viewed as uint16 (kernels.storage); the math's
     # dtype is that of the scalars.
-    lp, lg, ls = (storage.column_like_function(f, python)
-                  for f in variant.storage or (None,) * 3)
+    lp, lg, l0, l1, l2 = (storage.column_like_function(f, python)
+                          for f in variant.columns or (None,) * 5)
     # 128-bit loads in the main loop when every address is 16-byte aligned
     # (`kernels.vector`); the scalar loop does the tail, or all if unaligned.
     # The simulator runs no intrinsic: scalar only; 16-bit columns (whose
@@ -77,9 +78,9 @@ def kernel_function(variant, python=False):
     def update(addrs, n, pre, hyper):
         like = pre[0]
         param, grad = view_of(addrs[0], n, lp(like)), view_of(addrs[1], n, lg(like))
-        sl = ls(like)
-        state = (view_of(addrs[2], n, sl), view_of(addrs[3], n, sl),
-                 view_of(addrs[4], n, sl))
+        state = (view_of(addrs[2], n, l0(like)), view_of(addrs[3], n, l1(like)),
+                 view_of(addrs[4], n, l2(like)))
+        rnd = (base_of(pre, 0), 0)
         start = cuda.grid(1)
         stride = cuda.gridsize(1)
         done = 0
@@ -88,7 +89,7 @@ def kernel_function(variant, python=False):
             if aligned16(a0, a1, a2, a3, a4):
                 done = quads(a0, a1, a2, a3, a4, 0, n, start, stride, pre, hyper)
         for i in range(done + start, n, stride):
-            step(i, param, grad, state, pre, hyper)
+            step(i, param, grad, state, pre, hyper, rnd)
 
     return update
 
@@ -135,7 +136,8 @@ def argtypes(variant, dtype):
     from numba.core import types
     dt = numba.from_dtype(dtype)
     return (types.UniTuple(types.int64, 5), types.int64,
-            types.UniTuple(dt, len(PRE)), types.UniTuple(dt, len(variant.spec.hyper)))
+            types.UniTuple(dt, len(PRE) + 2 * variant.sr),
+            types.UniTuple(dt, len(variant.spec.hyper)))
 
 
 def packed_plan(variant, dtype, device=None):
@@ -143,7 +145,7 @@ def packed_plan(variant, dtype, device=None):
     arrays of `dtype`."""
     return _launch.plan(("single", variant, dtype), kernel(variant),
                         lambda: argtypes(variant, dtype),
-                        (5, 1, len(PRE), len(variant.spec.hyper)), device)
+                        (5, 1, len(PRE) + 2 * variant.sr, len(variant.spec.hyper)), device)
 
 
 _launchers = {}

@@ -33,7 +33,7 @@ from numba.core.extending import intrinsic
 from . import cpu as _cpu
 from .cpu import _element_at, _steps, as_dtype_of
 from .cpu import view as _view
-from .storage import column, math_like
+from .storage import column, math_like, rnd_base
 from .variants import NUM_ARRAYS, element_step
 
 _kernels = {}   # variant -> compiled loop
@@ -86,13 +86,14 @@ def _chunk(key, c, addrs, chunks, like, pre, hyper):
         # prefetching more of it, or further ahead, was slower).
         for a in range(NUM_ARRAYS):
             prefetch(addrs[chunks[c + 1, 0], a], chunks[c + 1, 1], math_like(like))
-    sl = column(like, 2)
     param = _view(addrs[t, 0], start, n, column(like, 0))
     grad = _view(addrs[t, 1], start, n, column(like, 1))
-    state = (_view(addrs[t, 2], start, n, sl), _view(addrs[t, 3], start, n, sl),
-             _view(addrs[t, 4], start, n, sl))
+    state = (_view(addrs[t, 2], start, n, column(like, 2)),
+             _view(addrs[t, 3], start, n, column(like, 3)),
+             _view(addrs[t, 4], start, n, column(like, 4)))
+    rnd = (rnd_base(pre, t), start)
     for i in range(n):
-        _element_at(key, i, param, grad, state, pre, hyper)
+        _element_at(key, i, param, grad, state, pre, hyper, rnd)
 
 
 def _loop(key, cache=True, parallel=True):

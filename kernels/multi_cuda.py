@@ -37,8 +37,9 @@ def kernel_function(variant, python=False):
     """The Python function of the kernel, before `cuda.jit` (for compile_ptx)."""
     step = element_step(variant, python=python)
     view = _sim_view if python else _device_view
-    lp, lg, ls = (storage.column_like_function(f, python)
-                  for f in variant.storage or (None,) * 3)
+    base_of = storage.rnd_base_function(variant.sr, python)
+    lp, lg, l0, l1, l2 = (storage.column_like_function(f, python)
+                          for f in variant.columns or (None,) * 5)
     # 128-bit loads where a tensor's five addresses are 16-byte aligned
     # (`kernels.vector`; a chunk starts a multiple of CHUNK elements in), the
     # scalar loop for the tail; the simulator runs no intrinsic: scalar only;
@@ -51,12 +52,12 @@ def kernel_function(variant, python=False):
         like = pre[0]
         for c in range(cuda.blockIdx.x, chunks.shape[0], cuda.gridDim.x):
             t, start, n = chunks[c, 0], chunks[c, 1], chunks[c, 2]
-            sl = ls(like)
             param = view(table, t, 0, start, n, lp(like))
             grad = view(table, t, 1, start, n, lg(like))
-            state = (view(table, t, 2, start, n, sl),
-                     view(table, t, 3, start, n, sl),
-                     view(table, t, 4, start, n, sl))
+            state = (view(table, t, 2, start, n, l0(like)),
+                     view(table, t, 3, start, n, l1(like)),
+                     view(table, t, 4, start, n, l2(like)))
+            rnd = (base_of(pre, t), start)
             done = 0
             if vector:
                 a0, a1, a2, a3, a4 = (table[t, 0], table[t, 1], table[t, 2], table[t, 3],
@@ -65,7 +66,7 @@ def kernel_function(variant, python=False):
                     done = quads(a0, a1, a2, a3, a4, start, n, cuda.threadIdx.x,
                                  cuda.blockDim.x, pre, hyper)
             for i in range(done + cuda.threadIdx.x, n, cuda.blockDim.x):
-                step(i, param, grad, state, pre, hyper)
+                step(i, param, grad, state, pre, hyper, rnd)
 
     return update
 
@@ -104,7 +105,7 @@ def argtypes(variant, dtype):
     from numba.core import types
     dt = numba.from_dtype(dtype)
     table = types.Array(types.int64, 2, "C")
-    return (table, table, types.UniTuple(dt, len(PRE)),
+    return (table, table, types.UniTuple(dt, len(PRE) + 2 * variant.sr),
             types.UniTuple(dt, len(variant.spec.hyper)))
 
 
@@ -149,7 +150,7 @@ def packed_launcher(backend, variant, dtype, entry, device=None):
                 return
             plan = plans[get_ident()] = _launch.plan(
                 ("multi", variant, dtype), kernel(variant), lambda: argtypes(variant, dtype),
-                (18, len(PRE), len(variant.spec.hyper)), device)
+                (18, len(PRE) + 2 * variant.sr, len(variant.spec.hyper)), device)
             plan.set(0, tables)
             plan.grid, plan.block = launch_config(nchunks, device)
         plan.set(1, pre)

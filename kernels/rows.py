@@ -42,7 +42,8 @@ def _gathered_at_impl(key, i, j, param, grad, state, pre, hyper):
     step = _steps[key.literal_value]
 
     def impl(key, i, j, param, grad, state, pre, hyper):
-        step(i, j, param, grad, state, pre, hyper)
+        # No stochastic rounding here: its random bits are never read.
+        step(i, j, param, grad, state, pre, hyper, (numba.uint64(0), numba.int64(0)))
 
     return impl
 
@@ -101,7 +102,8 @@ def kernel_function(variant, python=False):
         state = (s0, s1, s2)
         for e in range(cuda.grid(1), grad.size, cuda.gridsize(1)):
             k = e // width
-            step(rows[k] * width + (e - k * width), e, param, grad, state, pre, hyper)
+            step(rows[k] * width + (e - k * width), e, param, grad, state, pre, hyper,
+                 (0, 0))
 
     return update
 

@@ -19,7 +19,8 @@ the arrays through `column` and convert through `codec`; each conversion has
 a plain-Python twin for the CUDA simulator, bit for bit the same.
 
 On the CPU the host passes, for a stored variant, a tuple of scalars
-``(math, param, grad, state)`` where a native call passes one scalar of the
+``(math, param, grad, slot0, slot1, slot2)`` (one per column: the 16-bit
+model copy of master weights sits in a state slot of its own format) where a native call passes one scalar of the
 arrays' dtype: `math_like` and `column` read either.
 """
 import numba
@@ -108,6 +109,131 @@ def same(x):
     return x
 
 
+# --- stochastic rounding (bfloat16 stores) ---
+#
+# The random bits of element e of tensor t at a call with key k (a hash of
+# the seed and the step, `fastopt._rounding.key`) are
+# ``mix32(mix32(k ^ mix32(t)) + e)``: counter-based, so the CPU and the GPU
+# (and any split of the tensors into chunks) give every element the same
+# bits. All in uint64 masked to 32 bits: uint64 products of 32-bit values do
+# not overflow, and no signed or float type creeps in.
+
+_M32 = 0xFFFFFFFF
+NUM_PRE = 6     # len(kernels.variants.PRE) (checked there): the key follows
+
+
+@_rule
+def mix32(x):
+    """A 32-bit integer hash (Wellons' lowbias32) of `x` (uint64 < 2**32)."""
+    x = x ^ (x >> numba.uint64(16))
+    x = (x * numba.uint64(0x7FEB352D)) & numba.uint64(_M32)
+    x = x ^ (x >> numba.uint64(15))
+    x = (x * numba.uint64(0x846CA68B)) & numba.uint64(_M32)
+    return x ^ (x >> numba.uint64(16))
+
+
+@_rule
+def bf16_store_sr(x, r):
+    """The bits of float32 `x` rounded to bfloat16 stochastically: the low 16
+    bits of `r` added to the float32's bits, then 16 bits dropped (rounds up
+    with probability equal to the dropped fraction: unbiased). Inf and NaN
+    round to nearest."""
+    b = _float_bits(x)
+    if (b & numba.uint32(0x7FFFFFFF)) >= numba.uint32(0x7F800000):
+        return bf16_bits(b)
+    return numba.uint16((numba.uint64(b) + (r & numba.uint64(0xFFFF))) >> numba.uint64(16))
+
+
+def _py_mix32(x):
+    x = int(x)
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & _M32
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & _M32
+    return np.uint64(x ^ (x >> 16))
+
+
+def _py_bf16_store_sr(x, r):
+    b = int(np.float32(x).view(np.uint32))
+    if (b & 0x7FFFFFFF) >= 0x7F800000:
+        return bf16_bits.py_func(np.uint32(b))
+    return np.uint16((b + (int(r) & 0xFFFF)) >> 16)
+
+
+def sr_store(fmt, python=False):
+    """``store(x, r)`` of a column in format `fmt` under stochastic rounding:
+    bfloat16's stochastic store; any other format's own store, `r` unused."""
+    if fmt == "bf16":
+        return _py_bf16_store_sr if python else bf16_store_sr
+    store = codec(fmt, python)[1]
+    if python:
+        return lambda x, r: store(x)
+    return _ignore_r[fmt or "f32"]
+
+
+@_rule
+def _f16_store_r(x, r):
+    return f16_store(x)
+
+
+@_rule
+def _same_r(x, r):
+    return x
+
+
+_ignore_r = {"f32": _same_r, "f16": _f16_store_r}
+
+
+def mix(python=False):
+    return _py_mix32 if python else mix32
+
+
+def rnd_base(pre, t):
+    """The chunk's base of the random bits: ``mix32(k ^ mix32(t))`` of the key
+    `k` a stochastic-rounding call appends to `pre` (as two 16-bit halves,
+    exact in float32), 0 for any other call."""
+
+
+@overload(rnd_base, inline="always")
+def _rnd_base(pre, t):
+    if len(pre.types) <= NUM_PRE:
+        return lambda pre, t: numba.uint64(0)
+    n = NUM_PRE
+
+    def impl(pre, t):
+        k = (numba.uint64(pre[n]) << numba.uint64(16)) | numba.uint64(pre[n + 1])
+        return mix32(k ^ mix32(numba.uint64(t)))
+
+    return impl
+
+
+@_rule
+def _rnd_base_sr(pre, t):
+    k = (numba.uint64(pre[6]) << numba.uint64(16)) | numba.uint64(pre[7])
+    return mix32(k ^ mix32(numba.uint64(t)))
+
+
+@_rule
+def _rnd_base_none(pre, t):
+    return numba.uint64(0)
+
+
+def rnd_base_function(sr, python=False):
+    """For the CUDA kernels, which know their variant in Python (an
+    @overload would need a GPU to compile there): `rnd_base`'s twin."""
+    if python:
+        return py_rnd_base
+    return _rnd_base_sr if sr else _rnd_base_none
+
+
+def py_rnd_base(pre, t):
+    n = NUM_PRE
+    if len(pre) <= n:
+        return np.uint64(0)
+    k = (int(pre[n]) << 16) | int(pre[n + 1])
+    return _py_mix32(k ^ int(_py_mix32(int(t))))
+
+
 # Plain-Python twins, for the CUDA simulator (and the tests' reference).
 def _py_f16_load(u):
     return np.uint16(u).view(np.float16).astype(np.float32)
@@ -160,8 +286,8 @@ def _math_like(like):
 
 
 def column(like, c):
-    """The scalar whose dtype column `c` (0 param, 1 grad, 2 state) is viewed
-    in: `like` itself, or a stored call's ``like[c + 1]``."""
+    """The scalar whose dtype column `c` (0 param, 1 grad, 2 + s state slot
+    s) is viewed in: `like` itself, or a stored call's ``like[c + 1]``."""
 
 
 @overload(column, inline="always", prefer_literal=True)
@@ -189,17 +315,19 @@ def _bits_like(like):
     return numba.uint16(0)
 
 
-def host_like(storage):
-    """The CPU skeletons' `like` for a stored variant (see the module's doc)."""
-    if not storage:
+def host_like(columns):
+    """The CPU skeletons' `like` for a stored variant, from its
+    `Variant.columns` (the formats of param, grad and each state slot):
+    ``(math, param, grad, slot0, slot1, slot2)`` scalars."""
+    if not columns:
         return None
-    return _HOST_LIKE[storage]
+    return _HOST_LIKE[columns]
 
 
 class _Likes(dict):
-    def __missing__(self, storage):
+    def __missing__(self, columns):
         f32, u16 = np.float32(0), np.uint16(0)
-        value = self[storage] = (f32, *[u16 if is16(f) else f32 for f in storage])
+        value = self[columns] = (f32, *[u16 if is16(f) else f32 for f in columns])
         return value
 
 

@@ -12,10 +12,14 @@ import itertools
 import pathlib
 from dataclasses import dataclass
 
+import numba
+import numpy as np
+
 from . import rules, storage as _storage
 from .rules import RULES, spec_of
 
 PRE = ("scale", "bound", "wd", "decay", "ema_keep", "ema_take")   # see element_step
+assert len(PRE) == _storage.NUM_PRE    # a stochastic-rounding key follows them
 NUM_SLOTS = 3
 # Every kernel takes its arrays as these columns: param, grad, then the state
 # slots (an unused slot repeats param's address and is never touched).
@@ -58,7 +62,14 @@ class Variant:
            in the first state slot the rule leaves free.
     storage: () for arrays of one float dtype, the math's; else the
            ``(param, grad, state)`` formats of `kernels.storage` (float32
-           math, 16-bit columns converted at each load and store).
+           math, 16-bit columns converted at each load and store), and with
+           `model` a fourth, the model copy's.
+    model: fp32 master weights (Apex's and DeepSpeed's): param is the
+           float32 master, and the updated param is also written, rounded
+           to nearest, to a 16-bit model copy in the first state slot left
+           free (after the moving average's, if any), in the same pass.
+    sr:    stochastic rounding of every bfloat16 store (`kernels.storage`;
+           the call appends its key to ``pre``).
     """
 
     rule: str
@@ -67,12 +78,16 @@ class Variant:
     l2: bool = False
     ema: bool = False
     storage: tuple = ()
+    model: bool = False
+    sr: bool = False
 
     def __post_init__(self):
-        if self.storage and (len(self.storage) != 3
-                             or not set(self.storage) <= set(_storage.FORMATS)):
-            raise ValueError(f"storage {self.storage!r}: expected (param, grad, state) "
-                             f"formats of {_storage.FORMATS}")
+        if self.storage and (len(self.storage) != 3 + self.model
+                             or not set(self.storage) <= set(_storage.FORMATS)
+                             or (self.model and not _storage.is16(self.storage[3]))):
+            raise ValueError(f"storage {self.storage!r}: expected (param, grad, state"
+                             f"{', model' if self.model else ''}) formats of "
+                             f"{_storage.FORMATS}{' (model 16-bit)' if self.model else ''}")
         spec = spec_of(self.rule)
         if spec is None:
             raise ValueError(f"unknown rule {self.rule!r}")
@@ -83,15 +98,31 @@ class Variant:
             raise ValueError(f"rule {self.rule!r} with flags {self.flags} uses all "
                              f"{NUM_SLOTS} state slots: none is left for a moving "
                              "average")
+        if self.model and self.rule_slots.count(None) < 1 + self.ema:
+            raise ValueError(f"rule {self.rule!r} with flags {self.flags} leaves no "
+                             "state slot free for the model copy")
 
     def __reduce__(self):   # unpickled as the interned object, not a twin of it
         return variant, (self.rule, self.flags, self.clip, self.l2, self.ema,
-                         self.storage)
+                         self.storage, self.model, self.sr)
 
     def stored(self, storage):
         """This variant with arrays stored in `storage` (() for native)."""
         return variant(self.rule, self.flags, self.clip, self.l2, self.ema,
-                       tuple(storage))
+                       tuple(storage), self.model, self.sr)
+
+    @functools.cached_property
+    def with_model(self):
+        """This variant writing a 16-bit model copy (`model`); ValueError
+        if no state slot is free for it."""
+        return variant(self.rule, self.flags, self.clip, self.l2, self.ema,
+                       self.storage, True, self.sr)
+
+    @functools.cached_property
+    def with_sr(self):
+        """This variant rounding its bfloat16 stores stochastically (`sr`)."""
+        return variant(self.rule, self.flags, self.clip, self.l2, self.ema,
+                       self.storage, self.model, True)
 
     @functools.cached_property
     def spec(self):
@@ -113,13 +144,38 @@ class Variant:
         return self.rule_slots.index(None) if self.ema else -1
 
     @functools.cached_property
-    def slots(self):
-        """The names of the kernel's state slots holding arrays (the rule's,
-        and ``"ema"``), None for the others."""
+    def model_slot(self):
+        """The slot holding the 16-bit model copy (the first free one after
+        the moving average's), or -1."""
+        if not self.model:
+            return -1
         names = list(self.rule_slots)
         if self.ema:
             names[self.ema_slot] = "ema"
+        return names.index(None)
+
+    @functools.cached_property
+    def slots(self):
+        """The names of the kernel's state slots holding arrays (the rule's,
+        ``"ema"`` and ``"model"``), None for the others."""
+        names = list(self.rule_slots)
+        if self.ema:
+            names[self.ema_slot] = "ema"
+        if self.model:
+            names[self.model_slot] = "model"
         return tuple(names)
+
+    @functools.cached_property
+    def columns(self):
+        """The `kernels.storage` format of each kernel column (param, grad,
+        the three slots), () for a native variant: a slot holds the state's
+        format, the model copy's its own."""
+        if not self.storage:
+            return ()
+        cols = [*self.storage[:2], *[self.storage[2]] * NUM_SLOTS]
+        if self.model:
+            cols[2 + self.model_slot] = self.storage[3]
+        return tuple(cols)
 
     @functools.cached_property
     def slot_reasons(self):
@@ -129,6 +185,8 @@ class Variant:
         reasons += [""] * (NUM_SLOTS - len(reasons))
         if self.ema:
             reasons[self.ema_slot] = " when ema_momentum is set"
+        if self.model:
+            reasons[self.model_slot] = " for master weights"
         return tuple(reasons)
 
     @functools.cached_property
@@ -142,13 +200,14 @@ class Variant:
         # A user's rule adds the hash of its own source (`RuleSpec.fingerprint`).
         own = self.spec.fingerprint
         return (f"{self.rule}-f{flags}-c{int(self.clip)}-l{int(self.l2)}"
-                f"{'-ema' if self.ema else ''}"
+                f"{'-ema' if self.ema else ''}{'-model' if self.model else ''}{'-sr' if self.sr else ''}"
                 f"{'-s' + '.'.join(self.storage) if self.storage else ''}"
                 f"{'-' + own if own else ''}-{FINGERPRINT}")
 
 
 @functools.lru_cache(maxsize=None)
-def variant(rule, flags=(), clip=False, l2=False, ema=False, storage=()):
+def variant(rule, flags=(), clip=False, l2=False, ema=False, storage=(), model=False,
+            sr=False):
     """The one `Variant` object for these fields (its derived fields are cached).
 
     Cached twice: by the arguments as passed (the fast lookup every step
@@ -156,7 +215,7 @@ def variant(rule, flags=(), clip=False, l2=False, ema=False, storage=()):
     ``variant("sgd", (), False, False, False)`` are the same object.
     """
     return _interned(rule, tuple(map(bool, flags)), bool(clip), bool(l2), bool(ema),
-                     tuple(storage))
+                     tuple(storage), bool(model), bool(sr))
 
 
 _interned = functools.lru_cache(maxsize=None)(Variant)
@@ -197,7 +256,10 @@ def element_step(variant, python=False, gathered=False):
     is not (inf·0 is NaN), so coupled decay has one.
 
     Arrays stored in 16 bits (``variant.storage``) are converted at each
-    load and store (`kernels.storage`); the math is float32.
+    load and store (`kernels.storage`); the math is float32. ``rnd`` (the
+    last argument) is ``(base, start)``: the chunk's base of the random bits
+    of stochastic rounding and the chunk's first index in its tensor
+    (ignored unless ``variant.sr``).
 
     With ``python=True`` the step and rule are plain Python, for Numba's CUDA
     simulator, which cannot call jitted functions with its device arrays.
@@ -214,12 +276,24 @@ def element_step(variant, python=False, gathered=False):
     flags, clip, l2 = variant.flags, variant.clip, variant.l2
     used0, used1, used2 = (name is not None for name in variant.rule_slots)
     ema0, ema1, ema2 = (variant.ema_slot == k for k in range(NUM_SLOTS))
+    model0, model1, model2 = (variant.model_slot == k for k in range(NUM_SLOTS))
+    if variant.model and len(variant.storage) != 4:
+        raise ValueError(f"variant {variant.key}: a model copy needs its storage")
     (lp, sp), (lg, _), (ls, ss) = (_storage.codec(f, python)
-                                   for f in variant.storage or (None,) * 3)
+                                   for f in variant.storage[:3] or (None,) * 3)
+    _, sm = _storage.codec(variant.storage[3] if variant.model else None, python)
+    # Stochastic rounding: stores that take random bits, ``(x, r) -> bits``
+    # (defined whether used or not; `sr` False prunes their branches).
+    sr = variant.sr
+    fmts = variant.storage or ("f32",) * 3
+    rp, rs = _storage.sr_store(fmts[0], python), _storage.sr_store(fmts[2], python)
+    rm = _storage.sr_store(fmts[3] if variant.model else None, python)
+    mix, u64 = _storage.mix(python), (np.uint64 if python else numba.uint64)
 
     @jit
-    def at(i, j, param, grad, state, pre, hyper):
-        scale, bound, wd, decay, keep, take = pre
+    def at(i, j, param, grad, state, pre, hyper, rnd):
+        # pre may carry a stochastic-rounding key after the `PRE` scalars.
+        scale, bound, wd, decay, keep, take = pre[0], pre[1], pre[2], pre[3], pre[4], pre[5]
         p = lp(param[i])
         g = lg(grad[j]) * scale
         if clip:
@@ -235,13 +309,25 @@ def element_step(variant, python=False, gathered=False):
         s1 = ls(state[1][i]) if used1 else p
         s2 = ls(state[2][i]) if used2 else p
         p, (s0, s1, s2) = rule(p, g, (s0, s1, s2), hyper, flags)
-        param[i] = sp(p)
-        if used0:
-            state[0][i] = ss(s0)
-        if used1:
-            state[1][i] = ss(s1)
-        if used2:
-            state[2][i] = ss(s2)
+        if sr:
+            # rnd: the chunk's base (`kernels.storage.rnd_base`) and where it
+            # starts in its tensor: e = rnd[1] + i is the element's index.
+            r = mix((rnd[0] + u64(rnd[1] + i)) & u64(0xFFFFFFFF))
+            param[i] = rp(p, r)
+            if used0:
+                state[0][i] = rs(s0, r >> u64(16))
+            if used1:
+                state[1][i] = rs(s1, mix(r ^ u64(1)))
+            if used2:
+                state[2][i] = rs(s2, mix(r ^ u64(2)))
+        else:
+            param[i] = sp(p)
+            if used0:
+                state[0][i] = ss(s0)
+            if used1:
+                state[1][i] = ss(s1)
+            if used2:
+                state[2][i] = ss(s2)
         # The moving average of the updated param, from the value just
         # computed: the pass that wrote p reads no array again for it.
         if ema0:
@@ -250,12 +336,28 @@ def element_step(variant, python=False, gathered=False):
             state[1][i] = ss(ls(state[1][i]) * keep + p * take)
         if ema2:
             state[2][i] = ss(ls(state[2][i]) * keep + p * take)
+        # Master weights: the 16-bit model copy of the float32 master just
+        # written, rounded to nearest; never read.
+        if sr:
+            if model0:
+                state[0][i] = rm(p, mix(r ^ u64(3)))
+            if model1:
+                state[1][i] = rm(p, mix(r ^ u64(3)))
+            if model2:
+                state[2][i] = rm(p, mix(r ^ u64(3)))
+        else:
+            if model0:
+                state[0][i] = sm(p)
+            if model1:
+                state[1][i] = sm(p)
+            if model2:
+                state[2][i] = sm(p)
 
     if gathered:
         return at
 
     @jit
-    def step(i, param, grad, state, pre, hyper):
-        at(i, i, param, grad, state, pre, hyper)
+    def step(i, param, grad, state, pre, hyper, rnd):
+        at(i, i, param, grad, state, pre, hyper, rnd)
 
     return step

@@ -132,8 +132,8 @@ def quad_loop(variant, step, ops=CUDA):
                 load4(a3, i, s1)
             if used2:
                 load4(a4, i, s2)
-            for k in range(WIDTH):
-                step(k, param, grad, state, pre, hyper)
+            for k in range(WIDTH):   # no random bits: a 16-bit variant has no quads
+                step(k, param, grad, state, pre, hyper, (numba.uint64(0), numba.int64(0)))
             store4(a0, i, param)
             if used0:
                 store4(a2, i, s0)

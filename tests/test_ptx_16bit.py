@@ -1,7 +1,8 @@
 """16-bit storage variants compile to clean sm_90 PTX with no GPU: no
 ``.local``, no ``.f64``, 64-bit indexing, 16-bit global loads and stores
 (each rule in bfloat16, Adam also with float16 params and grads over float32
-state). Compiled in a subprocess with the simulator off (tests/ptx_probe.py)."""
+state, with fp32 master weights writing a bfloat16 model copy, and with
+stochastic rounding). Compiled in a subprocess with the simulator off (tests/ptx_probe.py)."""
 import json
 import re
 
@@ -17,6 +18,11 @@ def _variants():
     out = [variant(rule, (False,) * len(spec.flags), storage=("bf16",) * 3)
            for rule, spec in RULES.items()]
     out.append(variant("adam", (False, True), storage=("f16", "f16", "f32")))
+    # fp32 master weights: float32 param and state, bf16 grad and model copy
+    out.append(variant("adam", (False, True), storage=("f32", "bf16", "f32", "bf16"),
+                       model=True))
+    # stochastic rounding of bf16 params and state (its key after the scalars)
+    out.append(variant("adam", (False, True), storage=("bf16",) * 3, sr=True))
     return out
 
 
@@ -42,7 +48,7 @@ if __name__ == "__main__":
 
     for v in _variants():
         sig = (types.UniTuple(types.int64, 2 + NUM_SLOTS), types.int64,
-               types.UniTuple(types.float32, len(PRE)),
+               types.UniTuple(types.float32, len(PRE) + 2 * v.sr),
                types.UniTuple(types.float32, len(RULES[v.rule].hyper)))
         ptx, _ = cuda.compile_ptx(kernel_function(v), sig, cc=(9, 0))
         print(json.dumps({

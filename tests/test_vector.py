@@ -24,6 +24,9 @@ VARIANTS = [variant("adam", (True, True)), variant("sgd_momentum_torch", (False,
             variant("rmsprop_torch", (True, True))]
 
 
+RND = (numba.uint64(0), numba.int64(0))   # no random bits: no stochastic rounding
+
+
 def _runners(v):
     step = element_step(v)
     quads = vector.quad_loop(v, step, CPU)
@@ -37,16 +40,16 @@ def _runners(v):
         done = quads(p.ctypes.data, g.ctypes.data, s0.ctypes.data, s1.ctypes.data,
                      s2.ctypes.data, first, n - first, 0, 1, pre, hyper)
         for i in range(first):
-            step(i, p, g, (s0, s1, s2), pre, hyper)
+            step(i, p, g, (s0, s1, s2), pre, hyper, RND)
         for i in range(first + done, n):
-            step(i, p, g, (s0, s1, s2), pre, hyper)
+            step(i, p, g, (s0, s1, s2), pre, hyper, RND)
         return done
 
     @numba.njit
     def scalar(arrays, n, pre, hyper):
         p, g, s0, s1, s2 = arrays
         for i in range(n):
-            step(i, p, g, (s0, s1, s2), pre, hyper)
+            step(i, p, g, (s0, s1, s2), pre, hyper, RND)
 
     return vectorized, scalar
 

@@ -8,7 +8,7 @@ argument parsing of its own. Its body is one line, into `_call`.
 """
 import operator
 
-from .. import _dispatch, _hostscalars, _precision, _program
+from .. import _dispatch, _hostscalars, _precision, _program, _rounding
 from ..spec import MAX_STEP, PARAM, REQUIRED, SHARED_DOC, SHARED_SLOTS, check_step
 
 _PLAIN = frozenset([float, int, bool, str, type(None)])
@@ -63,18 +63,29 @@ def make(spec, step_default=None, module="fastopt.functional"):
     if spec.program is not None:   # a step of several passes (`fastopt._program`)
         program_settings = remember_last(lambda values: spec.settings(name, values))
 
-        def call(param, grad, states, step, values, host=None):
+        def call(param, grad, states, step, values, host=None, sr=False, seed=0):
             if type(step) is not int or step < 1 or step > MAX_STEP:
                 check_step(name, step)
+            if sr is not False or states.get("model") is not None:
+                raise ValueError(
+                    f"{name}(): model= and stochastic_rounding= are options of the "
+                    f"elementwise optimizers; {name} takes float32 and float64 arrays")
             plan, pre, h, convention = program_settings(values)
             _program.run(name, spec, h, convention, plan, param, grad, states, pre,
                          scalars(h, convention, step))
         return _source(spec, call, step_default, module)
 
-    def call(param, grad, states, step, values, host=None):
+    def call(param, grad, states, step, values, host=None, sr=False, seed=0):
         if type(step) is not int or step < 1 or step > MAX_STEP:
             check_step(name, step)
         which, pre, h, convention, fits = settings(values)
+        if states["model"] is not None:    # fp32 master weights, a 16-bit copy
+            try:
+                which = which.with_model
+            except ValueError:
+                raise ValueError(
+                    f"{name}(): model needs a free state slot for the copy, and "
+                    f"{name} with these options uses all of them") from None
         if host is None:
             hyper, write = scalars(h, convention, step), None
         else:   # scalars of state kept on the host (`fastopt._hostscalars`)
@@ -82,6 +93,11 @@ def make(spec, step_default=None, module="fastopt.functional"):
             hyper = scalars(h, convention, step, before, after)
         if not (fits and fit(hyper)):    # refused if any param is float32
             _precision.check(name, spec, h, which, pre, hyper, param)
+        if sr is not False:    # stochastic rounding: its key after the scalars
+            if sr is not True:
+                raise TypeError(f"{name}(): stochastic_rounding must be True or False, "
+                                f"got {sr!r}")
+            which, pre = which.with_sr, (*pre, *_rounding.key(name, seed, step))
         update(name, which, param, grad, states, pre, hyper)
         run_after(write)      # the caller's host scalars, once the kernels have run
 
@@ -100,14 +116,17 @@ def _source(spec, call, step_default=None, module="fastopt.functional"):
     slots = spec.slots + SHARED_SLOTS
     keyword += [f"{s.name}=None" for s in slots if s.arg == "keyword"]
     keyword += [f"{s.name}=None" for s in spec.host]
+    keyword += ["stochastic_rounding=False", "seed=0"]
     # The default convention is Keras's, or torch's for an optimizer only torch has.
     keyword.append(f"convention: str = {'keras' if spec.keras else 'torch'!r}")
     states = ", ".join(f"{s.name!r}: {s.name}" for s in slots)
     values = ", ".join([h.name for h, _ in spec.arguments] + ["convention"])
     host = (", {" + ", ".join(f"{s.name!r}: {s.name}" for s in spec.host) + "}"
             if spec.host else "")
+    host = host or ", None"
     source = (f"def {name}(param, grad, {', '.join(positional + ['*'] + keyword)}) -> None:\n"
-              f"    _call(param, grad, {{{states}}}, step, ({values},){host})\n")
+              f"    _call(param, grad, {{{states}}}, step, ({values},){host}, "
+              "stochastic_rounding, seed)\n")
     scope = {"_call": call}
     exec(source, scope)     # noqa: S102 - the source is built from the spec above
     fn = scope[name]

@@ -63,6 +63,7 @@ except ImportError:   # pragma: no cover - older torch
 _DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128,
            torch.float16, torch.bfloat16)   # 16-bit: float32 math, as torch's fused
 _HALF = frozenset({torch.float16, torch.bfloat16})
+MASTER = "master_param"     # the state key of a 16-bit param's float32 master
 _STATE_DTYPES = (None, torch.float32, torch.bfloat16, torch.float16)
 _DEVICES = ("cpu", "cuda")
 # torch's implementation switches: accepted at torch's values so that torch's
@@ -217,6 +218,28 @@ class Optimizer(torch.optim.Optimizer):
         ValueError names the group or state key, and nothing is changed."""
         self._check_checkpoint(state_dict)
         super().load_state_dict(state_dict)
+        self._restore_state_dtypes(state_dict)
+
+    def _restore_state_dtypes(self, state_dict):
+        """torch's ``load_state_dict`` casts every floating state tensor to
+        its param's dtype: the float32 masters of 16-bit params, and state
+        kept in another dtype than the param's (`state_dtype`), are taken
+        again from the checkpoint in their own dtype."""
+        saved = state_dict["param_groups"]
+        params = dict(zip(itertools.chain.from_iterable(g["params"] for g in saved),
+                          itertools.chain.from_iterable(g["params"] for g in self.param_groups)))
+        for k, entry in state_dict["state"].items():
+            p = params.get(k)
+            if p is None or p.dtype not in _HALF or not isinstance(entry, dict):
+                continue
+            mine = self.state.get(p)
+            for key, value in entry.items():
+                if (key == "step" or key in self._host or mine is None
+                        or not isinstance(value, torch.Tensor)):
+                    continue
+                want = torch.float32 if key == MASTER else self._state_dtype_of(p.dtype)
+                if mine[key].dtype != want:
+                    mine[key] = value.to(dtype=want, device=p.device, copy=True)
 
     def _check_checkpoint(self, state_dict):
         name = f"fastopt.torch.{type(self).__name__}.load_state_dict()"
@@ -248,7 +271,7 @@ class Optimizer(torch.optim.Optimizer):
         if not isinstance(state, dict):
             raise ValueError(f"{name}: state_dict['state'] must be a dict, got "
                              f"{type(state).__name__}")
-        keys = self._state_keys()
+        keys = self._state_keys() | {MASTER}
         params = dict(zip(itertools.chain.from_iterable(g["params"] for g in saved),
                           itertools.chain.from_iterable(g["params"] for g in self.param_groups)))
         for k, entry in state.items():
@@ -298,6 +321,8 @@ class Optimizer(torch.optim.Optimizer):
         scale = self._pending_scale()   # a deferred clip (`fastopt.clip_grad_norm_`)
         if unscale is not None:
             scale = unscale if scale is None else scale * unscale
+        if self.stochastic_rounding and not self._counts_steps:
+            self._rounded_steps = self.__dict__.get("_rounded_steps", 0) + 1
         work = []
         for i, group in enumerate(self.param_groups):
             hyper = self._checked_hyper(i, group)
@@ -322,7 +347,8 @@ class Optimizer(torch.optim.Optimizer):
                         self._step_flat(hyper, what)
                         continue
                     self._step_group(i, group, hyper, what)
-                    if self._flat_mode:
+                    if self._flat_mode and not (self.master_weights
+                                                or self.stochastic_rounding):
                         _batch.run(functools.partial(self._relayout, i, group, hyper,
                                                      what.params, verdict))
         except BaseException:
@@ -370,10 +396,31 @@ class Optimizer(torch.optim.Optimizer):
     # float64 params keep state of their own dtype.
     state_dtype = None
 
+    # fp32 master weights for 16-bit params, per optimizer instance:
+    # ``opt.master_weights = True`` before its first step. Each float16 or
+    # bfloat16 param then gets a float32 master (``state["master_param"]``,
+    # in ``state_dict``), and float32 state unless `state_dtype` says
+    # otherwise; a step updates the master and writes the param, the master
+    # rounded to nearest, in the same pass (`fastopt.functional`'s ``model=``).
+    master_weights = False
+
+    # Stochastic rounding of bfloat16 params (and of their state, when
+    # bfloat16, and of the params written from masters), per optimizer
+    # instance: ``opt.stochastic_rounding = True`` (and ``opt.seed``, an int):
+    # the random bits are a hash of the seed, the step count, the param's
+    # number in its kernel call and the element's index (`fastopt.functional`'s
+    # ``stochastic_rounding=``). Optimizers that keep no step count (SGD) mix
+    # the number of steps this instance has taken into the seed instead.
+    stochastic_rounding = False
+    seed = 0
+    _rounded_steps = 0     # steps taken with it, for optimizers that count none
+
     def _state_dtype_of(self, dtype):
         choice = self.state_dtype
-        if choice is None or dtype not in _HALF:
+        if dtype not in _HALF:
             return dtype
+        if choice is None:
+            return torch.float32 if self.master_weights else dtype
         if choice not in _STATE_DTYPES:
             raise TypeError(f"fastopt.torch.{type(self).__name__}: state_dtype must be "
                             f"None, torch.float32, torch.bfloat16 or torch.float16, got "
@@ -579,17 +626,34 @@ class Optimizer(torch.optim.Optimizer):
         host = {key: [s[key] for s in states] for key in self._host}
         values = list(zip(*[_hostscalars.read(column) for column in host.values()])
                       ) if host else [()] * n
+        # fp32 master weights: the 16-bit params apart from the others.
+        masters = ([d in _HALF for d in dtypes] if self.master_weights
+                   else [False] * n)
+        # Stochastic rounding: for bfloat16 params (their stores, or their
+        # model copies'), apart from the others too.
+        if self.stochastic_rounding:
+            masters = [(m, d == torch.bfloat16) for m, d in zip(masters, dtypes)]
         if (steps.count(steps[0]) == n and devices.count(devices[0]) == n
-                and values.count(values[0]) == n):
-            buckets = {(devices[0], steps[0], values[0]): None}     # None: every param
+                and values.count(values[0]) == n and masters.count(masters[0]) == n):
+            buckets = {(devices[0], steps[0], values[0], masters[0]): None}   # every param
         else:
             buckets = {}
-            for k, key in enumerate(zip(devices, steps, values)):
+            for k, key in enumerate(zip(devices, steps, values, masters)):
                 buckets.setdefault(key, []).append(k)
         # Grads and state are checked to have their param's dtype: one look
         # at the params tells whether any tensor needs its real view.
         real = None if _COMPLEX.isdisjoint(dtypes) else _real
-        for (device, step, _), members in buckets.items():
+        for (device, step, _, master), members in buckets.items():
+            if type(master) is tuple:
+                master, rounds = master
+                if rounds:
+                    seed = self.seed
+                    if not self._counts_steps:   # no step count: the optimizer's steps
+                        seed = int(seed) + (self._rounded_steps << 32)
+                    hyper = {**hyper, "stochastic_rounding": True, "seed": seed}
+                else:
+                    hyper = {k: v for k, v in hyper.items()
+                             if k not in ("stochastic_rounding", "seed")}
             if members is None:
                 ps, grads, ss = params, found.grads, states
             else:
@@ -605,6 +669,9 @@ class Optimizer(torch.optim.Optimizer):
             if real is not None:
                 columns = [[real(t) for t in column] for column in columns]
             arrays = dict(zip(keys, columns[2:]))
+            if master:   # the float32 masters are updated, the params written
+                arrays["model"] = columns[0]
+                columns[0] = [s[MASTER] for s in ss]
             for key, column in host.items():
                 arrays[key] = column if members is None else [column[k] for k in members]
             with _front.call(f"fastopt.torch.{type(self).__name__}",
@@ -633,22 +700,30 @@ class Optimizer(torch.optim.Optimizer):
         state exists: that is seen in bulk first, one comprehension per
         question instead of a call per param."""
         states, keys = found.states, found.keys
-        if not keys and not self._counts_steps:
+        if not keys and not self._counts_steps and not self.master_weights:
             return [(None, 1)] * len(states)    # no state: torch keeps none either
         if (None not in states and all([s.get(key) is not None
                                         for s in states for key in keys])
                 and all([key in s for s in states for key in self._host])
-                and (not self._counts_steps or all(["step" in s for s in states]))):
+                and (not self._counts_steps or all(["step" in s for s in states]))
+                and (not self.master_weights or all([MASTER in s for s, p in
+                                                     zip(states, found.params)
+                                                     if p.dtype in _HALF]))):
             return [(s, 2) for s in states]
         return [self._prepare(hyper, p) for p in found.params]
 
     def _prepare(self, hyper, p):
         """`p`'s state, created where missing, and this update's 1-based step."""
         slots = self._slots(hyper, p)
-        if not slots and not self._counts_steps:
+        master = self.master_weights and p.dtype in _HALF
+        if not slots and not self._counts_steps and not master:
             return None, 1   # no state: torch keeps none either
         state = self.state[p]
         created = False
+        if master and state.get(MASTER) is None:
+            state[MASTER] = p.detach().to(torch.float32, memory_format=torch.contiguous_format,
+                                          copy=True)
+            self._created.append((p, state, MASTER))
         if self._counts_steps and "step" not in state:
             state["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
             self._created.append((p, state, "step"))

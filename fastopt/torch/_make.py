@@ -96,7 +96,7 @@ class SpecOptimizer(Optimizer):
         functional.of(self.spec)(
             params, grads, **{s.name: state.get(s.torch) for s in self.spec.slots},
             **{s.name: state.get(s.torch) for s in self.spec.host},
-            step=step, convention="torch", **hyper)
+            model=state.get("model"), step=step, convention="torch", **hyper)
 
 
 def _check_pair(front, spec, key, names, values):
