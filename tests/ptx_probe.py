@@ -2,8 +2,10 @@
 
 `numba.cuda.compile_ptx` needs the real CUDA target, so the compiling runs in
 a child process with the simulator off (tests/conftest.py turns it on). The
-child prints one JSON record per variant and dtype; `records` collects them.
+child emits one JSON record per variant and dtype; `records` collects them.
+Under pytest-xdist the workers share the compiling (`run_jobs`).
 """
+import contextlib
 import json
 import os
 import re
@@ -44,31 +46,95 @@ def variant_id(variant):
 def probe(kernel_function, arrays_signature, extra_facts=lambda ptx: {}):
     """In the child: compile `kernel_function(variant)` for every variant and
     dtype, with ``arrays_signature(dt)`` the argument types before the scalar
-    tuples, and print each record."""
+    tuples, and emit each record (`run_jobs`)."""
     from numba import cuda, types
 
-    for variant in VARIANTS:
-        for name in DTYPES:
-            dt = getattr(types, name)
-            sig = (*arrays_signature(dt), types.UniTuple(dt, len(PRE)),
-                   types.UniTuple(dt, len(RULES[variant.rule].hyper)))
-            ptx, _ = cuda.compile_ptx(kernel_function(variant), sig, cc=(9, 0))
-            bits = name[-2:]
-            print(json.dumps({
-                "key": variant.key, "dtype": name,
-                "local": ".local" in ptx,
-                "other_precision": bool(re.search(
-                    _IN_PRECISION.format("f64" if bits == "32" else "f32"), ptx)),
-                "loads": len(re.findall(rf"ld\.global(?:\.nc)?\.f{bits}", ptx)),
-                "stores": ptx.count(f"st.global.f{bits}"),
-                "params": entry_params(ptx),
-                "vector_loads": len(re.findall(
-                    r"ld\.global(?:\.nc)?\.v4\.f32" if bits == "32"
-                    else r"ld\.global(?:\.nc)?\.v2\.f64", ptx)),
-                "vector_stores": len(re.findall(
-                    r"st\.global\.v4\.f32" if bits == "32" else r"st\.global\.v2\.f64", ptx)),
-                **extra_facts(ptx),
-            }), flush=True)
+    def compile_one(job):
+        variant, name = job
+        dt = getattr(types, name)
+        sig = (*arrays_signature(dt), types.UniTuple(dt, len(PRE)),
+               types.UniTuple(dt, len(RULES[variant.rule].hyper)))
+        ptx, _ = cuda.compile_ptx(kernel_function(variant), sig, cc=(9, 0))
+        bits = name[-2:]
+        return {
+            "key": variant.key, "dtype": name,
+            "local": ".local" in ptx,
+            "other_precision": bool(re.search(
+                _IN_PRECISION.format("f64" if bits == "32" else "f32"), ptx)),
+            "loads": len(re.findall(rf"ld\.global(?:\.nc)?\.f{bits}", ptx)),
+            "stores": ptx.count(f"st.global.f{bits}"),
+            "params": entry_params(ptx),
+            "vector_loads": len(re.findall(
+                r"ld\.global(?:\.nc)?\.v4\.f32" if bits == "32"
+                else r"ld\.global(?:\.nc)?\.v2\.f64", ptx)),
+            "vector_stores": len(re.findall(
+                r"st\.global\.v4\.f32" if bits == "32" else r"st\.global\.v2\.f64", ptx)),
+            **extra_facts(ptx),
+        }
+
+    run_jobs([(v, name) for v in VARIANTS for name in DTYPES], compile_one)
+
+
+# Sharing the compiles between pytest-xdist workers. Each worker that runs a
+# PTX module needs all of its records; compiling them in every worker doubled
+# the PTX tests' CPU time (minutes). The jobs are cut into chunks; each
+# worker's child claims the chunks no one has claimed (a non-blocking lock
+# per chunk), writes their records to a file, and the parents then read every
+# chunk, waiting on the lock of any chunk still being compiled elsewhere.
+_CHUNKS = 12
+_SHARE = "FASTOPT_PTX_SHARE"
+
+
+def run_jobs(jobs, compile_one):
+    """In the child: the record ``compile_one(job)`` of every job, printed one
+    JSON line each; or, when the parent shares the work (`records`), the
+    records of each chunk this child claims, written to that chunk's file."""
+    share = os.environ.get(_SHARE)
+    if not share:
+        for job in jobs:
+            print(json.dumps(compile_one(job)), flush=True)
+        return
+    for k in range(_CHUNKS):
+        with _chunk_lock(share, k, wait=False) as mine:
+            if mine and not os.path.exists(_chunk_file(share, k)):
+                lines = [json.dumps(compile_one(job)) for job in jobs[k::_CHUNKS]]
+                with open(_chunk_file(share, k) + ".part", "w") as f:
+                    f.write("\n".join(lines))
+                os.replace(_chunk_file(share, k) + ".part", _chunk_file(share, k))
+
+
+def _chunk_file(share, k):
+    return os.path.join(share, f"chunk{k}.jsonl")
+
+
+@contextlib.contextmanager
+def _chunk_lock(share, k, wait):
+    """Chunk `k`'s lock: yields whether it is held (always, if `wait`)."""
+    import fcntl
+
+    with open(os.path.join(share, f"chunk{k}.lock"), "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _share_dir(script, tmp_path_factory):
+    """Where the workers of this pytest-xdist run share `script`'s records:
+    beside their own temporary folders, in the run's (which pytest removes
+    with the old ones). None outside xdist, where one child compiles
+    everything."""
+    if not os.environ.get("PYTEST_XDIST_TESTRUNUID") or sys.platform == "win32":
+        return None
+    share = tmp_path_factory.getbasetemp().parent / os.path.splitext(
+        os.path.basename(script))[0]
+    share.mkdir(exist_ok=True)
+    return str(share)
 
 
 def assert_vector(rec, variant):
@@ -136,14 +202,36 @@ def assert_packing(rec, variant, dtype, multi):
         assert got == want, f"parameter {j} ({t}): {got.hex()} != {want.hex()}"
 
 
-def records(script, timeout=1800):
-    """Run `script` (a test module whose ``__main__`` calls `probe`) in a child
-    process with the simulator off; its records keyed by (variant key, dtype)."""
+def records(script, tmp_path_factory, timeout=1800):
+    """Run `script` (a test module whose ``__main__`` calls `probe` or
+    `run_jobs`) in a child process with the simulator off; its records keyed
+    by (variant key, dtype), or by key where a record has no dtype."""
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
-    out = subprocess.run([sys.executable, script], env=env, capture_output=True,
-                         text=True, timeout=timeout)
-    assert out.returncode == 0, out.stderr[-4000:]
-    found = [json.loads(line) for line in out.stdout.splitlines()]
+    share = _share_dir(script, tmp_path_factory)
+    if share:
+        env[_SHARE] = share
+    lines = []
+    # A second try compiles the chunks of a worker whose child failed.
+    for attempt in range(2):
+        out = subprocess.run([sys.executable, script], env=env, capture_output=True,
+                             text=True, timeout=timeout)
+        assert out.returncode == 0, out.stderr[-4000:]
+        if not share:
+            lines = out.stdout.splitlines()
+            break
+        missing = False
+        lines = []
+        for k in range(_CHUNKS):
+            with _chunk_lock(share, k, wait=True):
+                if not os.path.exists(_chunk_file(share, k)):
+                    missing = True
+                    continue
+                with open(_chunk_file(share, k)) as f:
+                    lines += f.read().splitlines()
+        if not missing:
+            break
+    assert not missing, f"PTX records of {script} missing after two tries"
+    found = [json.loads(line) for line in lines]
     return {(r["key"], r["dtype"]) if "dtype" in r else r["key"]: r for r in found}
 
 

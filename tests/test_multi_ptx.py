@@ -40,8 +40,8 @@ def _table_facts(ptx):
 
 
 @pytest.fixture(scope="module")
-def ptx_records():
-    return ptx_probe.records(__file__)
+def ptx_records(tmp_path_factory):
+    return ptx_probe.records(__file__, tmp_path_factory)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

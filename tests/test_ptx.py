@@ -32,8 +32,8 @@ def _arrays(dt):
 
 
 @pytest.fixture(scope="module")
-def ptx_records():
-    return ptx_probe.records(__file__)
+def ptx_records(tmp_path_factory):
+    return ptx_probe.records(__file__, tmp_path_factory)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

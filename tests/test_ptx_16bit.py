@@ -3,7 +3,6 @@
 (each rule in bfloat16, Adam also with float16 params and grads over float32
 state, with fp32 master weights writing a bfloat16 model copy, and with
 stochastic rounding). Compiled in a subprocess with the simulator off (tests/ptx_probe.py)."""
-import json
 import re
 
 import pytest
@@ -27,8 +26,8 @@ def _variants():
 
 
 @pytest.fixture(scope="module")
-def records():
-    return ptx_probe.records(__file__)
+def records(tmp_path_factory):
+    return ptx_probe.records(__file__, tmp_path_factory)
 
 
 @pytest.mark.parametrize("v", _variants(), ids=ptx_probe.variant_id)
@@ -46,15 +45,17 @@ if __name__ == "__main__":
     from fastopt.kernels import NUM_SLOTS, PRE
     from fastopt.kernels.cuda import kernel_function
 
-    for v in _variants():
+    def compile_one(v):
         sig = (types.UniTuple(types.int64, 2 + NUM_SLOTS), types.int64,
                types.UniTuple(types.float32, len(PRE) + 2 * v.sr),
                types.UniTuple(types.float32, len(RULES[v.rule].hyper)))
         ptx, _ = cuda.compile_ptx(kernel_function(v), sig, cc=(9, 0))
-        print(json.dumps({
+        return {
             "key": v.key, "local": ".local" in ptx,
             "f64": bool(re.search(r"\.f64\b", ptx)), "wide_index": "mul.wide" in ptx,
             "loads16": len(re.findall(r"ld\.global(?:\.nc)?\.(?:u16|b16)", ptx)),
             "stores16": len(re.findall(r"st\.global\.(?:u16|b16)", ptx)),
             "loads32": len(re.findall(r"ld\.global(?:\.nc)?\.f32", ptx)),
-            "stores32": len(re.findall(r"st\.global\.f32", ptx))}), flush=True)
+            "stores32": len(re.findall(r"st\.global\.f32", ptx))}
+
+    ptx_probe.run_jobs(_variants(), compile_one)
