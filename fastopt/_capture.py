@@ -44,6 +44,22 @@ def is_array(x):
     return x is not None and not isinstance(x, numbers.Number)
 
 
+def counter_like(param, value):
+    """A one-element float32 array holding `value`, in `param`'s array
+    library and on its device (a step count for `call`)."""
+    if isinstance(param, np.ndarray):
+        return np.full(1, value, np.float32)
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(param, torch.Tensor):
+        return torch.full((1,), float(value), dtype=torch.float32, device=param.device)
+    cupy = sys.modules.get("cupy")
+    if cupy is not None and isinstance(param, cupy.ndarray):
+        with param.device:
+            return cupy.full(1, value, cupy.float32)
+    from numba import cuda
+    return cuda.to_device(np.full(1, value, np.float32))
+
+
 def _lr_index(spec):
     names = [h.name for h, _ in spec.arguments]
     return names.index("lr") if "lr" in names else None
