@@ -160,8 +160,10 @@ def _torch_dtype(a):
 def _one_element(fn, name, a, device):
     """The `_device.DeviceArray` of a one-element float32 device array on `device`."""
     try:
+        if _facts.place(a) != _facts.DEVICE:
+            raise TypeError(name)
         info = _device.describe(name, a)
-    except TypeError:
+    except (TypeError, AttributeError):
         raise TypeError(f"{fn}: {name} must be a one-element float32 array on the "
                         f"params' GPU, got {_facts.describe(a)}") from None
     if info.size != 1 or info.dtype != _F32:

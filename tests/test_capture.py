@@ -148,6 +148,20 @@ def test_functional_refusals():
                step=[np.zeros(1, np.float32), np.ones(1, np.float32)], **hypers)
     with pytest.raises(TypeError, match="one-element"):
         F.adam(p, g, m, v, step=np.zeros(2, np.float32), **hypers)
+    cuda = _sim()
+    dp, dg, dm, dv = (cuda.to_device(a) for a in (p, g, m, v))
+    host_step = np.zeros(1, np.float32)
+    with pytest.raises(TypeError, match="step must be a one-element float32 array on the "
+                                        "params' GPU"):
+        F.adam(dp, dg, dm, dv, step=host_step, **hypers)
+    with pytest.raises(ValueError, match="step is a GPU array, the params are host arrays"):
+        F.adam(p, g, m, v, step=cuda.to_device(host_step), **hypers)
+    with pytest.raises(TypeError, match="lr must be a one-element float32 array"):
+        F.adam(dp, dg, dm, dv, step=cuda.to_device(host_step),
+               **{**hypers, "lr": cuda.to_device(np.zeros(1))})
+    with pytest.raises(ValueError, match="one for all params or one per param"):
+        F.adam([dp], [dg], [dm], [dv], step=[cuda.to_device(host_step)] * 2, **hypers)
+    assert host_step[0] == 0 and not p.any()    # nothing written
 
 
 # -- the CUDA kernels, under the simulator ----------------------------------
