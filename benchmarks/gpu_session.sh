@@ -5,7 +5,8 @@
 # After the packed launcher and the 128-bit loop (docs/design.md, CUDA kernels),
 # the first GPU run should be: launcher capture hostcost sanitize sass bench lists tests
 # (launcher: the driver launch equals Numba's bit for bit; sass: LDG.E.128 in
-# the main loop; bench: 2^28 float32 against torch fused and the copy kernel).
+# the main loop; bench: 2^28 float32 against torch fused and the copy kernel, and
+# STREAM copy and triad (kernels/stream.py) on >= 1 GiB buffers in the same run).
 # Logs and results go to $OUT
 # (default ./gpu-out). Each stage has its own time limit, so the lease ends
 # with every log written even when a stage hangs.
@@ -70,6 +71,8 @@ bench() {
         --sizes "${BENCH_SIZES:-65536,262144,1048576,4194304,16777216,67108864,268435456}" \
         --repeats 20 --out "$OUT" > "$OUT/bench.log" 2>&1
     echo "bench exit $?"; tail -n 80 "$OUT/bench.log"
+    # the ceiling of the same run (kernels/stream.py, >= 1 GiB buffers)
+    grep -E "^STREAM|of STREAM copy" "$OUT/bench.log" || true
 }
 
 lists() {

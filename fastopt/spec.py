@@ -162,6 +162,46 @@ class Scalar:
 
 
 @dataclass(frozen=True)
+class StepScalars:
+    """A step's scalars as a function of a step count and a learning rate
+    kept in device memory: what a capturable step computes in the kernel.
+
+    consts(h, convention) -> tuple: the floats the formula needs besides
+    t and lr, from the checked hyperparameters (host, float64; cast to the
+    kernel's dtype, as ``hyper`` is): the betas, eps, and any number the
+    formula uses (a 1, a 2: the formula may hold no float literal, which would
+    be a float64 in a float32 kernel, the rules' own constraint).
+    fn(t, lr, c) -> tuple: the rule's scalars, in `Spec.scalars`'s order, for
+    update t (a float of the kernel's dtype, 1-based), learning rate lr and
+    c = consts(...). Written in the subset Numba compiles for both targets
+    (``math.sqrt``, ``**``, ``if``); it runs as plain Python in float64 on
+    the host (`host`, which the tests compare with `Spec.scalars`), compiled
+    for the CPU in the arrays' dtype (a capturable call on host arrays) and
+    inlined into the CUDA kernel (`kernels.capture`). One function for both
+    conventions: a convention's difference is a constant.
+    """
+
+    consts: object
+    fn: object
+
+    def host(self, h, convention, step):
+        """fn in float64 on the host: what `Spec.scalars` gives for `step`."""
+        return tuple(self.fn(float(step), float(h.lr), self.consts(h, convention)))
+
+
+def lr_then(t, lr, c):
+    """`StepScalars.fn` of a step-independent rule whose scalars are lr and
+    then constants (RMSprop, Adadelta)."""
+    return (lr,) + c
+
+
+def constants(t, lr, c):
+    """`StepScalars.fn` of a rule whose scalars are all constants (Rprop:
+    capturable only for its step count)."""
+    return c
+
+
+@dataclass(frozen=True)
 class Front:
     """A front end's class: its name, its constructor's arguments after
     ``params`` (a Python signature, torch's order and defaults, or Keras's),
@@ -237,6 +277,9 @@ class Spec:
     decay); they leave its signatures.
     defaults: functional defaults of the shared options that differ here
     (AdamW: weight_decay is required).
+    device: a `StepScalars`: the same scalars computed in the kernel from a
+    step count and learning rate in device memory (capturable steps); None
+    where the optimizer has none (no capturable form).
     """
 
     name: str
@@ -251,6 +294,7 @@ class Spec:
     defaults: dict = field(default_factory=dict)
     host: tuple = ()
     program: "Program" = None
+    device: StepScalars = None
 
     def derive(self, **changes):
         """A spec like this one with `changes` (AdamW from Adam)."""

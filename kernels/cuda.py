@@ -18,6 +18,7 @@ from numba import cuda
 from numba.cuda.extending import intrinsic
 from numba.cuda.np.arrayobj import populate_array
 
+from . import capture as _capture
 from . import launch as _launch
 from . import storage
 from . import vector as _vector
@@ -91,7 +92,43 @@ def kernel_function(variant, python=False):
         for i in range(done + start, n, stride):
             step(i, param, grad, state, pre, hyper, rnd)
 
-    return update
+    if variant.capture is None:
+        return update
+    # A capturable step (`kernels.capture`): the scalars from the device's
+    # step count and lr, the count advanced by the last block to finish.
+    count_of, _, lr_of, counter_of = _capture.helpers(python)
+    scalars = _capture.scalar_function(variant.capture, python)
+
+    def captured(addrs, n, pre, cst, dev):
+        like = pre[0]
+        count = count_of(dev[0])
+        t = count[0] + cst[0]
+        lr = lr_of(dev[1], cst[1])
+        hyper = scalars(t, lr, cst[3:])
+        pre = (pre[0], pre[1], pre[2], pre[3] - lr * cst[2], pre[4], pre[5])
+        param, grad = view_of(addrs[0], n, lp(like)), view_of(addrs[1], n, lg(like))
+        state = (view_of(addrs[2], n, l0(like)), view_of(addrs[3], n, l1(like)),
+                 view_of(addrs[4], n, l2(like)))
+        rnd = (base_of(pre, 0), 0)
+        start = cuda.grid(1)
+        stride = cuda.gridsize(1)
+        done = 0
+        if vector:
+            a0, a1, a2, a3, a4 = addrs
+            if aligned16(a0, a1, a2, a3, a4):
+                done = quads(a0, a1, a2, a3, a4, 0, n, start, stride, pre, hyper)
+        for i in range(done + start, n, stride):
+            step(i, param, grad, state, pre, hyper, rnd)
+        # The last block to finish writes the count (`kernels.capture`).
+        cuda.syncthreads()
+        if cuda.threadIdx.x == 0:
+            cuda.threadfence()
+            counter = counter_of(dev[2])
+            if cuda.atomic.add(counter, 0, 1) == cuda.gridDim.x - 1:
+                counter[0] = 0
+                count[0] = t
+
+    return captured
 
 
 def kernel(variant):
@@ -131,10 +168,15 @@ def launch(variant, n, stream, addrs, pre, hyper, device=None):
     kernel(variant)[blocks, threads, stream](addrs, n, pre, hyper)
 
 
-def argtypes(variant, dtype):
-    """The kernel's Numba argument types for arrays of `dtype` (a NumPy dtype)."""
+def argtypes(variant, dtype, ncst=0):
+    """The kernel's Numba argument types for arrays of `dtype` (a NumPy dtype);
+    a capturable variant's with `ncst` ``cst`` scalars (`kernels.capture`)."""
     from numba.core import types
     dt = numba.from_dtype(dtype)
+    if variant.capture is not None:   # (cst, dev) for hyper: `kernels.capture`
+        return (types.UniTuple(types.int64, 5), types.int64, types.UniTuple(dt, len(PRE)),
+                types.UniTuple(dt, ncst),
+                types.UniTuple(types.int64, _capture.NUM_DEV_SINGLE))
     return (types.UniTuple(types.int64, 5), types.int64,
             types.UniTuple(dt, len(PRE) + 2 * variant.sr),
             types.UniTuple(dt, len(variant.spec.hyper)))

@@ -16,6 +16,7 @@ the five simulator arrays, and a view is a slice of one.
 import numba
 from numba import cuda
 from . import cuda as _cuda
+from . import capture as _capture
 from . import launch as _launch
 from . import storage
 from . import vector as _vector
@@ -68,7 +69,54 @@ def kernel_function(variant, python=False):
             for i in range(done + cuda.threadIdx.x, n, cuda.blockDim.x):
                 step(i, param, grad, state, pre, hyper, rnd)
 
-    return update
+    if variant.capture is None:
+        return update
+    # A capturable step (`kernels.capture`): each chunk's scalars from its
+    # tensor's step count (dev[3] counts, or one for every tensor), the
+    # counts advanced by the last block to finish, each address once.
+    _, count_at, lr_of, counter_of = _capture.helpers(python)
+    scalars = _capture.scalar_function(variant.capture, python)
+
+    def captured(table, chunks, pre, cst, dev):
+        like = pre[0]
+        nsteps = dev[3]
+        lr = lr_of(dev[1], cst[1])
+        pre = (pre[0], pre[1], pre[2], pre[3] - lr * cst[2], pre[4], pre[5])
+        for c in range(cuda.blockIdx.x, chunks.shape[0], cuda.gridDim.x):
+            t, start, n = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+            hyper = scalars(count_at(dev[0], nsteps, t if nsteps > 1 else 0)[0] + cst[0],
+                            lr, cst[3:])
+            param = view(table, t, 0, start, n, lp(like))
+            grad = view(table, t, 1, start, n, lg(like))
+            state = (view(table, t, 2, start, n, l0(like)),
+                     view(table, t, 3, start, n, l1(like)),
+                     view(table, t, 4, start, n, l2(like)))
+            rnd = (base_of(pre, t), start)
+            done = 0
+            if vector:
+                a0, a1, a2, a3, a4 = (table[t, 0], table[t, 1], table[t, 2], table[t, 3],
+                                      table[t, 4])
+                if aligned16(a0, a1, a2, a3, a4):
+                    done = quads(a0, a1, a2, a3, a4, start, n, cuda.threadIdx.x,
+                                 cuda.blockDim.x, pre, hyper)
+            for i in range(done + cuda.threadIdx.x, n, cuda.blockDim.x):
+                step(i, param, grad, state, pre, hyper, rnd)
+        last = cuda.shared.array(1, numba.int32)
+        cuda.syncthreads()
+        if cuda.threadIdx.x == 0:
+            cuda.threadfence()
+            counter = counter_of(dev[2])
+            last[0] = 0
+            if cuda.atomic.add(counter, 0, 1) == cuda.gridDim.x - 1:
+                counter[0] = 0
+                last[0] = 1
+        cuda.syncthreads()
+        if last[0] == 1:
+            for k in range(cuda.threadIdx.x, nsteps, cuda.blockDim.x):
+                count = count_at(dev[0], nsteps, k)
+                count[0] = count[0] + cst[0]
+
+    return captured
 
 
 def kernel(variant):
@@ -100,11 +148,15 @@ def device_table(entry, device, stream):
     return tables
 
 
-def argtypes(variant, dtype):
-    """The kernel's Numba argument types for tensors of `dtype` (a NumPy dtype)."""
+def argtypes(variant, dtype, ncst=0):
+    """The kernel's Numba argument types for tensors of `dtype` (a NumPy dtype);
+    a capturable variant's with `ncst` ``cst`` scalars (`kernels.capture`)."""
     from numba.core import types
     dt = numba.from_dtype(dtype)
     table = types.Array(types.int64, 2, "C")
+    if variant.capture is not None:   # (cst, dev) for hyper: `kernels.capture`
+        return (table, table, types.UniTuple(dt, len(PRE)), types.UniTuple(dt, ncst),
+                types.UniTuple(types.int64, _capture.NUM_DEV_MULTI))
     return (table, table, types.UniTuple(dt, len(PRE) + 2 * variant.sr),
             types.UniTuple(dt, len(variant.spec.hyper)))
 

@@ -70,6 +70,11 @@ class Variant:
            free (after the moving average's, if any), in the same pass.
     sr:    stochastic rounding of every bfloat16 store (`kernels.storage`;
            the call appends its key to ``pre``).
+    capture: None, or a capturable step's scalar function
+           (`fastopt.spec.StepScalars`, ``fn(t, lr, consts) -> hyper``): the
+           CUDA kernel reads the step count and the learning rate from
+           device memory, computes the rule's scalars itself and advances
+           the count in the same launch (`kernels.capture`).
     """
 
     rule: str
@@ -80,6 +85,7 @@ class Variant:
     storage: tuple = ()
     model: bool = False
     sr: bool = False
+    capture: object = None
 
     def __post_init__(self):
         if self.storage and (len(self.storage) != 3 + self.model
@@ -104,25 +110,31 @@ class Variant:
 
     def __reduce__(self):   # unpickled as the interned object, not a twin of it
         return variant, (self.rule, self.flags, self.clip, self.l2, self.ema,
-                         self.storage, self.model, self.sr)
+                         self.storage, self.model, self.sr, self.capture)
 
     def stored(self, storage):
         """This variant with arrays stored in `storage` (() for native)."""
         return variant(self.rule, self.flags, self.clip, self.l2, self.ema,
-                       tuple(storage), self.model, self.sr)
+                       tuple(storage), self.model, self.sr, self.capture)
 
     @functools.cached_property
     def with_model(self):
         """This variant writing a 16-bit model copy (`model`); ValueError
         if no state slot is free for it."""
         return variant(self.rule, self.flags, self.clip, self.l2, self.ema,
-                       self.storage, True, self.sr)
+                       self.storage, True, self.sr, self.capture)
 
     @functools.cached_property
     def with_sr(self):
         """This variant rounding its bfloat16 stores stochastically (`sr`)."""
         return variant(self.rule, self.flags, self.clip, self.l2, self.ema,
-                       self.storage, self.model, True)
+                       self.storage, self.model, True, self.capture)
+
+    def captured(self, fn):
+        """This variant with its scalars computed in the kernel by `fn`
+        (`capture`)."""
+        return variant(self.rule, self.flags, self.clip, self.l2, self.ema,
+                       self.storage, self.model, self.sr, fn)
 
     @functools.cached_property
     def spec(self):
@@ -202,12 +214,13 @@ class Variant:
         return (f"{self.rule}-f{flags}-c{int(self.clip)}-l{int(self.l2)}"
                 f"{'-ema' if self.ema else ''}{'-model' if self.model else ''}{'-sr' if self.sr else ''}"
                 f"{'-s' + '.'.join(self.storage) if self.storage else ''}"
+                f"{'-cap.' + self.capture.__module__ + '.' + self.capture.__qualname__ if self.capture else ''}"
                 f"{'-' + own if own else ''}-{FINGERPRINT}")
 
 
 @functools.lru_cache(maxsize=None)
 def variant(rule, flags=(), clip=False, l2=False, ema=False, storage=(), model=False,
-            sr=False):
+            sr=False, capture=None):
     """The one `Variant` object for these fields (its derived fields are cached).
 
     Cached twice: by the arguments as passed (the fast lookup every step
@@ -215,7 +228,7 @@ def variant(rule, flags=(), clip=False, l2=False, ema=False, storage=(), model=F
     ``variant("sgd", (), False, False, False)`` are the same object.
     """
     return _interned(rule, tuple(map(bool, flags)), bool(clip), bool(l2), bool(ema),
-                     tuple(storage), bool(model), bool(sr))
+                     tuple(storage), bool(model), bool(sr), capture)
 
 
 _interned = functools.lru_cache(maxsize=None)(Variant)

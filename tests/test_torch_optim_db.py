@@ -44,7 +44,8 @@ TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.complex64: 1e-5}
 # Constructor options fastopt.torch refuses when true -> why (the README's
 # deliberate differences). torch's option sets use them on CUDA devices.
 UNSUPPORTED = {
-    "capturable": "CUDA-graph capture of the step: fastopt.torch refuses capturable=True",
+    "capturable": "CUDA-graph capture of the step: torch's capturable option sets are "
+                  "its CUDA ones (fastopt.torch's capturable rows: tests/test_capture.py)",
     "differentiable": "differentiating through the step: fastopt.torch refuses "
                       "differentiable=True",
 }

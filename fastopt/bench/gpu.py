@@ -135,3 +135,35 @@ def make_copy(sets):
         dst.copy_to_device(src)
 
     return call
+
+
+STREAM_BYTES = 1 << 30    # each STREAM buffer at least this (1 GiB)
+
+
+def make_stream(kind, dtype, nbytes=STREAM_BYTES):
+    """``(call, n, moved)``: STREAM's `kind` ("copy" or "triad",
+    `kernels.stream`) on fresh device buffers of `nbytes` each, launched
+    through the optimizers' packed launcher where it is in use (else Numba's);
+    `moved` the bytes one call reads and writes."""
+    import numpy as np
+    from numba import cuda
+
+    from ..kernels import launch, stream
+    dtype = np.dtype(dtype)
+    n = -(-nbytes // dtype.itemsize)
+    arrays = [cuda.device_array(n, dtype) for _ in range(stream.KINDS[kind])]
+    for a in arrays[1:]:
+        a[:] = 1.0 if dtype.kind == "f" else 1
+    backend = launch.backend()
+    if backend is None:
+        def call(k):
+            stream.run(kind, *arrays, s=0.5) if kind == "triad" else \
+                stream.run(kind, *arrays)
+    else:
+        addrs = [a.device_ctypes_pointer.value for a in arrays]
+        fire = stream.launcher(backend, kind, dtype, n, addrs, 0.5, cuda.get_current_device().id)
+
+        def call(k):
+            fire(0)
+    call.arrays = arrays    # kept alive with the call
+    return call, n, stream.KINDS[kind] * dtype.itemsize * n

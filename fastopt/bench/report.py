@@ -54,6 +54,13 @@ def summary(report):
     for c in report["copy"]:
         out.append(f"copy bandwidth, {c['dtype']} n={_size(c['size'])}: "
                    f"{c['gbps']:.1f} GB/s ({c['impl']})")
+    for c in report.get("stream", ()):
+        out.append(f"STREAM {c['kernel']}, {c['dtype']} n={_size(c['size'])} "
+                   f"({c['bytes_per_element']} B an element): {c['gbps']:.1f} GB/s")
+    fractions = [r for r in report["results"] if "vs_stream_copy" in r]
+    for r in fractions:
+        out.append(f"{r['optimizer']} {r['dtype']} n={_size(r['size'])}: {r['gbps']:.1f} GB/s, "
+                   f"{100 * r['vs_stream_copy']:.0f}% of STREAM copy")
     for o in report.get("dispatch_overhead", ()):
         out.append(f"dispatch overhead, {o['optimizer']} {o['dtype']} n={o['n']}: "
                    f"{o['overhead_us']:.1f} µs (call {o['call_us']:.1f} µs, "

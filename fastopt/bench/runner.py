@@ -274,6 +274,11 @@ def run(optimizers=DEFAULT_OPTIMIZERS, sizes=(1_000_000, 10_000_000),
         "results": results,
         "ratios": ratios(results),
     }
+    if device == "cuda":   # the ceiling, in the same run: STREAM on >= 1 GiB buffers
+        report["stream"] = [_measure_stream(kind, d, warmup, repeats)
+                            for d in dtypes if d.name != "bfloat16"
+                            for kind in ("copy", "triad")]
+        add_stream_ratios(report)
     if overhead and device == "cpu":
         bar_items = [(o, d) for o in optimizers for d in dtypes]
         report["dispatch_overhead"] = [dispatch_overhead(o, d) for o, d in bar_items]
@@ -372,6 +377,28 @@ def _dtype(name):
         import ml_dtypes
         return np.dtype(ml_dtypes.bfloat16)
     return np.dtype(name)
+
+
+def _measure_stream(kind, dtype, warmup, repeats):
+    """STREAM's `kind` kernel (`kernels.stream`, GPU) on >= 1 GiB buffers."""
+    from .gpu import make_stream
+    call, n, moved = make_stream(kind, dtype)
+    timing = _time(call, None, 1, warmup, repeats, "cuda")
+    del call
+    gc.collect()
+    return {"kernel": kind, "dtype": dtype.name, "size": n,
+            "bytes_per_element": moved // n, **timing.as_dict(moved)}
+
+
+def add_stream_ratios(report):
+    """Each ok fastopt row's effective bandwidth as a fraction of STREAM
+    copy's in its dtype (``vs_stream_copy``), where STREAM was measured."""
+    copy = {s["dtype"]: s["gbps"] for s in report.get("stream", ())
+            if s["kernel"] == "copy"}
+    for row in report["results"]:
+        if row.get("impl") == "fastopt" and row.get("status") == "ok" \
+                and row["dtype"] in copy:
+            row["vs_stream_copy"] = row["gbps"] / copy[row["dtype"]]
 
 
 def _measure_copy(n, dtype, llc, device, warmup, repeats):

@@ -8,7 +8,7 @@ argument parsing of its own. Its body is one line, into `_call`.
 """
 import operator
 
-from .. import _dispatch, _hostscalars, _precision, _program, _rounding
+from .. import _capture, _dispatch, _hostscalars, _precision, _program, _rounding
 from ..spec import MAX_STEP, PARAM, REQUIRED, SHARED_DOC, SHARED_SLOTS, check_step
 
 _PLAIN = frozenset([float, int, bool, str, type(None)])
@@ -77,6 +77,8 @@ def make(spec, step_default=None, module="fastopt.functional"):
 
     def call(param, grad, states, step, values, host=None, sr=False, seed=0):
         if type(step) is not int or step < 1 or step > MAX_STEP:
+            if _capture.is_array(step):    # a capturable step (`fastopt._capture`)
+                return _capture.call(name, spec, param, grad, states, step, values, host, sr)
             check_step(name, step)
         which, pre, h, convention, fits = settings(values)
         if states["model"] is not None:    # fp32 master weights, a 16-bit copy

@@ -14,9 +14,14 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .. import _batch, _hostscalars, functional
+from .. import _batch, _capture, _hostscalars, functional
 from ..spec import outside
 from .base import BASE_OPTIONS, Optimizer
+
+
+def _host_array(a):
+    return isinstance(a, np.ndarray) or (type(a).__module__.startswith("torch")
+                                         and not getattr(a, "is_cuda", False))
 
 
 class SpecOptimizer(Optimizer):
@@ -68,7 +73,7 @@ class SpecOptimizer(Optimizer):
                 raise ValueError(message.format(value=value)) from None
             raise
 
-    def _check_learning_rate(self, value):
+    def _spec_learning_rate(self, value):
         # The base class takes any lr >= 0; a spec may ask more (Ftrl: > 0).
         value = super()._check_learning_rate(value)
         if not callable(value):
@@ -80,7 +85,52 @@ class SpecOptimizer(Optimizer):
         return tuple((s.keras, getattr(self._h, s.init) if isinstance(s.init, str)
                       else s.init) for s in self.spec.slots if s.used(self._h))
 
+    # Capturable steps (`fastopt._capture`): with ``opt.capturable = True``
+    # (set before a step; Keras has no such option), the step count lives in
+    # a one-element float32 array beside the params (`device_iterations`,
+    # made at the first step in the params' array library and device, from
+    # `iterations`), and `learning_rate` may be a one-element float32 array
+    # too: the kernels read both on the device, compute the bias corrections
+    # there and advance the count in the same launch, so a step can be
+    # captured in a CUDA graph and replayed (each replay advances
+    # `device_iterations`; `iterations` reads it). On host arrays the same
+    # semantics run on the CPU.
+    capturable = False
+    device_iterations = None
+
+    def _check_learning_rate(self, value):
+        if self.capturable and _capture.is_array(value) and not callable(value):
+            return value    # read on the device at each step
+        return self._spec_learning_rate(value)
+
+    @property
+    def iterations(self) -> int:
+        """The number of steps applied so far (Keras's ``iterations``); with
+        `capturable`, read from `device_iterations` (a step replayed in a
+        CUDA graph advances it, not this object)."""
+        counts = self.device_iterations
+        if counts is not None:
+            return int(_hostscalars.read([counts])[0]) if _host_array(counts) else \
+                int(float(counts[0].item() if hasattr(counts[0], "item") else counts[0]))
+        return self._iterations
+
+    def _counts(self, param):
+        """`device_iterations`, made at the first capturable step like `param`."""
+        if not (self.spec.device is not None and self.spec.program is None
+                and not self.spec.host):
+            raise ValueError(f"{self._fn}: capturable=True is not supported by "
+                             f"{type(self).__name__}: its per-step scalars are "
+                             "computed on the host")
+        if self.device_iterations is None:
+            self.device_iterations = _capture.counter_like(param[0], self._iterations)
+        return self.device_iterations
+
     def update_step(self, grad, param, state, lr, options):
+        if self.capturable:
+            self._call(param, grad, **{s.name: state.get(s.keras) for s in self.spec.slots},
+                       step=self._counts(param), lr=lr, convention="keras",
+                       **self._call_kwargs, **options)
+            return
         step = self.iterations + 1
         host = self._host_before(param) if self.spec.host else {}
         # Each value as a one-element array of Keras's dtype (a copy: the call

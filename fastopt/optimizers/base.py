@@ -491,7 +491,7 @@ class Optimizer:
         the run bit for bit.
         """
         out = {"optimizer": np.array(type(self).__name__),
-               "iterations": np.array(self._iterations, np.int64)}
+               "iterations": np.array(self.iterations, np.int64)}
         if not callable(self._learning_rate):
             out["learning_rate"] = np.array(self._learning_rate, np.float64)
         out.update(self._host_state())
@@ -581,6 +581,8 @@ class Optimizer:
         else:
             self._pending, self._pending_count = None, 0
         self._iterations = iterations
+        if getattr(self, "device_iterations", None) is not None:   # made again from it
+            self.device_iterations = None
         self._load_host_state(host, iterations)
         if lr is not None:
             self._learning_rate = lr

@@ -1,5 +1,5 @@
 """Adadelta, in Keras's and torch's forms."""
-from ..spec import Front, Hyper, Slot, Spec
+from ..spec import Front, Hyper, Slot, Spec, StepScalars, lr_then
 
 ADADELTA = Spec(
     name="adadelta",
@@ -17,6 +17,7 @@ ADADELTA = Spec(
            Slot("acc_delta", keras="accumulated_delta_var", torch="acc_delta")),
     plan=lambda h, convention: ("adadelta", (convention == "torch",)),
     scalars=lambda h, convention, step: (h.lr, h.rho, 1.0 - h.rho, h.eps),
+    device=StepScalars(lambda h, convention: (h.rho, 1.0 - h.rho, h.eps), lr_then),
     keras=Front("Adadelta", "learning_rate=0.001, rho=0.95, epsilon=1e-7"),
     torch=Front("Adadelta", "lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, foreach=None, *, "
                 "capturable=False, maximize=False, differentiable=False"),

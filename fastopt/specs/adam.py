@@ -1,7 +1,7 @@
 """Adam, AMSGrad and AdamW: one rule for both conventions."""
 import math
 
-from ..spec import REQUIRED, Front, Hyper, Slot, Spec
+from ..spec import REQUIRED, Front, Hyper, Slot, Spec, StepScalars
 
 
 def _scalars(h, convention, step):
@@ -11,6 +11,20 @@ def _scalars(h, convention, step):
     eps = h.eps if convention == "keras" else h.eps * sqrt_c2
     return (h.lr * sqrt_c2 / c1, h.beta1, 1.0 - h.beta1, h.beta2, 1.0 - h.beta2, eps)
 
+
+def _device(t, lr, c):
+    # `_scalars` from a device step and lr, in the kernel's dtype (capturable).
+    one, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, torch_form = c
+    c1 = one - beta1 ** t
+    sqrt_c2 = math.sqrt(one - beta2 ** t)
+    eps = eps * sqrt_c2 if torch_form else eps
+    return (lr * sqrt_c2 / c1, beta1, one_minus_beta1, beta2, one_minus_beta2, eps)
+
+
+_DEVICE = StepScalars(
+    lambda h, convention: (1.0, h.beta1, 1.0 - h.beta1, h.beta2, 1.0 - h.beta2, h.eps,
+                           float(convention == "torch")),
+    _device)
 
 _BETAS = {"betas": ("beta1", "beta2")}
 
@@ -38,6 +52,7 @@ ADAM = Spec(
                 when=lambda h: h.amsgrad, arg="keyword")),
     plan=lambda h, convention: ("adam", (h.amsgrad, convention == "torch")),
     scalars=_scalars,
+    device=_DEVICE,
     keras=Front("Adam", "learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, "
                 "amsgrad=False"),
     torch=Front("Adam", "lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, "

@@ -1,11 +1,18 @@
 """Adamax: Adam with an exponentially weighted infinity norm."""
-from ..spec import Front, Hyper, Slot, Spec
+from ..spec import Front, Hyper, Slot, Spec, StepScalars
 
 
 def _scalars(h, convention, step):
     c1 = 1.0 - h.beta1 ** step
     lr = h.lr / c1 if convention == "torch" else h.lr
     return lr, h.beta1, 1.0 - h.beta1, h.beta2, h.eps, c1
+
+
+def _device(t, lr, c):
+    # `_scalars` from a device step and lr, in the kernel's dtype (capturable).
+    one, beta1, one_minus_beta1, beta2, eps, torch_form = c
+    c1 = one - beta1 ** t
+    return (lr / c1 if torch_form else lr), beta1, one_minus_beta1, beta2, eps, c1
 
 
 _BETAS = {"betas": ("beta1", "beta2")}
@@ -29,6 +36,8 @@ ADAMAX = Spec(
            Slot("exp_inf", keras="norm", torch="exp_inf")),
     plan=lambda h, convention: ("adamax", (convention == "torch",)),
     scalars=_scalars,
+    device=StepScalars(lambda h, convention: (1.0, h.beta1, 1.0 - h.beta1, h.beta2, h.eps,
+                                              float(convention == "torch")), _device),
     keras=Front("Adamax", "learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7"),
     torch=Front("Adamax", "lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, "
                 "foreach=None, *, maximize=False, differentiable=False, capturable=False",

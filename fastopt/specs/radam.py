@@ -1,7 +1,7 @@
 """RAdam: Adam with its variance rectified (torch)."""
 import math
 
-from ..spec import Front, Hyper, Slot, Spec, only
+from ..spec import Front, Hyper, Slot, Spec, StepScalars, only
 
 
 def _scalars(h, convention, step):
@@ -19,6 +19,23 @@ def _scalars(h, convention, step):
         adaptive, plain = 0.0, 1.0
     return (h.beta1, 1.0 - h.beta1, h.beta2, 1.0 - h.beta2, h.lr / c1, adaptive, plain,
             h.eps)
+
+
+def _device(t, lr, c):
+    # `_scalars` from a device step and lr, in the kernel's dtype (capturable).
+    one, two, four, five, zero, beta1, one_minus_beta1, beta2, one_minus_beta2, rho_inf, \
+        eps = c
+    c1 = one - beta1 ** t
+    beta2_t = beta2 ** t
+    c2 = one - beta2_t
+    rho_t = rho_inf - two * t * beta2_t / c2
+    if rho_t > five:
+        rect = math.sqrt((rho_t - four) * (rho_t - two) * rho_inf
+                         / ((rho_inf - four) * (rho_inf - two) * rho_t))
+        adaptive, plain = math.sqrt(c2) * rect, zero
+    else:
+        adaptive, plain = zero, one
+    return (beta1, one_minus_beta1, beta2, one_minus_beta2, lr / c1, adaptive, plain, eps)
 
 
 RADAM = Spec(
@@ -40,6 +57,10 @@ RADAM = Spec(
             Hyper("eps", low_open=True, why="fastopt needs eps > 0")),
     slots=(Slot("exp_avg", torch="exp_avg"), Slot("exp_avg_sq", torch="exp_avg_sq")),
     plan=only("torch", "radam"), scalars=_scalars,
+    device=StepScalars(lambda h, convention: (1.0, 2.0, 4.0, 5.0, 0.0, h.beta1,
+                                              1.0 - h.beta1, h.beta2, 1.0 - h.beta2,
+                                              2.0 / (1.0 - h.beta2) - 1.0, h.eps),
+                       _device),
     torch=Front("RAdam", "lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, "
                 "decoupled_weight_decay=False, *, foreach=None, maximize=False, "
                 "capturable=False, differentiable=False",

@@ -1,5 +1,5 @@
 """RMSprop: plain, with momentum, centered; in Keras's and torch's forms."""
-from ..spec import Front, Hyper, Slot, Spec
+from ..spec import Front, Hyper, Slot, Spec, StepScalars, lr_then
 
 RMSPROP = Spec(
     name="rmsprop",
@@ -27,6 +27,8 @@ RMSPROP = Spec(
                 when=lambda h: h.centered, arg="keyword")),
     plan=lambda h, convention: (f"rmsprop_{convention}", (h.centered, h.momentum > 0.0)),
     scalars=lambda h, convention, step: (h.lr, h.alpha, 1.0 - h.alpha, h.eps, h.momentum),
+    device=StepScalars(lambda h, convention: (h.alpha, 1.0 - h.alpha, h.eps, h.momentum),
+                       lr_then),
     keras=Front("RMSprop", "learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, "
                 "centered=False", names={"rho": "alpha"}),
     torch=Front("RMSprop", "lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, "

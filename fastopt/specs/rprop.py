@@ -1,5 +1,5 @@
 """Rprop: per-element step sizes driven by the gradient's sign (torch)."""
-from ..spec import Front, Hyper, Slot, Spec, only
+from ..spec import Front, Hyper, Slot, Spec, StepScalars, constants, only
 
 
 RPROP = Spec(
@@ -22,6 +22,8 @@ RPROP = Spec(
     plan=only("torch", "rprop"),
     scalars=lambda h, convention, step: (h.etaminus, h.etaplus, h.step_size_min,
                                          h.step_size_max, 0.0),
+    device=StepScalars(lambda h, convention: (h.etaminus, h.etaplus, h.step_size_min,
+                                              h.step_size_max, 0.0), constants),
     torch=Front("Rprop", "lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), *, "
                 "capturable=False, foreach=None, maximize=False, differentiable=False",
                 names={"etas": ("etaminus", "etaplus"),

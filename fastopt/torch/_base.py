@@ -119,6 +119,22 @@ _GRAD, _DTYPE, _DEVICE, _SHAPE, _LAYOUT, _VERSION = map(
     operator.attrgetter, ("grad", "dtype", "device", "shape", "layout", "_version"))
 
 
+_CAPTURABLE_DEVICES = ["cpu", "cuda"]
+
+
+def _capture_steps(params, states):
+    """The check torch makes of a capturable step's counts (its words: an
+    AssertionError), before anything is written; fastopt takes CPU params
+    too, with the same semantics (`fastopt._capture`)."""
+    for p, s in zip(params, states):
+        t = s["step"]
+        if not (torch.is_tensor(t) and p.device.type == t.device.type
+                and p.device.type in _CAPTURABLE_DEVICES):
+            raise AssertionError("If capturable=True, params and state_steps must be on "
+                                 f"supported devices: {_CAPTURABLE_DEVICES}.")
+    return None
+
+
 def _dense(tensors):
     """Whether all of `tensors` are dense, contiguous torch tensors."""
     return (all([isinstance(t, torch.Tensor) for t in tensors])
@@ -149,6 +165,7 @@ class Optimizer(torch.optim.Optimizer):
     """Base class of fastopt.torch's optimizers (see the module docstring)."""
 
     _counts_steps = True   # keeps state["step"] (all but SGD)
+    _capturable = False    # takes capturable=True (`fastopt._capture`)
     _host = {}             # torch key -> initial value (a number or a hyper's
                            # name) of the per-param 0-d state tensors kept on the
                            # host (NAdam's mu_product; `fastopt.spec.Scalar`)
@@ -157,7 +174,7 @@ class Optimizer(torch.optim.Optimizer):
 
     def __init__(self, params, defaults, flat=False):
         for key, what in _REJECTED.items():
-            if defaults.get(key):
+            if defaults.get(key) and not (key == "capturable" and self._capturable):
                 raise ValueError(f"{key}=True ({what}) is not supported by "
                                  f"fastopt.torch.{type(self).__name__}")
         self._hyper(defaults)
@@ -348,7 +365,8 @@ class Optimizer(torch.optim.Optimizer):
                         continue
                     self._step_group(i, group, hyper, what)
                     if self._flat_mode and not (self.master_weights
-                                                or self.stochastic_rounding):
+                                                or self.stochastic_rounding
+                                                or group.get("capturable")):
                         _batch.run(functools.partial(self._relayout, i, group, hyper,
                                                      what.params, verdict))
         except BaseException:
@@ -483,7 +501,7 @@ class Optimizer(torch.optim.Optimizer):
 
     def _checked_hyper(self, i, group):
         for key, what in _REJECTED.items():
-            if group.get(key):
+            if group.get(key) and not (key == "capturable" and self._capturable):
                 raise ValueError(f"param_groups[{i}]: {key}=True ({what}) is not "
                                  f"supported by fastopt.torch.{type(self).__name__}")
         try:
@@ -608,10 +626,13 @@ class Optimizer(torch.optim.Optimizer):
         but reading addresses is done. A refusal names the param as torch users
         do (``param_groups[i]['params'][j]``)."""
         params, keys, kinds = found.params, found.keys, found.kinds
-        prepared = self._prepare_all(hyper, found)
+        capturable = bool(group.get("capturable"))
+        prepared = self._prepare_all(hyper, found, capturable)
         states = [s for s, _ in prepared]
         counters = None
-        if self._counts_steps:
+        if capturable:   # the counts stay where they are: each call advances them
+            steps = [_capture_steps(params, states)] * len(params)
+        elif self._counts_steps:
             counters = _steps.Counters([s["step"] for s in states])
             try:
                 steps = counters.numbers()
@@ -674,6 +695,8 @@ class Optimizer(torch.optim.Optimizer):
                 columns[0] = [s[MASTER] for s in ss]
             for key, column in host.items():
                 arrays[key] = column if members is None else [column[k] for k in members]
+            if capturable:   # this bucket's own count tensors (`fastopt._capture`)
+                step = [s["step"] for s in ss]
             with _front.call(f"fastopt.torch.{type(self).__name__}",
                              functools.partial(self._name, i, group, ps),
                              checked=kinds is not None, hypers=self._hyper_names):
@@ -695,7 +718,7 @@ class Optimizer(torch.optim.Optimizer):
             return f"the gradient of {where}"
         return f"state[{argument!r}] of {where}"
 
-    def _prepare_all(self, hyper, found):
+    def _prepare_all(self, hyper, found, capturable=False):
         """`_prepare` of each of `found`'s params. After a first step every
         state exists: that is seen in bulk first, one comprehension per
         question instead of a call per param."""
@@ -710,9 +733,9 @@ class Optimizer(torch.optim.Optimizer):
                                                      zip(states, found.params)
                                                      if p.dtype in _HALF]))):
             return [(s, 2) for s in states]
-        return [self._prepare(hyper, p) for p in found.params]
+        return [self._prepare(hyper, p, capturable) for p in found.params]
 
-    def _prepare(self, hyper, p):
+    def _prepare(self, hyper, p, capturable=False):
         """`p`'s state, created where missing, and this update's 1-based step."""
         slots = self._slots(hyper, p)
         master = self.master_weights and p.dtype in _HALF
@@ -725,7 +748,9 @@ class Optimizer(torch.optim.Optimizer):
                                           copy=True)
             self._created.append((p, state, MASTER))
         if self._counts_steps and "step" not in state:
-            state["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
+            # torch's layout: on the param's device when capturable
+            state["step"] = (torch.zeros((), dtype=_get_scalar_dtype(), device=p.device)
+                             if capturable else torch.tensor(0.0, dtype=_get_scalar_dtype()))
             self._created.append((p, state, "step"))
         for key, init in self._host.items():   # torch's CPU scalars of its scalar dtype
             if key not in state:

@@ -31,6 +31,13 @@ class SpecOptimizer(Optimizer):
 
     spec = None
 
+    @property
+    def _capturable(self):
+        """capturable=True where the spec computes its scalars in the kernel
+        (`fastopt.spec.StepScalars`): step and lr may live on the device."""
+        spec = self.spec
+        return spec.device is not None and spec.program is None and not spec.host
+
     def _init_from_spec(self, params, own, flat):
         front = self.spec.torch
         defaults = {key: tuple(value) if isinstance(front.canonical(key), tuple) else value
@@ -60,6 +67,11 @@ class SpecOptimizer(Optimizer):
             if isinstance(name, tuple):   # torch's betas, etas, step_sizes
                 checked.update(_check_pair(front, spec, param.name, name,
                                            group[param.name]))
+            elif (name == "lr" and group.get("capturable")
+                  and isinstance(group[param.name], torch.Tensor)):
+                # read on the device at each step (`fastopt._capture`): a
+                # value read here would be a synchronisation, and is baked in
+                checked[name] = _tensor_lr(group[param.name])
             elif name not in _REJECTED and name != "foreach" and name != "fused":
                 checked[name] = _check(spec.hyper(name), group[param.name],
                                        _LABELS.get(name, f"{param.name} value"))
@@ -85,6 +97,8 @@ class SpecOptimizer(Optimizer):
                 fill = s.init
                 if isinstance(fill, str):   # the group's value where it has one
                     fill = own[fill] if fill in own else self.defaults[fill]
+                    if isinstance(fill, torch.Tensor):   # a capturable group's lr
+                        fill = fill.item()
                 slots[s.torch] = complex(fill, fill) if p.is_complex() else fill
         return slots
 
@@ -97,6 +111,13 @@ class SpecOptimizer(Optimizer):
             params, grads, **{s.name: state.get(s.torch) for s in self.spec.slots},
             **{s.name: state.get(s.torch) for s in self.spec.host},
             model=state.get("model"), step=step, convention="torch", **hyper)
+
+
+def _tensor_lr(lr):
+    """A capturable group's tensor lr, as torch checks it (one element)."""
+    if lr.numel() != 1:
+        raise ValueError("Tensor lr must be 1-element")
+    return lr
 
 
 def _check_pair(front, spec, key, names, values):
