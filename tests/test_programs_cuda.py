@@ -54,28 +54,31 @@ def _states(spec, convention, shape, dtype):
     return out
 
 
-def _run(case, dtype, as_list, steps=STEPS):
+def _run(case, dtype, as_list, steps=STEPS, shapes=None, put=None):
     """(host params and states, device params and states) after `steps` steps
     (the single form: a call per tensor, on two of the case's shapes;
-    float32: a 1-D, a tall and a 4-D param, where they are taken)."""
-    name, convention, kwargs, shapes = CASES[case]
-    if not as_list:
-        shapes = shapes[1:3]
-    elif dtype == np.float32 and shapes is SHAPES:
-        shapes = [(7,), (9, 3), (2, 3, 2, 4)]
+    float32: a 1-D, a tall and a 4-D param, where they are taken). put: how
+    an array goes to the GPU (Numba's ``to_device``; benchmarks/gpu_checks.py
+    passes CuPy's and torch's)."""
+    name, convention, kwargs, case_shapes = CASES[case]
+    put = put or cuda.to_device
+    if shapes is None:
+        shapes = case_shapes
+        if not as_list:
+            shapes = shapes[1:3]
+        elif dtype == np.float32 and shapes is SHAPES:
+            shapes = [(7,), (9, 3), (2, 3, 2, 4)]
     spec, fn = SPECS[name], getattr(functional, name)
     rng = np.random.default_rng(0)
     params = [rng.standard_normal(s).astype(dtype) for s in shapes]
     host_p = [p.copy() for p in params]
     host_s = [_states(spec, convention, s, dtype) for s in shapes]
-    dev_p = [cuda.to_device(p) for p in params]
-    dev_s = [{k: None if v is None else cuda.to_device(v) for k, v in st.items()}
-             for st in host_s]
+    dev_p = [put(p) for p in params]
+    dev_s = [{k: None if v is None else put(v) for k, v in st.items()} for st in host_s]
     for step in range(1, steps + 1):
         grads = [rng.standard_normal(s).astype(dtype) for s in shapes]
         kw = dict(kwargs, step=step, convention=convention)
-        for p, s, g in ((host_p, host_s, grads), (dev_p, dev_s, [cuda.to_device(g)
-                                                                 for g in grads])):
+        for p, s, g in ((host_p, host_s, grads), (dev_p, dev_s, [put(g) for g in grads])):
             if as_list:
                 fn(p, g, **{k: [st[k] for st in s] for k in s[0]}, **kw)
             else:
@@ -85,10 +88,22 @@ def _run(case, dtype, as_list, steps=STEPS):
     return host_p, host_s, dev_p, dev_s
 
 
-def _assert_close(host, dev, tol):
-    got = dev.copy_to_host()
-    assert got.shape == host.shape
-    np.testing.assert_allclose(got, host, rtol=tol, atol=tol)
+def _to_host(a):
+    if hasattr(a, "copy_to_host"):
+        return a.copy_to_host()
+    if hasattr(a, "get"):                   # CuPy
+        return a.get()
+    return a.detach().cpu().numpy()         # torch
+
+
+def assert_close(host_p, host_s, dev_p, dev_s, tol):
+    """Every param and state of the GPU run within `tol` of the host's."""
+    for hp, dp, hs, ds in zip(host_p, dev_p, host_s, dev_s):
+        pairs = [(hp, dp)] + [(v, ds[k]) for k, v in hs.items() if v is not None]
+        for want, got in pairs:
+            got = _to_host(got)
+            assert got.shape == want.shape
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("case, dtype, as_list", [
@@ -97,12 +112,7 @@ def _assert_close(host, dev, tol):
     *[(c, np.float64, False) for c in ("lamb", "adafactor-torch", "muon")],
 ])
 def test_simulator_equals_cpu(case, dtype, as_list):
-    host_p, host_s, dev_p, dev_s = _run(case, dtype, as_list)
-    for hp, dp, hs, ds in zip(host_p, dev_p, host_s, dev_s):
-        _assert_close(hp, dp, TOL[dtype])
-        for k, v in hs.items():
-            if v is not None:
-                _assert_close(v, ds[k], TOL[dtype])
+    assert_close(*_run(case, dtype, as_list), TOL[dtype])
 
 
 def test_bad_device_input_refused_before_any_write():
