@@ -28,9 +28,11 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from . import _device, _facts
+from . import _device, _facts, _multi
 from .kernels import passes_cuda as _pc
 from .spec import Elementwise, Factored, MatrixFunction, PerTensor
+
+_tables = _multi._Cache()   # device copies of the chunk, matrix and tile tables, by content
 
 
 class DeviceView:
@@ -96,11 +98,34 @@ def _table(arrays, names, ks, simulated):
                     dtype=np.int64).reshape(len(ks), len(names))
 
 
+def _select(step, shapes, info):
+    if step.select is None:
+        return list(range(len(shapes)))
+    return [j for j, s in enumerate(shapes) if step.select(s, info.h, info.convention)]
+
+
+def _chunks(sizes, chunk=_pc.CHUNK):
+    """(t, start, n) per chunk of `chunk` elements of tensors of `sizes`."""
+    rows = [(t, start, min(chunk, int(size) - start))
+            for t, size in enumerate(sizes) for start in range(0, int(size), chunk)]
+    return np.array(rows, dtype=np.int64).reshape(len(rows), 3)
+
+
+def _on_device(device, *tables):
+    """The device copies of int64 host `tables`, cached by their content
+    (one synchronous copy each the first time a layout is seen)."""
+    from numba import cuda
+    key = (device, *((a.shape, a.tobytes()) for a in tables))
+    entry = _tables.hit(key)
+    if entry is None:
+        entry = _tables.store(key, {"arrays": tuple(cuda.to_device(a) for a in tables)},
+                              sum(a.nbytes for a in tables))
+    return entry["arrays"]
+
+
 def plan_group(spec, info, arrays, index, pre, hyper):
     """The runs of one dtype group (tensors `index` of the call), on its GPU."""
     from numba import cuda
-
-    from . import _program
 
     program = spec.program
     first = arrays["param"][index[0]]
@@ -115,7 +140,7 @@ def plan_group(spec, info, arrays, index, pre, hyper):
     pre_d, hyper_d = _facts.scalars(dtype, pre), _facts.scalars(dtype, hyper)
     steps = []
     for step in program.passes:
-        sel = _program._select(step, shapes, info)
+        sel = _select(step, shapes, info)
         if not sel:
             continue
         ks = [index[j] for j in sel]
@@ -127,7 +152,7 @@ def plan_group(spec, info, arrays, index, pre, hyper):
         elif isinstance(step, Elementwise):
             steps.append(("elementwise", step.kernel, sel,
                           _table(arrays, step.arrays, ks, simulated),
-                          _program._chunks(sizes[sel]),
+                          _chunks(sizes[sel]),
                           [columns[s] for s in step.sums], [columns[s] for s in step.reads]))
         elif isinstance(step, PerTensor):
             steps.append(("host", step.fn, sel))
@@ -162,12 +187,15 @@ def plan_group(spec, info, arrays, index, pre, hyper):
                         env[np.ix_(sel, out)] = 0.0
                     if len(chunks) == 0:
                         continue
-                    table_d = table if simulated else to_device(table, stream)
+                    if simulated:
+                        table_d, chunks_d = table, *_on_device(device, chunks)
+                    else:
+                        table_d, chunks_d = _on_device(device, table, chunks)
                     partial = cuda.device_array((len(chunks), 2), dtype, stream=stream)
                     blocks, threads = _pc.launch_config(len(chunks), name, device)
                     _pc.kernel(name, dtype)[blocks, threads, stream](
-                        table_d, to_device(chunks, stream), env_of(env, sel, reads, stream),
-                        pre_d, hyper_d, partial)
+                        table_d, chunks_d, env_of(env, sel, reads, stream), pre_d, hyper_d,
+                        partial)
                     if out:
                         sums = sums_back(partial, chunks[:, 0], len(sel), stream)
                         env[np.ix_(sel, out)] = sums[:, :len(out)]
@@ -180,9 +208,9 @@ def plan_group(spec, info, arrays, index, pre, hyper):
                     key = tuple(sel)
                     if key not in means:    # the row means the factor pass leaves
                         means[key] = cuda.device_array(len(mats), dtype, stream=stream)
-                    args = (table if simulated else to_device(table, stream),
-                            to_device(mats, stream), to_device(tiles, stream),
-                            env_of(env, sel, reads, stream), means[key], pre_d, hyper_d,
+                    tables = ((table, *_on_device(device, mats, tiles)) if simulated
+                              else _on_device(device, table, mats, tiles))
+                    args = (*tables, env_of(env, sel, reads, stream), means[key], pre_d, hyper_d,
                             cuda.device_array((len(tiles), 1), dtype, stream=stream),
                             cuda.device_array(max(ncol, 1), dtype, stream=stream))
                     for name in launches:

@@ -51,6 +51,7 @@ from numba import cuda
 from . import cuda as _cuda
 from . import passes as _host
 
+CHUNK = _host.CHUNK    # elements per chunk of an elementwise pass (the CPU's)
 THREADS = 256          # elementwise passes
 FACTOR_THREADS = 128   # factored passes
 TILE_ROWS = 16         # rows of a factored pass's tile
