@@ -6,6 +6,7 @@ Adam kernel's SASS. Needs a real CUDA GPU and CuPy.
     python benchmarks/gpu_checks.py sass OUTDIR
     python benchmarks/gpu_checks.py launcher
     python benchmarks/gpu_checks.py capture
+    compute-sanitizer --tool memcheck ... python benchmarks/gpu_checks.py programs
 
 `sanitize` runs every row of the optimizer table (3 steps, float32 and
 float64, odd sizes that leave partial blocks, chunk edges and grid-stride
@@ -16,6 +17,11 @@ SASS of Adam's single-array and many-tensor kernels and prints their
 registers, local memory and global load/store widths. `launcher` compares
 the packed driver launcher with Numba's launch bit for bit on every case;
 `capture` replays a captured 148-tensor list step against eager steps.
+`programs` runs the program optimizers (Lamb, Adafactor in both
+conventions, Muon: tests/test_programs_cuda.py's cases, 3 steps, float32
+and float64) on CuPy arrays, torch CUDA tensors and Numba device arrays,
+over params past a chunk (65,536 elements) and of many tiles, against the
+CPU path.
 """
 import collections
 import pathlib
@@ -280,6 +286,33 @@ def capture_adam(tensors=148):
           f"times, equal to eager; counts 8; torch.optim.Adam within {worst:.1e}")
 
 
+def programs():
+    """`kernels.passes_cuda` on a GPU against the CPU path (see the module
+    docstring). Muon on torch tensors runs Newton-Schulz in bfloat16 (cuBLAS
+    on the GPU, NumPy in the dtype on the host side of the comparison):
+    compared to 5% of the step (lr 0.02); on CuPy and Numba arrays (CuPy's
+    matmul in the dtype), to 1e-4."""
+    import cupy
+    import torch
+    from numba import cuda
+    from test_programs_cuda import CASES, TOL, _run, assert_close
+
+    shapes = [(1,), (70_001,), (257, 129), (40, 1), (3, 2000), (2, 3, 33, 17), (0, 5)]
+    matrices = [(1, 1), (257, 129), (129, 257), (64, 64)]
+    puts = {"cupy": cupy.asarray, "numba": cuda.to_device,
+            "torch": lambda a: torch.tensor(a, device="cuda")}
+    for case, (name, *_) in CASES.items():
+        for dtype in (np.float32, np.float64):
+            for form, put in puts.items():
+                tol = TOL[dtype]
+                if name == "muon":
+                    tol = 0.02 * 0.05 if form == "torch" else 1e-4
+                assert_close(*_run(case, dtype, True, steps=STEPS,
+                                   shapes=matrices if name == "muon" else shapes, put=put),
+                             tol)
+                print(f"programs {case} {np.dtype(dtype).name} {form}: ok", flush=True)
+
+
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "sanitize"
     if what == "sanitize":
@@ -291,5 +324,7 @@ if __name__ == "__main__":
     elif what == "capture":
         capture()
         capture_adam()
+    elif what == "programs":
+        programs()
     else:
-        sys.exit(f"unknown check {what!r}: sanitize, sass, launcher or capture")
+        sys.exit(f"unknown check {what!r}: sanitize, sass, launcher, capture or programs")

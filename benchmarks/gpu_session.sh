@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # One lease on a GPU machine, run from the repository root there:
 #   bash benchmarks/gpu_session.sh STAGE... (setup is always run first)
-# Stages: tests, sanitize, sass, bench, lists, hostcost, launcher, capture.
+# Stages: tests, sanitize, sass, bench, lists, hostcost, launcher, capture, programs.
+# (programs: the program optimizers' CUDA passes under compute-sanitizer
+# against the CPU path, then their time per step against torch.optim and
+# the copy floor, benchmarks/programs_gpu_bench.py.)
 # After the packed launcher and the 128-bit loop (docs/design.md, CUDA kernels),
 # the first GPU run should be: launcher capture hostcost sanitize sass bench lists tests
 # (launcher: the driver launch equals Numba's bit for bit; sass: LDG.E.128 in
@@ -104,6 +107,15 @@ launcher() {
 capture() {
     timeout 90 $PY benchmarks/gpu_checks.py capture > "$OUT/capture.log" 2>&1
     echo "capture check exit $?"; tail -n 8 "$OUT/capture.log"
+}
+
+programs() {
+    timeout "${PROGRAMS_LIMIT:-240}" compute-sanitizer --tool memcheck --report-api-errors no \
+        --error-exitcode 1 $PY benchmarks/gpu_checks.py programs > "$OUT/programs-check.log" 2>&1
+    echo "programs check (compute-sanitizer) exit $?"; tail -n 8 "$OUT/programs-check.log"
+    timeout "${PROGRAMS_BENCH_LIMIT:-180}" $PY benchmarks/programs_gpu_bench.py \
+        --side 4096 --out "$OUT/programs-gpu.json" > "$OUT/programs-bench.log" 2>&1
+    echo "programs bench exit $?"; cat "$OUT/programs-bench.log"
 }
 
 setup

@@ -5,7 +5,9 @@ functional function is made by `fastopt.functional._make` like any other).
 The pipeline is the elementwise one's (describe, validate, plan, run):
 
 * describe: each argument a list (a single array is a list of one); NumPy
-  arrays as they are, torch CPU tensors as zero-copy NumPy views;
+  arrays as they are, torch CPU tensors as zero-copy NumPy views, GPU
+  arrays (CuPy, Numba, torch CUDA; the simulator's) as
+  `fastopt._program_cuda.DeviceView`, all of a call in one place;
 * validate: every array of every tensor (dtype, shape as its slot's
   `Slot.shape_for`, C-contiguity, writeability, no written array
   overlapping another), before anything is written;
@@ -16,7 +18,8 @@ The pipeline is the elementwise one's (describe, validate, plan, run):
   step): the passes in order, each over the whole group in one parallel
   region, exchanging per-tensor scalars through a float64 table (`env`);
   `PerTensor` arithmetic vectorized over the tensors in NumPy;
-  `MatrixFunction` through the arrays' own library's matmul.
+  `MatrixFunction` through the arrays' own library's matmul. A group on a
+  GPU runs `fastopt._program_cuda`'s plan, the same passes as CUDA kernels.
 """
 from types import SimpleNamespace
 
@@ -36,19 +39,38 @@ def _torch():
 
 
 def _host(fn, label, a):
-    """`a` as a NumPy array sharing its memory (torch CPU tensors), or a TypeError."""
+    """`a` as a NumPy array sharing its memory (torch CPU tensors), a
+    `fastopt._program_cuda.DeviceView` for a GPU array, or a TypeError."""
     if isinstance(a, np.ndarray):
         return a
     torch = _torch()
     if torch is not None and isinstance(a, torch.Tensor):
+        if a.device.type == "cuda":
+            return _gpu().describe(fn, label, a)
         if a.device.type != "cpu":
             raise TypeError(f"{fn}: {label} is on {a.device}; {fn.rstrip('()')}'s passes "
-                            "run on the CPU only")
+                            "run on the CPU and CUDA GPUs")
         if a.dtype not in (torch.float32, torch.float64):
             raise TypeError(f"{fn}: {label} must be float32 or float64, got {a.dtype}")
         return a.detach().numpy()
-    raise TypeError(f"{fn}: {label} must be a NumPy array or a torch CPU tensor, "
+    if _facts.place(a) == _facts.DEVICE:
+        return _gpu().describe(fn, label, a)
+    raise TypeError(f"{fn}: {label} must be a NumPy array, a torch tensor or a GPU array, "
                     f"got {type(a).__name__}")
+
+
+def _gpu():
+    from . import _program_cuda     # imported on first GPU use only
+    return _program_cuda
+
+
+def _same_place(who, label, a, p, plabel):
+    """A TypeError unless `a` lives where param `p` does (host, or the same GPU)."""
+    where, there = (None if isinstance(x, np.ndarray) else x.device for x in (a, p))
+    if where != there:
+        def name(d):
+            return "the host" if d is None else f"GPU {d}"
+        raise TypeError(f"{who}: {label} is on {name(where)}, {plabel} on {name(there)}")
 
 
 def _label(fn_name, argument, k, indexed):
@@ -98,6 +120,7 @@ def run(fn, spec, h, convention, plan, param, grad, states, pre, hyper):
             if originals[name][k] is None:
                 raise ValueError(f"{who}: {label} is required (shape {shape})")
             a = arrays[name][k] = _host(who, label, originals[name][k])
+            _same_place(who, label, a, arrays["param"][0], _label(fn, "param", 0, indexed))
             if a.dtype != p.dtype:
                 raise TypeError(f"{who}: {label} must have param's dtype {p.dtype}, "
                                 f"got {a.dtype}")
@@ -130,7 +153,9 @@ def run(fn, spec, h, convention, plan, param, grad, states, pre, hyper):
     groups = {}
     for k in range(n):
         groups.setdefault(arrays["param"][k].dtype, []).append(k)
-    actions = [_plan_group(spec, info, arrays, index, pre, hyper) for index in groups.values()]
+    plan = _plan_group if not n or isinstance(arrays["param"][0], np.ndarray) \
+        else _gpu().plan_group
+    actions = [plan(spec, info, arrays, index, pre, hyper) for index in groups.values()]
 
     def action():
         for act in actions:
@@ -215,7 +240,9 @@ def _empty_like(a):
     torch = _torch()
     if torch is not None and isinstance(a, torch.Tensor):
         return torch.empty_like(a, memory_format=torch.contiguous_format)
-    return np.empty_like(a)
+    if isinstance(a, np.ndarray):
+        return np.empty_like(a)
+    return _gpu().empty_like(a)
 
 
 def _shape_text(a):
