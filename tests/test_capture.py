@@ -248,9 +248,9 @@ def _probed():
 
 
 @pytest.fixture(scope="module")
-def ptx_records():
+def ptx_records(tmp_path_factory):
     import ptx_probe
-    return ptx_probe.records(__file__, timeout=600)
+    return ptx_probe.records(__file__, tmp_path_factory, timeout=600)
 
 
 @pytest.mark.parametrize("name", ["capture-adam-single", "capture-radam-multi",
@@ -348,15 +348,19 @@ if __name__ == "__main__":
 
     from numba import cuda
 
-    from ptx_probe import entry_params
-    for name, function, argtypes in _probed():
+    from ptx_probe import entry_params, run_jobs
+
+    def compile_one(job):
+        name, function, argtypes = job
         ptx, _ = cuda.compile_ptx(function, argtypes, cc=(9, 0))
-        print(json.dumps({
+        return {
             "key": name, "local": ".local" in ptx,
             "f64": bool(re.search(r"\.f64\b", ptx)),
             "v4_loads": len(re.findall(r"ld\.global(?:\.nc)?\.v4\.f32", ptx)),
             "atomics": len(re.findall(r"atom\.global\.add\.u32", ptx)),
             "fences": ptx.count("membar.gl") + ptx.count("fence.sc.gpu")
             + ptx.count("fence.acq_rel.gpu"),
-            "params": entry_params(ptx)}), flush=True)
+            "params": entry_params(ptx)}
+
+    run_jobs(_probed(), compile_one)
     sys.exit(0)
