@@ -41,7 +41,9 @@ def test_case_slots_are_the_variants_slots(name):
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_keras_spelling_keeps_the_cases_state(name):
     """The Keras-style front end's row moves the bytes the row is credited
-    with: one state array per slot of the case, with the case's options."""
+    with: one state array per slot of the case, with the case's options.
+    (The Keras tables check its steps; stepping here compiled one kernel
+    per case, about 5 s of CI each.)"""
     import fastopt
     case = CASES[name]
     if not case.keras:
@@ -49,9 +51,6 @@ def test_keras_spelling_keeps_the_cases_state(name):
     cls, kwargs = case.keras
     opt = getattr(fastopt, cls)(**kwargs)
     assert len(opt.state_slots()) == len(case.slots)
-    params = [np.ones(8, np.float32)]
-    opt.apply_gradients(zip([np.full(8, 0.5, np.float32)], params))
-    assert not np.array_equal(params[0], np.ones(8, np.float32))
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
