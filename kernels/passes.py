@@ -564,3 +564,113 @@ def scaled_add(addrs, chunks, env, like, pre, hyper):
 
 
 ELEMENTWISE.update(muon_momentum=muon_momentum, scaled_add=scaled_add)
+
+
+# -- Muon (Keras's `Muon`): its Muon step and its AdamW step --------------------
+# hyper: (mu, mu − 1, nesterov, lr, rms_rate, β₁, 1 − β₁, β₂, 1 − β₂, α, ε,
+# adam_decay) (`fastopt.specs.muon`); Keras's ops, no fused multiply-adds.
+
+@numba.njit(inline="always")
+def _muon_keras_chunk(c, addrs, chunks, pre, hyper):
+    mu, mu_minus_one = hyper[0], hyper[1]
+    nesterov = hyper[2]
+    t, start, n = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+    like = pre[0]
+    param = view(addrs[t, 0], start, n, like)
+    grad = view(addrs[t, 1], start, n, like)
+    buf = view(addrs[t, 2], start, n, like)
+    out = view(addrs[t, 3], start, n, like)
+    for i in range(n):
+        g = grad_in(grad[i], param[i] * pre[3], pre)
+        m = buf[i]
+        m = m + (g + m * mu_minus_one)
+        buf[i] = m
+        if nesterov:
+            out[i] = g + mu * m
+        else:
+            out[i] = m
+
+
+@jit()
+def muon_momentum_keras(addrs, chunks, env, like, pre, hyper):
+    """Keras, pass 1 of a Muon param: ``m ← m + (g + m·(μ − 1))`` and the
+    matrix to orthogonalize, ``g + μ·m`` (Nesterov) or m, into the scratch
+    array. Columns: param, grad, momentum, scratch."""
+    pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
+    if _total(chunks) < SERIAL_BELOW:
+        for c in range(chunks.shape[0]):
+            _muon_keras_chunk(c, addrs, chunks, pre, hyper)
+    else:
+        for c in numba.prange(chunks.shape[0]):
+            _muon_keras_chunk(c, addrs, chunks, pre, hyper)
+    return np.zeros((addrs.shape[0], 0))
+
+
+@numba.njit(inline="always")
+def _muon_apply_keras_chunk(c, addrs, chunks, env, pre, hyper):
+    lr, rms_rate = hyper[3], hyper[4]
+    t, start, n = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+    like = pre[0]
+    param = view(addrs[t, 0], start, n, like)
+    upd = view(addrs[t, 1], start, n, like)
+    k = _cast(env[t, 0], like)
+    for i in range(n):
+        param[i] = param[i] * pre[3] - ((lr * upd[i]) * k) * rms_rate
+
+
+@jit()
+def muon_apply_keras(addrs, chunks, env, like, pre, hyper):
+    """Keras, last pass of a Muon param: ``p ← decay·p − ((lr·O)·s)·rms_rate``
+    with the tensor's ``s = sqrt(max(rows, cols))`` (``env[t, 0]``; s and
+    rms_rate 1 without rms scaling). Columns: param, the orthogonalized O."""
+    pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
+    if _total(chunks) < SERIAL_BELOW:
+        for c in range(chunks.shape[0]):
+            _muon_apply_keras_chunk(c, addrs, chunks, env, pre, hyper)
+    else:
+        for c in numba.prange(chunks.shape[0]):
+            _muon_apply_keras_chunk(c, addrs, chunks, env, pre, hyper)
+    return np.zeros((addrs.shape[0], 0))
+
+
+@numba.njit(inline="always")
+def _muon_adamw_chunk(c, addrs, chunks, pre, hyper):
+    one_minus_beta1, one_minus_beta2 = hyper[6], hyper[8]
+    alpha, eps, decay = hyper[9], hyper[10], hyper[11]
+    t, start, n = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+    like = pre[0]
+    param = view(addrs[t, 0], start, n, like)
+    grad = view(addrs[t, 1], start, n, like)
+    mom = view(addrs[t, 2], start, n, like)
+    vel = view(addrs[t, 3], start, n, like)
+    for i in range(n):
+        p = param[i] * decay
+        g = grad_in(grad[i], p, pre)
+        m = mom[i]
+        m = m + (g - m) * one_minus_beta1
+        v = vel[i]
+        v = v + (g * g - v) * one_minus_beta2
+        mom[i] = m
+        vel[i] = v
+        param[i] = p - (m * alpha) / (math.sqrt(v) + eps)
+
+
+@jit()
+def muon_adamw_keras(addrs, chunks, env, like, pre, hyper):
+    """Keras, the AdamW step of the params Muon excludes:
+    ``p ← (1 − lr·adam_wd)·p``, ``m ← m + (g − m)·(1 − β₁)``,
+    ``v ← v + (g² − v)·(1 − β₂)``, ``p ← p − (m·α) / (sqrt(v) + ε)`` with
+    ``α = lr·adam_lr_ratio·sqrt(1 − β₂ᵗ)/(1 − β₁ᵗ)``. Columns: param, grad,
+    momentum, velocity."""
+    pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
+    if _total(chunks) < SERIAL_BELOW:
+        for c in range(chunks.shape[0]):
+            _muon_adamw_chunk(c, addrs, chunks, pre, hyper)
+    else:
+        for c in numba.prange(chunks.shape[0]):
+            _muon_adamw_chunk(c, addrs, chunks, pre, hyper)
+    return np.zeros((addrs.shape[0], 0))
+
+
+ELEMENTWISE.update(muon_momentum_keras=muon_momentum_keras,
+                   muon_apply_keras=muon_apply_keras, muon_adamw_keras=muon_adamw_keras)

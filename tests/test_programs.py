@@ -38,6 +38,9 @@ _ADAFACTOR = dict(learning_rate=2.0 ** -7, beta_2_decay=-0.75)
 # is compared at float32's bound.
 _ADAFACTOR_TOL64 = 1e-6
 
+_MUON = dict(learning_rate=2.0 ** -7, momentum=0.9375, adam_beta_1=0.875,
+             adam_beta_2=1.0 - 2.0 ** -10, weight_decay=2.0 ** -8, adam_weight_decay=2.0 ** -6)
+
 KERAS_ROWS = {
     "lamb": ("Lamb", _LAMB, 1e-12),
     "lamb-wd": ("Lamb", dict(_LAMB, weight_decay=2.0 ** -8), 1e-12),
@@ -49,7 +52,19 @@ KERAS_ROWS = {
                                             weight_decay=2.0 ** -8), _ADAFACTOR_TOL64),
     "adafactor-clipvalue": ("Adafactor", dict(_ADAFACTOR, clipvalue=0.25, use_ema=True),
                             _ADAFACTOR_TOL64),
+    # Keras's Muon: the matrices by Muon (Newton-Schulz in the variable's
+    # dtype, bit for bit), the others by its AdamW step; "embedding_wide"
+    # excluded by exclude_embeddings, "tall" by exclude_layers below.
+    "muon": ("Muon", _MUON, 1e-12),
+    "muon-options": ("Muon", dict(_MUON, exclude_layers=["tall"], exclude_embeddings=False,
+                                  adam_lr_ratio=0.5, nesterov=False, rms_rate=None,
+                                  ns_steps=3, muon_a=3.0, muon_b=-3.25, muon_c=1.25,
+                                  epsilon=2.0 ** -20, adam_weight_decay=None,
+                                  clipvalue=0.25), 1e-12),
+    "muon-exclude-wd": ("Muon", dict(_MUON, weight_decay=None), 1e-12),
 }
+# Variable names (Keras's Muon excludes by name)
+NAMES = ["bias", "vector", "kernel", "tall", "embedding_wide", "conv"]
 
 
 def _grads(rng, shapes, dtype):
@@ -79,10 +94,13 @@ def test_keras(row, dtype):
     cls, kwargs, tol64 = KERAS_ROWS[row]
     rng = np.random.default_rng(0)
     start = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
-    theirs = [keras.Variable(p.copy()) for p in start]
-    ours = [keras.Variable(p.copy()) for p in start]
+    theirs = [keras.Variable(p.copy(), name=n) for p, n in zip(start, NAMES)]
+    ours = [keras.Variable(p.copy(), name=n) for p, n in zip(start, NAMES)]
     oracle = getattr(keras.optimizers, cls)(**kwargs)
     fused = getattr(fastopt.keras, cls)(**kwargs)
+    if row == "muon-exclude-wd":   # no weight_decay, and "conv" excluded from any
+        for opt in (oracle, fused):
+            opt.exclude_from_weight_decay(var_names=["conv"])
     for _ in range(STEPS):
         grads = _grads(rng, SHAPES, dtype)
         oracle.apply_gradients(zip(grads, theirs))
