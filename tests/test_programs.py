@@ -202,3 +202,52 @@ def test_muon_numpy_and_refusals():
                         convention="torch")
     with pytest.raises(ValueError, match="Muon only supports 2D parameters"):
         fastopt.torch.Muon([torch.nn.Parameter(torch.zeros(3))])
+
+
+# The framework-free classes (fastopt.Lamb, ...: NumPy arrays) against Keras's:
+# Keras's Muon computes its norm in float32 and sums its matmuls in torch's
+# order, NumPy's BLAS in its own: float64 Muon to 1e-8.
+FREE_ROWS = {"Lamb": (_LAMB, 1e-12), "Adafactor": (_ADAFACTOR, _ADAFACTOR_TOL64),
+             "Muon": (_MUON, 1e-8)}
+
+
+@pytest.mark.parametrize("cls, dtype", [("Lamb", np.float64), ("Adafactor", np.float64),
+                                        ("Muon", np.float64), ("Muon", np.float32)])
+def test_framework_free(cls, dtype):
+    kwargs, tol64 = FREE_ROWS[cls]
+    rng = np.random.default_rng(3)
+    start = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
+    theirs = [keras.Variable(p.copy()) for p in start]
+    ours = [p.copy() for p in start]
+    oracle = getattr(keras.optimizers, cls)(**kwargs)
+    free = getattr(fastopt, cls)(**kwargs)
+    for _ in range(STEPS):
+        grads = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
+        oracle.apply_gradients(zip([torch.tensor(g) for g in grads], theirs))
+        free.apply_gradients(zip(grads, ours))
+    tol = tol64 if dtype == np.float64 else TOL32
+    for a, b in zip(ours, theirs):
+        assert _rel(torch.tensor(a), b.value) <= tol
+    # the state by Keras's names (slots a param lacks are absent), and a checkpoint
+    state = free.state_dict()
+    every, matrices, others = range(6), range(2, 6), (0, 1, 5)
+    kept = {"Lamb": {"momentum": every, "velocity": every},
+            "Adafactor": {"_r": matrices, "_c": matrices, "velocity": every},
+            "Muon": {"momentum": every, "velocity": others}}[cls]
+    assert {k for k in state if "/" in k} == {f"{n}/{i}" for n, ks in kept.items() for i in ks}
+    resumed = getattr(fastopt, cls)(**kwargs)
+    resumed.load_state_dict(state)
+    copies = [p.copy() for p in ours]
+    grads = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
+    free.apply_gradients(zip(grads, ours))
+    resumed.apply_gradients(zip(grads, copies))
+    for a, b in zip(ours, copies):
+        np.testing.assert_array_equal(a, b)
+    if cls == "Muon":
+        with pytest.raises(ValueError, match="exclude_layers picks variables by name"):
+            fastopt.Muon(exclude_layers=["dense"])
+        with pytest.raises(ValueError, match=r"loaded state lacks velocity/0"):
+            bad = {k: v for k, v in state.items() if k != "velocity/0"}
+            fresh = fastopt.Muon(**kwargs)
+            fresh.load_state_dict(bad)
+            fresh.apply_gradients(zip(grads, copies))

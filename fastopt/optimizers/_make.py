@@ -42,6 +42,12 @@ class SpecOptimizer(Optimizer):
             setattr(self, key, value)
             hyper[name] = value
         self._h = SimpleNamespace(**hyper)
+        self._slots = {s.keras: s for s in spec.slots}
+        for key, value in own.items():   # options that need names the arrays lack
+            if key in front.options.get("names_only", ()) and value:
+                raise ValueError(
+                    f"{front.cls}(): {key} picks variables by name, which arrays do not "
+                    f"have; fastopt.keras.{front.cls} (a Keras optimizer) has it")
         self._call = functional.of(spec)
         self._call_kwargs = {name: value for name, value in hyper.items()
                              if spec.hyper(name).functional}
@@ -56,6 +62,8 @@ class SpecOptimizer(Optimizer):
         """`value` of the argument `key` checked; where Keras checks it
         itself (the Keras front's ``messages``) and the value fails that
         check, Keras's own message."""
+        if hyper.optional and value is None:
+            return None
         try:
             return hyper.check(type(self).__name__, value, "keras", label=key)
         except ValueError:
@@ -79,6 +87,13 @@ class SpecOptimizer(Optimizer):
     def state_slots(self):
         return tuple((s.keras, getattr(self._h, s.init) if isinstance(s.init, str)
                       else s.init) for s in self.spec.slots if s.used(self._h))
+
+    def state_shape(self, name, i, shape):
+        # a program's slots may have shapes of their own, or none for a param
+        return self._slots[name].shape_for(shape, "keras")
+
+    def _some_absent(self, name, count):
+        return self._slots[name].shape is not None
 
     def update_step(self, grad, param, state, lr, options):
         step = self.iterations + 1

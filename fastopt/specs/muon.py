@@ -213,7 +213,9 @@ MUON = Spec(
                                          "velocity": "adam_velocities"},
                          # weight decays besides weight_decay (zeroed with it for the
                          # variables excluded from weight decay)
-                         "decays": ("adam_weight_decay",)}),
+                         "decays": ("adam_weight_decay",),
+                         # the framework-free class's arrays have no names
+                         "names_only": ("exclude_layers",)}),
     torch=Front("Muon", "lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True, "
                 "ns_coefficients=(3.4445, -4.7750, 2.0315), eps=1e-7, ns_steps=5, "
                 "adjust_lr_fn=None",
