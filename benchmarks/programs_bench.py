@@ -43,6 +43,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1000, help="matrix side (n x n params)")
     ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--only", default=None,
+                    help="comma-separated name prefixes of the cases to run (the copy always "
+                         "runs): e.g. adafactor")
     args = ap.parse_args()
     side = args.n
     rng = np.random.default_rng(0)
@@ -79,6 +82,9 @@ def main():
              "adafactor_torch_fastopt": ada_ours, "adafactor_torch_optim": ada_torch,
              "adafactor_keras_fastopt": ada_keras,
              "muon_fastopt": muon_ours, "muon_torch_optim": muon_torch}
+    if args.only:
+        keep = tuple(args.only.split(","))
+        cases = {k: f for k, f in cases.items() if k == "copy" or k.startswith(keep)}
     times = {k: [] for k in cases}
     for _ in range(args.rounds):
         for name, fn in cases.items():

@@ -217,20 +217,65 @@ def _mat(addrs, mats, k, col, like, per_row):
 
 
 @numba.njit(inline="always")
-def _factor_matrix(k, addrs, mats, pre, hyper, partial, keras):
-    """Matrix k: row and column sums of g² (+ eps1, Keras) into its factors,
-    and the sum of p² (p after decoupled decay) into partial[k, 0]."""
+def _blocks(mats):
+    """Each matrix's rows in blocks of about `CHUNK` elements, so that one
+    large matrix is spread over the threads as a list of small ones is:
+    ``blocks[q] = (k, r0, nr)`` (rows r0 .. r0 + nr of matrix k), ``first[k]``
+    its first block (blocks are in matrix order; ``first[M]`` = the count),
+    ``offs[q]`` where block q's partial column sums start in a flat buffer.
+    The partition depends on the shapes only (not on the thread count), and
+    so do the sums."""
+    m = mats.shape[0]
+    first = np.empty(m + 1, dtype=np.int64)
+    count = 0
+    for k in range(m):
+        r, c = mats[k, 2], mats[k, 3]
+        nb = (r * c + CHUNK - 1) // CHUNK
+        if nb > r:
+            nb = r
+        if nb < 1:
+            nb = 1
+        first[k] = count
+        count += nb
+    first[m] = count
+    blocks = np.empty((count, 3), dtype=np.int64)
+    offs = np.empty(count + 1, dtype=np.int64)
+    off = 0
+    for k in range(m):
+        r, c = mats[k, 2], mats[k, 3]
+        nb = first[k + 1] - first[k]
+        rows = (r + nb - 1) // nb
+        for q in range(first[k], first[k + 1]):
+            r0 = (q - first[k]) * rows
+            nr = r - r0
+            if nr > rows:
+                nr = rows
+            if nr < 0:
+                nr = 0
+            blocks[q, 0], blocks[q, 1], blocks[q, 2] = k, r0, nr
+            offs[q] = off
+            off += c
+    offs[count] = off
+    return blocks, first, offs
+
+
+@numba.njit(inline="always")
+def _factor_block(q, blocks, addrs, mats, pre, hyper, colpart, offs, wpart, keras):
+    """Rows r0 .. r0 + nr of matrix k: their sums of g² (+ eps1, Keras) into
+    the row factor; their column sums into the block's partials (added up
+    per matrix by `_factor_columns`); the sum of p² (p after decoupled
+    decay, Keras; before it, torch) into wpart[q]."""
     rho, beta, one_minus_beta, eps1, eps1_sq = hyper
     like = pre[0]
-    r, c = mats[k, 2], mats[k, 3]
+    k, r0, nr = blocks[q, 0], blocks[q, 1], blocks[q, 2]
+    c = mats[k, 3]
     param = _mat(addrs, mats, k, 0, like, 0)
     grad = _mat(addrs, mats, k, 1, like, 0)
     row = _mat(addrs, mats, k, 2, like, 1)
-    col = _mat(addrs, mats, k, 3, like, 2)
+    base = offs[q]
     decay = pre[3]
-    cols = np.zeros(c, dtype=np.float64)
     w = 0.0
-    for i in range(r):
+    for i in range(r0, r0 + nr):
         s = 0.0
         for j in range(c):
             p = param[i * c + j] * decay
@@ -240,7 +285,7 @@ def _factor_matrix(k, addrs, mats, pre, hyper, partial, keras):
             else:
                 x = g * g
             s += x
-            cols[j] += x
+            colpart[base + j] += x
             if not keras:   # torch's alpha reads the param before its decay
                 p = param[i * c + j]
             w += p * p
@@ -249,12 +294,29 @@ def _factor_matrix(k, addrs, mats, pre, hyper, partial, keras):
         else:       # ‖g_i‖² / C, lerp'd in
             norm = math.sqrt(_cast(s, like))
             row[i] = _lerp(row[i], norm * norm / _cast(c, like), one_minus_beta, beta)
+    wpart[q] = w
+
+
+@numba.njit(inline="always")
+def _factor_columns(k, first, addrs, mats, pre, hyper, colpart, offs, wpart, partial, keras):
+    """Matrix k's column sums (its blocks' partials, in block order) into
+    its column factor, and its sum of p²."""
+    rho, beta, one_minus_beta, eps1, eps1_sq = hyper
+    like = pre[0]
+    r, c = mats[k, 2], mats[k, 3]
+    col = _mat(addrs, mats, k, 3, like, 2)
     for j in range(c):
+        s = 0.0
+        for q in range(first[k], first[k + 1]):
+            s += colpart[offs[q] + j]
         if keras:
-            col[j] = beta * col[j] + one_minus_beta * (_cast(cols[j], like) / _cast(r, like))
+            col[j] = beta * col[j] + one_minus_beta * (_cast(s, like) / _cast(r, like))
         else:
-            norm = math.sqrt(_cast(cols[j], like))
+            norm = math.sqrt(_cast(s, like))
             col[j] = _lerp(col[j], norm * norm / _cast(r, like), one_minus_beta, beta)
+    w = 0.0
+    for q in range(first[k], first[k + 1]):
+        w += wpart[q]
     partial[k, 0] = w
 
 
@@ -275,15 +337,34 @@ def _per_matrix(partial, mats, ntensors):
     return out
 
 
+@numba.njit(inline="always")
+def _block_sums(wpart, first, mats, ntensors):
+    """Per-block sums added up per matrix (in block order), then per tensor."""
+    partial = np.zeros((mats.shape[0], 1))
+    for k in range(mats.shape[0]):
+        w = 0.0
+        for q in range(first[k], first[k + 1]):
+            w += wpart[q]
+        partial[k, 0] = w
+    return _per_matrix(partial, mats, ntensors)
+
+
 @jit()
 def adafactor_factor_keras(addrs, mats, env, like, pre, hyper):
     """Keras, pass 1 of a matrix: ``r ← β·r + (1 − β)·mean_C(g² + ε₁)``,
     ``c ← β·c + (1 − β)·mean_R(g² + ε₁)``; sums p². Columns: param, grad,
-    row, col."""
+    row, col. Parallel over row blocks of every matrix (`_blocks`), then
+    over the matrices for the column factors."""
     pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
-    partial = np.zeros((mats.shape[0], 1))
-    for k in numba.prange(mats.shape[0]):
-        _factor_matrix(k, addrs, mats, pre, hyper, partial, True)
+    blocks, first, offs = _blocks(mats)
+    nb, m = first[mats.shape[0]], mats.shape[0]
+    colpart = np.zeros(offs[nb])
+    wpart = np.zeros(nb)
+    partial = np.zeros((m, 1))
+    for q in numba.prange(nb):
+        _factor_block(q, blocks, addrs, mats, pre, hyper, colpart, offs, wpart, True)
+    for k in numba.prange(m):
+        _factor_columns(k, first, addrs, mats, pre, hyper, colpart, offs, wpart, partial, True)
     return _per_matrix(partial, mats, addrs.shape[0])
 
 
@@ -291,11 +372,17 @@ def adafactor_factor_keras(addrs, mats, env, like, pre, hyper):
 def adafactor_factor_torch(addrs, mats, env, like, pre, hyper):
     """torch, pass 1 of a matrix: ``r ← lerp(r, ‖g_i‖²/C, w)``,
     ``c ← lerp(c, ‖g_j‖²/R, w)``; sums p². Columns: param, grad, row_var,
-    col_var."""
+    col_var. Parallel as `adafactor_factor_keras`."""
     pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
-    partial = np.zeros((mats.shape[0], 1))
-    for k in numba.prange(mats.shape[0]):
-        _factor_matrix(k, addrs, mats, pre, hyper, partial, False)
+    blocks, first, offs = _blocks(mats)
+    nb, m = first[mats.shape[0]], mats.shape[0]
+    colpart = np.zeros(offs[nb])
+    wpart = np.zeros(nb)
+    partial = np.zeros((m, 1))
+    for q in numba.prange(nb):
+        _factor_block(q, blocks, addrs, mats, pre, hyper, colpart, offs, wpart, False)
+    for k in numba.prange(m):
+        _factor_columns(k, first, addrs, mats, pre, hyper, colpart, offs, wpart, partial, False)
     return _per_matrix(partial, mats, addrs.shape[0])
 
 
@@ -316,45 +403,69 @@ def _torch_mean_r(row, r, like, eps1):
     return m
 
 
+@numba.njit(inline="always")
+def _row_mean_of(k, addrs, mats, like, eps1, torch_form):
+    """Matrix k's mean of its row factor (torch: at least ε₁)."""
+    row = _mat(addrs, mats, k, 2, like, 1)
+    if torch_form:
+        return _torch_mean_r(row, mats[k, 2], like, eps1)
+    return _row_mean(row, mats[k, 2], like)
+
+
 @jit()
 def adafactor_rms_torch(addrs, mats, env, like, pre, hyper):
     """torch, pass 2 of a matrix: the sum of u² (u from the factors).
-    Columns: param, grad, row_var, col_var."""
+    Columns: param, grad, row_var, col_var. Parallel over row blocks."""
     pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
     rho, beta, one_minus_beta, eps1, eps1_sq = hyper
-    partial = np.zeros((mats.shape[0], 1))
-    for k in numba.prange(mats.shape[0]):
-        r, c = mats[k, 2], mats[k, 3]
+    m = mats.shape[0]
+    means = np.empty(m)    # each matrix's, before its row blocks read it
+    for k in numba.prange(m):
+        means[k] = _row_mean_of(k, addrs, mats, like, eps1, True)
+    blocks, first, offs = _blocks(mats)
+    nb = first[m]
+    wpart = np.zeros(nb)
+    for q in numba.prange(nb):
+        k, r0, nr = blocks[q, 0], blocks[q, 1], blocks[q, 2]
+        c = mats[k, 3]
         param = _mat(addrs, mats, k, 0, like, 0)
         grad = _mat(addrs, mats, k, 1, like, 0)
         row = _mat(addrs, mats, k, 2, like, 1)
         col = _mat(addrs, mats, k, 3, like, 2)
-        mean_r = _torch_mean_r(row, r, like, eps1)
+        mean_r = _cast(means[k], like)
         s = 0.0
-        for i in range(r):
+        for i in range(r0, r0 + nr):
             for j in range(c):
                 g = grad_in(grad[i * c + j], param[i * c + j] * pre[3], pre)
                 u = _torch_estimate(row[i], col[j], mean_r, eps1_sq, g)
                 s += u * u
-        partial[k, 0] = s
-    return _per_matrix(partial, mats, addrs.shape[0])
+        wpart[q] = s
+    return _block_sums(wpart, first, mats, addrs.shape[0])
 
 
 @jit()
 def adafactor_apply_torch(addrs, mats, env, like, pre, hyper):
     """torch, pass 3 of a matrix: ``p ← decay·p + k·u`` with the tensor's
-    ``k = −α/denom`` (``env[t, 0]``). Columns: param, grad, row_var, col_var."""
+    ``k = −α/denom`` (``env[t, 0]``). Columns: param, grad, row_var, col_var.
+    Parallel over row blocks."""
     pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
     rho, beta, one_minus_beta, eps1, eps1_sq = hyper
-    for k in numba.prange(mats.shape[0]):
-        r, c = mats[k, 2], mats[k, 3]
+    m = mats.shape[0]
+    means = np.empty(m)    # each matrix's, before its row blocks read it
+    for k in numba.prange(m):
+        means[k] = _row_mean_of(k, addrs, mats, like, eps1, True)
+    blocks, first, offs = _blocks(mats)
+    nb = first[m]
+    for q in numba.prange(nb):
+        k, r0, nr = blocks[q, 0], blocks[q, 1], blocks[q, 2]
+        c = mats[k, 3]
         scale = _cast(env[mats[k, 0], 0], like)
         param = _mat(addrs, mats, k, 0, like, 0)
         grad = _mat(addrs, mats, k, 1, like, 0)
         row = _mat(addrs, mats, k, 2, like, 1)
         col = _mat(addrs, mats, k, 3, like, 2)
-        mean_r = _torch_mean_r(row, r, like, eps1)
-        for i in range(r):
+        mean_r = _cast(means[k], like)
+        for i in range(r0, r0 + nr):
             for j in range(c):
                 p = param[i * c + j] * pre[3]
                 g = grad_in(grad[i * c + j], p, pre)
@@ -367,19 +478,27 @@ def adafactor_apply_torch(addrs, mats, env, like, pre, hyper):
 def adafactor_velocity_keras(addrs, mats, env, like, pre, hyper):
     """Keras, pass 2 of a matrix: ``v ← (r_i / mean(r))·c_j`` (written, as
     Keras keeps it) and the sum of u² with ``u = g / sqrt(v)``. Columns:
-    param, grad, row, col, velocity."""
+    param, grad, row, col, velocity. Parallel over row blocks."""
     pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
-    partial = np.zeros((mats.shape[0], 1))
-    for k in numba.prange(mats.shape[0]):
-        r, c = mats[k, 2], mats[k, 3]
+    rho, beta, one_minus_beta, eps1, eps1_sq = hyper
+    m = mats.shape[0]
+    means = np.empty(m)    # each matrix's, before its row blocks read it
+    for k in numba.prange(m):
+        means[k] = _row_mean_of(k, addrs, mats, like, eps1, False)
+    blocks, first, offs = _blocks(mats)
+    nb = first[m]
+    wpart = np.zeros(nb)
+    for q in numba.prange(nb):
+        k, r0, nr = blocks[q, 0], blocks[q, 1], blocks[q, 2]
+        c = mats[k, 3]
         param = _mat(addrs, mats, k, 0, like, 0)
         grad = _mat(addrs, mats, k, 1, like, 0)
         row = _mat(addrs, mats, k, 2, like, 1)
         col = _mat(addrs, mats, k, 3, like, 2)
         vel = _mat(addrs, mats, k, 4, like, 0)
-        mean_r = _row_mean(row, r, like)
+        mean_r = _cast(means[k], like)
         s = 0.0
-        for i in range(r):
+        for i in range(r0, r0 + nr):
             ri = row[i] / mean_r
             for j in range(c):
                 v = ri * col[j]
@@ -387,8 +506,8 @@ def adafactor_velocity_keras(addrs, mats, env, like, pre, hyper):
                 g = grad_in(grad[i * c + j], param[i * c + j] * pre[3], pre)
                 u = g / math.sqrt(v)
                 s += u * u
-        partial[k, 0] = s
-    return _per_matrix(partial, mats, addrs.shape[0])
+        wpart[q] = s
+    return _block_sums(wpart, first, mats, addrs.shape[0])
 
 
 @numba.njit(inline="always")
