@@ -260,6 +260,21 @@ def _blocks(mats):
 
 
 @numba.njit(inline="always")
+def _block_rows(addrs, mats, k, col, like, r0, nr):
+    """Rows r0 .. r0 + nr of matrix k's part of column `col`, as a view of
+    their nr·C elements (indexed from 0, as Numba's loops vectorize)."""
+    t, b, r, c = mats[k, 0], mats[k, 1], mats[k, 2], mats[k, 3]
+    return view(addrs[t, col], (b * r + r0) * c, nr * c, like)
+
+
+@numba.njit(inline="always")
+def _block_factor(addrs, mats, k, like, r0, nr):
+    """Rows r0 .. r0 + nr of matrix k's row factor (column 2)."""
+    t, b, r = mats[k, 0], mats[k, 1], mats[k, 2]
+    return view(addrs[t, 2], b * r + r0, nr, like)
+
+
+@numba.njit(inline="always")
 def _factor_block(q, blocks, addrs, mats, pre, hyper, colpart, offs, wpart, keras):
     """Rows r0 .. r0 + nr of matrix k: their sums of g² (+ eps1, Keras) into
     the row factor; their column sums into the block's partials (added up
@@ -269,13 +284,13 @@ def _factor_block(q, blocks, addrs, mats, pre, hyper, colpart, offs, wpart, kera
     like = pre[0]
     k, r0, nr = blocks[q, 0], blocks[q, 1], blocks[q, 2]
     c = mats[k, 3]
-    param = _mat(addrs, mats, k, 0, like, 0)
-    grad = _mat(addrs, mats, k, 1, like, 0)
-    row = _mat(addrs, mats, k, 2, like, 1)
+    param = _block_rows(addrs, mats, k, 0, like, r0, nr)
+    grad = _block_rows(addrs, mats, k, 1, like, r0, nr)
+    row = _block_factor(addrs, mats, k, like, r0, nr)
     base = offs[q]
     decay = pre[3]
     w = 0.0
-    for i in range(r0, r0 + nr):
+    for i in range(nr):
         s = 0.0
         for j in range(c):
             p = param[i * c + j] * decay
@@ -428,13 +443,13 @@ def adafactor_rms_torch(addrs, mats, env, like, pre, hyper):
     for q in numba.prange(nb):
         k, r0, nr = blocks[q, 0], blocks[q, 1], blocks[q, 2]
         c = mats[k, 3]
-        param = _mat(addrs, mats, k, 0, like, 0)
-        grad = _mat(addrs, mats, k, 1, like, 0)
-        row = _mat(addrs, mats, k, 2, like, 1)
+        param = _block_rows(addrs, mats, k, 0, like, r0, nr)
+        grad = _block_rows(addrs, mats, k, 1, like, r0, nr)
+        row = _block_factor(addrs, mats, k, like, r0, nr)
         col = _mat(addrs, mats, k, 3, like, 2)
         mean_r = _cast(means[k], like)
         s = 0.0
-        for i in range(r0, r0 + nr):
+        for i in range(nr):
             for j in range(c):
                 g = grad_in(grad[i * c + j], param[i * c + j] * pre[3], pre)
                 u = _torch_estimate(row[i], col[j], mean_r, eps1_sq, g)
@@ -457,21 +472,26 @@ def adafactor_apply_torch(addrs, mats, env, like, pre, hyper):
     blocks, first, offs = _blocks(mats)
     nb = first[m]
     for q in numba.prange(nb):
-        k, r0, nr = blocks[q, 0], blocks[q, 1], blocks[q, 2]
-        c = mats[k, 3]
-        scale = _cast(env[mats[k, 0], 0], like)
-        param = _mat(addrs, mats, k, 0, like, 0)
-        grad = _mat(addrs, mats, k, 1, like, 0)
-        row = _mat(addrs, mats, k, 2, like, 1)
-        col = _mat(addrs, mats, k, 3, like, 2)
-        mean_r = _cast(means[k], like)
-        for i in range(r0, r0 + nr):
-            for j in range(c):
-                p = param[i * c + j] * pre[3]
-                g = grad_in(grad[i * c + j], p, pre)
-                param[i * c + j] = p + scale * _torch_estimate(row[i], col[j], mean_r,
-                                                               eps1_sq, g)
+        _apply_torch_block(q, blocks, addrs, mats, env, means, like, pre, eps1_sq)
     return np.zeros((addrs.shape[0], 0))
+
+
+@numba.njit(inline="always")
+def _apply_torch_block(q, blocks, addrs, mats, env, means, like, pre, eps1_sq):
+    k, r0, nr = blocks[q, 0], blocks[q, 1], blocks[q, 2]
+    c = mats[k, 3]
+    scale = _cast(env[mats[k, 0], 0], like)
+    param = _block_rows(addrs, mats, k, 0, like, r0, nr)
+    grad = _block_rows(addrs, mats, k, 1, like, r0, nr)
+    row = _block_factor(addrs, mats, k, like, r0, nr)
+    col = _mat(addrs, mats, k, 3, like, 2)
+    mean_r = _cast(means[k], like)
+    for i in range(nr):
+        for j in range(c):
+            p = param[i * c + j] * pre[3]
+            g = grad_in(grad[i * c + j], p, pre)
+            param[i * c + j] = p + scale * _torch_estimate(row[i], col[j], mean_r,
+                                                           eps1_sq, g)
 
 
 @jit()
@@ -491,14 +511,14 @@ def adafactor_velocity_keras(addrs, mats, env, like, pre, hyper):
     for q in numba.prange(nb):
         k, r0, nr = blocks[q, 0], blocks[q, 1], blocks[q, 2]
         c = mats[k, 3]
-        param = _mat(addrs, mats, k, 0, like, 0)
-        grad = _mat(addrs, mats, k, 1, like, 0)
-        row = _mat(addrs, mats, k, 2, like, 1)
+        param = _block_rows(addrs, mats, k, 0, like, r0, nr)
+        grad = _block_rows(addrs, mats, k, 1, like, r0, nr)
+        row = _block_factor(addrs, mats, k, like, r0, nr)
         col = _mat(addrs, mats, k, 3, like, 2)
-        vel = _mat(addrs, mats, k, 4, like, 0)
+        vel = _block_rows(addrs, mats, k, 4, like, r0, nr)
         mean_r = _cast(means[k], like)
         s = 0.0
-        for i in range(r0, r0 + nr):
+        for i in range(nr):
             ri = row[i] / mean_r
             for j in range(c):
                 v = ri * col[j]
@@ -793,3 +813,4 @@ def muon_adamw_keras(addrs, chunks, env, like, pre, hyper):
 
 ELEMENTWISE.update(muon_momentum_keras=muon_momentum_keras,
                    muon_apply_keras=muon_apply_keras, muon_adamw_keras=muon_adamw_keras)
+

@@ -251,3 +251,43 @@ def test_framework_free(cls, dtype):
             fresh = fastopt.Muon(**kwargs)
             fresh.load_state_dict(bad)
             fresh.apply_gradients(zip(grads, copies))
+
+
+def test_adafactor_row_blocks():
+    """A matrix larger than one row block (`kernels.passes._blocks`: ~64K
+    elements each) is reduced by several threads: equal to torch and to
+    Keras, and the same bits on 1 thread as on 2 (the partition and the
+    order of the partial sums depend on the shape alone)."""
+    import numba
+    shape = (300, 257)     # 2 blocks, the last one shorter
+    rng = np.random.default_rng(4)
+    start = rng.standard_normal(shape)
+    theirs = torch.nn.Parameter(torch.tensor(start))
+    oracle = torch.optim.Adafactor([theirs])
+    mine = {}
+    for threads in (1, 2):
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            ours = torch.nn.Parameter(torch.tensor(start))
+            fused = fastopt.torch.Adafactor([ours])
+            grads = np.random.default_rng(5)
+            for _ in range(3):
+                g = torch.tensor(grads.standard_normal(shape))
+                ours.grad = g
+                fused.step()
+                if threads == 1:
+                    theirs.grad = g.clone()
+                    oracle.step()
+            mine[threads] = ours.detach().clone()
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert _rel(mine[1], theirs) <= 1e-12
+    assert torch.equal(mine[1], mine[2])
+    keras_var = keras.Variable(start.copy())
+    ours = keras.Variable(start.copy())
+    oracle, fused = keras.optimizers.Adafactor(), fastopt.keras.Adafactor()
+    for _ in range(3):
+        g = torch.tensor(rng.standard_normal(shape))
+        oracle.apply_gradients([(g, keras_var)])
+        fused.apply_gradients([(g.clone(), ours)])
+    assert _rel(ours.value, keras_var.value) <= _ADAFACTOR_TOL64
