@@ -187,7 +187,87 @@ def lamb_apply(addrs, chunks, env, like, pre, hyper):
     return np.zeros((addrs.shape[0], 0))
 
 
-ELEMENTWISE = {"lamb_moments": lamb_moments, "lamb_apply": lamb_apply}
+# Apex FusedLAMB's form (convention "torch"): hyper (lr, β₁, β₃, β₂, 1 − β₂,
+# c₁, c₂, ε, decoupled wd); the shared decay factor is not applied (Apex adds
+# wd·p to the update instead).
+
+@numba.njit(inline="always")
+def _lamb_update_torch(m, v, p, hyper):
+    """Apex: ``(m / c₁) / (sqrt(v / c₂) + ε) + wd·p``."""
+    lr, beta1, beta3, beta2, one_minus_beta2, c1, c2, eps, wd = hyper
+    return (m / c1) / (math.sqrt(v / c2) + eps) + wd * p
+
+
+@numba.njit(inline="always")
+def _lamb_moments_torch_chunk(c, addrs, chunks, pre, hyper, partial):
+    lr, beta1, beta3, beta2, one_minus_beta2, c1, c2, eps, wd = hyper
+    t, start, n = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+    like = pre[0]
+    param = view(addrs[t, 0], start, n, like)
+    grad = view(addrs[t, 1], start, n, like)
+    mom = view(addrs[t, 2], start, n, like)
+    vel = view(addrs[t, 3], start, n, like)
+    w = 0.0
+    uu = 0.0
+    for i in range(n):
+        p = param[i]
+        g = grad_in(grad[i], p, pre)
+        m = mom[i] * beta1 + beta3 * g
+        v = vel[i] * beta2 + one_minus_beta2 * g * g
+        mom[i] = m
+        vel[i] = v
+        u = _lamb_update_torch(m, v, p, hyper)
+        w += p * p
+        uu += u * u
+    partial[c, 0] = w
+    partial[c, 1] = uu
+
+
+@jit()
+def lamb_moments_torch(addrs, chunks, env, like, pre, hyper):
+    """Apex, pass 1: g transformed (grad_scale: the global clip; coupled
+    decay), ``m ← β₁·m + β₃·g``, ``v ← β₂·v + (1 − β₂)·g·g``; sums of p² and
+    u² per tensor (u as `_lamb_update_torch`). Columns: param, grad, m, v."""
+    pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
+    partial = np.empty((chunks.shape[0], 2))
+    if _total(chunks) < SERIAL_BELOW:
+        for c in range(chunks.shape[0]):
+            _lamb_moments_torch_chunk(c, addrs, chunks, pre, hyper, partial)
+    else:
+        for c in numba.prange(chunks.shape[0]):
+            _lamb_moments_torch_chunk(c, addrs, chunks, pre, hyper, partial)
+    return _per_tensor(partial, chunks, addrs.shape[0])
+
+
+@numba.njit(inline="always")
+def _lamb_apply_torch_chunk(c, addrs, chunks, env, pre, hyper):
+    t, start, n = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+    like = pre[0]
+    param = view(addrs[t, 0], start, n, like)
+    mom = view(addrs[t, 1], start, n, like)
+    vel = view(addrs[t, 2], start, n, like)
+    k = _cast(env[t, 0], like)
+    for i in range(n):
+        p = param[i]
+        param[i] = p - k * _lamb_update_torch(mom[i], vel[i], p, hyper)
+
+
+@jit()
+def lamb_apply_torch(addrs, chunks, env, like, pre, hyper):
+    """Apex, pass 2: ``p ← p − k·u`` with the tensor's k (``env[t, 0]``: lr,
+    times the trust ratio). Columns: param, m, v."""
+    pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
+    if _total(chunks) < SERIAL_BELOW:
+        for c in range(chunks.shape[0]):
+            _lamb_apply_torch_chunk(c, addrs, chunks, env, pre, hyper)
+    else:
+        for c in numba.prange(chunks.shape[0]):
+            _lamb_apply_torch_chunk(c, addrs, chunks, env, pre, hyper)
+    return np.zeros((addrs.shape[0], 0))
+
+
+ELEMENTWISE = {"lamb_moments": lamb_moments, "lamb_apply": lamb_apply,
+               "lamb_moments_torch": lamb_moments_torch, "lamb_apply_torch": lamb_apply_torch}
 FACTORED = {}
 
 

@@ -8,6 +8,7 @@ kind (size 1, 1-D, square, tall, wide, 4-D) and compares: float64 to
 rounds them to float32: Keras's ops turn Python floats into float32
 constants), float32 to 1e-5.
 """
+import copy
 import os
 
 import numpy as np
@@ -291,3 +292,81 @@ def test_adafactor_row_blocks():
         oracle.apply_gradients([(g, keras_var)])
         fused.apply_gradients([(g.clone(), ours)])
     assert _rel(ours.value, keras_var.value) <= _ADAFACTOR_TOL64
+
+
+# fastopt.torch.Lamb (Apex FusedLAMB's semantics). No torch Lamb is installed
+# to compare with; where its options meet Keras's Lamb (use_nvlamb: the
+# trust ratio with weight_decay 0; max_grad_norm: Keras's global_clipnorm),
+# Keras is the oracle. Keras rounds its global-clip factor to float32
+# (``ops.minimum`` of a Python float), hence that row's float64 bound.
+_LAMB_TORCH = dict(lr=2.0 ** -7, betas=(0.875, 1.0 - 2.0 ** -10), eps=2.0 ** -20,
+                   weight_decay=0.0, use_nvlamb=True, max_grad_norm=None)
+_LAMB_KERAS = dict(learning_rate=2.0 ** -7, beta_1=0.875, beta_2=1.0 - 2.0 ** -10,
+                   epsilon=2.0 ** -20)
+LAMB_TORCH_ROWS = {
+    "nvlamb": (_LAMB_TORCH, _LAMB_KERAS, 1e-12),
+    "max-grad-norm": (dict(_LAMB_TORCH, max_grad_norm=2.0),
+                      dict(_LAMB_KERAS, global_clipnorm=2.0), 1e-7),
+}
+
+
+@pytest.mark.parametrize("row, dtype", [("nvlamb", np.float64), ("nvlamb", np.float32),
+                                        ("max-grad-norm", np.float64)])
+def test_torch_lamb_against_keras(row, dtype):
+    torch_kw, keras_kw, tol64 = LAMB_TORCH_ROWS[row]
+    rng = np.random.default_rng(6)
+    start = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
+    theirs = [keras.Variable(p.copy()) for p in start]
+    ours = [torch.nn.Parameter(torch.tensor(p)) for p in start]
+    oracle = keras.optimizers.Lamb(**keras_kw)
+    fused = fastopt.torch.Lamb(ours, **torch_kw)
+    for _ in range(STEPS):
+        grads = _grads(rng, SHAPES, dtype)
+        oracle.apply_gradients(zip(grads, theirs))
+        for p, g in zip(ours, grads):
+            p.grad = g.clone()
+        fused.step()
+    tol = tol64 if dtype == np.float64 else TOL32
+    for a, b in zip(ours, theirs):
+        assert _rel(a, b.value) <= tol
+
+
+def test_torch_lamb_options_and_checkpoint():
+    """Apex's options that no installed library has (bias_correction,
+    grad_averaging, adam_w_mode, the trust ratio only where weight decay is
+    on) run, and a checkpoint continues bit for bit; Apex's state layout:
+    exp_avg, exp_avg_sq per param, the step count in the param group,
+    adam_w_mode / use_nvlamb / set_grad_none on the optimizer."""
+    rng = np.random.default_rng(7)
+    shapes = [(5, 4), (6,)]
+    for kwargs in (dict(bias_correction=False, grad_averaging=False, weight_decay=0.1),
+                   dict(adam_w_mode=False, weight_decay=0.1, max_grad_norm=0.5),
+                   dict(weight_decay=0.0)):
+        params = [torch.nn.Parameter(torch.tensor(rng.standard_normal(s))) for s in shapes]
+        opt = fastopt.torch.Lamb(params, **kwargs)
+        for _ in range(3):
+            for p in params:
+                p.grad = torch.tensor(rng.standard_normal(p.shape))
+            opt.step()
+        saved = opt.state_dict()
+        assert saved["param_groups"][0]["step"] == 3
+        assert set(saved["param_groups"][0]) == {"lr", "bias_correction", "betas", "eps",
+                                                 "weight_decay", "grad_averaging",
+                                                 "max_grad_norm", "step", "params"}
+        assert set(saved["state"][0]) == {"exp_avg", "exp_avg_sq"}
+        copies = [torch.nn.Parameter(p.detach().clone()) for p in params]
+        resumed = fastopt.torch.Lamb(copies, **kwargs)
+        resumed.load_state_dict(copy.deepcopy(saved))   # torch keeps the tensors it is given
+        for p, q in zip(params, copies):
+            p.grad = torch.tensor(rng.standard_normal(p.shape))
+            q.grad = p.grad.clone()
+        opt.step()
+        resumed.step()
+        for p, q in zip(params, copies):
+            assert torch.equal(p, q) and bool(torch.isfinite(p).all())
+    opt.zero_grad()
+    assert params[0].grad is None       # set_grad_none=True
+    with pytest.raises(RuntimeError, match="does not support the AMSGrad variant"):
+        fastopt.torch.Lamb(params, amsgrad=True)
+    with pytest.raises(ValueError, match="max_grad_norm"):
+        fastopt.torch.Lamb(params, max_grad_norm=0.0)
