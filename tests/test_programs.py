@@ -115,7 +115,8 @@ def test_keras(row, dtype):
 
 def test_lamb_list_equals_single_calls():
     """One list call (one parallel region per pass) gives every tensor
-    exactly what a call of its own gives; the torch convention is refused."""
+    exactly what a call of its own gives; Apex's options are the torch
+    convention's."""
     rng = np.random.default_rng(1)
     shapes = SHAPES + [(70_001,)]     # more than one chunk, and past the serial grain
     params = [rng.standard_normal(s) for s in shapes]
@@ -127,8 +128,8 @@ def test_lamb_list_equals_single_calls():
     for p, g, q in zip(params, grads, listed):
         functional.lamb(p, g, np.zeros_like(p), np.zeros_like(p), **kw)
         np.testing.assert_array_equal(p, q)
-    with pytest.raises(ValueError, match="Keras's optimizer"):
-        functional.lamb(params[0], grads[0], m[0], v[0], **kw, convention="torch")
+    with pytest.raises(ValueError, match="use_nvlamb is a torch option"):
+        functional.lamb(params[0], grads[0], m[0], v[0], **kw, use_nvlamb=True)
     with pytest.raises(ValueError, match="beta1"):
         functional.lamb(params[0], grads[0], m[0], v[0], **dict(kw, beta1=1.0))
     before = params[2].copy()
