@@ -143,8 +143,8 @@ def _adjusted_lr(env, info):
 
 MUON = Spec(
     name="muon",
-    doc="""One in-place Muon step on 2-D params: updates `param` and
-    `momentum_buffer`.
+    doc="""One in-place Muon step: updates `param` and `momentum_buffer`
+    (and, Keras's convention, `velocity`).
 
     ``B ← lerp(B, g, 1 − μ);  U = lerp(g, B, μ)`` (Nesterov) or ``U = B``;
     ``O = NS(U)`` (`ns_steps` quintic Newton-Schulz iterations with
@@ -154,9 +154,20 @@ MUON = Spec(
     or ``lr·0.2·sqrt(max(rows, cols))`` (adjust_lr 1: "match_rms_adamw")
     (torch.optim.Muon; ``convention="torch"`` only). torch tensors are
     orthogonalized in bfloat16 by torch, as torch.optim.Muon does; NumPy
-    arrays in their own dtype.
+    arrays in their own dtype. 2-D params only.
 
-    momentum_buffer: B, zeros at first.""",
+    ``"keras"`` (Keras's ``Muon``): ``B ← B + (g + B·(μ − 1));  U = g + μ·B``
+    (Nesterov) or B; O = Keras's Newton-Schulz of U in the param's dtype
+    (``U / (‖U‖ + eps)``, the norm in float32 as Keras's); ``p ← p·(1 − lr·wd)
+    − ((lr·O)·sqrt(max(rows, cols)))·rms_rate`` (no scaling with rms_rate
+    None). A param with a `velocity` array (required where it is not 2-D;
+    Keras's excluded layers) takes Keras's AdamW step instead: decay by
+    ``1 − lr·adam_weight_decay``, ``B ← B + (g − B)·(1 − β₁)``,
+    ``v ← v + (g² − v)·(1 − β₂)``, ``p ← p − (B·α)/(sqrt(v) + ε)`` with
+    ``α = lr·adam_lr_ratio·sqrt(1 − β₂ᵗ)/(1 − β₁ᵗ)`` (adam_beta1, adam_beta2,
+    adam_eps).
+
+    momentum_buffer: B, zeros at first; velocity: zeros, or None.""",
     hypers=(Hyper("lr"), Hyper("momentum", 0.95), Hyper("nesterov", True, kind="flag"),
             Hyper("ns_a", DEFAULT_COEFFICIENTS[0], low=None),
             Hyper("ns_b", DEFAULT_COEFFICIENTS[1], low=None),
