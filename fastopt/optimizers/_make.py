@@ -42,7 +42,6 @@ class SpecOptimizer(Optimizer):
             setattr(self, key, value)
             hyper[name] = value
         self._h = SimpleNamespace(**hyper)
-        self._slots = {s.keras: s for s in spec.slots}
         for key, value in own.items():   # options that need names the arrays lack
             if key in front.options.get("names_only", ()) and value:
                 raise ValueError(
@@ -88,12 +87,16 @@ class SpecOptimizer(Optimizer):
         return tuple((s.keras, getattr(self._h, s.init) if isinstance(s.init, str)
                       else s.init) for s in self.spec.slots if s.used(self._h))
 
+    def _slot(self, name):
+        # looked up, not kept: a Slot's functions do not pickle
+        return next(s for s in self.spec.slots if s.keras == name)
+
     def state_shape(self, name, i, shape):
         # a program's slots may have shapes of their own, or none for a param
-        return self._slots[name].shape_for(shape, "keras")
+        return self._slot(name).shape_for(shape, "keras")
 
     def _some_absent(self, name, count):
-        return self._slots[name].shape is not None
+        return self._slot(name).shape is not None
 
     def update_step(self, grad, param, state, lr, options):
         step = self.iterations + 1
