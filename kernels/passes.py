@@ -458,8 +458,14 @@ def adafactor_factor_keras(addrs, mats, env, like, pre, hyper):
     partial = np.zeros((m, 1))
     for q in numba.prange(nb):
         _factor_block(q, blocks, addrs, mats, pre, hyper, colpart, offs, wpart, True)
-    for k in numba.prange(m):
-        _factor_columns(k, first, addrs, mats, pre, hyper, colpart, offs, wpart, partial, True)
+    if offs[nb] < SERIAL_BELOW:    # the combine is small: no second parallel region
+        for k in range(m):
+            _factor_columns(k, first, addrs, mats, pre, hyper, colpart, offs, wpart, partial,
+                            True)
+    else:
+        for k in numba.prange(m):
+            _factor_columns(k, first, addrs, mats, pre, hyper, colpart, offs, wpart, partial,
+                            True)
     return _per_matrix(partial, mats, addrs.shape[0])
 
 
@@ -476,8 +482,14 @@ def adafactor_factor_torch(addrs, mats, env, like, pre, hyper):
     partial = np.zeros((m, 1))
     for q in numba.prange(nb):
         _factor_block(q, blocks, addrs, mats, pre, hyper, colpart, offs, wpart, False)
-    for k in numba.prange(m):
-        _factor_columns(k, first, addrs, mats, pre, hyper, colpart, offs, wpart, partial, False)
+    if offs[nb] < SERIAL_BELOW:    # the combine is small: no second parallel region
+        for k in range(m):
+            _factor_columns(k, first, addrs, mats, pre, hyper, colpart, offs, wpart, partial,
+                            False)
+    else:
+        for k in numba.prange(m):
+            _factor_columns(k, first, addrs, mats, pre, hyper, colpart, offs, wpart, partial,
+                            False)
     return _per_matrix(partial, mats, addrs.shape[0])
 
 
@@ -514,8 +526,8 @@ def adafactor_rms_torch(addrs, mats, env, like, pre, hyper):
     pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
     rho, beta, one_minus_beta, eps1, eps1_sq = hyper
     m = mats.shape[0]
-    means = np.empty(m)    # each matrix's, before its row blocks read it
-    for k in numba.prange(m):
+    means = np.empty(m)    # each matrix's, before its row blocks read it (O(rows): serial)
+    for k in range(m):
         means[k] = _row_mean_of(k, addrs, mats, like, eps1, True)
     blocks, first, offs = _blocks(mats)
     nb = first[m]
@@ -546,8 +558,8 @@ def adafactor_apply_torch(addrs, mats, env, like, pre, hyper):
     pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
     rho, beta, one_minus_beta, eps1, eps1_sq = hyper
     m = mats.shape[0]
-    means = np.empty(m)    # each matrix's, before its row blocks read it
-    for k in numba.prange(m):
+    means = np.empty(m)    # each matrix's, before its row blocks read it (O(rows): serial)
+    for k in range(m):
         means[k] = _row_mean_of(k, addrs, mats, like, eps1, True)
     blocks, first, offs = _blocks(mats)
     nb = first[m]
@@ -582,8 +594,8 @@ def adafactor_velocity_keras(addrs, mats, env, like, pre, hyper):
     pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
     rho, beta, one_minus_beta, eps1, eps1_sq = hyper
     m = mats.shape[0]
-    means = np.empty(m)    # each matrix's, before its row blocks read it
-    for k in numba.prange(m):
+    means = np.empty(m)    # each matrix's, before its row blocks read it (O(rows): serial)
+    for k in range(m):
         means[k] = _row_mean_of(k, addrs, mats, like, eps1, False)
     blocks, first, offs = _blocks(mats)
     nb = first[m]
