@@ -10,7 +10,8 @@ Bytes moved per step, float32, n elements (matrices R x C, R·C = n; the
 row/column factors are O(R + C) and not counted):
 
 * Lamb: pass 1 reads p, g, m, v and writes m, v; pass 2 reads p, m, v and
-  writes p: 10 x 4n.
+  writes p: 10 x 4n (fastopt.torch.Lamb with Apex's max_grad_norm: + the
+  global norm's read of g, 11 x 4n; no torch peer is installed).
 * Adafactor, torch convention: factor pass reads p, g; rms pass reads p, g;
   apply reads p, g and writes p: 7 x 4n.
 * Adafactor, Keras convention: factor pass reads p, g; velocity pass reads
@@ -43,6 +44,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1000, help="matrix side (n x n params)")
     ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--only", default=None,
+                    help="comma-separated name prefixes of the cases to run (the copy always "
+                         "runs): e.g. adafactor")
     args = ap.parse_args()
     side = args.n
     rng = np.random.default_rng(0)
@@ -68,6 +72,9 @@ def main():
         return getattr(fastopt.torch, cls)([a], **kw).step, getattr(torch.optim, cls)([b], **kw).step
 
     ada_ours, ada_torch = torch_pair("Adafactor")
+    lp = torch.nn.Parameter(torch.tensor(param()))
+    lp.grad = torch.tensor(param())
+    lamb_torch = fastopt.torch.Lamb([lp]).step     # Apex's defaults: max_grad_norm=1.0
     muon_ours, muon_torch = torch_pair("Muon")
     pk, gk = param(), param()
     rk, ck, vk = np.zeros(side, np.float32), np.zeros(side, np.float32), np.zeros_like(pk)
@@ -75,17 +82,20 @@ def main():
     def ada_keras():
         functional.adafactor(pk, gk, rk, ck, vk, step=3, lr=1e-3, eps1=1e-30, eps2=1e-3)
 
-    cases = {"copy": lambda: cpu_copy(dst, src), "lamb": lamb,
+    cases = {"copy": lambda: cpu_copy(dst, src), "lamb": lamb, "lamb_torch_fastopt": lamb_torch,
              "adafactor_torch_fastopt": ada_ours, "adafactor_torch_optim": ada_torch,
              "adafactor_keras_fastopt": ada_keras,
              "muon_fastopt": muon_ours, "muon_torch_optim": muon_torch}
+    if args.only:
+        keep = tuple(args.only.split(","))
+        cases = {k: f for k, f in cases.items() if k == "copy" or k.startswith(keep)}
     times = {k: [] for k in cases}
     for _ in range(args.rounds):
         for name, fn in cases.items():
             times[name].append(_time(fn))
     med = {k: statistics.median(v) for k, v in times.items()}
     bw = 2 * src.nbytes / med["copy"]
-    floor = {"lamb": 40 * n, "adafactor_torch_fastopt": 28 * n,
+    floor = {"lamb": 40 * n, "lamb_torch_fastopt": 44 * n, "adafactor_torch_fastopt": 28 * n,
              "adafactor_keras_fastopt": 36 * n, "muon_fastopt": 32 * n}
     print(f"threads {torch.get_num_threads()}, copy {bw / 1e9:.1f} GB/s, params {side}x{side} float32")
     for name, t in med.items():

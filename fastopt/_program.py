@@ -95,6 +95,8 @@ def run(fn, spec, h, convention, plan, param, grad, states, pre, hyper):
     originals = {"param": param, "grad": grad}
     for s in used:
         given = states.get(s.name)
+        if given is None and s.shape is not None:   # per param: checked below
+            given = [None] * n
         if given is None:
             raise ValueError(f"{who}: {s.name} is required")
         if not isinstance(given, (list, tuple)) or len(given) != n:
@@ -115,7 +117,11 @@ def run(fn, spec, h, convention, plan, param, grad, states, pre, hyper):
             label = _label(fn, name, k, indexed)
             slot = next((s for s in used if s.name == name), None)
             shape = p.shape if slot is None else slot.shape_for(p.shape, convention)
-            if shape is None:     # no array of this slot for this param
+            if (shape is None and originals[name][k] is not None
+                    and convention in slot.optional):
+                shape = p.shape   # the caller's choice (`Slot.optional`)
+            if shape is None:     # no array of this slot (or a placeholder, left alone)
+                arrays[name][k] = None
                 continue
             if originals[name][k] is None:
                 raise ValueError(f"{who}: {label} is required (shape {shape})")
@@ -145,11 +151,20 @@ def run(fn, spec, h, convention, plan, param, grad, states, pre, hyper):
                 raise ValueError(f"{who}: {_label(fn, 'param', k, indexed)}: "
                                  + program.refuse.format(shape=_shape_text(
                                      originals["param"][k])))
-    for name in program.scratch:     # fresh memory, like each param, in its library
-        originals[name] = [_empty_like(a) for a in originals["param"]]
-        arrays[name] = [_host(who, name, a) for a in originals[name]]
     info = SimpleNamespace(h=h, convention=convention, hyper=hyper, plan=plan,
-                           originals=originals)
+                           originals=originals,
+                           has=[frozenset(name for name in arrays if arrays[name][k] is not None)
+                                for k in range(n)])
+    shapes = [a.shape for a in arrays["param"]]
+    for name in program.scratch:     # fresh memory, like each param, in its library
+        # only for the tensors a pass that uses it runs on
+        need = set()
+        for step in program.passes:
+            if name in getattr(step, "arrays", ()):
+                need.update(_select(step, shapes, info, range(n)))
+        originals[name] = [_empty_like(a) if k in need else None
+                           for k, a in enumerate(originals["param"])]
+        arrays[name] = [None if a is None else _host(who, name, a) for a in originals[name]]
     groups = {}
     for k in range(n):
         groups.setdefault(arrays["param"][k].dtype, []).append(k)
@@ -166,10 +181,16 @@ def run(fn, spec, h, convention, plan, param, grad, states, pre, hyper):
                                           if name != "grad" for a in lst]))
 
 
-def _select(step, shapes, info):
-    if step.select is None:
-        return list(range(len(shapes)))
-    return [j for j, s in enumerate(shapes) if step.select(s, info.h, info.convention)]
+def _select(step, shapes, info, index=None):
+    """The positions j of `shapes` the pass `step` runs on: by its `select`,
+    and by its `having` (whether tensor ``index[j]`` of the call has an array
+    of a slot)."""
+    sel = [j for j, s in enumerate(shapes)
+           if step.select is None or step.select(s, info.h, info.convention)]
+    if getattr(step, "having", None) is not None:
+        slot, present = step.having
+        sel = [j for j in sel if (slot in info.has[index[j]]) == present]
+    return sel
 
 
 def _plan_group(spec, info, arrays, index, pre, hyper):
@@ -185,7 +206,7 @@ def _plan_group(spec, info, arrays, index, pre, hyper):
     ginfo = SimpleNamespace(**vars(info), dtype=dtype, shapes=shapes, sizes=sizes)
     steps = []
     for step in program.passes:
-        sel = _select(step, shapes, info)
+        sel = _select(step, shapes, info, index)
         if not sel:
             continue
         if isinstance(step, Factored):

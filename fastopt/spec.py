@@ -41,7 +41,8 @@ class Hyper:
     """One hyperparameter, in fastopt's name.
 
     default: the functional default (`REQUIRED`: none). kind: "float",
-    "int" (a count, kept an int) or "flag". low/high (and whether open): the
+    "int" (a count, kept an int), "flag" or "any" (a front end's option,
+    not functional, that front end checks: Keras's Muon ``exclude_layers``). low/high (and whether open): the
     range every front end checks; `bounds` overrides them per convention
     ({"keras": {"high": 1.0}}).
     only: the one convention that has it; the other refuses any value but
@@ -70,6 +71,8 @@ class Hyper:
         label = label or self.name
         if self.kind == "flag":
             return check_flag(fn, label, value)
+        if self.kind == "any":    # a front end's option it checks itself
+            return value
         if self.kind == "int":
             return check_int(fn, label, value, **self.range(convention))
         return check_float(fn, label, value, **self.range(convention))
@@ -101,6 +104,12 @@ class Slot:
     when: object = None
     arg: str = "required"
     shape: object = None
+    optional: tuple = ()
+
+    # optional: conventions under which a param whose `shape_for` is None
+    # may still have an array of its own shape, the front end's choice that
+    # the program routes by (Keras's Muon: a velocity for a matrix it
+    # excludes, stepped with AdamW); see the passes' `having`.
 
     def used(self, h):
         return self.when is None or bool(self.when(h))
@@ -371,13 +380,15 @@ class Elementwise:
     sums: the per-tensor scalars it returns (names in `Program.env`);
     reads: the per-tensor scalars it reads, the columns of its ``env``;
     select: ``select(shape, h, convention) -> bool``: the tensors it runs on
-    (None: all)."""
+    (None: all); having: ``(slot, present)``: only the tensors that have
+    (present True) or lack an array of that slot (a `Slot.optional` one)."""
 
     kernel: str
     arrays: tuple
     sums: tuple = ()
     reads: tuple = ()
     select: object = None
+    having: tuple = None
 
 
 @dataclass(frozen=True)
@@ -398,6 +409,7 @@ class PerTensor:
 
     fn: object
     select: object = None
+    having: tuple = None
 
 
 @dataclass(frozen=True)
@@ -411,6 +423,7 @@ class MatrixFunction:
 
     fn: object
     select: object = None
+    having: tuple = None
 
 
 @dataclass(frozen=True)

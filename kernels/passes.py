@@ -187,7 +187,87 @@ def lamb_apply(addrs, chunks, env, like, pre, hyper):
     return np.zeros((addrs.shape[0], 0))
 
 
-ELEMENTWISE = {"lamb_moments": lamb_moments, "lamb_apply": lamb_apply}
+# Apex FusedLAMB's form (convention "torch"): hyper (lr, β₁, β₃, β₂, 1 − β₂,
+# c₁, c₂, ε, decoupled wd); the shared decay factor is not applied (Apex adds
+# wd·p to the update instead).
+
+@numba.njit(inline="always")
+def _lamb_update_torch(m, v, p, hyper):
+    """Apex: ``(m / c₁) / (sqrt(v / c₂) + ε) + wd·p``."""
+    lr, beta1, beta3, beta2, one_minus_beta2, c1, c2, eps, wd = hyper
+    return (m / c1) / (math.sqrt(v / c2) + eps) + wd * p
+
+
+@numba.njit(inline="always")
+def _lamb_moments_torch_chunk(c, addrs, chunks, pre, hyper, partial):
+    lr, beta1, beta3, beta2, one_minus_beta2, c1, c2, eps, wd = hyper
+    t, start, n = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+    like = pre[0]
+    param = view(addrs[t, 0], start, n, like)
+    grad = view(addrs[t, 1], start, n, like)
+    mom = view(addrs[t, 2], start, n, like)
+    vel = view(addrs[t, 3], start, n, like)
+    w = 0.0
+    uu = 0.0
+    for i in range(n):
+        p = param[i]
+        g = grad_in(grad[i], p, pre)
+        m = mom[i] * beta1 + beta3 * g
+        v = vel[i] * beta2 + one_minus_beta2 * g * g
+        mom[i] = m
+        vel[i] = v
+        u = _lamb_update_torch(m, v, p, hyper)
+        w += p * p
+        uu += u * u
+    partial[c, 0] = w
+    partial[c, 1] = uu
+
+
+@jit()
+def lamb_moments_torch(addrs, chunks, env, like, pre, hyper):
+    """Apex, pass 1: g transformed (grad_scale: the global clip; coupled
+    decay), ``m ← β₁·m + β₃·g``, ``v ← β₂·v + (1 − β₂)·g·g``; sums of p² and
+    u² per tensor (u as `_lamb_update_torch`). Columns: param, grad, m, v."""
+    pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
+    partial = np.empty((chunks.shape[0], 2))
+    if _total(chunks) < SERIAL_BELOW:
+        for c in range(chunks.shape[0]):
+            _lamb_moments_torch_chunk(c, addrs, chunks, pre, hyper, partial)
+    else:
+        for c in numba.prange(chunks.shape[0]):
+            _lamb_moments_torch_chunk(c, addrs, chunks, pre, hyper, partial)
+    return _per_tensor(partial, chunks, addrs.shape[0])
+
+
+@numba.njit(inline="always")
+def _lamb_apply_torch_chunk(c, addrs, chunks, env, pre, hyper):
+    t, start, n = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+    like = pre[0]
+    param = view(addrs[t, 0], start, n, like)
+    mom = view(addrs[t, 1], start, n, like)
+    vel = view(addrs[t, 2], start, n, like)
+    k = _cast(env[t, 0], like)
+    for i in range(n):
+        p = param[i]
+        param[i] = p - k * _lamb_update_torch(mom[i], vel[i], p, hyper)
+
+
+@jit()
+def lamb_apply_torch(addrs, chunks, env, like, pre, hyper):
+    """Apex, pass 2: ``p ← p − k·u`` with the tensor's k (``env[t, 0]``: lr,
+    times the trust ratio). Columns: param, m, v."""
+    pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
+    if _total(chunks) < SERIAL_BELOW:
+        for c in range(chunks.shape[0]):
+            _lamb_apply_torch_chunk(c, addrs, chunks, env, pre, hyper)
+    else:
+        for c in numba.prange(chunks.shape[0]):
+            _lamb_apply_torch_chunk(c, addrs, chunks, env, pre, hyper)
+    return np.zeros((addrs.shape[0], 0))
+
+
+ELEMENTWISE = {"lamb_moments": lamb_moments, "lamb_apply": lamb_apply,
+               "lamb_moments_torch": lamb_moments_torch, "lamb_apply_torch": lamb_apply_torch}
 FACTORED = {}
 
 
@@ -217,20 +297,80 @@ def _mat(addrs, mats, k, col, like, per_row):
 
 
 @numba.njit(inline="always")
-def _factor_matrix(k, addrs, mats, pre, hyper, partial, keras):
-    """Matrix k: row and column sums of g² (+ eps1, Keras) into its factors,
-    and the sum of p² (p after decoupled decay) into partial[k, 0]."""
+def _blocks(mats):
+    """Each matrix's rows in blocks of about `CHUNK` elements, so that one
+    large matrix is spread over the threads as a list of small ones is:
+    ``blocks[q] = (k, r0, nr)`` (rows r0 .. r0 + nr of matrix k), ``first[k]``
+    its first block (blocks are in matrix order; ``first[M]`` = the count),
+    ``offs[q]`` where block q's partial column sums start in a flat buffer.
+    The partition depends on the shapes only (not on the thread count), and
+    so do the sums."""
+    m = mats.shape[0]
+    first = np.empty(m + 1, dtype=np.int64)
+    count = 0
+    for k in range(m):
+        r, c = mats[k, 2], mats[k, 3]
+        nb = (r * c + CHUNK - 1) // CHUNK
+        if nb > r:
+            nb = r
+        if nb < 1:
+            nb = 1
+        first[k] = count
+        count += nb
+    first[m] = count
+    blocks = np.empty((count, 3), dtype=np.int64)
+    offs = np.empty(count + 1, dtype=np.int64)
+    off = 0
+    for k in range(m):
+        r, c = mats[k, 2], mats[k, 3]
+        nb = first[k + 1] - first[k]
+        rows = (r + nb - 1) // nb
+        for q in range(first[k], first[k + 1]):
+            r0 = (q - first[k]) * rows
+            nr = r - r0
+            if nr > rows:
+                nr = rows
+            if nr < 0:
+                nr = 0
+            blocks[q, 0], blocks[q, 1], blocks[q, 2] = k, r0, nr
+            offs[q] = off
+            off += c
+    offs[count] = off
+    return blocks, first, offs
+
+
+@numba.njit(inline="always")
+def _block_rows(addrs, mats, k, col, like, r0, nr):
+    """Rows r0 .. r0 + nr of matrix k's part of column `col`, as a view of
+    their nr·C elements (indexed from 0, as Numba's loops vectorize)."""
+    t, b, r, c = mats[k, 0], mats[k, 1], mats[k, 2], mats[k, 3]
+    return view(addrs[t, col], (b * r + r0) * c, nr * c, like)
+
+
+@numba.njit(inline="always")
+def _block_factor(addrs, mats, k, like, r0, nr):
+    """Rows r0 .. r0 + nr of matrix k's row factor (column 2)."""
+    t, b, r = mats[k, 0], mats[k, 1], mats[k, 2]
+    return view(addrs[t, 2], b * r + r0, nr, like)
+
+
+@numba.njit(inline="always")
+def _factor_block(q, blocks, addrs, mats, pre, hyper, colpart, offs, wpart, keras):
+    """Rows r0 .. r0 + nr of matrix k: their sums of g² (+ eps1, Keras) into
+    the row factor; their column sums into the block's partials (added up
+    per matrix by `_factor_columns`); the sum of p² (p after decoupled
+    decay, Keras; before it, torch) into wpart[q]."""
     rho, beta, one_minus_beta, eps1, eps1_sq = hyper
     like = pre[0]
-    r, c = mats[k, 2], mats[k, 3]
-    param = _mat(addrs, mats, k, 0, like, 0)
-    grad = _mat(addrs, mats, k, 1, like, 0)
-    row = _mat(addrs, mats, k, 2, like, 1)
-    col = _mat(addrs, mats, k, 3, like, 2)
+    k, r0, nr = blocks[q, 0], blocks[q, 1], blocks[q, 2]
+    c = mats[k, 3]
+    param = _block_rows(addrs, mats, k, 0, like, r0, nr)
+    grad = _block_rows(addrs, mats, k, 1, like, r0, nr)
+    row = _block_factor(addrs, mats, k, like, r0, nr)
+    base = offs[q]
     decay = pre[3]
-    cols = np.zeros(c, dtype=np.float64)
     w = 0.0
-    for i in range(r):
+    for i in range(nr):
         s = 0.0
         for j in range(c):
             p = param[i * c + j] * decay
@@ -240,7 +380,7 @@ def _factor_matrix(k, addrs, mats, pre, hyper, partial, keras):
             else:
                 x = g * g
             s += x
-            cols[j] += x
+            colpart[base + j] += x
             if not keras:   # torch's alpha reads the param before its decay
                 p = param[i * c + j]
             w += p * p
@@ -249,12 +389,29 @@ def _factor_matrix(k, addrs, mats, pre, hyper, partial, keras):
         else:       # ‖g_i‖² / C, lerp'd in
             norm = math.sqrt(_cast(s, like))
             row[i] = _lerp(row[i], norm * norm / _cast(c, like), one_minus_beta, beta)
+    wpart[q] = w
+
+
+@numba.njit(inline="always")
+def _factor_columns(k, first, addrs, mats, pre, hyper, colpart, offs, wpart, partial, keras):
+    """Matrix k's column sums (its blocks' partials, in block order) into
+    its column factor, and its sum of p²."""
+    rho, beta, one_minus_beta, eps1, eps1_sq = hyper
+    like = pre[0]
+    r, c = mats[k, 2], mats[k, 3]
+    col = _mat(addrs, mats, k, 3, like, 2)
     for j in range(c):
+        s = 0.0
+        for q in range(first[k], first[k + 1]):
+            s += colpart[offs[q] + j]
         if keras:
-            col[j] = beta * col[j] + one_minus_beta * (_cast(cols[j], like) / _cast(r, like))
+            col[j] = beta * col[j] + one_minus_beta * (_cast(s, like) / _cast(r, like))
         else:
-            norm = math.sqrt(_cast(cols[j], like))
+            norm = math.sqrt(_cast(s, like))
             col[j] = _lerp(col[j], norm * norm / _cast(r, like), one_minus_beta, beta)
+    w = 0.0
+    for q in range(first[k], first[k + 1]):
+        w += wpart[q]
     partial[k, 0] = w
 
 
@@ -275,15 +432,40 @@ def _per_matrix(partial, mats, ntensors):
     return out
 
 
+@numba.njit(inline="always")
+def _block_sums(wpart, first, mats, ntensors):
+    """Per-block sums added up per matrix (in block order), then per tensor."""
+    partial = np.zeros((mats.shape[0], 1))
+    for k in range(mats.shape[0]):
+        w = 0.0
+        for q in range(first[k], first[k + 1]):
+            w += wpart[q]
+        partial[k, 0] = w
+    return _per_matrix(partial, mats, ntensors)
+
+
 @jit()
 def adafactor_factor_keras(addrs, mats, env, like, pre, hyper):
     """Keras, pass 1 of a matrix: ``r ← β·r + (1 − β)·mean_C(g² + ε₁)``,
     ``c ← β·c + (1 − β)·mean_R(g² + ε₁)``; sums p². Columns: param, grad,
-    row, col."""
+    row, col. Parallel over row blocks of every matrix (`_blocks`), then
+    over the matrices for the column factors."""
     pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
-    partial = np.zeros((mats.shape[0], 1))
-    for k in numba.prange(mats.shape[0]):
-        _factor_matrix(k, addrs, mats, pre, hyper, partial, True)
+    blocks, first, offs = _blocks(mats)
+    nb, m = first[mats.shape[0]], mats.shape[0]
+    colpart = np.zeros(offs[nb])
+    wpart = np.zeros(nb)
+    partial = np.zeros((m, 1))
+    for q in numba.prange(nb):
+        _factor_block(q, blocks, addrs, mats, pre, hyper, colpart, offs, wpart, True)
+    if offs[nb] < SERIAL_BELOW:    # the combine is small: no second parallel region
+        for k in range(m):
+            _factor_columns(k, first, addrs, mats, pre, hyper, colpart, offs, wpart, partial,
+                            True)
+    else:
+        for k in numba.prange(m):
+            _factor_columns(k, first, addrs, mats, pre, hyper, colpart, offs, wpart, partial,
+                            True)
     return _per_matrix(partial, mats, addrs.shape[0])
 
 
@@ -291,11 +473,23 @@ def adafactor_factor_keras(addrs, mats, env, like, pre, hyper):
 def adafactor_factor_torch(addrs, mats, env, like, pre, hyper):
     """torch, pass 1 of a matrix: ``r ← lerp(r, ‖g_i‖²/C, w)``,
     ``c ← lerp(c, ‖g_j‖²/R, w)``; sums p². Columns: param, grad, row_var,
-    col_var."""
+    col_var. Parallel as `adafactor_factor_keras`."""
     pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
-    partial = np.zeros((mats.shape[0], 1))
-    for k in numba.prange(mats.shape[0]):
-        _factor_matrix(k, addrs, mats, pre, hyper, partial, False)
+    blocks, first, offs = _blocks(mats)
+    nb, m = first[mats.shape[0]], mats.shape[0]
+    colpart = np.zeros(offs[nb])
+    wpart = np.zeros(nb)
+    partial = np.zeros((m, 1))
+    for q in numba.prange(nb):
+        _factor_block(q, blocks, addrs, mats, pre, hyper, colpart, offs, wpart, False)
+    if offs[nb] < SERIAL_BELOW:    # the combine is small: no second parallel region
+        for k in range(m):
+            _factor_columns(k, first, addrs, mats, pre, hyper, colpart, offs, wpart, partial,
+                            False)
+    else:
+        for k in numba.prange(m):
+            _factor_columns(k, first, addrs, mats, pre, hyper, colpart, offs, wpart, partial,
+                            False)
     return _per_matrix(partial, mats, addrs.shape[0])
 
 
@@ -316,70 +510,107 @@ def _torch_mean_r(row, r, like, eps1):
     return m
 
 
+@numba.njit(inline="always")
+def _row_mean_of(k, addrs, mats, like, eps1, torch_form):
+    """Matrix k's mean of its row factor (torch: at least ε₁)."""
+    row = _mat(addrs, mats, k, 2, like, 1)
+    if torch_form:
+        return _torch_mean_r(row, mats[k, 2], like, eps1)
+    return _row_mean(row, mats[k, 2], like)
+
+
 @jit()
 def adafactor_rms_torch(addrs, mats, env, like, pre, hyper):
     """torch, pass 2 of a matrix: the sum of u² (u from the factors).
-    Columns: param, grad, row_var, col_var."""
+    Columns: param, grad, row_var, col_var. Parallel over row blocks."""
     pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
     rho, beta, one_minus_beta, eps1, eps1_sq = hyper
-    partial = np.zeros((mats.shape[0], 1))
-    for k in numba.prange(mats.shape[0]):
-        r, c = mats[k, 2], mats[k, 3]
-        param = _mat(addrs, mats, k, 0, like, 0)
-        grad = _mat(addrs, mats, k, 1, like, 0)
-        row = _mat(addrs, mats, k, 2, like, 1)
+    m = mats.shape[0]
+    means = np.empty(m)    # each matrix's, before its row blocks read it (O(rows): serial)
+    for k in range(m):
+        means[k] = _row_mean_of(k, addrs, mats, like, eps1, True)
+    blocks, first, offs = _blocks(mats)
+    nb = first[m]
+    wpart = np.zeros(nb)
+    for q in numba.prange(nb):
+        k, r0, nr = blocks[q, 0], blocks[q, 1], blocks[q, 2]
+        c = mats[k, 3]
+        param = _block_rows(addrs, mats, k, 0, like, r0, nr)
+        grad = _block_rows(addrs, mats, k, 1, like, r0, nr)
+        row = _block_factor(addrs, mats, k, like, r0, nr)
         col = _mat(addrs, mats, k, 3, like, 2)
-        mean_r = _torch_mean_r(row, r, like, eps1)
+        mean_r = _cast(means[k], like)
         s = 0.0
-        for i in range(r):
+        for i in range(nr):
             for j in range(c):
                 g = grad_in(grad[i * c + j], param[i * c + j] * pre[3], pre)
                 u = _torch_estimate(row[i], col[j], mean_r, eps1_sq, g)
                 s += u * u
-        partial[k, 0] = s
-    return _per_matrix(partial, mats, addrs.shape[0])
+        wpart[q] = s
+    return _block_sums(wpart, first, mats, addrs.shape[0])
 
 
 @jit()
 def adafactor_apply_torch(addrs, mats, env, like, pre, hyper):
     """torch, pass 3 of a matrix: ``p ← decay·p + k·u`` with the tensor's
-    ``k = −α/denom`` (``env[t, 0]``). Columns: param, grad, row_var, col_var."""
+    ``k = −α/denom`` (``env[t, 0]``). Columns: param, grad, row_var, col_var.
+    Parallel over row blocks."""
     pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
     rho, beta, one_minus_beta, eps1, eps1_sq = hyper
-    for k in numba.prange(mats.shape[0]):
-        r, c = mats[k, 2], mats[k, 3]
-        scale = _cast(env[mats[k, 0], 0], like)
-        param = _mat(addrs, mats, k, 0, like, 0)
-        grad = _mat(addrs, mats, k, 1, like, 0)
-        row = _mat(addrs, mats, k, 2, like, 1)
-        col = _mat(addrs, mats, k, 3, like, 2)
-        mean_r = _torch_mean_r(row, r, like, eps1)
-        for i in range(r):
-            for j in range(c):
-                p = param[i * c + j] * pre[3]
-                g = grad_in(grad[i * c + j], p, pre)
-                param[i * c + j] = p + scale * _torch_estimate(row[i], col[j], mean_r,
-                                                               eps1_sq, g)
+    m = mats.shape[0]
+    means = np.empty(m)    # each matrix's, before its row blocks read it (O(rows): serial)
+    for k in range(m):
+        means[k] = _row_mean_of(k, addrs, mats, like, eps1, True)
+    blocks, first, offs = _blocks(mats)
+    nb = first[m]
+    for q in numba.prange(nb):
+        _apply_torch_block(q, blocks, addrs, mats, env, means, like, pre, eps1_sq)
     return np.zeros((addrs.shape[0], 0))
+
+
+@numba.njit(inline="always")
+def _apply_torch_block(q, blocks, addrs, mats, env, means, like, pre, eps1_sq):
+    k, r0, nr = blocks[q, 0], blocks[q, 1], blocks[q, 2]
+    c = mats[k, 3]
+    scale = _cast(env[mats[k, 0], 0], like)
+    param = _block_rows(addrs, mats, k, 0, like, r0, nr)
+    grad = _block_rows(addrs, mats, k, 1, like, r0, nr)
+    row = _block_factor(addrs, mats, k, like, r0, nr)
+    col = _mat(addrs, mats, k, 3, like, 2)
+    mean_r = _cast(means[k], like)
+    for i in range(nr):
+        for j in range(c):
+            p = param[i * c + j] * pre[3]
+            g = grad_in(grad[i * c + j], p, pre)
+            param[i * c + j] = p + scale * _torch_estimate(row[i], col[j], mean_r,
+                                                           eps1_sq, g)
 
 
 @jit()
 def adafactor_velocity_keras(addrs, mats, env, like, pre, hyper):
     """Keras, pass 2 of a matrix: ``v ← (r_i / mean(r))·c_j`` (written, as
     Keras keeps it) and the sum of u² with ``u = g / sqrt(v)``. Columns:
-    param, grad, row, col, velocity."""
+    param, grad, row, col, velocity. Parallel over row blocks."""
     pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
-    partial = np.zeros((mats.shape[0], 1))
-    for k in numba.prange(mats.shape[0]):
-        r, c = mats[k, 2], mats[k, 3]
-        param = _mat(addrs, mats, k, 0, like, 0)
-        grad = _mat(addrs, mats, k, 1, like, 0)
-        row = _mat(addrs, mats, k, 2, like, 1)
+    rho, beta, one_minus_beta, eps1, eps1_sq = hyper
+    m = mats.shape[0]
+    means = np.empty(m)    # each matrix's, before its row blocks read it (O(rows): serial)
+    for k in range(m):
+        means[k] = _row_mean_of(k, addrs, mats, like, eps1, False)
+    blocks, first, offs = _blocks(mats)
+    nb = first[m]
+    wpart = np.zeros(nb)
+    for q in numba.prange(nb):
+        k, r0, nr = blocks[q, 0], blocks[q, 1], blocks[q, 2]
+        c = mats[k, 3]
+        param = _block_rows(addrs, mats, k, 0, like, r0, nr)
+        grad = _block_rows(addrs, mats, k, 1, like, r0, nr)
+        row = _block_factor(addrs, mats, k, like, r0, nr)
         col = _mat(addrs, mats, k, 3, like, 2)
-        vel = _mat(addrs, mats, k, 4, like, 0)
-        mean_r = _row_mean(row, r, like)
+        vel = _block_rows(addrs, mats, k, 4, like, r0, nr)
+        mean_r = _cast(means[k], like)
         s = 0.0
-        for i in range(r):
+        for i in range(nr):
             ri = row[i] / mean_r
             for j in range(c):
                 v = ri * col[j]
@@ -387,8 +618,8 @@ def adafactor_velocity_keras(addrs, mats, env, like, pre, hyper):
                 g = grad_in(grad[i * c + j], param[i * c + j] * pre[3], pre)
                 u = g / math.sqrt(v)
                 s += u * u
-        partial[k, 0] = s
-    return _per_matrix(partial, mats, addrs.shape[0])
+        wpart[q] = s
+    return _block_sums(wpart, first, mats, addrs.shape[0])
 
 
 @numba.njit(inline="always")
@@ -564,3 +795,114 @@ def scaled_add(addrs, chunks, env, like, pre, hyper):
 
 
 ELEMENTWISE.update(muon_momentum=muon_momentum, scaled_add=scaled_add)
+
+
+# -- Muon (Keras's `Muon`): its Muon step and its AdamW step --------------------
+# hyper: (mu, mu − 1, nesterov, lr, rms_rate, β₁, 1 − β₁, β₂, 1 − β₂, α, ε,
+# adam_decay) (`fastopt.specs.muon`); Keras's ops, no fused multiply-adds.
+
+@numba.njit(inline="always")
+def _muon_keras_chunk(c, addrs, chunks, pre, hyper):
+    mu, mu_minus_one = hyper[0], hyper[1]
+    nesterov = hyper[2]
+    t, start, n = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+    like = pre[0]
+    param = view(addrs[t, 0], start, n, like)
+    grad = view(addrs[t, 1], start, n, like)
+    buf = view(addrs[t, 2], start, n, like)
+    out = view(addrs[t, 3], start, n, like)
+    for i in range(n):
+        g = grad_in(grad[i], param[i] * pre[3], pre)
+        m = buf[i]
+        m = m + (g + m * mu_minus_one)
+        buf[i] = m
+        if nesterov:
+            out[i] = g + mu * m
+        else:
+            out[i] = m
+
+
+@jit()
+def muon_momentum_keras(addrs, chunks, env, like, pre, hyper):
+    """Keras, pass 1 of a Muon param: ``m ← m + (g + m·(μ − 1))`` and the
+    matrix to orthogonalize, ``g + μ·m`` (Nesterov) or m, into the scratch
+    array. Columns: param, grad, momentum, scratch."""
+    pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
+    if _total(chunks) < SERIAL_BELOW:
+        for c in range(chunks.shape[0]):
+            _muon_keras_chunk(c, addrs, chunks, pre, hyper)
+    else:
+        for c in numba.prange(chunks.shape[0]):
+            _muon_keras_chunk(c, addrs, chunks, pre, hyper)
+    return np.zeros((addrs.shape[0], 0))
+
+
+@numba.njit(inline="always")
+def _muon_apply_keras_chunk(c, addrs, chunks, env, pre, hyper):
+    lr, rms_rate = hyper[3], hyper[4]
+    t, start, n = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+    like = pre[0]
+    param = view(addrs[t, 0], start, n, like)
+    upd = view(addrs[t, 1], start, n, like)
+    k = _cast(env[t, 0], like)
+    for i in range(n):
+        param[i] = param[i] * pre[3] - ((lr * upd[i]) * k) * rms_rate
+
+
+@jit()
+def muon_apply_keras(addrs, chunks, env, like, pre, hyper):
+    """Keras, last pass of a Muon param: ``p ← decay·p − ((lr·O)·s)·rms_rate``
+    with the tensor's ``s = sqrt(max(rows, cols))`` (``env[t, 0]``; s and
+    rms_rate 1 without rms scaling). Columns: param, the orthogonalized O."""
+    pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
+    if _total(chunks) < SERIAL_BELOW:
+        for c in range(chunks.shape[0]):
+            _muon_apply_keras_chunk(c, addrs, chunks, env, pre, hyper)
+    else:
+        for c in numba.prange(chunks.shape[0]):
+            _muon_apply_keras_chunk(c, addrs, chunks, env, pre, hyper)
+    return np.zeros((addrs.shape[0], 0))
+
+
+@numba.njit(inline="always")
+def _muon_adamw_chunk(c, addrs, chunks, pre, hyper):
+    one_minus_beta1, one_minus_beta2 = hyper[6], hyper[8]
+    alpha, eps, decay = hyper[9], hyper[10], hyper[11]
+    t, start, n = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+    like = pre[0]
+    param = view(addrs[t, 0], start, n, like)
+    grad = view(addrs[t, 1], start, n, like)
+    mom = view(addrs[t, 2], start, n, like)
+    vel = view(addrs[t, 3], start, n, like)
+    for i in range(n):
+        p = param[i] * decay
+        g = grad_in(grad[i], p, pre)
+        m = mom[i]
+        m = m + (g - m) * one_minus_beta1
+        v = vel[i]
+        v = v + (g * g - v) * one_minus_beta2
+        mom[i] = m
+        vel[i] = v
+        param[i] = p - (m * alpha) / (math.sqrt(v) + eps)
+
+
+@jit()
+def muon_adamw_keras(addrs, chunks, env, like, pre, hyper):
+    """Keras, the AdamW step of the params Muon excludes:
+    ``p ← (1 − lr·adam_wd)·p``, ``m ← m + (g − m)·(1 − β₁)``,
+    ``v ← v + (g² − v)·(1 − β₂)``, ``p ← p − (m·α) / (sqrt(v) + ε)`` with
+    ``α = lr·adam_lr_ratio·sqrt(1 − β₂ᵗ)/(1 − β₁ᵗ)``. Columns: param, grad,
+    momentum, velocity."""
+    pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
+    if _total(chunks) < SERIAL_BELOW:
+        for c in range(chunks.shape[0]):
+            _muon_adamw_chunk(c, addrs, chunks, pre, hyper)
+    else:
+        for c in numba.prange(chunks.shape[0]):
+            _muon_adamw_chunk(c, addrs, chunks, pre, hyper)
+    return np.zeros((addrs.shape[0], 0))
+
+
+ELEMENTWISE.update(muon_momentum_keras=muon_momentum_keras,
+                   muon_apply_keras=muon_apply_keras, muon_adamw_keras=muon_adamw_keras)
+

@@ -64,6 +64,11 @@ class _Plan:
         # Slots Keras's build keeps in a list by variable index rather than
         # making from each variable (Adafactor's ``_r``, ``_c``).
         self.state_lists = front.options.get("state_lists", {})
+        # Weight decays besides Keras's weight_decay (Keras's Muon's
+        # adam_weight_decay): off, with it, for the excluded variables.
+        self.decays = {attr: name for attr, name in self.hypers.items()
+                       if name in front.options.get("decays", ())}
+        self.in_step = False   # inside Keras's apply: the decay is fused
         # A program's passes keep no moving average (Keras's own EMA code runs).
         self.fuses_ema = spec.program is None
         self.slots = {}        # (slot's Keras name, id(model variable)) -> its variable
@@ -105,8 +110,11 @@ class _Plan:
                    for name, keras in slots}
             for name, attr in self.state_lists.items():
                 kept = getattr(optimizer, attr)
-                out[name] = [kept[optimizer._get_variable_index(variables[i])]._value
-                             for i in index]
+                # None: a variable without this slot (Keras's Muon: a velocity
+                # for the variables it steps with AdamW only)
+                out[name] = [None if v is None else v._value for v in
+                             [kept[optimizer._get_variable_index(variables[i])]
+                              for i in index]]
             return out
 
         self._groups = [_Group(decayed, index, [variables[i] for i in index], state(index),
@@ -167,7 +175,9 @@ class FusedOptimizer:
         object.__setattr__(self, "_fastopt", plan)
         who = self._fastopt_who()
         for attr, name in plan.hypers.items():    # fastopt's bounds, at construction
-            self.spec.hyper(name).check(who, getattr(self, attr), "keras", label=attr)
+            value, hyper = getattr(self, attr), self.spec.hyper(name)
+            if not (hyper.optional and value is None):
+                hyper.check(who, value, "keras", label=attr)
 
     def _fastopt_who(self):
         return f"fastopt.keras.{type(self).__name__}"
@@ -179,14 +189,26 @@ class FusedOptimizer:
         self._fastopt.slots[name, id(reference_variable)] = variable
         return variable
 
+    def _backend_apply_gradients(self, grads, trainable_variables):
+        self._fastopt.in_step = True
+        try:
+            super()._backend_apply_gradients(grads, trainable_variables)
+        finally:
+            self._fastopt.in_step = False
+
     def _apply_weight_decay(self, variables):
-        """Nothing: the decay is fused into `_backend_update_step`."""
+        """Nothing in a step: the decay is fused into `_backend_update_step`;
+        Keras's own when called on its own."""
+        if not self._fastopt.in_step:
+            super()._apply_weight_decay(variables)
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         plan = self._fastopt
         decay = self.weight_decay or 0.0
-        groups = plan.groups(self, trainable_variables, bool(decay))
         hyper = {name: getattr(self, attr) for attr, name in plan.hypers.items()}
+        others = {name: hyper[name] for name in plan.decays.values()}
+        groups = plan.groups(self, trainable_variables,
+                             bool(decay) or any(v for v in others.values()))
         step = int(self.iterations) + 1
         lr = float(learning_rate)
         grads = _as_dtypes(grads, plan.dtypes)
@@ -200,9 +222,10 @@ class FusedOptimizer:
                 with _front.call(self._fastopt_who(), group.name, layout=group.layout,
                                  hypers=plan.caller_names,
                                  checked=group.checked and group.fits(group_grads)):
+                    own = hyper if group.decayed else {**hyper, **dict.fromkeys(others, 0.0)}
                     plan.call(group.params, group_grads, **group.state, step=step, lr=lr,
                               weight_decay=decay if group.decayed else 0.0,
-                              convention="keras", **hyper, **host)
+                              convention="keras", **own, **host)
                 group.checked = True
                 # Keras's variable advances once a step: the first call
                 # advances it, the others take its value before the step.

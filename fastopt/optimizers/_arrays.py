@@ -59,9 +59,12 @@ def _is_cupy(x):
     return type(x).__module__.split(".")[0] == "cupy"
 
 
-def initial(param, init):
+def initial(param, init, shape=None):
     """A param's new state array: filled with the number `init`, or a copy
-    of the param where `init` is `fastopt.spec.PARAM`."""
+    of the param where `init` is `fastopt.spec.PARAM`; `shape`: a state
+    array of its own shape (a program's factors, `fastopt.spec.Slot.shape`)."""
+    if shape is not None and tuple(shape) != tuple(_shape(param)):
+        return full_shaped(param, shape, init)
     if init is not PARAM:
         return full_like(param, init)
     if type(param) is np.ndarray:
@@ -95,6 +98,27 @@ def full_like(param, value):
         # Numba device arrays and any other CAI producer: a Numba array,
         # filled by one host copy at build time.
         return cuda.to_device(np.full(info.shape, value, info.dtype))
+
+
+def _shape(x):
+    return tuple(x.shape)
+
+
+def full_shaped(param, shape, value):
+    """A new array of `shape`, filled, in `param`'s library, device and dtype."""
+    if type(param) is np.ndarray:
+        return np.full(shape, value, param.dtype)
+    if _facts.is_torch(param):
+        import torch
+        return torch.full(tuple(shape), value, dtype=param.dtype, device=param.device)
+    if _is_cupy(param):
+        import cupy
+        with param.device:
+            return cupy.full(shape, value, param.dtype)
+    info = _device.describe("param", param)
+    from numba import cuda
+    with _device.on_device(info.device):
+        return cuda.to_device(np.full(shape, value, info.dtype))
 
 
 def to_host(x):

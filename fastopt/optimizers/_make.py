@@ -47,6 +47,11 @@ class SpecOptimizer(Optimizer):
             setattr(self, key, value)
             hyper[name] = value
         self._h = SimpleNamespace(**hyper)
+        for key, value in own.items():   # options that need names the arrays lack
+            if key in front.options.get("names_only", ()) and value:
+                raise ValueError(
+                    f"{front.cls}(): {key} picks variables by name, which arrays do not "
+                    f"have; fastopt.keras.{front.cls} (a Keras optimizer) has it")
         self._call = functional.of(spec)
         self._call_kwargs = {name: value for name, value in hyper.items()
                              if spec.hyper(name).functional}
@@ -61,6 +66,8 @@ class SpecOptimizer(Optimizer):
         """`value` of the argument `key` checked; where Keras checks it
         itself (the Keras front's ``messages``) and the value fails that
         check, Keras's own message."""
+        if hyper.optional and value is None:
+            return None
         try:
             return hyper.check(type(self).__name__, value, "keras", label=key)
         except ValueError:
@@ -124,6 +131,17 @@ class SpecOptimizer(Optimizer):
         if self.device_iterations is None:
             self.device_iterations = _capture.counter_like(param[0], self._iterations)
         return self.device_iterations
+
+    def _slot(self, name):
+        # looked up, not kept: a Slot's functions do not pickle
+        return next(s for s in self.spec.slots if s.keras == name)
+
+    def state_shape(self, name, i, shape):
+        # a program's slots may have shapes of their own, or none for a param
+        return self._slot(name).shape_for(shape, "keras")
+
+    def _some_absent(self, name, count):
+        return self._slot(name).shape is not None
 
     def update_step(self, grad, param, state, lr, options):
         if self.capturable:

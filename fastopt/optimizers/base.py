@@ -118,6 +118,12 @@ class Optimizer:
         """``((name, initial value), ...)``: the state kept per param (Keras's names)."""
         return ()
 
+    def state_shape(self, name, i, shape):
+        """The shape of state `name` of params[i] (a param of `shape`), or
+        None where that param keeps no array of it; the param's own shape
+        unless a subclass says otherwise."""
+        return shape
+
     def update_step(self, grad, param, state, lr, options):
         """Update params in place with one fused functional call.
 
@@ -274,7 +280,11 @@ class Optimizer:
         for i, p in enumerate(params):
             arrays = {}
             for name, init in slots:
-                arrays[name] = _arrays.initial(p, init)
+                shape = self.state_shape(name, i, specs[i].shape)
+                if shape is None:     # no array of this slot for this param
+                    arrays[name] = None
+                    continue
+                arrays[name] = _arrays.initial(p, init, shape)
                 if pending is not None:
                     _arrays.copy_from_host(arrays[name], pending[name][i])
             state.append(arrays)
@@ -506,7 +516,8 @@ class Optimizer:
             arrays = {}
         for name, values in arrays.items():
             for i, a in enumerate(values):
-                out[f"{name}/{i}"] = _arrays.to_host(a)
+                if a is not None:    # a param without this slot
+                    out[f"{name}/{i}"] = _arrays.to_host(a)
         return out
 
     @_threads.serialised
@@ -553,11 +564,12 @@ class Optimizer:
             if extra:
                 raise ValueError(f"{fn}: unexpected key {f'{name}/{extra[0]}'!r}: the "
                                  f"state has {count} params")
-            if len(indices[name]) != count:
+            if len(indices[name]) != count and not self._some_absent(name, count):
                 lack = min(set(range(count)) - indices[name])
                 raise ValueError(f"{fn}: {len(indices[name])} arrays for {name}, "
                                  f"expected {count} (no {f'{name}/{lack}'!r})")
-            arrays[name] = [np.array(state[f"{name}/{i}"], copy=True) for i in range(count)]
+            arrays[name] = [np.array(state[f"{name}/{i}"], copy=True)
+                            if f"{name}/{i}" in state else None for i in range(count)]
         if names and count == 0 and iterations > 0:
             # Resuming would run step iterations + 1 on fresh zero state.
             raise ValueError(f"{fn}: state is at iterations={iterations} but holds no "
@@ -575,7 +587,8 @@ class Optimizer:
         if self.built:
             for i, s in enumerate(self._state):
                 for name in names:
-                    _arrays.copy_from_host(s[name], arrays[name][i])
+                    if s[name] is not None:
+                        _arrays.copy_from_host(s[name], arrays[name][i])
         elif names and count > 0:
             self._pending, self._pending_count = arrays, count
         else:
@@ -587,6 +600,12 @@ class Optimizer:
         if lr is not None:
             self._learning_rate = lr
 
+    def _some_absent(self, name, count):
+        """Whether some param may keep no array of state `name` (a subclass's
+        `state_shape` says None for some shapes): the load's count of its
+        arrays is checked against the params at build."""
+        return False
+
     def _check_loaded(self, arrays, specs, fn=None):
         fn = fn or self._fn
         for name, values in arrays.items():
@@ -594,10 +613,20 @@ class Optimizer:
                 raise ValueError(f"{fn}: the loaded state has {len(values)} params, "
                                  f"got {len(specs)}")
             for i, (a, spec) in enumerate(zip(values, specs)):
-                if a.shape != spec.shape or a.dtype != spec.dtype:
+                shape = self.state_shape(name, i, spec.shape)
+                if (a is None) != (shape is None):
+                    raise ValueError(
+                        f"{fn}: loaded state {'lacks' if a is None else 'has'} "
+                        f"{name}/{i}, but params[{i}] ({spec.dtype}{list(spec.shape)}) "
+                        f"{'keeps' if a is None else 'keeps no'} such array")
+                if a is None:
+                    continue
+                if tuple(a.shape) != tuple(shape) or a.dtype != spec.dtype:
+                    state_of = ("" if tuple(shape) == tuple(spec.shape)
+                                else f" (its {name}: {list(shape)})")
                     raise ValueError(
                         f"{fn}: loaded {name}/{i} is {a.dtype}{list(a.shape)}, but "
-                        f"params[{i}] is {spec.dtype}{list(spec.shape)}")
+                        f"params[{i}] is {spec.dtype}{list(spec.shape)}{state_of}")
 
     def save_state(self, path) -> None:
         """Write `state_dict` to a ``.npz`` file.

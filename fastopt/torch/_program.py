@@ -34,8 +34,17 @@ class ProgramOptimizer(torch.optim.Optimizer):
     spec = None
 
     def _init_from_spec(self, params, given):
+        options = self.spec.torch.options
+        for name, (value, message) in options.get("refuse", {}).items():
+            if given[name] == value:     # an option the library refuses (Apex's amsgrad)
+                raise RuntimeError(message)
+        # options the library keeps on the optimizer, not in its param groups
+        # (Apex's adam_w_mode, use_nvlamb): their state_dicts have the same keys
+        for name in options.get("attributes", ()):
+            setattr(self, name, given[name])
         self._check_group(given)
-        super().__init__(params, dict(given))
+        super().__init__(params, {k: v for k, v in given.items()
+                                  if k not in options.get("attributes", ())})
         self._lock = threading.RLock()
         program = self.spec.program
         if program.select is not None:   # the params the program takes (torch's Muon: 2-D)
@@ -62,7 +71,9 @@ class ProgramOptimizer(torch.optim.Optimizer):
         for p in front.parameters():
             if p.name in ("foreach", "fused", "differentiable", "capturable"):
                 continue
-            name, value = front.canonical(p.name), group[p.name]
+            attribute = p.name in front.options.get("attributes", ())
+            name = front.canonical(p.name)
+            value = getattr(self, p.name) if attribute else group[p.name]
             choices = front.options.get("choices", {}).get(p.name)
             if choices is not None:    # a named choice (torch's adjust_lr_fn)
                 table, message = choices
@@ -91,13 +102,36 @@ class ProgramOptimizer(torch.optim.Optimizer):
     def _state_for(self, p):
         state = self.state[p]
         if not state:
-            if self.spec.torch.options.get("counts_steps", True):
+            options = self.spec.torch.options
+            if options.get("counts_steps", True) and not options.get("group_step", False):
                 state["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
             for s in self.spec.slots:
                 shape = s.shape_for(tuple(p.shape), "torch")
                 if shape is not None:
                     state[s.torch] = p.new_zeros(shape)
         return state
+
+    def zero_grad(self, set_to_none=True):
+        attr = self.spec.torch.options.get("zero_grad_none")
+        if attr is not None:    # the library's own switch (Apex's set_grad_none)
+            set_to_none = getattr(self, attr)
+        super().zero_grad(set_to_none=set_to_none)
+
+    def _global_scale(self):
+        """The gradient factor of a global norm clip the library makes at
+        each step (Apex's ``max_grad_norm``: g / (‖g‖/max) where ‖g‖ > max,
+        over every gradient of every group), or 1."""
+        name = self.spec.torch.options.get("global_clip")
+        bound = None if name is None else self.defaults[name]
+        if bound is None:
+            return 1.0
+        from .. import get_total_norm
+        grads = [p.grad for group in self.param_groups for p in group["params"]
+                 if p.grad is not None]
+        if not grads:
+            return 1.0
+        norm = float(get_total_norm(grads))
+        return 1.0 / (norm / bound) if norm > bound else 1.0
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -106,7 +140,9 @@ class ProgramOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         cls = type(self).__name__
+        group_step = self.spec.torch.options.get("group_step", False)
         with self._lock:
+            scale = self._global_scale()
             plans = []
             for group in self.param_groups:
                 hyper = self._check_group(group)
@@ -116,14 +152,21 @@ class ProgramOptimizer(torch.optim.Optimizer):
                         raise RuntimeError(f"{cls} does not support complex parameters")
                     if p.grad.is_sparse:
                         raise RuntimeError(f"{cls} does not support sparse gradients")
-                plans.append((hyper, params))
+                if scale != 1.0:
+                    hyper["grad_scale"] = scale
+                plans.append((group, hyper, params))
             with _batch.all_or_nothing():
-                for hyper, params in plans:
+                for group, hyper, params in plans:
                     buckets = {}
                     for p in params:
                         state = self._state_for(p)
-                        step = int(state["step"].item()) + 1 if "step" in state else 1
+                        if group_step:
+                            step = int(group.get("step", 0)) + 1
+                        else:
+                            step = int(state["step"].item()) + 1 if "step" in state else 1
                         buckets.setdefault(step, []).append(p)
+                    if group_step:    # every group counts a step (Apex)
+                        _batch.run(lambda g=group: g.__setitem__("step", g.get("step", 0) + 1))
                     for step, bucket in buckets.items():
                         states = {s.name: [self.state[p].get(s.torch) for p in bucket]
                                   for s in self.spec.slots}
