@@ -35,6 +35,53 @@ def ulps(a, b):
     return np.abs(ordered(a).ravel() - ordered(b).ravel())
 
 
+def _store_loop(store):
+    import numba
+
+    @numba.njit(error_model="numpy")
+    def run(x, out):
+        for i in range(x.size):      # vectorized: the kernels' form of each store
+            out[i] = store(x[i])
+    return run
+
+
+def test_conversions_are_the_libraries_casts():
+    """The CPU kernels' 16-bit stores, in a loop LLVM vectorizes, and their
+    Python twins (the simulator's) against ml_dtypes' and NumPy's casts, on
+    every 16-bit high half with the low halves where rounding turns (ties,
+    just below and above them) and random ones. NaN: a NaN of the same sign,
+    quiet, whose top payload bits are kept (ml_dtypes makes every NaN 0x7FC0;
+    torch's vectorized casts 0xFFFF)."""
+    from fastopt.kernels import storage
+    rng = np.random.default_rng(0)
+    high = np.arange(1 << 16, dtype=np.uint32) << 16
+    low = np.array([0, 1, 0x7FFF, 0x8000, 0x8001, 0xFFFF], np.uint32)
+    bits = np.concatenate([(high[:, None] | low).ravel(),
+                           high | rng.integers(0, 1 << 16, high.size, dtype=np.uint32)])
+    x = bits.view(np.float32)
+    nan = np.isnan(x)
+    for fmt, dtype in (("bf16", ml_dtypes.bfloat16), ("f16", np.float16)):
+        load, store = storage.codec(fmt)
+        out = np.empty(x.size, np.uint16)
+        _store_loop(store)(x, out)
+        with np.errstate(invalid="ignore", over="ignore"):
+            want = x.astype(dtype).view(np.uint16)
+        assert np.array_equal(out[~nan], want[~nan]), fmt
+        back = out.view(dtype).astype(np.float32)
+        assert np.isnan(back[nan]).all()
+        if fmt == "bf16":
+            assert np.array_equal(out[nan], (bits[nan] >> 16 | 0x40).astype(np.uint16))
+        py_store = storage.codec(fmt, python=True)[1]
+        some = rng.choice(x.size, 3000)
+        some = some[~nan[some]] if fmt == "f16" else some   # NaN payloads: NumPy's own
+        with np.errstate(invalid="ignore", over="ignore"):
+            assert np.array_equal([py_store(v) for v in x[some]], out[some]), fmt
+        loaded = np.empty(x.size, np.float32)
+        _store_loop(load)(out, loaded)
+        assert np.array_equal(loaded.view(np.uint32)[~nan],
+                              out.view(dtype).astype(np.float32).view(np.uint32)[~nan])
+
+
 def _trajectories(name, options, dtype, state_dtype=None):
     torch.manual_seed(0)
     start = [torch.randn(s, dtype=dtype) for s in SHAPES]
