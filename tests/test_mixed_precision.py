@@ -221,30 +221,39 @@ def _scaled_training(make, dtype):
     opt = make(model.parameters())
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=5)
     gen = torch.Generator().manual_seed(1)
-    scales = []
+    scales, grads = [], []
     for step in range(100):
         loss = model(torch.randn(4, 8, generator=gen).to(dtype)).float().pow(2).sum()
         scaler.scale(loss).backward()
         if step % 7 == 3:       # an overflow: the step must write nothing
             model.weight.grad[0, 0] = float("inf")
         scaler.step(opt)
+        # torch's fused step leaves the gradients unscaled (a skipped one, as they were)
+        grads.append([p.grad.clone() for p in model.parameters()])
         scaler.update()
         opt.zero_grad()
         scales.append(scaler.get_scale())
-    return list(model.parameters()), scales, opt.state_dict()["state"]
+    return list(model.parameters()), (scales, grads), opt.state_dict()["state"]
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "f32"])
 def test_grad_scaler_against_torch_fused_adam(dtype):
     """torch.amp.GradScaler hands grad_scale and found_inf to fastopt.torch
     (_step_supports_amp_scaling): 100 steps with injected infs give torch
-    fused Adam's skipped steps, scales and step counts; bf16 params and state
+    fused Adam's skipped steps, scales, step counts and the gradients it
+    leaves (unscaled; a skipped step's as they were); bf16 params and state
     bit for bit, float32 within 1e-6 (fastopt's float32 Adam orders the bias
     corrections as torch's foreach form does, not its fused one)."""
     ref, ref_scales, ref_state = _scaled_training(
         lambda ps: torch.optim.Adam(ps, lr=1e-2, fused=True), dtype)
     got, got_scales, got_state = _scaled_training(lambda ps: FT.Adam(ps, lr=1e-2), dtype)
-    assert got_scales == ref_scales
+    assert got_scales[0] == ref_scales[0]
+    for a, b in zip(ref_scales[1], got_scales[1]):    # grads after each step
+        for x, y in zip(a, b):
+            if dtype == torch.bfloat16:
+                assert torch.equal(x, y)
+            else:   # from params within 1e-6 (below): unscaled, not 2**10 off
+                torch.testing.assert_close(y, x, rtol=1e-3, atol=1e-3)
     for k in ref_state:
         for key in ref_state[k]:
             a, b = ref_state[k][key], got_state[k][key]
