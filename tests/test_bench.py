@@ -185,7 +185,7 @@ def test_rmsprop_has_no_fused_torch_form():
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(optimizers=["lbfgs"]), "unknown optimizers"),
-    (dict(dtypes=["float16"]), "float32 or float64"),
+    (dict(dtypes=["int8"]), "float32, float64, bfloat16 or float16"),
     (dict(sizes=[0]), "sizes must be positive"),
     (dict(device="tpu"), "device must be"),
     (dict(peers=["jaxx"]), "unknown peers"),
