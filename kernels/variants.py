@@ -302,6 +302,8 @@ def element_step(variant, python=False, gathered=False):
     rp, rs = _storage.sr_store(fmts[0], python), _storage.sr_store(fmts[2], python)
     rm = _storage.sr_store(fmts[3] if variant.model else None, python)
     mix, u64 = _storage.mix(python), (np.uint64 if python else numba.uint64)
+    low32 = _storage.to32(python)
+    u32 = np.uint64 if python else numba.uint32
 
     @jit
     def at(i, j, param, grad, state, pre, hyper, rnd):
@@ -325,14 +327,15 @@ def element_step(variant, python=False, gathered=False):
         if sr:
             # rnd: the chunk's base (`kernels.storage.rnd_base`) and where it
             # starts in its tensor: e = rnd[1] + i is the element's index.
-            r = mix((rnd[0] + u64(rnd[1] + i)) & u64(0xFFFFFFFF))
+            # All in 32 bits (`kernels.storage.mix32`).
+            r = mix(low32(rnd[0] + u64(rnd[1] + i)))
             param[i] = rp(p, r)
             if used0:
-                state[0][i] = rs(s0, r >> u64(16))
+                state[0][i] = rs(s0, r >> u32(16))
             if used1:
-                state[1][i] = rs(s1, mix(r ^ u64(1)))
+                state[1][i] = rs(s1, mix(r ^ u32(1)))
             if used2:
-                state[2][i] = rs(s2, mix(r ^ u64(2)))
+                state[2][i] = rs(s2, mix(r ^ u32(2)))
         else:
             param[i] = sp(p)
             if used0:
@@ -353,11 +356,11 @@ def element_step(variant, python=False, gathered=False):
         # written, rounded to nearest; never read.
         if sr:
             if model0:
-                state[0][i] = rm(p, mix(r ^ u64(3)))
+                state[0][i] = rm(p, mix(r ^ u32(3)))
             if model1:
-                state[1][i] = rm(p, mix(r ^ u64(3)))
+                state[1][i] = rm(p, mix(r ^ u32(3)))
             if model2:
-                state[2][i] = rm(p, mix(r ^ u64(3)))
+                state[2][i] = rm(p, mix(r ^ u32(3)))
         else:
             if model0:
                 state[0][i] = sm(p)

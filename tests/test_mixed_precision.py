@@ -35,6 +35,53 @@ def ulps(a, b):
     return np.abs(ordered(a).ravel() - ordered(b).ravel())
 
 
+def _store_loop(store):
+    import numba
+
+    @numba.njit(error_model="numpy")
+    def run(x, out):
+        for i in range(x.size):      # vectorized: the kernels' form of each store
+            out[i] = store(x[i])
+    return run
+
+
+def test_conversions_are_the_libraries_casts():
+    """The CPU kernels' 16-bit stores, in a loop LLVM vectorizes, and their
+    Python twins (the simulator's) against ml_dtypes' and NumPy's casts, on
+    every 16-bit high half with the low halves where rounding turns (ties,
+    just below and above them) and random ones. NaN: a NaN of the same sign,
+    quiet, whose top payload bits are kept (ml_dtypes makes every NaN 0x7FC0;
+    torch's vectorized casts 0xFFFF)."""
+    from fastopt.kernels import storage
+    rng = np.random.default_rng(0)
+    high = np.arange(1 << 16, dtype=np.uint32) << 16
+    low = np.array([0, 1, 0x7FFF, 0x8000, 0x8001, 0xFFFF], np.uint32)
+    bits = np.concatenate([(high[:, None] | low).ravel(),
+                           high | rng.integers(0, 1 << 16, high.size, dtype=np.uint32)])
+    x = bits.view(np.float32)
+    nan = np.isnan(x)
+    for fmt, dtype in (("bf16", ml_dtypes.bfloat16), ("f16", np.float16)):
+        load, store = storage.codec(fmt)
+        out = np.empty(x.size, np.uint16)
+        _store_loop(store)(x, out)
+        with np.errstate(invalid="ignore", over="ignore"):
+            want = x.astype(dtype).view(np.uint16)
+        assert np.array_equal(out[~nan], want[~nan]), fmt
+        back = out.view(dtype).astype(np.float32)
+        assert np.isnan(back[nan]).all()
+        if fmt == "bf16":
+            assert np.array_equal(out[nan], (bits[nan] >> 16 | 0x40).astype(np.uint16))
+        py_store = storage.codec(fmt, python=True)[1]
+        some = rng.choice(x.size, 3000)
+        some = some[~nan[some]] if fmt == "f16" else some   # NaN payloads: NumPy's own
+        with np.errstate(invalid="ignore", over="ignore"):
+            assert np.array_equal([py_store(v) for v in x[some]], out[some]), fmt
+        loaded = np.empty(x.size, np.float32)
+        _store_loop(load)(out, loaded)
+        assert np.array_equal(loaded.view(np.uint32)[~nan],
+                              out.view(dtype).astype(np.float32).view(np.uint32)[~nan])
+
+
 def _trajectories(name, options, dtype, state_dtype=None):
     torch.manual_seed(0)
     start = [torch.randn(s, dtype=dtype) for s in SHAPES]
@@ -174,30 +221,39 @@ def _scaled_training(make, dtype):
     opt = make(model.parameters())
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=5)
     gen = torch.Generator().manual_seed(1)
-    scales = []
+    scales, grads = [], []
     for step in range(100):
         loss = model(torch.randn(4, 8, generator=gen).to(dtype)).float().pow(2).sum()
         scaler.scale(loss).backward()
         if step % 7 == 3:       # an overflow: the step must write nothing
             model.weight.grad[0, 0] = float("inf")
         scaler.step(opt)
+        # torch's fused step leaves the gradients unscaled (a skipped one, as they were)
+        grads.append([p.grad.clone() for p in model.parameters()])
         scaler.update()
         opt.zero_grad()
         scales.append(scaler.get_scale())
-    return list(model.parameters()), scales, opt.state_dict()["state"]
+    return list(model.parameters()), (scales, grads), opt.state_dict()["state"]
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "f32"])
 def test_grad_scaler_against_torch_fused_adam(dtype):
     """torch.amp.GradScaler hands grad_scale and found_inf to fastopt.torch
     (_step_supports_amp_scaling): 100 steps with injected infs give torch
-    fused Adam's skipped steps, scales and step counts; bf16 params and state
+    fused Adam's skipped steps, scales, step counts and the gradients it
+    leaves (unscaled; a skipped step's as they were); bf16 params and state
     bit for bit, float32 within 1e-6 (fastopt's float32 Adam orders the bias
     corrections as torch's foreach form does, not its fused one)."""
     ref, ref_scales, ref_state = _scaled_training(
         lambda ps: torch.optim.Adam(ps, lr=1e-2, fused=True), dtype)
     got, got_scales, got_state = _scaled_training(lambda ps: FT.Adam(ps, lr=1e-2), dtype)
-    assert got_scales == ref_scales
+    assert got_scales[0] == ref_scales[0]
+    for a, b in zip(ref_scales[1], got_scales[1]):    # grads after each step
+        for x, y in zip(a, b):
+            if dtype == torch.bfloat16:
+                assert torch.equal(x, y)
+            else:   # from params within 1e-6 (below): unscaled, not 2**10 off
+                torch.testing.assert_close(y, x, rtol=1e-3, atol=1e-3)
     for k in ref_state:
         for key in ref_state[k]:
             a, b = ref_state[k][key], got_state[k][key]

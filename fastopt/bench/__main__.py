@@ -33,7 +33,9 @@ def parser():
     p.add_argument("--sizes", type=_sizes, default=[1_000_000, 10_000_000],
                    help="comma-separated element counts (default: 1e6,1e7)")
     p.add_argument("--dtype", type=_list, default=["float32"],
-                   help="float32, float64 or both, comma-separated (default: float32)")
+                   help="comma-separated from float32, float64, bfloat16, float16 (default: "
+                        "float32); a 16-bit run also times the cases adam_master "
+                        "(fp32 master weights) and adam_sr (bfloat16 only)")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
     p.add_argument("--peers", type=_list, default=None,
                    help="comma-separated from numpy, torch, cupy, optax; 'none' for "

@@ -28,6 +28,11 @@ class Case:
                  empty where Keras has no such optimizer.
     convention:  the functional call's (and the NumPy peer's) convention:
                  "torch" where torch.optim has the optimizer, else "keras".
+    master:      fp32 master weights (``model=``): param and the slots
+                 float32, the grad and the model copy in the run's 16-bit
+                 dtype (a 16-bit run only).
+    sr:          stochastic rounding of the bfloat16 stores
+                 (``stochastic_rounding=True``; a bfloat16 run only).
     """
 
     fastopt: str
@@ -39,11 +44,28 @@ class Case:
     init: dict = field(default_factory=dict)
     keras: tuple = ()
     convention: str = "torch"
+    master: bool = False
+    sr: bool = False
 
     def bytes_per_element(self, itemsize):
         """Each array read once (param, grad, slots), each written array
-        written once (param, slots)."""
+        written once (param, slots), `itemsize` bytes an element; with
+        master weights the master and the slots are float32 (read and
+        written), the grad read and the model copy written in `itemsize`.
+
+        Adam (2 slots): float32 28, bfloat16/float16 14, float64 56;
+        master weights, 16-bit grad and copy: 2 + 8 + 16 + 2 = 28."""
+        if self.master:
+            return 2 * itemsize + 8 * (1 + len(self.slots))
         return itemsize * (3 + 2 * len(self.slots))
+
+    def runs_in(self, dtype_name):
+        """None if the case runs on arrays of `dtype_name`, else why not."""
+        if self.master and dtype_name not in ("bfloat16", "float16"):
+            return "master weights keep a 16-bit model copy: a bfloat16 or float16 run"
+        if self.sr and dtype_name != "bfloat16":
+            return "stochastic rounding rounds bfloat16 stores: a bfloat16 run"
+        return None
 
 
 _ADAM = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8)
@@ -121,6 +143,14 @@ CASES = {
                                 step_size_max=50.0), ("prev", "step_size"), "Rprop",
                   dict(lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50.0)),
                   init={"step_size": _POS}),
+    # 16-bit runs only (--dtype bfloat16 / float16): fp32 master weights (a
+    # 16-bit grad and model copy, float32 master and state, one pass) and
+    # stochastic rounding of bfloat16 stores. Neither torch.optim nor the
+    # NumPy peer has them: compared with their floors.
+    "adam_master": Case("adam", _ADAM, ("exp_avg", "exp_avg_sq"), init={"exp_avg_sq": _POS},
+                        master=True),
+    "adam_sr": Case("adam", _ADAM, ("exp_avg", "exp_avg_sq"), init={"exp_avg_sq": _POS},
+                    sr=True),
 }
 
 # Every optimizer, in its plainest form: the default selection.

@@ -15,6 +15,7 @@ import numpy as np
 from numba import cuda   # module level: the CUDA simulator swaps it in kernels
 
 from ..kernels.cpu import SERIAL_BELOW, jit
+from ..kernels.storage import _float_bits as float_bits
 
 
 def _cpu_floor(nslots):
@@ -47,6 +48,40 @@ def _floor_at(nslots, i, param, grad, state, h):
 CPU_FLOORS = [_cpu_floor(k) for k in range(4)]
 
 
+def _cpu_master_floor(nslots):
+    """Master weights' traffic: reads the 16-bit grad (as uint16), the
+    float32 master and slots; writes master, slots and the 16-bit copy (the
+    master's top 16 bits)."""
+    @jit()
+    def floor(param, grad, state, copy, h):
+        if param.size < SERIAL_BELOW:
+            for i in range(param.size):
+                _master_floor_at(nslots, i, param, grad, state, copy, h)
+        else:
+            for i in numba.prange(param.size):
+                _master_floor_at(nslots, i, param, grad, state, copy, h)
+
+    return floor
+
+
+@numba.njit(inline="always")
+def _master_floor_at(nslots, i, param, grad, state, copy, h):
+    g = numba.float32(grad[i])
+    b = g * g
+    p = param[i] - h * g
+    param[i] = p
+    if nslots > 0:
+        state[0][i] = state[0][i] * h + b
+    if nslots > 1:
+        state[1][i] = state[1][i] * h + b
+    if nslots > 2:
+        state[2][i] = state[2][i] * h + b
+    copy[i] = numba.uint16(float_bits(p) >> numba.uint32(16))
+
+
+CPU_MASTER_FLOORS = [_cpu_master_floor(k) for k in range(3)]
+
+
 @jit()
 def cpu_copy(dst, src):
     """dst ← src over all threads; credits 2 x nbytes (read + write)."""
@@ -56,17 +91,35 @@ def cpu_copy(dst, src):
 
 def make_cpu(case, sets):
     """``call(k)``: the floor kernel of `case` on buffer set k."""
+    if case.master:
+        return _make_cpu_master(case, sets)
     kern = CPU_FLOORS[len(case.slots)]
     args = []
     for arrays in sets:
         p = arrays["param"]
-        if p.dtype.itemsize == 2:   # bfloat16: the same bytes, as uint16 (integer math)
+        if p.dtype.itemsize == 2:   # 16-bit: the same bytes, as uint16 (integer math)
             arrays = {k: a.view(np.uint16) for k, a in arrays.items()}
             p = arrays["param"]
         slots = [arrays[s] for s in case.slots]
         state = tuple(slots + [p] * (3 - len(slots)))   # unused: never touched
         h = p.dtype.type(1 if p.dtype.kind == "u" else 0.5)
         args.append((p, arrays["grad"], state, h))
+
+    def call(k):
+        kern(*args[k])
+
+    return call
+
+
+def _make_cpu_master(case, sets):
+    kern = CPU_MASTER_FLOORS[len(case.slots)]
+    args = []
+    for arrays in sets:
+        p = arrays["param"]
+        slots = [arrays[s] for s in case.slots]
+        state = tuple(slots + [p] * (3 - len(slots)))
+        args.append((p, arrays["grad"].view(np.uint16), state,
+                     arrays["model"].view(np.uint16), np.float32(0.5)))
 
     def call(k):
         kern(*args[k])

@@ -43,6 +43,10 @@ def fastopt_step(case, arrays):
     no more of the harness's own work than the floor kernel's call does."""
     fn = getattr(fastopt.functional, case.fastopt)
     states = {slot: arrays[slot] for slot in case.slots}
+    if getattr(case, "master", False):
+        states["model"] = arrays["model"]
+    if getattr(case, "sr", False):
+        states["stochastic_rounding"] = True
     return functools.partial(fn, arrays["param"], arrays["grad"], **states,
                              convention=case.convention, **case.kwargs)
 

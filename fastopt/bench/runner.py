@@ -33,9 +33,16 @@ def _implementations(device, peers):
     return names
 
 
-def _unavailable(impl, name, case, device):
-    """Why `impl` cannot run `case` here, or None."""
+def _unavailable(impl, name, case, device, dtype=None):
+    """Why `impl` cannot run `case` on `dtype` arrays here, or None."""
     from . import peers_gpu
+    if (case.master or case.sr) and impl not in ("fastopt", "floor", "rule"):
+        return (f"{impl} has no {'fp32 master weights' if case.master else 'stochastic rounding'}"
+                " (compared with the floor alone)")
+    if case.master and device != "cpu":
+        return "the master-weight floor is a CPU kernel"
+    if impl == "numpy" and dtype is not None and dtype.itemsize == 2:
+        return "NumPy computes in the arrays' 16-bit dtype (no float32 math)"
     if impl.startswith("torch"):
         if not peers_torch.available():
             return "torch is not installed"
@@ -197,8 +204,9 @@ def run(optimizers=DEFAULT_OPTIMIZERS, sizes=(1_000_000, 10_000_000),
     if repeats < 1 or warmup < 0:
         raise ValueError("repeats must be >= 1 and warmup >= 0")
     dtypes = [_dtype(d) for d in dtypes]
-    if any(d not in (np.float32, np.float64) and d.name != "bfloat16" for d in dtypes):
-        raise ValueError(f"dtypes must be float32 or float64 (or bfloat16), got {dtypes}")
+    if any(d.name not in ("float32", "float64", "bfloat16", "float16") for d in dtypes):
+        raise ValueError("dtypes must be float32, float64, bfloat16 or float16, "
+                         f"got {dtypes}")
     sizes = [int(s) for s in sizes]
     if any(s < 1 for s in sizes):
         raise ValueError(f"sizes must be positive, got {sizes}")
@@ -225,6 +233,14 @@ def run(optimizers=DEFAULT_OPTIMIZERS, sizes=(1_000_000, 10_000_000),
             for name in optimizers:
                 case = CASES[name]
                 nbytes = case.bytes_per_element(dtype.itemsize) * n
+                why = case.runs_in(dtype.name)
+                if why:     # e.g. master weights in a float32 run
+                    results.extend({"optimizer": name, "dtype": dtype.name, "size": n,
+                                    "impl": impl, "bytes_per_element": nbytes // n,
+                                    "status": "unavailable", "note": why}
+                                   for impl in impls)
+                    bar.advance(len(impls))
+                    continue
                 nsets = num_sets(nbytes, llc)
                 if device == "cuda":
                     from .gpu import make_device_sets
@@ -238,7 +254,7 @@ def run(optimizers=DEFAULT_OPTIMIZERS, sizes=(1_000_000, 10_000_000),
                         "optimizer": name, "dtype": dtype.name, "size": n,
                         "impl": impl, "bytes_per_element": nbytes // n,
                         "buffer_sets": nsets}
-                    why = _unavailable(impl, name, case, device)
+                    why = _unavailable(impl, name, case, device, dtype)
                     if why:
                         row.update(status="unavailable", note=why)
                         continue
@@ -281,7 +297,8 @@ def run(optimizers=DEFAULT_OPTIMIZERS, sizes=(1_000_000, 10_000_000),
         add_stream_ratios(report)
     if overhead and device == "cpu":
         bar_items = [(o, d) for o in optimizers for d in dtypes]
-        report["dispatch_overhead"] = [dispatch_overhead(o, d) for o, d in bar_items]
+        report["dispatch_overhead"] = [dispatch_overhead(o, d) for o, d in bar_items
+                                       if not CASES[o].runs_in(d.name)]
         report["accelerators"] = accelerator_savings("adam", dtypes[0], repeats)
     if cold_start and device == "cpu":
         report["cold_start"] = measure_cold_start(list(cold_start), dtypes[0], threads)
@@ -371,8 +388,9 @@ def _gpu_l2():
 
 
 def _dtype(name):
-    """A NumPy dtype by name; "bfloat16" is ml_dtypes' (params, grads and
-    state all bfloat16: fastopt's 16-bit storage, float32 math)."""
+    """A NumPy dtype by name; "bfloat16" is ml_dtypes'. 16-bit runs (params,
+    grads and state all bfloat16 or float16, or a case's own layout,
+    `Case.master`) use fastopt's 16-bit storage, float32 math."""
     if str(name) == "bfloat16":
         import ml_dtypes
         return np.dtype(ml_dtypes.bfloat16)
@@ -409,7 +427,7 @@ def _measure_copy(n, dtype, llc, device, warmup, repeats):
     if device == "cpu":
         dst = [np.empty_like(s) for s in src]
 
-        if dtype.name == "bfloat16":     # Numba reads 16-bit arrays as uint16
+        if dtype.itemsize == 2:     # Numba reads 16-bit arrays as uint16
             src = [a.view(np.uint16) for a in src]
             dst = [a.view(np.uint16) for a in dst]
 

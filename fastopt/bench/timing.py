@@ -48,13 +48,16 @@ def draw_arrays(case, shape, dtype, rng, xp=np):
     array module `xp` (NumPy, or CuPy to draw on the GPU): never zeros,
     realistic magnitudes, no denormals."""
     grad = (rng.standard_normal(shape, dtype=xp.float32) * 1e-2).astype(dtype)
-    arrays = {"param": rng.standard_normal(shape, dtype=xp.float32).astype(dtype),
-              "grad": grad}
+    param = rng.standard_normal(shape, dtype=xp.float32)
+    arrays = {"param": param.astype(dtype), "grad": grad}
+    state = dtype
+    if getattr(case, "master", False):   # float32 master and state, a 16-bit copy
+        arrays["param"], arrays["model"], state = param, param.astype(dtype), xp.float32
     for slot in case.slots:
         if case.init.get(slot) == "positive":
-            arrays[slot] = (grad * grad + 1e-6).astype(dtype)
+            arrays[slot] = (grad * grad + 1e-6).astype(state)
         else:
-            arrays[slot] = (grad * 0.1).astype(dtype)
+            arrays[slot] = (grad * 0.1).astype(state)
     return arrays
 
 

@@ -80,6 +80,20 @@ def initial(param, init, shape=None):
     return copy
 
 
+def float32_copy(param):
+    """A float32 copy of `param` in its own library and place (the master of
+    a 16-bit param: each value exact)."""
+    if type(param) is np.ndarray:
+        return param.astype(np.float32)
+    if _facts.is_torch(param):
+        import torch
+        return param.detach().to(torch.float32).contiguous()
+    if _is_cupy(param):
+        with param.device:
+            return param.astype("float32")
+    raise TypeError("float32 state of a 16-bit param needs NumPy, torch or CuPy arrays")
+
+
 def full_like(param, value):
     """A new contiguous array like `param` (same library, device, dtype), filled."""
     if type(param) is np.ndarray:

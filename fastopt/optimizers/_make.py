@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import numpy as np
 
 from .. import _batch, _capture, _hostscalars, functional
-from ..spec import outside
-from .base import BASE_OPTIONS, Optimizer
+from ..spec import PARAM, outside
+from .base import BASE_OPTIONS, MASTER, Optimizer
 
 
 def _host_array(a):
@@ -89,8 +89,11 @@ class SpecOptimizer(Optimizer):
         return value
 
     def state_slots(self):
-        return tuple((s.keras, getattr(self._h, s.init) if isinstance(s.init, str)
-                      else s.init) for s in self.spec.slots if s.used(self._h))
+        slots = tuple((s.keras, getattr(self._h, s.init) if isinstance(s.init, str)
+                       else s.init) for s in self.spec.slots if s.used(self._h))
+        if self.master_weights:     # fp32 masters of 16-bit params (base.py)
+            slots = ((MASTER, PARAM),) + slots
+        return slots
 
     # Capturable steps (`fastopt._capture`): with ``opt.capturable = True``
     # (set before a step; Keras has no such option), the step count lives in
@@ -138,10 +141,12 @@ class SpecOptimizer(Optimizer):
 
     def state_shape(self, name, i, shape):
         # a program's slots may have shapes of their own, or none for a param
+        if name == MASTER:
+            return shape
         return self._slot(name).shape_for(shape, "keras")
 
     def _some_absent(self, name, count):
-        return self._slot(name).shape is not None
+        return name != MASTER and self._slot(name).shape is not None
 
     def update_step(self, grad, param, state, lr, options):
         if self.capturable:
@@ -153,7 +158,11 @@ class SpecOptimizer(Optimizer):
         host = self._host_before(param) if self.spec.host else {}
         # Each value as a one-element array of Keras's dtype (a copy: the call
         # advances it, and a step of several calls, clip groups, sees one value).
+        masters, model = state.get(MASTER), None
+        if masters is not None:     # the kernel updates the masters, writes the params
+            param, model = masters, param
         self._call(param, grad, **{s.name: state.get(s.keras) for s in self.spec.slots},
+                   model=model,
                    **{name: np.array(v, self._host_dtype) for name, v in host.items()},
                    step=step, lr=lr, convention="keras", **self._call_kwargs, **options)
         if host:   # kept once the step's kernels have run

@@ -260,9 +260,14 @@ class Optimizer:
         described = []
         for i, p in enumerate(params):
             d = _arrays.describe(self._fn, f"params[{i}]", p)
-            if d.spec.dtype not in _facts.FLOAT_DTYPES:
-                raise TypeError(f"{self._fn}: params[{i}] must be float32 or float64, "
-                                f"got {d.spec.dtype}")
+            half = _facts.storage_format(d.spec.dtype) in ("f16", "bf16")
+            if d.spec.dtype not in _facts.FLOAT_DTYPES and not half:
+                raise TypeError(f"{self._fn}: params[{i}] must be float32, float64, "
+                                f"float16 or bfloat16, got {d.spec.dtype}")
+            if self.master_weights and not half:
+                raise TypeError(f"{self._fn}: master_weights keeps float32 masters of "
+                                f"float16 or bfloat16 params; params[{i}] is "
+                                f"{d.spec.dtype}")
             if not d.contiguous:
                 raise ValueError(f"{self._fn}: params[{i}] must be C-contiguous")
             if d.readonly:
@@ -279,12 +284,20 @@ class Optimizer:
         state = []
         for i, p in enumerate(params):
             arrays = {}
+            # float32 state (master weights, or state_dtype) starts from a
+            # float32 copy of the param; else the state is the param's dtype,
+            # as Keras's (`add_variable_from_reference`).
+            like = (_arrays.float32_copy(p) if self._float32_state(specs[i].dtype)
+                    else p)
             for name, init in slots:
-                shape = self.state_shape(name, i, specs[i].shape)
-                if shape is None:     # no array of this slot for this param
-                    arrays[name] = None
-                    continue
-                arrays[name] = _arrays.initial(p, init, shape)
+                if name == MASTER:
+                    arrays[name] = like
+                else:
+                    shape = self.state_shape(name, i, specs[i].shape)
+                    if shape is None:     # no array of this slot for this param
+                        arrays[name] = None
+                        continue
+                    arrays[name] = _arrays.initial(like, init, shape)
                 if pending is not None:
                     _arrays.copy_from_host(arrays[name], pending[name][i])
             state.append(arrays)
@@ -621,12 +634,45 @@ class Optimizer:
                         f"{'keeps' if a is None else 'keeps no'} such array")
                 if a is None:
                     continue
-                if tuple(a.shape) != tuple(shape) or a.dtype != spec.dtype:
+                want = (np.dtype(np.float32) if self._float32_state(spec.dtype)
+                        else spec.dtype)
+                if tuple(a.shape) != tuple(shape) or a.dtype != want:
                     state_of = ("" if tuple(shape) == tuple(spec.shape)
                                 else f" (its {name}: {list(shape)})")
+                    kept = "" if want == spec.dtype else f" (its state is {want})"
                     raise ValueError(
                         f"{fn}: loaded {name}/{i} is {a.dtype}{list(a.shape)}, but "
-                        f"params[{i}] is {spec.dtype}{list(spec.shape)}{state_of}")
+                        f"params[{i}] is {spec.dtype}{list(spec.shape)}{state_of}{kept}")
+
+    # -- 16-bit params ---------------------------------------------------------
+    # Params in float16 or bfloat16 (Keras's "float16"/"bfloat16" dtype
+    # policies) are updated with float32 math, each result rounded once
+    # (`kernels.storage`). Their state is kept in the param's dtype, as
+    # Keras keeps it, unless one of these is set before the first step:
+    #
+    # ``opt.state_dtype = "float32"``: float32 state.
+    # ``opt.master_weights = True``: a float32 master of each param in the
+    # state (``"master/<i>"`` in `state_dict`), float32 state, and the 16-bit
+    # param written from the master, rounded to nearest, in the same pass:
+    # the master's trajectory is float32 training's on the same gradients.
+    # Under Keras's "mixed_bfloat16"/"mixed_float16" policies the variables
+    # (and their gradients) are float32 already: neither applies.
+    state_dtype = None
+    master_weights = False
+
+    def _float32_state(self, dtype):
+        """Whether the state of a param of `dtype` is kept in float32."""
+        if _facts.storage_format(dtype) not in ("f16", "bf16"):
+            return False
+        if self.master_weights:
+            return True
+        choice = self.state_dtype
+        if choice is None:
+            return False
+        if np.dtype(choice) != np.float32 and np.dtype(choice) != dtype:
+            raise TypeError(f"{self._fn}: state_dtype must be None (the param's "
+                            f"dtype) or 'float32', got {choice!r}")
+        return np.dtype(choice) == np.float32
 
     def save_state(self, path) -> None:
         """Write `state_dict` to a ``.npz`` file.
@@ -669,6 +715,9 @@ class Optimizer:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items()
                          if k != "name" and v is not None)
         return f"{type(self).__name__}({args})"
+
+
+MASTER = "master"   # the state slot of fp32 master weights
 
 
 def _snake_case(name):

@@ -375,6 +375,14 @@ class Optimizer(torch.optim.Optimizer):
         finally:
             self._created = None
         self.__dict__.pop("_deferred_scale", None)
+        if amp_scale is not None:
+            # As torch's fused optimizers do: the step leaves each gradient
+            # unscaled (grad / grad_scale, written back after the update read
+            # it); a skipped step (found_inf) leaves them as they were.
+            grads = [p.grad for group in self.param_groups for p in group["params"]
+                     if p.grad is not None and not p.grad.is_sparse]
+            if grads:
+                torch._foreach_div_(grads, amp_scale)
         return loss
 
     def _defer_grad_scale(self, grads, coef):
