@@ -17,8 +17,8 @@ SASS of Adam's single-array and many-tensor kernels and prints their
 registers, local memory and global load/store widths. `launcher` compares
 the packed driver launcher with Numba's launch bit for bit on every case;
 `capture` replays a captured 148-tensor list step against eager steps.
-`programs` runs the program optimizers (Lamb, Adafactor in both
-conventions, Muon: tests/test_programs_cuda.py's cases, 3 steps, float32
+`programs` runs the program optimizers (Lamb, Adafactor and Muon in both
+conventions: tests/test_programs_cuda.py's cases, 3 steps, float32
 and float64) on CuPy arrays, torch CUDA tensors and Numba device arrays,
 over params past a chunk (65,536 elements) and of many tiles, against the
 CPU path.
@@ -301,14 +301,18 @@ def programs():
     matrices = [(1, 1), (257, 129), (129, 257), (64, 64)]
     puts = {"cupy": cupy.asarray, "numba": cuda.to_device,
             "torch": lambda a: torch.tensor(a, device="cuda")}
-    for case, (name, *_) in CASES.items():
+    for case, (name, convention, *_) in CASES.items():
+        case_shapes = shapes
+        if name == "muon":    # Keras's: vectors and stacks take its AdamW step
+            case_shapes = matrices + ([(70_001,), (2, 3, 33, 17)] if convention == "keras"
+                                      else [])
         for dtype in (np.float32, np.float64):
             for form, put in puts.items():
                 tol = TOL[dtype]
                 if name == "muon":
                     tol = 0.02 * 0.05 if form == "torch" else 1e-4
                 assert_close(*_run(case, dtype, True, steps=STEPS,
-                                   shapes=matrices if name == "muon" else shapes, put=put),
+                                   shapes=case_shapes, put=put),
                              tol)
                 print(f"programs {case} {np.dtype(dtype).name} {form}: ok", flush=True)
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import _batch, _facts, _front
 from .kernels import passes as _passes
-from .spec import Elementwise, Factored, MatrixFunction, PerTensor
+from .spec import Elementwise, Factored, MatrixFunction, PerTensor, selected
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _LIKE = {np.dtype(np.float32): np.float32(0), np.dtype(np.float64): np.float64(0)}
@@ -161,7 +161,7 @@ def run(fn, spec, h, convention, plan, param, grad, states, pre, hyper):
         need = set()
         for step in program.passes:
             if name in getattr(step, "arrays", ()):
-                need.update(_select(step, shapes, info, range(n)))
+                need.update(selected(step, shapes, info, range(n)))
         originals[name] = [_empty_like(a) if k in need else None
                            for k, a in enumerate(originals["param"])]
         arrays[name] = [None if a is None else _host(who, name, a) for a in originals[name]]
@@ -181,18 +181,6 @@ def run(fn, spec, h, convention, plan, param, grad, states, pre, hyper):
                                           if name != "grad" for a in lst]))
 
 
-def _select(step, shapes, info, index=None):
-    """The positions j of `shapes` the pass `step` runs on: by its `select`,
-    and by its `having` (whether tensor ``index[j]`` of the call has an array
-    of a slot)."""
-    sel = [j for j, s in enumerate(shapes)
-           if step.select is None or step.select(s, info.h, info.convention)]
-    if getattr(step, "having", None) is not None:
-        slot, present = step.having
-        sel = [j for j in sel if (slot in info.has[index[j]]) == present]
-    return sel
-
-
 def _plan_group(spec, info, arrays, index, pre, hyper):
     """The runs of one dtype group (tensors `index` of the call)."""
     program = spec.program
@@ -206,7 +194,7 @@ def _plan_group(spec, info, arrays, index, pre, hyper):
     ginfo = SimpleNamespace(**vars(info), dtype=dtype, shapes=shapes, sizes=sizes)
     steps = []
     for step in program.passes:
-        sel = _select(step, shapes, info, index)
+        sel = selected(step, shapes, info, index)
         if not sel:
             continue
         if isinstance(step, Factored):

@@ -30,7 +30,7 @@ import numpy as np
 
 from . import _device, _facts, _multi
 from .kernels import passes_cuda as _pc
-from .spec import Elementwise, Factored, MatrixFunction, PerTensor
+from .spec import Elementwise, Factored, MatrixFunction, PerTensor, selected
 
 _tables = _multi._Cache()   # device copies of the chunk, matrix and tile tables, by content
 
@@ -98,12 +98,6 @@ def _table(arrays, names, ks, simulated):
                     dtype=np.int64).reshape(len(ks), len(names))
 
 
-def _select(step, shapes, info):
-    if step.select is None:
-        return list(range(len(shapes)))
-    return [j for j, s in enumerate(shapes) if step.select(s, info.h, info.convention)]
-
-
 def _chunks(sizes, chunk=_pc.CHUNK):
     """(t, start, n) per chunk of `chunk` elements of tensors of `sizes`."""
     rows = [(t, start, min(chunk, int(size) - start))
@@ -140,7 +134,7 @@ def plan_group(spec, info, arrays, index, pre, hyper):
     pre_d, hyper_d = _facts.scalars(dtype, pre), _facts.scalars(dtype, hyper)
     steps = []
     for step in program.passes:
-        sel = _select(step, shapes, info)
+        sel = selected(step, shapes, info, index)
         if not sel:
             continue
         ks = [index[j] for j in sel]

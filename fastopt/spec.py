@@ -448,6 +448,19 @@ class Program:
     refuse: str = None     # the message for another ("{shape}": the param's)
 
 
+def selected(step, shapes, info, index):
+    """The positions j of `shapes` a program pass `step` runs on (the host's
+    plan and the GPU's): by its `select` (``info.h``, ``info.convention``),
+    and by its `having` (whether tensor ``index[j]`` of the call has an array
+    of a slot: ``info.has``, a set of slot names per tensor)."""
+    sel = [j for j, s in enumerate(shapes)
+           if step.select is None or step.select(s, info.h, info.convention)]
+    if getattr(step, "having", None) is not None:
+        slot, present = step.having
+        sel = [j for j in sel if (slot in info.has[index[j]]) == present]
+    return sel
+
+
 def only(convention, rule, flags=lambda h: ()):
     """A `Spec.plan` for an optimizer one library has: `rule` with
     ``flags(h)`` under `convention`, and under the other a ValueError that

@@ -150,6 +150,31 @@ def _elements(h):
         param[i] = param[i] * pre[3] - k0 * lamb_update(mom[i], vel[i], hyper)
         return a, b
 
+    # Apex FusedLAMB's form (convention "torch"): hyper (lr, β₁, β₃, β₂,
+    # 1 − β₂, c₁, c₂, ε, decoupled wd); no decay factor (wd·p is in u)
+    @h.jit
+    def lamb_update_torch(m, v, p, hyper):
+        lr, beta1, beta3, beta2, omb2, c1, c2, eps, wd = hyper
+        return (m / c1) / (sqrt(v / c2) + eps) + wd * p
+
+    @h.jit
+    def lamb_moments_torch(i, param, grad, mom, vel, pre, hyper, k0, k1, a, b):
+        lr, beta1, beta3, beta2, omb2, c1, c2, eps, wd = hyper
+        p = param[i]
+        g = grad_in(grad[i], p, pre)
+        m = mom[i] * beta1 + beta3 * g
+        v = vel[i] * beta2 + omb2 * g * g
+        mom[i] = m
+        vel[i] = v
+        u = lamb_update_torch(m, v, p, hyper)
+        return a + p * p, b + u * u
+
+    @h.jit
+    def lamb_apply_torch(i, param, mom, vel, unused, pre, hyper, k0, k1, a, b):
+        p = param[i]
+        param[i] = p - k0 * lamb_update_torch(mom[i], vel[i], p, hyper)
+        return a, b
+
     @h.jit
     def vector(i, param, grad, vel, pre, hyper, a, b, keras):
         rho, beta, omb, eps1, eps1_sq = hyper
@@ -218,20 +243,62 @@ def _elements(h):
         param[i] = fma(k0, upd[i], param[i] * pre[3])
         return a, b
 
+    # Keras's Muon: hyper (μ, μ − 1, nesterov, lr, rms_rate, β₁, 1 − β₁, β₂,
+    # 1 − β₂, α, ε, AdamW's decay 1 − lr·adam_wd); Keras's ops, no fma
+    @h.jit
+    def muon_momentum_keras(i, param, grad, buf, out, pre, hyper, k0, k1, a, b):
+        mu, mu_minus_one, nesterov = hyper[0], hyper[1], hyper[2]
+        g = grad_in(grad[i], param[i] * pre[3], pre)
+        m = buf[i]
+        m = m + (g + m * mu_minus_one)
+        buf[i] = m
+        if nesterov:
+            out[i] = g + mu * m
+        else:
+            out[i] = m
+        return a, b
+
+    @h.jit
+    def muon_apply_keras(i, param, upd, unused0, unused1, pre, hyper, k0, k1, a, b):
+        lr, rms_rate = hyper[3], hyper[4]
+        param[i] = param[i] * pre[3] - ((lr * upd[i]) * k0) * rms_rate
+        return a, b
+
+    @h.jit
+    def muon_adamw_keras(i, param, grad, mom, vel, pre, hyper, k0, k1, a, b):
+        omb1, omb2 = hyper[6], hyper[8]
+        alpha, eps, decay = hyper[9], hyper[10], hyper[11]
+        p = param[i] * decay
+        g = grad_in(grad[i], p, pre)
+        m = mom[i]
+        m = m + (g - m) * omb1
+        v = vel[i]
+        v = v + (g * g - v) * omb2
+        mom[i] = m
+        vel[i] = v
+        param[i] = p - (m * alpha) / (sqrt(v) + eps)
+        return a, b
+
     # name: (element function, columns, sums, env columns read)
     return {"lamb_moments": (lamb_moments, 4, 2, 0),
             "lamb_apply": (lamb_apply, 3, 0, 1),
+            "lamb_moments_torch": (lamb_moments_torch, 4, 2, 0),
+            "lamb_apply_torch": (lamb_apply_torch, 3, 0, 1),
             "adafactor_vector_keras": (vector_keras, 3, 2, 0),
             "adafactor_vector_torch": (vector_torch, 3, 2, 0),
             "adafactor_apply_vector_torch": (apply_vector_torch, 3, 0, 1),
             "adafactor_apply_keras": (apply_keras, 3, 0, 2),
             "muon_momentum": (muon_momentum, 4, 0, 0),
-            "scaled_add": (scaled_add, 2, 0, 1)}
+            "scaled_add": (scaled_add, 2, 0, 1),
+            "muon_momentum_keras": (muon_momentum_keras, 4, 0, 0),
+            "muon_apply_keras": (muon_apply_keras, 2, 0, 1),
+            "muon_adamw_keras": (muon_adamw_keras, 4, 0, 0)}
 
 
-ELEMENTWISE = ("lamb_moments", "lamb_apply", "adafactor_vector_keras",
-               "adafactor_vector_torch", "adafactor_apply_vector_torch",
-               "adafactor_apply_keras", "muon_momentum", "scaled_add")
+ELEMENTWISE = ("lamb_moments", "lamb_apply", "lamb_moments_torch", "lamb_apply_torch",
+               "adafactor_vector_keras", "adafactor_vector_torch",
+               "adafactor_apply_vector_torch", "adafactor_apply_keras", "muon_momentum",
+               "scaled_add", "muon_momentum_keras", "muon_apply_keras", "muon_adamw_keras")
 
 
 def _elementwise_function(name, dtype, threads, python):

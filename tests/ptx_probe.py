@@ -211,6 +211,7 @@ def records(script, tmp_path_factory, timeout=1800):
     if share:
         env[_SHARE] = share
     lines = []
+    missing = False
     # A second try compiles the chunks of a worker whose child failed.
     for attempt in range(2):
         out = subprocess.run([sys.executable, script], env=env, capture_output=True,

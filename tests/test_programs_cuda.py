@@ -31,6 +31,8 @@ SPECS = {"lamb": LAMB, "adafactor": ADAFACTOR, "muon": MUON}
 # kernels.passes_cuda.SIM_TILE_ROWS = 4 rows: one, two and three of them)
 SHAPES = [(1,), (7,), (5, 5), (9, 3), (3, 9), (2, 3, 2, 4)]
 MATRICES = [(1, 1), (5, 5), (9, 3), (3, 9)]
+KERAS_MUON = [(5, 3), (7,), (2, 3, 4)]
+TORCH_LAMB = [(1,), (7,), (9, 3)]
 
 CASES = {   # name: (optimizer, convention, kwargs, shapes)
     "lamb": ("lamb", "keras", dict(lr=0.01, beta1=0.9, beta2=0.999, eps=1e-7,
@@ -43,6 +45,22 @@ CASES = {   # name: (optimizer, convention, kwargs, shapes)
     "muon": ("muon", "torch", dict(lr=0.02, weight_decay=0.1), MATRICES),
     "muon-plain": ("muon", "torch", dict(lr=0.02, momentum=0.8, nesterov=False,
                                          adjust_lr=1), MATRICES),
+    # Keras's Muon: a matrix without a velocity (its Muon step), a vector and
+    # a 3-D param with one (its AdamW step), in one call
+    "muon-keras": ("muon", "keras", dict(lr=0.01, weight_decay=0.1), KERAS_MUON),
+    # Apex FusedLAMB's semantics: its defaults (decoupled weight decay);
+    # no bias correction nor grad averaging (no weight decay: the ratio is
+    # 1); use_nvlamb with L2 weight decay, maximized
+    "lamb-torch": ("lamb", "torch", dict(lr=0.01, beta1=0.9, beta2=0.999, eps=1e-6,
+                                         weight_decay=0.01, decoupled_weight_decay=True),
+                   TORCH_LAMB),
+    "lamb-torch-plain": ("lamb", "torch", dict(lr=0.01, beta1=0.9, beta2=0.999, eps=1e-6,
+                                               bias_correction=False, grad_averaging=False),
+                         TORCH_LAMB),
+    "lamb-torch-nvlamb": ("lamb", "torch", dict(lr=0.01, beta1=0.9, beta2=0.999, eps=1e-6,
+                                                use_nvlamb=True, weight_decay=0.01,
+                                                decoupled_weight_decay=False, maximize=True),
+                          TORCH_LAMB),
 }
 
 
@@ -108,7 +126,8 @@ def assert_close(host_p, host_s, dev_p, dev_s, tol):
 
 @pytest.mark.parametrize("case, dtype, as_list", [
     *[(c, np.float64, True) for c in CASES],
-    *[(c, np.float32, True) for c in ("lamb", "adafactor-keras", "adafactor-torch", "muon")],
+    *[(c, np.float32, True) for c in ("lamb", "adafactor-keras", "adafactor-torch", "muon",
+                                      "muon-keras", "lamb-torch")],
     *[(c, np.float64, False) for c in ("lamb", "adafactor-torch", "muon")],
 ])
 def test_simulator_equals_cpu(case, dtype, as_list):
@@ -145,7 +164,9 @@ def _probe():
     from fastopt.kernels import passes_cuda as pc
 
     table = types.Array(types.int64, 2, "C")
-    hypers = {"lamb_moments": 8, "lamb_apply": 8, "muon_momentum": 6, "scaled_add": 6}
+    hypers = {"lamb_moments": 8, "lamb_apply": 8, "lamb_moments_torch": 9,
+              "lamb_apply_torch": 9, "muon_momentum": 6, "scaled_add": 6,
+              "muon_momentum_keras": 12, "muon_apply_keras": 12, "muon_adamw_keras": 12}
     launches = list(pc.ELEMENTWISE) + [n for names in pc.LAUNCHES.values() for n in names]
     # float32, where float64 would creep in (float64's code is the same
     # source; each launch's float64 build is compiled by the simulator's
@@ -180,7 +201,7 @@ def test_passes_compile_clean_to_ptx():
                          text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-4000:]
     records = [json.loads(line) for line in out.stdout.splitlines()]
-    assert len(records) == 15
+    assert len(records) == 20
     for r in records:
         assert not r["local"] and not r["other_precision"], r
         assert r["wide_address"] and r["stores"] >= 1, r
