@@ -43,10 +43,11 @@ def variant_id(variant):
     return variant.key.rsplit("-", 1)[0]    # without the source fingerprint
 
 
-def probe(kernel_function, arrays_signature, extra_facts=lambda ptx: {}):
-    """In the child: compile `kernel_function(variant)` for every variant and
-    dtype, with ``arrays_signature(dt)`` the argument types before the scalar
-    tuples, and emit each record (`run_jobs`)."""
+def probe(kernel_function, arrays_signature, extra_facts=lambda ptx: {}, variants=None):
+    """In the child: compile `kernel_function(variant)` for every variant (of
+    `variants`, default `VARIANTS`) and dtype, with ``arrays_signature(dt)``
+    the argument types before the scalar tuples, and emit each record
+    (`run_jobs`)."""
     from numba import cuda, types
 
     def compile_one(job):
@@ -72,7 +73,7 @@ def probe(kernel_function, arrays_signature, extra_facts=lambda ptx: {}):
             **extra_facts(ptx),
         }
 
-    run_jobs([(v, name) for v in VARIANTS for name in DTYPES], compile_one)
+    run_jobs([(v, name) for v in (variants or VARIANTS) for name in DTYPES], compile_one)
 
 
 # Sharing the compiles between pytest-xdist workers. Each worker that runs a
