@@ -11,7 +11,7 @@ import pytest
 from fastopt.bench import floor, peers_numpy, peers_torch, report as reporting
 from fastopt.bench.cases import CASES
 from fastopt.bench.overhead import captured_kernel_call, fastopt_call
-from fastopt.bench.runner import run
+from fastopt.bench.runner import _dtype as runner_dtype, run
 from fastopt.bench.timing import draw_arrays, make_host_sets, num_sets
 
 torch = pytest.importorskip("torch")
@@ -97,6 +97,19 @@ def test_floor_touches_exactly_the_rules_arrays(name):
     for key in ("param", *case.slots):
         assert not np.array_equal(arrays[key], before[key]), key
         assert np.isfinite(arrays[key]).all()
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_16bit_floor_leaves_every_value_as_it_was(dtype):
+    """The 16-bit floor does integer arithmetic on the bits: it must not fill
+    the buffers it shares with the timed implementations with denormals or
+    NaNs (a float32 denormal costs a microcode assist in the next call)."""
+    case = CASES["adam"]
+    arrays = make_host_sets(case, 1000, runner_dtype(dtype), 1)[0]
+    before = _copies(arrays)
+    floor.make_cpu(case, [arrays])(0)
+    for key in ("param", "grad", *case.slots):
+        assert np.array_equal(arrays[key].view(np.uint16), before[key].view(np.uint16)), key
 
 
 @pytest.mark.parametrize("set_bytes, llc, expected", [
