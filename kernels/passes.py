@@ -122,6 +122,29 @@ def _total(chunks):
     return n
 
 
+@numba.njit(inline="always")
+def _lane_sum(x, n):
+    """``Σ x[:n]`` in float64, as 8 interleaved partial sums (x[j] into sum
+    j mod 8) added up pairwise at the end, then the tail: eight independent
+    chains, each kept in order (no reassociation), so they overlap where one
+    chain would wait on every addition; the order depends on n alone."""
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    m = n - n % 8
+    for j in range(0, m, 8):
+        s0 += x[j]
+        s1 += x[j + 1]
+        s2 += x[j + 2]
+        s3 += x[j + 3]
+        s4 += x[j + 4]
+        s5 += x[j + 5]
+        s6 += x[j + 6]
+        s7 += x[j + 7]
+    s = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    for j in range(m, n):
+        s += x[j]
+    return s
+
+
 # -- elementwise ------------------------------------------------------------------
 @numba.njit(inline="always")
 def _chunk(key, c, addrs, chunks, env, pre, hyper, partial):
@@ -262,7 +285,7 @@ def _row_mean_of(k, addrs, mats, like, eps1, torch_form):
 
 # -- tiled --------------------------------------------------------------------------
 @numba.njit(inline="always")
-def _tile(key, q, blocks, addrs, mats, env, means, pre, hyper, vcol):
+def _tile(key, q, blocks, addrs, mats, env, means, pre, hyper, vcol, nsums):
     """Row block q of the pass `key`: its formula per element; its sum."""
     like = pre[0]
     k, r0, nr = blocks[q, 0], blocks[q, 1], blocks[q, 2]
@@ -274,12 +297,20 @@ def _tile(key, q, blocks, addrs, mats, env, means, pre, hyper, vcol):
     col = _mat(addrs, mats, k, 3, like, 2)
     mean_r = cast(means[k], like)
     k0, k1 = _env_scalars(env, mats[k, 0], like)
-    s = 0.0
+    if not nsums:
+        for i in range(nr):
+            for j in range(c):
+                _tile_element(key, i * c + j, i, j, param, grad, row, col, vel, mean_r, pre,
+                              hyper, k0, 0.0)
+        return 0.0
+    # the sum per column, row by row (elementwise across the columns, so the
+    # loop vectorizes), then over the columns
+    acc = np.zeros(c)
     for i in range(nr):
         for j in range(c):
-            s = _tile_element(key, i * c + j, i, j, param, grad, row, col, vel, mean_r, pre,
-                              hyper, k0, s)
-    return s
+            acc[j] = _tile_element(key, i * c + j, i, j, param, grad, row, col, vel, mean_r,
+                                   pre, hyper, k0, acc[j])
+    return _lane_sum(acc, c)
 
 
 def _tiled(name):
@@ -300,10 +331,12 @@ def _tiled(name):
         part = np.empty(nb)
         if _elements(mats) < SERIAL_BELOW:
             for q in range(nb):
-                part[q] = _tile(key, q, blocks, addrs, mats, env, means, pre, hyper, vcol)
+                part[q] = _tile(key, q, blocks, addrs, mats, env, means, pre, hyper, vcol,
+                                nsums)
         else:
             for q in numba.prange(nb):
-                part[q] = _tile(key, q, blocks, addrs, mats, env, means, pre, hyper, vcol)
+                part[q] = _tile(key, q, blocks, addrs, mats, env, means, pre, hyper, vcol,
+                                nsums)
         return _block_sums(part, first, mats, addrs.shape[0], nsums)
 
     return kern
@@ -324,29 +357,36 @@ def _factor_block(q, blocks, addrs, mats, pre, hyper, colpart, offs, wpart, kera
     (`pass_rules.factor_term`) into the row factor; their column sums into
     the block's partials (added up per matrix by `_factor_columns`); the
     sum of p² (p after decoupled decay, Keras; before it, torch) into
-    wpart[q]."""
+    wpart[q]. All in float64 (the oracles: float32 for float32 arrays).
+
+    Per row, one loop elementwise across the columns (the terms, the column
+    sums, p² per column), which LLVM vectorizes, then the row's sum of its
+    terms (`_lane_sum`): no single chain of dependent additions runs
+    through the elements, and the order of every sum depends on the shape
+    alone."""
     like = pre[0]
-    eps1 = hyper[3]
     k, r0, nr = blocks[q, 0], blocks[q, 1], blocks[q, 2]
     c = mats[k, 3]
     param = _block_rows(addrs, mats, k, 0, like, r0, nr)
     grad = _block_rows(addrs, mats, k, 1, like, r0, nr)
     row = _block_factor(addrs, mats, k, like, r0, nr)
-    base = offs[q]
-    decay = pre[3]
-    w = 0.0
+    cols = colpart[offs[q]:offs[q] + c]
+    squares = np.zeros(c)
+    terms = np.empty(c, dtype=param.dtype)    # a row's
+    decay, eps1 = pre[3], hyper[3]
     for i in range(nr):
-        s = 0.0
+        prow, grow = param[i * c:(i + 1) * c], grad[i * c:(i + 1) * c]
         for j in range(c):
-            p = param[i * c + j] * decay
-            x = _rules.factor_term(_rules.grad_in(grad[i * c + j], p, pre), eps1, keras)
-            s += x
-            colpart[base + j] += x
+            p = prow[j] * decay
+            x = _rules.factor_term(_rules.grad_in(grow[j], p, pre), eps1, keras)
+            terms[j] = x
+            cols[j] += x
             if not keras:   # torch's alpha reads the param before its decay
-                p = param[i * c + j]
-            w += p * p
-        row[i] = _rules.factor_update(row[i], cast(s, like), cast(c, like), hyper, keras)
-    wpart[q] = w
+                p = prow[j]
+            squares[j] += p * p
+        total = _lane_sum(terms, c)
+        row[i] = _rules.factor_update(row[i], cast(total, like), cast(c, like), hyper, keras)
+    wpart[q] = _lane_sum(squares, c)
 
 
 @numba.njit(inline="always")
