@@ -11,16 +11,19 @@ The pipeline is the elementwise one's (describe, validate, plan, run):
 * validate: every array of every tensor (dtype, shape as its slot's
   `Slot.shape_for`, C-contiguity, writeability, no written array
   overlapping another), before anything is written;
-* plan: the tensors grouped by dtype; per group, each pass's address table
-  (an `Elementwise` pass: chunks of `kernels.passes.CHUNK` elements; a
+* plan (`_plan_group`, one loop over the passes for both targets): the
+  tensors grouped by dtype; per group, each pass's address table, built by
+  the group's executor (`Host`; `fastopt._program_cuda.Device` on a GPU;
+  an `Elementwise` pass: chunks of `kernels.passes.CHUNK` elements; a
   `Factored` pass: one row per matrix of the stack);
 * run (`_batch.run`: at once, or at the end of a front end's all-or-nothing
   step): the passes in order, each over the whole group in one parallel
   region, exchanging per-tensor scalars through a float64 table (`env`);
   `PerTensor` arithmetic vectorized over the tensors in NumPy;
   `MatrixFunction` through the arrays' own library's matmul. A group on a
-  GPU runs `fastopt._program_cuda`'s plan, the same passes as CUDA kernels.
+  GPU runs the same passes as CUDA kernels.
 """
+import contextlib
 from types import SimpleNamespace
 
 import numpy as np
@@ -168,9 +171,9 @@ def run(fn, spec, h, convention, plan, param, grad, states, pre, hyper):
     groups = {}
     for k in range(n):
         groups.setdefault(arrays["param"][k].dtype, []).append(k)
-    plan = _plan_group if not n or isinstance(arrays["param"][0], np.ndarray) \
-        else _gpu().plan_group
-    actions = [plan(spec, info, arrays, index, pre, hyper) for index in groups.values()]
+    target = Host if not n or isinstance(arrays["param"][0], np.ndarray) else _gpu().Device
+    actions = [_plan_group(spec, info, arrays, index, pre, hyper, target)
+               for index in groups.values()]
 
     def action():
         for act in actions:
@@ -181,68 +184,120 @@ def run(fn, spec, h, convention, plan, param, grad, states, pre, hyper):
                                           if name != "grad" for a in lst]))
 
 
-def _plan_group(spec, info, arrays, index, pre, hyper):
-    """The runs of one dtype group (tensors `index` of the call)."""
+def _plan_group(spec, info, arrays, index, pre, hyper, target):
+    """The runs of one dtype group (tensors `index` of the call): each pass
+    of the program planned once, its kernels by `target`'s executor (`Host`,
+    or `fastopt._program_cuda.Device` for a group on a GPU), the host
+    arithmetic and the matrix functions here, for both."""
     program = spec.program
-    dtype = arrays["param"][index[0]].dtype
-    like = _LIKE[dtype]
+    first = arrays["param"][index[0]]
+    dtype = first.dtype
     if program.dtype_scalars is not None:
         hyper = tuple(program.dtype_scalars(hyper, dtype))
     shapes = [arrays["param"][k].shape for k in index]
     sizes = np.array([arrays["param"][k].size for k in index], dtype=np.int64)
     columns = {name: j for j, name in enumerate(program.env)}
     ginfo = SimpleNamespace(**vars(info), dtype=dtype, shapes=shapes, sizes=sizes)
+    run = target(arrays, first, pre, hyper)
     steps = []
     for step in program.passes:
         sel = selected(step, shapes, info, index)
         if not sel:
             continue
-        if isinstance(step, Factored):
-            addrs = _addresses(arrays, step.arrays, [index[j] for j in sel])
-            mats = _matrices(shapes, sel)
-            steps.append(("kernel", _passes.FACTORED[step.kernel], sel, addrs, mats,
-                          [columns[s] for s in step.sums], [columns[s] for s in step.reads]))
-        elif isinstance(step, Elementwise):
-            addrs = _addresses(arrays, step.arrays, [index[j] for j in sel])
-            chunks = _chunks(sizes[sel])
-            steps.append(("kernel", _passes.ELEMENTWISE[step.kernel], sel, addrs, chunks,
-                          [columns[s] for s in step.sums], [columns[s] for s in step.reads]))
+        if isinstance(step, Elementwise):      # a Factored pass is one too
+            ks = [index[j] for j in sel]
+            out, reads = [columns[s] for s in step.sums], [columns[s] for s in step.reads]
+            if isinstance(step, Factored):
+                steps.append(run.factored(step, sel, ks, [shapes[j] for j in sel], out, reads))
+            else:
+                steps.append(run.elementwise(step, sel, ks, sizes[sel], out, reads))
         elif isinstance(step, PerTensor):
-            steps.append(("host", step.fn, sel))
+            steps.append(_per_tensor(step.fn, sel, columns, ginfo))
         elif isinstance(step, MatrixFunction):
-            steps.append(("matrix", step.fn, sel))
+            steps.append(_matrix(step.fn, sel, index, arrays, info, columns, ginfo,
+                                 run.library))
         else:   # pragma: no cover - a spec's own mistake
             raise TypeError(f"unknown pass {step!r}")
 
     def act():
         env = np.zeros((len(index), len(program.env)))
-        for st in steps:
-            if st[0] == "kernel":
-                _, kern, sel, addrs, table, out, reads = st
-                sums = kern(addrs, table, np.ascontiguousarray(env[np.ix_(sel, reads)]),
-                            like, pre, hyper)
-                if out:
-                    env[np.ix_(sel, out)] = sums
-            elif st[0] == "host":
-                _, fn, sel = st
-                view = {name: env[sel, j] for name, j in columns.items()}
-                fn(view, SimpleNamespace(**{**vars(ginfo), "sizes": sizes[sel],
-                                            "shapes": [shapes[j] for j in sel]}))
-                for name, j in columns.items():
-                    env[sel, j] = view[name]
-            else:
-                _, fn, sel = st
-                for j in sel:
-                    k = index[j]
-                    xp, own = _library(info.originals["param"][k])
-                    tensors = {name: own(info.originals[name][k], arrays[name][k])
-                               for name in arrays if arrays[name][k] is not None}
-                    row = {name: env[j, c] for name, c in columns.items()}
-                    fn(xp, tensors, SimpleNamespace(**{**vars(ginfo), "env": row,
-                                                       "index": j}))
-                    for name, c in columns.items():
-                        env[j, c] = row[name]
+        with run.session() as session:
+            for st in steps:
+                st(env, session)
+
     return act
+
+
+def _per_tensor(fn, sel, columns, ginfo):
+    """A `PerTensor` pass: NumPy arithmetic on the selected rows of env."""
+    sub = SimpleNamespace(**{**vars(ginfo), "sizes": ginfo.sizes[sel],
+                             "shapes": [ginfo.shapes[j] for j in sel]})
+
+    def run(env, session):
+        view = {name: env[sel, j] for name, j in columns.items()}
+        fn(view, sub)
+        for name, j in columns.items():
+            env[sel, j] = view[name]
+
+    return run
+
+
+def _matrix(fn, sel, index, arrays, info, columns, ginfo, library):
+    """A `MatrixFunction` pass: `fn` per selected tensor, on its arrays in
+    their own library (``library(original, array) -> (xp, array)``)."""
+    def run(env, session):
+        for j in sel:
+            k = index[j]
+            xp = library(info.originals["param"][k], arrays["param"][k])[0]
+            tensors = {name: library(info.originals[name][k], arrays[name][k])[1]
+                       for name in arrays if arrays[name][k] is not None}
+            row = {name: env[j, c] for name, c in columns.items()}
+            fn(xp, tensors, SimpleNamespace(**{**vars(ginfo), "env": row, "index": j}))
+            for name, c in columns.items():
+                env[j, c] = row[name]
+
+    return run
+
+
+class Host:
+    """The executor of a dtype group's kernels on the host
+    (`kernels.passes`): a pass's address table built at plan time, its sums
+    written into env's columns at run time."""
+
+    def __init__(self, arrays, first, pre, hyper):
+        self.arrays, self.like, self.pre, self.hyper = arrays, _LIKE[first.dtype], pre, hyper
+
+    def elementwise(self, step, sel, ks, sizes, out, reads):
+        return self._run(_passes.ELEMENTWISE[step.kernel], sel, step.arrays, ks,
+                         _chunks(sizes), out, reads)
+
+    def factored(self, step, sel, ks, shapes, out, reads):
+        return self._run(_passes.FACTORED[step.kernel], sel, step.arrays, ks,
+                         _matrices(shapes), out, reads)
+
+    def _run(self, kern, sel, names, ks, table, out, reads):
+        addrs = _addresses(self.arrays, names, ks)
+        like, pre, hyper = self.like, self.pre, self.hyper
+
+        def run(env, session):
+            sums = kern(addrs, table, np.ascontiguousarray(env[np.ix_(sel, reads)]), like,
+                        pre, hyper)
+            if out:
+                env[np.ix_(sel, out)] = sums
+
+        return run
+
+    @staticmethod
+    def session():
+        return contextlib.nullcontext()
+
+    @staticmethod
+    def library(original, array):
+        """The array library of `original` and its array there."""
+        torch = _torch()
+        if torch is not None and isinstance(original, torch.Tensor):
+            return torch, original.detach()
+        return np, array
 
 
 def _empty_like(a):
@@ -261,14 +316,6 @@ def _shape_text(a):
     return str(a.shape)
 
 
-def _library(original):
-    """The array library of `original` and how to get its arrays back."""
-    torch = _torch()
-    if torch is not None and isinstance(original, torch.Tensor):
-        return torch, lambda orig, view: orig.detach()
-    return np, lambda orig, view: view
-
-
 def _addresses(arrays, names, ks):
     return np.array([[arrays[name][k].ctypes.data for name in names] for k in ks],
                     dtype=np.int64).reshape(len(ks), len(names))
@@ -282,11 +329,10 @@ def _chunks(sizes, chunk=_passes.CHUNK):
     return np.array(rows, dtype=np.int64).reshape(len(rows), 3)
 
 
-def _matrices(shapes, sel):
-    """(t, b, R, C) per matrix of each selected tensor (a vector: 1 x n)."""
+def _matrices(shapes):
+    """(t, b, R, C) per matrix of each tensor (a vector: 1 x n)."""
     rows = []
-    for t, j in enumerate(sel):
-        shape = shapes[j]
+    for t, shape in enumerate(shapes):
         if len(shape) >= 2:
             r, c = shape[-2], shape[-1]
             count = int(np.prod(shape[:-2], dtype=np.int64))

@@ -1,10 +1,11 @@
-"""Program steps (`fastopt.spec.Program`) on a GPU: `fastopt._program`'s
-plan of a dtype group, with `kernels.passes_cuda`'s kernels.
+"""Program steps (`fastopt.spec.Program`) on a GPU: the executor of
+`fastopt._program`'s plan of a dtype group (`Device`), with
+`kernels.passes_cuda`'s kernels.
 
 `fastopt._program.run` describes and validates the arrays as it does on the
 host (a GPU array seen through `DeviceView`, which reads as a NumPy array to
 its checks: dtype, shape, C-contiguity, writeability, overlap) and hands a
-group whose arrays are on a GPU to `plan_group`. Per pass, as on the host:
+group whose arrays are on a GPU to `Device`. Per pass, as on the host:
 
 * `Elementwise`: one launch over the group's chunks (the many-tensor
   kernels' address table, in device memory); its per-chunk sums (a block
@@ -23,6 +24,7 @@ group whose arrays are on a GPU to `plan_group`. Per pass, as on the host:
 Launches go to the stream of the param's producer (torch's current stream
 for torch tensors), so torch's matmuls and fastopt's kernels are ordered.
 """
+import contextlib
 import sys
 from types import SimpleNamespace
 
@@ -30,7 +32,6 @@ import numpy as np
 
 from . import _device, _facts, _multi
 from .kernels import passes_cuda as _pc
-from .spec import Elementwise, Factored, MatrixFunction, PerTensor, selected
 
 _tables = _multi._Cache()   # device copies of the chunk, matrix and tile tables, by content
 
@@ -117,123 +118,100 @@ def _on_device(device, *tables):
     return entry["arrays"]
 
 
-def plan_group(spec, info, arrays, index, pre, hyper):
-    """The runs of one dtype group (tensors `index` of the call), on its GPU."""
-    from numba import cuda
+class Device:
+    """The executor of a dtype group's kernels on its GPU
+    (`kernels.passes_cuda`), for `fastopt._program._plan_group`: a pass's
+    tables built at plan time; at run time, one launch (or a factored
+    pass's launches) on the param's stream, its sums copied back into env's
+    columns."""
 
-    program = spec.program
-    first = arrays["param"][index[0]]
-    dtype, device = first.dtype, first.device
-    if program.dtype_scalars is not None:
-        hyper = tuple(program.dtype_scalars(hyper, dtype))
-    simulated = _device.simulated()
-    shapes = [arrays["param"][k].shape for k in index]
-    sizes = np.array([arrays["param"][k].size for k in index], dtype=np.int64)
-    columns = {name: j for j, name in enumerate(program.env)}
-    ginfo = SimpleNamespace(**vars(info), dtype=dtype, shapes=shapes, sizes=sizes)
-    pre_d, hyper_d = _facts.scalars(dtype, pre), _facts.scalars(dtype, hyper)
-    steps = []
-    for step in program.passes:
-        sel = selected(step, shapes, info, index)
-        if not sel:
-            continue
-        ks = [index[j] for j in sel]
-        if isinstance(step, Factored):
-            mats, tiles, ncol = _pc.tiles_of([shapes[j] for j in sel])
-            steps.append(("factored", _pc.LAUNCHES[step.kernel], sel,
-                          _table(arrays, step.arrays, ks, simulated), (mats, tiles, ncol),
-                          [columns[s] for s in step.sums], [columns[s] for s in step.reads]))
-        elif isinstance(step, Elementwise):
-            steps.append(("elementwise", step.kernel, sel,
-                          _table(arrays, step.arrays, ks, simulated),
-                          _chunks(sizes[sel]),
-                          [columns[s] for s in step.sums], [columns[s] for s in step.reads]))
-        elif isinstance(step, PerTensor):
-            steps.append(("host", step.fn, sel))
-        elif isinstance(step, MatrixFunction):
-            steps.append(("matrix", step.fn, sel))
-        else:   # pragma: no cover - a spec's own mistake
-            raise TypeError(f"unknown pass {step!r}")
+    def __init__(self, arrays, first, pre, hyper):
+        self.arrays, self.first = arrays, first
+        self.dtype, self.device = first.dtype, first.device
+        self.simulated = _device.simulated()
+        self.pre, self.hyper = _facts.scalars(self.dtype, pre), _facts.scalars(self.dtype, hyper)
 
-    def to_device(a, stream):
-        return cuda.to_device(np.ascontiguousarray(a), stream=stream)
+    @contextlib.contextmanager
+    def session(self):
+        """The device current, its stream, and the row means a factor pass
+        leaves for the later factored passes of the step."""
+        with _device.on_device(self.device):
+            yield SimpleNamespace(stream=_device.stream_of(self.first.info), means={})
 
-    def env_of(env, sel, reads, stream):
+    library = staticmethod(lambda original, array: _library(original))
+
+    def _env_of(self, env, sel, reads, stream):
         cols = env[np.ix_(sel, reads)] if reads else np.zeros((len(sel), 1))
-        return to_device(cols.astype(dtype), stream)
+        return _to_device(cols.astype(self.dtype), stream)
 
-    def sums_back(partial, owner, nsel, stream):
-        host = partial.copy_to_host(stream=stream)
-        if stream:
-            stream.synchronize()
-        return _pc.tensor_sums(host, owner, nsel)
+    def elementwise(self, step, sel, ks, sizes, out, reads):
+        from numba import cuda
 
-    def act():
-        env = np.zeros((len(index), len(program.env)))
-        stream = _device.stream_of(first.info)
-        means = {}
-        with _device.on_device(device):
-            for st in steps:
-                kind, sel = st[0], st[2]
-                if kind == "elementwise":
-                    _, name, _, table, chunks, out, reads = st
-                    if out:
-                        env[np.ix_(sel, out)] = 0.0
-                    if len(chunks) == 0:
-                        continue
-                    if simulated:
-                        table_d, chunks_d = table, *_on_device(device, chunks)
-                    else:
-                        table_d, chunks_d = _on_device(device, table, chunks)
-                    partial = cuda.device_array((len(chunks), 2), dtype, stream=stream)
-                    blocks, threads = _pc.launch_config(len(chunks), name, device)
-                    _pc.kernel(name, dtype)[blocks, threads, stream](
-                        table_d, chunks_d, env_of(env, sel, reads, stream), pre_d, hyper_d,
-                        partial)
-                    if out:
-                        sums = sums_back(partial, chunks[:, 0], len(sel), stream)
-                        env[np.ix_(sel, out)] = sums[:, :len(out)]
-                elif kind == "factored":
-                    _, launches, _, table, (mats, tiles, ncol), out, reads = st
-                    if out:
-                        env[np.ix_(sel, out)] = 0.0
-                    if len(mats) == 0:
-                        continue
-                    key = tuple(sel)
-                    if key not in means:    # the row means the factor pass leaves
-                        means[key] = cuda.device_array(len(mats), dtype, stream=stream)
-                    tables = ((table, *_on_device(device, mats, tiles)) if simulated
-                              else _on_device(device, table, mats, tiles))
-                    args = (*tables, env_of(env, sel, reads, stream), means[key], pre_d, hyper_d,
-                            cuda.device_array((len(tiles), 1), dtype, stream=stream),
-                            cuda.device_array(max(ncol, 1), dtype, stream=stream))
-                    for name in launches:
-                        items = len(mats) if name.startswith("factor_cols") else len(tiles)
-                        blocks, threads = _pc.launch_config(items, name, device)
-                        _pc.kernel(name, dtype)[blocks, threads, stream](*args)
-                    if out:
-                        sums = sums_back(args[7], mats[tiles[:, 0], 0], len(sel), stream)
-                        env[np.ix_(sel, out)] = sums[:, :len(out)]
-                elif kind == "host":
-                    fn = st[1]
-                    view = {name: env[sel, j] for name, j in columns.items()}
-                    fn(view, SimpleNamespace(**{**vars(ginfo), "sizes": sizes[sel],
-                                                "shapes": [shapes[j] for j in sel]}))
-                    for name, j in columns.items():
-                        env[sel, j] = view[name]
-                else:
-                    fn = st[1]
-                    for j in sel:
-                        k = index[j]
-                        xp = None
-                        tensors = {}
-                        for name in arrays:
-                            if arrays[name][k] is not None:
-                                xp, tensors[name] = _library(info.originals[name][k])
-                        row = {name: env[j, c] for name, c in columns.items()}
-                        fn(xp, tensors, SimpleNamespace(**{**vars(ginfo), "env": row,
-                                                           "index": j}))
-                        for name, c in columns.items():
-                            env[j, c] = row[name]
+        name, dtype, device = step.kernel, self.dtype, self.device
+        table, chunks = _table(self.arrays, step.arrays, ks, self.simulated), _chunks(sizes)
 
-    return act
+        def run(env, session):
+            stream = session.stream
+            if out:
+                env[np.ix_(sel, out)] = 0.0
+            if len(chunks) == 0:
+                return
+            if self.simulated:
+                table_d, chunks_d = table, *_on_device(device, chunks)
+            else:
+                table_d, chunks_d = _on_device(device, table, chunks)
+            partial = cuda.device_array((len(chunks), 2), dtype, stream=stream)
+            blocks, threads = _pc.launch_config(len(chunks), name, device)
+            _pc.kernel(name, dtype)[blocks, threads, stream](
+                table_d, chunks_d, self._env_of(env, sel, reads, stream), self.pre,
+                self.hyper, partial)
+            if out:
+                sums = _sums_back(partial, chunks[:, 0], len(sel), stream)
+                env[np.ix_(sel, out)] = sums[:, :len(out)]
+
+        return run
+
+    def factored(self, step, sel, ks, shapes, out, reads):
+        from numba import cuda
+
+        launches, dtype, device = _pc.LAUNCHES[step.kernel], self.dtype, self.device
+        table = _table(self.arrays, step.arrays, ks, self.simulated)
+        mats, tiles, ncol = _pc.tiles_of(shapes)
+        key = tuple(sel)
+
+        def run(env, session):
+            stream = session.stream
+            if out:
+                env[np.ix_(sel, out)] = 0.0
+            if len(mats) == 0:
+                return
+            if key not in session.means:    # the row means the factor pass leaves
+                session.means[key] = cuda.device_array(len(mats), dtype, stream=stream)
+            tables = ((table, *_on_device(device, mats, tiles)) if self.simulated
+                      else _on_device(device, table, mats, tiles))
+            args = (*tables, self._env_of(env, sel, reads, stream), session.means[key],
+                    self.pre, self.hyper,
+                    cuda.device_array((len(tiles), 1), dtype, stream=stream),
+                    cuda.device_array(max(ncol, 1), dtype, stream=stream))
+            for name in launches:
+                items = len(mats) if name.startswith("factor_cols") else len(tiles)
+                blocks, threads = _pc.launch_config(items, name, device)
+                _pc.kernel(name, dtype)[blocks, threads, stream](*args)
+            if out:
+                sums = _sums_back(args[7], mats[tiles[:, 0], 0], len(sel), stream)
+                env[np.ix_(sel, out)] = sums[:, :len(out)]
+
+        return run
+
+
+def _to_device(a, stream):
+    from numba import cuda
+    return cuda.to_device(np.ascontiguousarray(a), stream=stream)
+
+
+def _sums_back(partial, owner, nsel, stream):
+    """Each tensor's sums (float64) from the blocks' partials on the device."""
+    host = partial.copy_to_host(stream=stream)
+    if stream:
+        stream.synchronize()
+    return _pc.tensor_sums(host, owner, nsel)
