@@ -31,6 +31,7 @@ from fractions import Fraction
 
 import numba
 import numpy as np
+from llvmlite import ir
 from numba.core import cgutils
 from numba.core.extending import intrinsic
 
@@ -50,7 +51,7 @@ def fma(typingctx, a, b, c):
     def codegen(context, builder, sig, args):
         ty = context.get_value_type(sig.return_type)
         fn = cgutils.get_or_insert_function(
-            builder.module, __import__("llvmlite").ir.FunctionType(ty, [ty, ty, ty]),
+            builder.module, ir.FunctionType(ty, [ty, ty, ty]),
             f"llvm.fma.{'f32' if sig.return_type.bitwidth == 32 else 'f64'}")
         return builder.call(fn, args)
 
