@@ -91,7 +91,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         if defer is None:
             raise TypeError(f"clip_grad_norm_(): optimizer must be a fastopt.torch "
                             f"optimizer, got {type(optimizer).__name__}")
-        if defer(grads, coef):
+        if defer(grads, coef, parameters):
             return total
     if coef != 1.0:     # x·1 is x exactly: nothing to write
         groups.scale(coef, foreach)
@@ -243,7 +243,11 @@ class _Group:
     def listed(self):
         """Whether the host kernels take the tensors as listed, with no table,
         on the calling thread (`PARALLEL_FROM`)."""
-        return self.kind == "host" and int(self.sizes.sum()) < PARALLEL_FROM
+        listed = self.__dict__.get("_listed")
+        if listed is None:
+            listed = self._listed = (self.kind == "host"
+                                     and int(self.sizes.sum()) < PARALLEL_FROM)
+        return listed
 
     def table(self):
         return _table(self.addresses.tolist(), self.sizes.tolist(), self.dtype.itemsize,
