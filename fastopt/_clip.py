@@ -10,9 +10,10 @@ the arrays are the gradients themselves):
   the tensors' addresses and sizes as read; above, one parallel region over
   the many-tensor kernels' address table, cached by layout), one launch on a
   GPU (`kernels.multi_norms`); per-tensor norms then combined as torch
-  combines them (the norm of the vector of norms), accumulated in float64. The result is torch's: a
-  0-d tensor of the promoted dtype of the gradients' norms on the first
-  gradient's device (a NumPy scalar for NumPy and GPU arrays);
+  combines them (the norm of the vector of norms), accumulated in float64.
+  The result is torch's: a 0-d tensor of the promoted dtype of the
+  gradients' norms on the first gradient's device (a NumPy scalar for NumPy
+  and GPU arrays);
 * the scale ``min(max_norm / (norm + 1e-6), 1)`` (torch's arithmetic, in the
   norm's dtype) is either applied in place in one more pass, or, with
   ``optimizer=`` a `fastopt.torch` optimizer holding exactly these params,
