@@ -5,13 +5,15 @@ messages) for torch tensors (it clips their ``.grad``), NumPy arrays and GPU
 arrays (CuPy, Numba, any ``__cuda_array_interface__`` producer; for these
 the arrays are the gradients themselves):
 
-* the norm: every tensor of a (device, dtype) group reduced in one parallel
-  region on the CPU, one launch on a GPU (`kernels.multi_norms`), over the
-  many-tensor kernels' address tables, cached by layout as the optimizers'
-  are; per-tensor norms then combined as torch combines them (the norm of
-  the vector of norms), accumulated in float64. The result is torch's: a
-  0-d tensor of the promoted dtype of the gradients' norms on the first
-  gradient's device (a NumPy scalar for NumPy and GPU arrays);
+* the norm: every tensor of a (device, dtype) group reduced in one compiled
+  call on the CPU (on the calling thread below `PARALLEL_FROM` elements, over
+  the tensors' addresses and sizes as read; above, one parallel region over
+  the many-tensor kernels' address table, cached by layout), one launch on a
+  GPU (`kernels.multi_norms`); per-tensor norms then combined as torch
+  combines them (the norm of the vector of norms), accumulated in float64.
+  The result is torch's: a 0-d tensor of the promoted dtype of the
+  gradients' norms on the first gradient's device (a NumPy scalar for NumPy
+  and GPU arrays);
 * the scale ``min(max_norm / (norm + 1e-6), 1)`` (torch's arithmetic, in the
   norm's dtype) is either applied in place in one more pass, or, with
   ``optimizer=`` a `fastopt.torch` optimizer holding exactly these params,
@@ -20,8 +22,18 @@ the arrays are the gradients themselves):
   no pass of its own. The gradients in memory then stay unscaled until the
   step (which leaves them so); ``zero_grad()`` drops a pending scale;
 * anything the kernels do not take (float16 and bfloat16 gradients, complex
-  gradients with a norm other than 2, sparse or non-contiguous ones, tensors
-  on other devices) goes through torch's own per-group code or NumPy.
+  gradients with a norm other than 2, sparse or non-contiguous ones, tensor
+  subclasses, tensors on other devices) goes through torch's own per-group
+  code or NumPy.
+
+The host time of a call over thousands of small torch tensors is the reads
+of their properties (each a Python call into torch, and each tensor's
+objects out of the cache once a training step has been through other
+memory): the common case, plain dense CPU tensors of one float dtype, is
+recognised in one pass per property, checked in bulk on the values read
+(`_dense_cpu_group`); anything else takes the general grouping, which names
+no culprit because it refuses nothing: what the kernels cannot read goes to
+torch's code.
 
 `get_total_norm` and `clip_coef` are the two halves, for the functional API:
 ``fastopt.functional.adam(..., grad_scale=clip_coef(get_total_norm(grads), 1.0))``.
@@ -37,7 +49,8 @@ import numpy as np
 from . import _device, _facts, _multi
 from .kernels import multi_norms
 
-_GRAD = operator.attrgetter("grad")
+_GRAD, _DTYPE, _DEVICE, _LAYOUT, _IS_CPU = map(
+    operator.attrgetter, ("grad", "dtype", "device", "layout", "is_cpu"))
 _EPS = 1e-6     # torch's: max_norm / (total_norm + 1e-6)
 
 
@@ -70,7 +83,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     total = groups.total_norm(float(norm_type), error_if_nonfinite, foreach)
     if not grads:
         return total
-    coef = clip_coef(total, max_norm)
+    coef = groups.coef(max_norm)
     if optimizer is not None:
         if not is_torch:
             raise TypeError("clip_grad_norm_(): optimizer= takes a fastopt.torch optimizer, "
@@ -79,7 +92,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         if defer is None:
             raise TypeError(f"clip_grad_norm_(): optimizer must be a fastopt.torch "
                             f"optimizer, got {type(optimizer).__name__}")
-        if defer(grads, coef):
+        if defer(grads, coef, parameters):
             return total
     if coef != 1.0:     # x·1 is x exactly: nothing to write
         groups.scale(coef, foreach)
@@ -104,12 +117,22 @@ def clip_coef(total_norm, max_norm):
     torch computes it in the norm's dtype, as a Python float (NaN stays NaN)."""
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(total_norm, torch.Tensor):
-        return float(torch.clamp(float(max_norm) / (total_norm.detach().cpu() + _EPS),
-                                 max=1.0))
+        dtype = _device._torch_dtypes(torch).get(total_norm.dtype)
+        if dtype not in _facts.CODES:   # 16-bit: torch's own ops, in its arithmetic
+            return float(torch.clamp(float(max_norm) / (total_norm.detach().cpu() + _EPS),
+                                     max=1.0))
+        return _coef(dtype.type(float(total_norm)), max_norm)
     t = np.asarray(total_norm)
     dtype = t.dtype.type if t.dtype.kind == "f" else np.float64
-    t = dtype(t)
-    coef = (dtype(1.0) / (t + dtype(_EPS))) * dtype(max_norm)   # torch's rdiv: 1/x · a
+    return _coef(dtype(t), max_norm)
+
+
+def _coef(total, max_norm):
+    """`clip_coef` of `total`, a NumPy float32 or float64 scalar: torch's
+    float32 or float64 ops, each rounded as torch rounds it (its scalars cast
+    to the tensor's dtype; ``max_norm / t`` is its rdiv, ``(1 / t) * max_norm``)."""
+    dtype = type(total)
+    coef = (dtype(1.0) / (total + dtype(_EPS))) * dtype(max_norm)
     return float(coef) if coef != coef or coef < 1.0 else 1.0
 
 
@@ -132,7 +155,7 @@ class _Groups:
         if not grads:
             return torch.tensor(0.0) if torch is not None else np.float32(0.0)
         if (p == math.inf or p == -math.inf or p < 0) and any(
-                _size(g) == 0 for g in grads):
+                [g.has_empty() for g in self.groups]):
             foreach_inf = (p == math.inf and foreach is not False and torch is not None)
             raise RuntimeError(
                 "_foreach_norm cannot compute the infinity norm on an empty tensor "
@@ -146,21 +169,23 @@ class _Groups:
                     raise RuntimeError(f"foreach=True was passed, but can't use the foreach "
                                        f"API on {g.device_type} tensors")
         # Each group's norms rounded to its dtype, as torch's per-group norms are
-        norms = np.concatenate([_rounded(g.norms(mode, p), g.norm_dtype, torch)
-                                for g in self.groups])
-        total = multi_norms.combine(norms, mode, p)
+        norms = [_rounded(g.norms(mode, p), g.norm_dtype, torch) for g in self.groups]
+        total = multi_norms.combine(norms[0] if len(norms) == 1 else np.concatenate(norms),
+                                    mode, p)
         if torch is not None:
-            dtype = torch.promote_types(self.groups[0].norm_dtype, self.groups[0].norm_dtype)
+            dtype = self.groups[0].norm_dtype
             for g in self.groups[1:]:
                 dtype = torch.promote_types(dtype, g.norm_dtype)
             result = torch.tensor(total, dtype=dtype)
             self.result_dtype = dtype
-            device = grads[0].device
-            if device.type != "cpu":
-                result = result.to(device)
+            np_dtype = _device._torch_dtypes(torch).get(dtype)
+            if self.groups[0].device_type != "cpu":
+                result = result.to(grads[0].device)
         else:
-            dtype = np.result_type(*[g.norm_dtype for g in self.groups])
-            result = dtype.type(total)
+            np_dtype = np.result_type(*[g.norm_dtype for g in self.groups])
+            result = np_dtype.type(total)
+        # the norm as the result holds it, for `coef` (16-bit: torch's ops)
+        self.value = (np_dtype.type(total) if np_dtype in _facts.CODES else result)
         if error_if_nonfinite and not math.isfinite(float(result)):
             raise RuntimeError(
                 f"The total norm of order {p} for gradients from `parameters` is "
@@ -168,6 +193,12 @@ class _Groups:
                 "the gradients by the non-finite norm anyway, set "
                 "`error_if_nonfinite=False`")
         return result
+
+    def coef(self, max_norm):
+        """`clip_coef` of the total norm `total_norm` returned."""
+        if isinstance(self.value, np.generic):
+            return _coef(self.value, max_norm)
+        return clip_coef(self.value, max_norm)
 
     def scale(self, coef, foreach):
         for g in self.groups:
@@ -187,6 +218,9 @@ def _size(x):
     return x.numel() if hasattr(x, "numel") and callable(x.numel) else x.size
 
 
+PARALLEL_FROM = 1 << 20
+
+
 class _Group:
     """Tensors of one (device, dtype): `tensors` as given, `arrays` what the
     kernels read (NumPy views, real views of complex tensors)."""
@@ -195,13 +229,35 @@ class _Group:
                  addresses=None, sizes=None, dtype=None, device=None, stream=0, views=None):
         self.kind, self.tensors, self.norm_dtype = kind, tensors, norm_dtype
         self.device_type, self.torch = device_type, torch
+        if addresses is not None:   # int64 arrays, one entry a tensor
+            addresses = np.asarray(addresses, np.int64)
+            sizes = np.asarray(sizes, np.int64)
         self.addresses, self.sizes, self.dtype = addresses, sizes, dtype
         self.device, self.stream, self.views = device, stream, views
 
+    def has_empty(self):
+        """Whether a tensor of the group has no element."""
+        if self.sizes is not None:
+            return bool((self.sizes == 0).any())
+        return any([_size(t) == 0 for t in self.tensors])
+
+    def listed(self):
+        """Whether the host kernels take the tensors as listed, with no table,
+        on the calling thread (`PARALLEL_FROM`)."""
+        listed = self.__dict__.get("_listed")
+        if listed is None:
+            listed = self._listed = (self.kind == "host"
+                                     and int(self.sizes.sum()) < PARALLEL_FROM)
+        return listed
+
     def table(self):
-        return _table(self.addresses, self.sizes, self.dtype.itemsize, self.kind == "device")
+        return _table(self.addresses.tolist(), self.sizes.tolist(), self.dtype.itemsize,
+                      self.kind == "device")
 
     def norms(self, mode, p):
+        if self.listed():
+            return multi_norms.norms_list(self.addresses, self.sizes, _multi.CHUNK,
+                                          _facts.LIKE[self.dtype], mode, p)
         if self.kind == "host":
             entry = self.table()
             return multi_norms.norms_cpu(entry["addrs"], entry["chunks"], entry["parts"],
@@ -211,7 +267,9 @@ class _Group:
         return self._fallback_norms(p)
 
     def scale(self, coef, dtype=None):
-        if self.kind == "host":
+        if self.listed():
+            multi_norms.scale_list(self.addresses, self.sizes, _facts.LIKE[self.dtype], coef)
+        elif self.kind == "host":
             entry = self.table()
             parts = entry["parts"] if entry["disjoint"] else entry["serial"]
             multi_norms.scale_cpu(entry["addrs"], entry["chunks"], parts,
@@ -291,7 +349,6 @@ def _numpy_norm(x, p):
 
 
 _tables = _multi._Cache()
-PARALLEL_FROM = 1 << 20
 
 
 def _table(addresses, sizes, itemsize, device):
@@ -311,7 +368,8 @@ def _table(addresses, sizes, itemsize, device):
         # A reduction reads each element once: below `PARALLEL_FROM` elements
         # the calling thread alone is faster than a parallel region (2,000
         # tensors of 100 float32 on a shared 2-core machine: 0.12 ms alone,
-        # 8-20 ms in a region whose threads compete with other processes).
+        # 8-20 ms in a region whose threads compete with other processes);
+        # the host takes those without a table (`_Group.listed`), GPUs not.
         parts = (_multi._parts(chunks) if int(size.sum()) >= PARALLEL_FROM
                  else np.array([0, len(chunks)], np.int64))
         order = np.argsort(addr[0], kind="stable")
@@ -328,64 +386,88 @@ def _table(addresses, sizes, itemsize, device):
 
 
 # -- grouping ------------------------------------------------------------------
-_DTYPE, _DEVICE, _LAYOUT = map(operator.attrgetter, ("dtype", "device", "layout"))
-
-
 def _torch_groups(grads, torch):
-    """The torch gradients by (device, dtype), in order of first appearance
-    (one read of each property per tensor: ~50 ns each, the bulk of a call
-    over thousands of small tensors)."""
+    """The torch gradients by (device, dtype), in order of first appearance."""
     if not grads:
         return []
-    dtypes = list(map(_DTYPE, grads))
-    ordinals = list(map(torch.Tensor.get_device, grads))   # -1: the CPU
-    if dtypes.count(dtypes[0]) == len(dtypes) and ordinals.count(ordinals[0]) == len(ordinals):
-        members = {(ordinals[0], dtypes[0]): grads}
-    else:
-        members = {}
-        for key, g in zip(zip(ordinals, dtypes), grads):
-            members.setdefault(key, []).append(g)
+    group = _dense_cpu_group(grads, torch)
+    if group is not None:
+        return [group]
+    devices, dtypes = list(map(_DEVICE, grads)), list(map(_DTYPE, grads))
+    members = {}
+    for key, g in zip(zip(devices, dtypes), grads):
+        members.setdefault(key, []).append(g)
     known = _device._torch_dtypes(torch)
+    tensor = torch.Tensor
     groups = []
-    for (_, dtype), tensors in members.items():
-        device = tensors[0].device
+    for (device, dtype), tensors in members.items():
         norm_dtype = dtype.to_real() if dtype.is_complex else dtype
         np_dtype = known.get(norm_dtype)
+        # Plain dense tensors (a subclass may hold no memory of its own)
         usable = (np_dtype in _facts.CODES and device.type in ("cpu", "cuda")
+                  and list(map(type, tensors)).count(tensor) == len(tensors)
                   and list(map(_LAYOUT, tensors)).count(torch.strided) == len(tensors)
-                  and all(map(torch.Tensor.is_contiguous, tensors))
+                  and all(map(tensor.is_contiguous, tensors))
+                  and not (dtype.is_complex and any(map(tensor.is_conj, tensors)))
                   and not (device.type == "cuda" and _device.simulated()))
+        if usable:
+            # the memory the kernels read: complex tensors' real views
+            # (|z|² = re² + im²: their 2-norm; other norms: torch's)
+            real = [torch.view_as_real(t) for t in tensors] if dtype.is_complex else tensors
+            try:
+                addresses = np.fromiter(map(tensor.data_ptr, real), np.int64, len(real))
+            except RuntimeError:    # no storage of its own
+                usable = False
+            else:
+                sizes = np.fromiter(map(tensor.numel, real), np.int64, len(real))
+                usable = addresses.all() or not sizes[addresses == 0].any()
         if not usable:
             groups.append(_Group("fallback", tensors, norm_dtype, device.type, torch))
             continue
-        if dtype.is_complex:
-            # |z|² = re² + im²: the 2-norm of the real view; other norms: torch's
-            groups.append(_ComplexGroup(tensors, norm_dtype, device, torch, np_dtype))
-            continue
-        addresses = list(map(torch.Tensor.data_ptr, tensors))
-        sizes = list(map(torch.Tensor.numel, tensors))
+        cls = _ComplexGroup if dtype.is_complex else _Group
         if device.type == "cpu":
-            groups.append(_Group("host", tensors, norm_dtype, "cpu", torch,
-                                 addresses, sizes, np_dtype))
+            groups.append(cls("host", tensors, norm_dtype, "cpu", torch,
+                              addresses, sizes, np_dtype))
         else:
-            ordinal = device.index if device.index is not None else torch.cuda.current_device()
-            groups.append(_Group("device", tensors, norm_dtype, "cuda", torch, addresses,
-                                 sizes, np_dtype, ordinal, _device.torch_stream(ordinal)))
+            groups.append(cls("device", tensors, norm_dtype, "cuda", torch, addresses,
+                              sizes, np_dtype, device.index,
+                              _device.torch_stream(device.index)))
     return groups
+
+
+def _dense_cpu_group(grads, torch):
+    """The common case, in one pass over the list per property read: plain
+    (no subclass), contiguous CPU tensors, all float32 or all float64, as one
+    host group; None otherwise (`_torch_groups` then groups them).
+
+    No layout is read: sparse layouts are never contiguous, or raise when
+    asked, and no layout but the strided ones (plain, and nested, whose
+    contiguous buffer holds its numel elements) has a data pointer; a tensor
+    that reports 0 for one, with elements, is refused too."""
+    n = len(grads)
+    dtype = grads[0].dtype
+    np_dtype = _device._torch_dtypes(torch).get(dtype)
+    if np_dtype not in _facts.CODES:
+        return None
+    tensor = torch.Tensor
+    try:
+        if not (list(map(type, grads)).count(tensor) == n
+                and list(map(_DTYPE, grads)).count(dtype) == n
+                and all(map(_IS_CPU, grads))
+                and all(map(tensor.is_contiguous, grads))):
+            return None
+        addresses = np.fromiter(map(tensor.data_ptr, grads), np.int64, n)
+    except RuntimeError:    # is_contiguous or data_ptr of a sparse or mkldnn tensor
+        return None
+    sizes = np.fromiter(map(tensor.numel, grads), np.int64, n)
+    if not addresses.all() and sizes[addresses == 0].any():
+        return None
+    return _Group("host", grads, dtype, "cpu", torch, addresses, sizes, np_dtype)
 
 
 class _ComplexGroup(_Group):
     """Complex torch tensors: the 2-norm and the scale on their real views
-    (the kernels'), any other norm by torch."""
-
-    def __init__(self, tensors, norm_dtype, device, torch, np_dtype):
-        real = [torch.view_as_real(t) for t in tensors]
-        kind = "host" if device.type == "cpu" else "device"
-        ordinal = None if kind == "host" else device.index
-        stream = 0 if kind == "host" else _device.torch_stream(ordinal)
-        super().__init__(kind, tensors, norm_dtype, device.type, torch,
-                         list(map(torch.Tensor.data_ptr, real)),
-                         [t.numel() for t in real], np_dtype, ordinal, stream)
+    (the kernels'; `addresses` and `sizes` are theirs), any other norm by torch."""
 
     def norms(self, mode, p):
         if mode == multi_norms.L2:

@@ -26,12 +26,24 @@ POW    Σ |x|^p                      any other p
 `scale` multiplies every element of every tensor by one factor, in the
 tensors' dtype (the clip's in-place form, when no fastopt optimizer takes the
 factor into its own pass).
+
+Below a million elements or so a reduction is over before a parallel region
+would have started, and the table is not worth building: `norms_list` and
+`scale_list` take each tensor's address and size as they are, on the
+calling thread, chunk by chunk in the same order (so the same partials and
+the same norms as `norms_cpu`). Thousands of small tensors scattered over the
+heap are each too short for the hardware prefetcher to find: both loops
+prefetch the head of the tensor `AHEAD` places on (measured: 2,000 x 100
+float32 out of the L2 cache, 270 µs a norm without, 145 with).
 """
 import math
 
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import cuda
+from numba.core import cgutils, types
+from numba.core.extending import intrinsic
 
 from . import cpu as _cpu
 from .cpu import as_dtype_of
@@ -173,6 +185,74 @@ def tensor_norms(partial, chunks, ntensors, mode, p):
 
 
 # -- the CPU loops ----------------------------------------------------------
+@intrinsic
+def _prefetch(typingctx, addr):
+    """A hint to fetch the cache line at address `addr` for reading (it
+    never faults, whatever the address)."""
+    def codegen(context, builder, sig, args):
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+            "llvm.prefetch.p0")
+        builder.call(fn, [builder.inttoptr(args[0], i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.none(types.int64), codegen
+
+
+AHEAD = 4           # tensors prefetched ahead of the one being read
+AHEAD_BYTES = 512   # of each, at most (the prefetcher takes longer streams)
+
+
+@numba.njit(inline="always")
+def _fetch(addrs, sizes, t, itemsize):
+    """Prefetch the first `AHEAD_BYTES` of tensor t, if there is one."""
+    if t < addrs.shape[0]:
+        end = min(sizes[t] * itemsize, AHEAD_BYTES)
+        for b in range(0, end, 64):
+            _prefetch(addrs[t] + b)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def norms_list(addrs, sizes, chunk, like, mode, p):
+    """Each tensor's norm (float64 array), tensors `addrs[t]` of `sizes[t]`
+    elements of the dtype of `like`, on the calling thread: per chunk of
+    `chunk` elements a partial, merged in order (as `tensor_norms` merges
+    `norms_cpu`'s partials)."""
+    ntensors = addrs.shape[0]
+    itemsize = _host_view(0, 0, 0, like).itemsize
+    out = np.empty(ntensors, np.float64)
+    for t in range(AHEAD):
+        _fetch(addrs, sizes, t, itemsize)
+    for t in range(ntensors):
+        _fetch(addrs, sizes, t + AHEAD, itemsize)
+        n = sizes[t]
+        acc = _identity(mode)
+        for start in range(0, n, chunk):
+            x = _host_view(addrs[t], start, min(chunk, n - start), like)
+            acc = _merge(mode, acc, _reduce(x, mode, p))
+        out[t] = _norm(mode, acc, p)
+    return out
+
+
+@numba.njit(cache=True, error_model="numpy")
+def scale_list(addrs, sizes, like, factor):
+    """Every element of tensors `addrs[t]` (`sizes[t]` elements of the dtype
+    of `like`) times `factor` cast to that dtype, in place, tensor after
+    tensor on the calling thread (a buffer listed twice is scaled twice, as
+    torch's loop scales it)."""
+    f = as_dtype_of((factor,), like)[0]
+    ntensors = addrs.shape[0]
+    itemsize = _host_view(0, 0, 0, like).itemsize
+    for t in range(AHEAD):
+        _fetch(addrs, sizes, t, itemsize)
+    for t in range(ntensors):
+        _fetch(addrs, sizes, t + AHEAD, itemsize)
+        x = _host_view(addrs[t], 0, sizes[t], like)
+        for i in range(x.size):
+            x[i] = x[i] * f
+
+
 @_cpu.jit()
 def norms_cpu(addrs, chunks, parts, like, ntensors, mode, p):
     """Each tensor's norm (float64 array of `ntensors`): one parallel region

@@ -215,3 +215,62 @@ def test_clip_benchmark_times_every_implementation():
         "fastopt", "fastopt (deferred)", "torch foreach", "torch loop"}
     assert all("median_ms" in r for r in report["results"]), report
     assert "torch foreach" in summary(report)
+
+
+def test_both_host_paths_give_the_same_norms_and_see_every_change(monkeypatch):
+    """Below `PARALLEL_FROM` elements the host reads the tensors as listed,
+    above it over the cached table (forced here): the same partials, so the
+    same bits; a gradient given new storage, replaced or listed twice is seen
+    by both."""
+    from fastopt import _clip
+
+    def listing(params, twice):     # the first `twice` params listed again
+        return params + params[:twice]
+
+    def run(parallel_from, params, twice):
+        monkeypatch.setattr(_clip, "PARALLEL_FROM", parallel_from)
+        twin = _twin(params)
+        norms = [fastopt.clip_grad_norm_(listing(twin, twice), 0.5, p)
+                 for p in (2.0, 1.0, 0.5)]
+        return norms + [q.grad for q in twin]
+
+    for dtype in (torch.float32, torch.float64):
+        params, twice = _params(SHAPES, dtype, seed=5, scale=0.1), 0
+        for step in range(3):
+            for a, b in zip(run(1 << 20, params, twice), run(0, params, twice)):
+                assert torch.equal(a, b)
+            mine = _twin(params)
+            want = torch_clip(listing(params, twice), 0.5)
+            _close(fastopt.clip_grad_norm_(listing(mine, twice), 0.5), want, TOL[dtype])
+            for p, q in zip(params, mine):
+                _close(q.grad, p.grad, TOL[dtype])
+            if step == 0:     # new storage under one gradient, a new gradient for another
+                params[1].grad.set_(torch.randn(7, 3, dtype=dtype))
+                params[3].grad = torch.randn(70_000, dtype=dtype)
+            twice = 2         # then two gradients listed twice: scaled twice, as torch does
+
+
+def test_gradients_the_kernels_cannot_read_go_to_torch():
+    class Sub(torch.Tensor):
+        pass
+
+    def fresh():
+        torch.manual_seed(0)
+        params = _params([(2,), (2, 3), (5,)], seed=6)
+        params[1].grad = torch.randn(3, 2).t()                # not contiguous
+        params[2].grad = params[2].grad.as_subclass(Sub)    # a subclass
+        z = torch.zeros(3, dtype=torch.complex64, requires_grad=True)
+        z.grad = torch.randn(3, dtype=torch.complex64).conj()   # a conjugate view
+        return params + [z]
+
+    want, got = fresh(), fresh()
+    # (torch's foreach mul_ refuses conjugate views: its loop is the oracle)
+    _close(fastopt.clip_grad_norm_(got, 0.5).as_subclass(torch.Tensor),
+           torch_clip(want, 0.5, foreach=False).as_subclass(torch.Tensor), 1e-5)
+    for p, q in zip(want, got):
+        assert torch.equal(q.grad.resolve_conj(), p.grad.resolve_conj())
+    # a meta tensor among CPU ones has no memory to read: torch's error, never a read
+    meta = torch.zeros(3, device="meta", requires_grad=True)
+    meta.grad = torch.ones(3, device="meta")
+    with pytest.raises((RuntimeError, NotImplementedError)):
+        fastopt.clip_grad_norm_(_params([(3,)]) + [meta], 1.0)

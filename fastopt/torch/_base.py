@@ -385,16 +385,24 @@ class Optimizer(torch.optim.Optimizer):
                 torch._foreach_div_(grads, amp_scale)
         return loss
 
-    def _defer_grad_scale(self, grads, coef):
+    def _defer_grad_scale(self, grads, coef, params=None):
         """`fastopt.clip_grad_norm_`'s hook: take the clip factor `coef` into
         the next step (each gradient multiplied by it as the update reads
         it) if `grads` are exactly the gradients that step will read; True
-        if taken. The step refuses to run if they changed meanwhile."""
-        mine = [p.grad for group in self.param_groups for p in group["params"]
-                if p.grad is not None]
-        if len(mine) != len(grads) or not (all(map(operator.is_, mine, grads))
-                                           or set(map(id, mine)) == set(map(id, grads))):
-            return False
+        if taken. The step refuses to run if they changed meanwhile.
+        `params`: the list `grads` were just read from (the gradients of
+        its params that have one, in order); when it lists this optimizer's
+        params in their order, `grads` are theirs, with no second read."""
+        held = [p for group in self.param_groups for p in group["params"]]
+        if (params is not None and len(params) == len(held)
+                and all(map(operator.is_, held, params))):
+            mine = grads
+        else:
+            mine = [p.grad for p in held if p.grad is not None]
+            if len(mine) != len(grads) or not (
+                    all(map(operator.is_, mine, grads))
+                    or set(map(id, mine)) == set(map(id, grads))):
+                return False
         self._deferred_scale = (coef, mine, list(map(_VERSION, mine)))
         return True
 
