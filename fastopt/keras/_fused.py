@@ -258,8 +258,10 @@ class FusedOptimizer:
     def add_variable_from_reference(self, reference_variable, name=None,
                                     initializer="zeros"):
         if (reference_variable.dtype in ("float16", "bfloat16")
+                and name in self._fastopt.slot_names.values()
                 and self._fastopt_float32_state()):
-            # Keras's naming, float32 (state_dtype, master_weights)
+            # a state slot: Keras's naming, float32 (state_dtype, master_weights);
+            # Keras's other variables (gradient accumulators, EMA) keep theirs
             prefix = reference_variable.path.replace("/", "_")
             variable = self.add_variable(
                 shape=reference_variable.shape, initializer=initializer, dtype="float32",
