@@ -17,7 +17,10 @@ the canonical float32 or float64 descriptor, the same dtype and shape across
 a tensor's arrays, C-contiguous, and writeable where written. Anything else
 (tuples, subclasses, torch tensors, a byte-swapped dtype, a read-only param,
 memory shared within a single call) makes them decline, and the caller takes
-the Python path, which checks the same things and names the culprit. The
+the Python path, which checks the same things and names the culprit. A
+stored variant's runner (16-bit columns, `_stored_runner`) accepts exactly
+its columns' canonical dtypes (float32, float16, ml_dtypes' bfloat16), one
+per column, and declines anything else the same way. The
 walk's caller holds the GIL until it returns (the walk's threads only read)
 and holds the arrays, so nothing moves under it.
 
