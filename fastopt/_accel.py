@@ -23,6 +23,9 @@ from .kernels import cpu, multi_cpu
 # variant -> what `fastopt._dispatch` / `fastopt._multi` keep of it for their
 # fast path (each builds its own entry on first use); emptied by `observe`.
 SINGLE, MANY = {}, {}
+# (variant, id(param's dtype), id(grad's dtype)) -> the "single" accelerator
+# of the 16-bit storage a checked call had, and that stored variant (`_dispatch`)
+STORED = {}
 
 # Looked up at each call, so that each stays the module's own function.
 _BUILD = {"single": lambda v: _hostscan.runner(v), "many": lambda v: _hostscan.list_runner(v),
@@ -52,6 +55,7 @@ def get(kind, variant):
 def _forget():
     SINGLE.clear()
     MANY.clear()
+    STORED.clear()
 
 
 if hasattr(os, "register_at_fork"):   # a child may have to use serial kernels

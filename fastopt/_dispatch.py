@@ -45,10 +45,21 @@ def update(fn, variant, param, grad, states, pre, hyper):
     # the hyperparameter checks were remembered; a floor kernel's call 30-35).
     if type(param) is np.ndarray:
         run, name0, name1, name2, used = _accel.SINGLE.get(variant) or _single_plan(variant)
-        if run is not None:
-            ids = (id(param), id(grad), id(param if name0 is None else states.get(name0)),
-                   id(param if name1 is None else states.get(name1)),
-                   id(param if name2 is None else states.get(name2)))
+        ids = (id(param), id(grad), id(param if name0 is None else states.get(name0)),
+               id(param if name1 is None else states.get(name1)),
+               id(param if name2 is None else states.get(name2)))
+        # 16-bit arrays (with a model copy, stochastic rounding): the
+        # accelerator of the storage a checked call of `variant` on these
+        # dtypes had (`_remember_stored`), where the native one would decline.
+        stored = _accel.STORED and _accel.STORED.get(
+            (variant, id(param.dtype), id(getattr(grad, "dtype", None))))
+        if stored:
+            if _pending.queue is None:
+                if stored[0](ids, used, pre, hyper):
+                    return
+            elif _defer_stored(stored[1], ids, used, pre, hyper):
+                return
+        elif run is not None:
             if _pending.queue is None:
                 if run(ids, used, pre, hyper):   # checked and updated in one jitted call
                     return
@@ -71,7 +82,7 @@ def update(fn, variant, param, grad, states, pre, hyper):
         written = [a for j, a in enumerate(arrays) if j != _facts.GRAD]
     if place == HOST:
         action = _plan_host(fn, variant, labels, [_facts.host_view(a) for a in arrays],
-                            pre, hyper)
+                            pre, hyper, remember=not written)
     else:
         action = _plan_device(fn, variant, labels, arrays, pre, hyper)
     _batch.run(_facts.bump_after(action, written))
@@ -87,8 +98,20 @@ def _defer_checked(variant, ids, used, pre, hyper):
     return ok
 
 
-def _plan_host(fn, variant, labels, views, pre, hyper):
-    """Validate host arrays (NumPy views); the kernel call, or None if empty."""
+def _defer_stored(stored, ids, used, pre, hyper):
+    """`_defer_checked` for a stored variant (16-bit arrays)."""
+    ok, n, addrs = _hostscan.check_stored(stored, ids, used)
+    if ok:
+        _batch.run(functools.partial(_accel.get("cpu", stored), addrs, n,
+                                     storage.host_like(stored.columns), pre, hyper))
+    return ok
+
+
+def _plan_host(fn, variant, labels, views, pre, hyper, remember=False):
+    """Validate host arrays (NumPy views); the kernel call, or None if empty.
+    remember: the views are the caller's NumPy arrays, so that a call on
+    16-bit arrays of the same dtypes may take the accelerator next time
+    (`_accel.STORED`)."""
     (stored,) = _checks.tensors(fn, labels, [[v] for v in views], _checks.host_layout,
                                 model=_facts.model_column(variant))
     _rounding.check(fn, labels, variant, [stored])
@@ -99,8 +122,10 @@ def _plan_host(fn, variant, labels, views, pre, hyper):
     _checks.no_overlap(fn, labels, ptrs, [v.nbytes for v in views])
     columns, _ = _facts.kernel_columns(variant)
     if stored:      # 16-bit arrays: float32 math (kernels.storage)
-        variant = variant.stored(stored)
+        asked, variant = variant, variant.stored(stored)
         like = storage.host_like(variant.columns)
+        if remember:
+            _remember_stored(asked, variant, p, views[1])
     else:
         like = _facts.LIKE[p.dtype]
     return functools.partial(_accel.get("cpu", variant), tuple([ptrs[i] for i in columns]),
@@ -157,6 +182,18 @@ def _plan_device(fn, variant, labels, arrays, pre, hyper):
                         p.device)
 
     return launch
+
+
+def _remember_stored(asked, stored, param, grad):
+    """Keep the accelerator of `stored` (the storage of a checked call of
+    `asked` on `param`'s and `grad`'s dtypes) for `update`'s fast path. Its
+    own check reads every array's dtype again, so a call on other dtypes
+    is only declined."""
+    run = _accel.get("single", stored)
+    if run is not None:
+        # the dtypes are kept alive with the entry: their ids stay theirs
+        _accel.STORED[(asked, id(param.dtype), id(grad.dtype))] = (
+            run, stored, param.dtype, grad.dtype)
 
 
 def _single_plan(variant):

@@ -17,7 +17,10 @@ the canonical float32 or float64 descriptor, the same dtype and shape across
 a tensor's arrays, C-contiguous, and writeable where written. Anything else
 (tuples, subclasses, torch tensors, a byte-swapped dtype, a read-only param,
 memory shared within a single call) makes them decline, and the caller takes
-the Python path, which checks the same things and names the culprit. The
+the Python path, which checks the same things and names the culprit. A
+stored variant's runner (16-bit columns, `_stored_runner`) accepts exactly
+its columns' canonical dtypes (float32, float16, ml_dtypes' bfloat16), one
+per column, and declines anything else the same way. The
 walk's caller holds the GIL until it returns (the walk's threads only read)
 and holds the arrays, so nothing moves under it.
 
@@ -35,8 +38,9 @@ import numpy as np
 from numba.core import types
 from numba.core.extending import intrinsic
 
+from . import _facts
 from ._facts import FLOAT_DTYPES, ITEMSIZES
-from .kernels import NUM_ARRAYS, cpu, multi_cpu
+from .kernels import NUM_ARRAYS, cpu, multi_cpu, storage
 from .kernels.multi_cpu import prefetch
 
 # CPython (standard build): PyObject = (ob_refcnt, ob_type); a list adds
@@ -192,6 +196,48 @@ def _walk_one(ids, used, ndarray, descrs, itemsizes):
 
 
 @numba.njit(cache=True)
+def _walk_stored(ids, used, ndarray, want, sizes):
+    """`_walk_one` for a stored variant (16-bit arrays, `kernels.storage`):
+    each used column j must have the dtype descriptor `want[j]` (itemsize
+    `sizes[j]`) and param's shape. Returns (ok, element count, addresses)."""
+    fail = (False, 0, (0, 0, 0, 0, 0))
+    p = ids[0]
+    if _i64(p + _OB_TYPE) != ndarray:
+        return fail
+    ndim, dims = _i32(p + _NDIM), _i64(p + _DIMS)
+    for j in range(NUM_ARRAYS):
+        if used[j] and not _like_as(ids[j], want[j], ndim, dims, j != 1, ndarray):
+            return fail
+    size = 1
+    for d in range(ndim):
+        size *= _i64(dims + 8 * d)
+    data = (_i64(ids[0] + _DATA), _i64(ids[1] + _DATA), _i64(ids[2] + _DATA),
+            _i64(ids[3] + _DATA), _i64(ids[4] + _DATA))
+    for j in range(1, NUM_ARRAYS):
+        for i in range(j):
+            if (used[i] and used[j] and data[i] < data[j] + size * sizes[j]
+                    and data[j] < data[i] + size * sizes[i]):
+                return fail
+    return True, size, data
+
+
+@numba.njit(cache=True)
+def _like_as(a, descr, ndim, dims, writeable, ndarray):
+    """`_like` with the dtype descriptor at address `descr` instead of param's."""
+    if (_i64(a + _OB_TYPE) != ndarray or _i64(a + _DESCR) != descr
+            or _i32(a + _NDIM) != ndim):
+        return False
+    flags = _i32(a + _FLAGS)
+    if not flags & _C_CONTIGUOUS or (writeable and not flags & _WRITEABLE):
+        return False
+    a_dims = _i64(a + _DIMS)
+    for d in range(ndim):
+        if _i64(a_dims + 8 * d) != _i64(dims + 8 * d):
+            return False
+    return True
+
+
+@numba.njit(cache=True)
 def digest(values):
     """A 64-bit mix of int64 values (FNV-1a over words, then a final avalanche)."""
     h = np.uint64(14695981039346656037)
@@ -255,6 +301,23 @@ def check_one(ids, used):
     return _walk_one(ids, used, _NDARRAY, _DESCRS, ITEMSIZES)
 
 
+def check_stored(variant, ids, used):
+    """`check_one` for a stored variant: ``(ok, n, addresses)``."""
+    if not enabled():
+        return False, 0, None
+    want, sizes = _stored_columns(variant)
+    return _walk_stored(ids, used, _NDARRAY, want, sizes)
+
+
+@functools.lru_cache(maxsize=None)
+def _stored_columns(variant):
+    """The dtype descriptors' addresses and the itemsizes of a stored
+    variant's kernel columns (`Variant.columns`): its canonical dtypes."""
+    dtypes = {"f32": np.dtype(np.float32), "f16": np.dtype(np.float16)}
+    want = [dtypes.get(f) or _facts.bfloat16() for f in variant.columns]
+    return tuple([id(d) for d in want]), tuple([d.itemsize for d in want])
+
+
 @functools.lru_cache(maxsize=None)
 def runner(variant):
     """``run(ids, used, pre, hyper)``: `check_one`, then `variant`'s CPU kernel
@@ -271,6 +334,8 @@ def runner(variant):
         return None
     cpu.kernel(variant)     # registers the element step `cpu.loop` inlines
     key = variant.key
+    if variant.columns:     # 16-bit arrays: each column of its own dtype
+        return _stored_runner(variant)
 
     @cpu.jit()
     def run(ndarray, descrs, itemsizes, ids, used, pre, hyper):
@@ -286,6 +351,22 @@ def runner(variant):
 
 
 _FLOAT32_CODE = FLOAT_DTYPES.index(np.dtype(np.float32))
+
+
+def _stored_runner(variant):
+    """`runner` of a stored variant (float32 math over 16-bit columns): the
+    same ``run(ids, used, pre, hyper)``, its check `_walk_stored`."""
+    key = variant.key
+    want, sizes = _stored_columns(variant)
+
+    @cpu.jit()
+    def run(ndarray, want, sizes, like, ids, used, pre, hyper):
+        ok, n, addrs = _walk_stored(ids, used, ndarray, want, sizes)
+        if ok and n:
+            cpu.loop(key, addrs, n, like, pre, hyper)
+        return ok
+
+    return functools.partial(run, _NDARRAY, want, sizes, storage.host_like(variant.columns))
 
 
 @functools.lru_cache(maxsize=None)

@@ -39,6 +39,7 @@ described one by one (`_plan_device`, ~6 µs an array).
 """
 import collections
 import functools
+import itertools
 import operator
 import sys
 import threading
@@ -347,8 +348,9 @@ _NO_LAYOUT = {"layout": np.empty(0, np.int64), "tables": _NO_TABLES * 2}
 def _torch_device(columns, flat):
     """Where lists of torch tensors live, read in bulk (one pass per
     property): -1 when all are CPU tensors, the GPU's ordinal when all are
-    CUDA tensors on one GPU, and None unless every tensor is also float32 or
-    float64, dense, contiguous and like its param. None sends the tensors
+    CUDA tensors on one GPU, and None unless every tensor is also float32,
+    float64, float16 or bfloat16 (the mixes `_plan_torch` checks per
+    tensor), dense, contiguous and shaped like its param. None sends the tensors
     through the per-tensor checks, which name the culprit. (A tensor on any
     other device, meta or mps, has no memory a kernel can reach: it must
     never get past here.)"""
@@ -366,15 +368,21 @@ def _torch_device(columns, flat):
         return None   # sparse, or another layout with no dense buffer
     params = columns[0]
     dtypes, shapes = list(map(_DTYPE, params)), list(map(_SHAPE, params))
+    mixed = False
     for column in columns:
-        if (list(map(_DTYPE, column)) != dtypes
-                or list(map(_SHAPE, column)) != shapes
+        if (list(map(_SHAPE, column)) != shapes
                 or not all(map(torch.Tensor.is_contiguous, column))):
             return None
+        mixed = mixed or list(map(_DTYPE, column)) != dtypes
     known = _device._torch_dtypes(torch)
     # (None, an unknown dtype, must be tested first: NumPy reads None as float64.)
-    if not all([d is not None and d in _facts.FLOAT_DTYPES
-                for d in map(known.get, dtypes)]):
+    if not mixed and all([d is not None and d in _facts.FLOAT_DTYPES
+                          for d in map(known.get, dtypes)]):
+        return device
+    # 16-bit tensors among them (or master weights: columns of their own
+    # dtypes): each tensor's dtypes are checked as a storage (`_plan_torch`).
+    if any([d is None or (d not in _facts.FLOAT_DTYPES and _facts.storage_format(d) is None)
+            for d in map(known.get, set(map(_DTYPE, flat)))]):
         return None
     return device
 
@@ -391,17 +399,24 @@ def _plan_torch(fn, labels, variant, columns, device, pre, hyper):
               list(map(known.__getitem__, map(_DTYPE, columns[0]))))
     dtypes = [layout[2]] + [list(map(known.__getitem__, map(_DTYPE, column)))
                             for column in columns[1:]]
-    stored = None
+    stored = runs = None
     if not (all([d in _facts.FLOAT_DTYPES for d in layout[2]])
             and all([column == dtypes[0] for column in dtypes[1:]])):
-        # 16-bit arrays among them (fastopt.torch checked their dtypes)
-        model = _facts.model_column(variant)
-        stored = [_checks.stored_as(fn, labels, k, [column[k] for column in dtypes], model)
-                  for k in range(len(layout[1]))]
-    _rounding.check(fn, labels, variant, stored or [()] * len(layout[1]))
-    if stored is not None and device < 0:
+        # 16-bit arrays among them (fastopt.torch checked their dtypes); on
+        # the host, the runs of a checked call on the same layout and dtypes
+        key = (variant, *layout[0], *layout[1], *map(id, itertools.chain(*dtypes)))
+        runs = _stored_runs.hit(key) if device < 0 else None
+        if runs is None:
+            model = _facts.model_column(variant)
+            stored = [_checks.stored_as(fn, labels, k, [column[k] for column in dtypes],
+                                        model) for k in range(len(layout[1]))]
+    if runs is None:
+        _rounding.check(fn, labels, variant, stored or [()] * len(layout[1]))
+    if runs is not None:
+        action = functools.partial(_run_stored, runs["runs"], pre, hyper)
+    elif stored is not None and device < 0:
         action = _plan_stored_host(fn, labels, variant, *layout[:2], dtypes, stored,
-                                   pre, hyper)
+                                   pre, hyper, key)
     elif stored is not None:
         action = _plan_layout_device(fn, labels, variant, *layout, device,
                                      _device.torch_stream(device), pre, hyper,
@@ -441,34 +456,41 @@ def _plan_host(fn, labels, variant, columns, pre, hyper):
                              [p.dtype for p in params], pre, hyper)
 
 
-def _plan_stored_host(fn, labels, variant, addresses, sizes, dtypes, stored, pre, hyper):
+def _plan_stored_host(fn, labels, variant, addresses, sizes, dtypes, stored, pre, hyper,
+                      key=None):
     """The list form on the host when 16-bit arrays are among the tensors:
     `dtypes` per column and tensor, `stored` each tensor's storage (() for
     native ones). One kernel call per storage (and native dtype), over
-    tables built for the call (not cached, unlike `_plan_layout_host`'s)."""
+    tables built for the call, kept under `key` if given (torch tensors,
+    whose dtypes' ids are stable: `_plan_torch`)."""
     n, ncols = len(sizes), len(labels.names)
     itemsize = np.array([d.itemsize for column in dtypes for d in column], np.int64)
     size = np.asarray(sizes, np.int64)
     _checks.no_overlap(fn, labels, addresses, itemsize * np.tile(size, ncols))
     addr = np.asarray(addresses, np.int64).reshape(ncols, n)
     cols = list(_facts.kernel_columns(variant)[0])
-    runs = []
-    for key, members in _groups([st or dtypes[0][k] for k, st in enumerate(stored)]).items():
-        if type(key) is tuple:
-            kern = _accel.get("multi_cpu", variant.stored(key))
-            like = storage.host_like(variant.stored(key).columns)
+    runs, nbytes = [], 0
+    for st, members in _groups([st or dtypes[0][k] for k, st in enumerate(stored)]).items():
+        if type(st) is tuple:
+            kern, like = variant.stored(st), storage.host_like(variant.stored(st).columns)
         else:
-            kern, like = _accel.get("multi_cpu", variant), _facts.LIKE[key]
+            kern, like = variant, _facts.LIKE[st]
         table = _build_table(addr, size, cols, np.asarray(members, np.int64))
         if len(table["chunks"]):
             runs.append((kern, table["addrs"], table["chunks"], _parts(table["chunks"]),
                          like))
+            nbytes += table["addrs"].nbytes + table["chunks"].nbytes
+    if key is not None:
+        _stored_runs.store(key, {"runs": runs}, nbytes)
+    return functools.partial(_run_stored, runs, pre, hyper)
 
-    def run():
-        for kern, addrs, chunks, parts, like in runs:
-            kern(addrs, chunks, parts, like, pre, hyper)
 
-    return run
+_stored_runs = _Cache()   # `_plan_stored_host`'s runs by layout and dtypes
+
+
+def _run_stored(runs, pre, hyper):
+    for v, addrs, chunks, parts, like in runs:
+        _accel.get("multi_cpu", v)(addrs, chunks, parts, like, pre, hyper)
 
 
 def _plan_layout_host(fn, labels, variant, addresses, sizes, dtypes, pre, hyper):

@@ -21,8 +21,9 @@ import math
 
 import numpy as np
 
-from . import _device, _facts
+from . import _checks, _device, _facts, _rounding
 from .kernels import rows as krows
+from .kernels import storage
 from .kernels import variant as _variant
 from .spec import check_float, check_step
 
@@ -43,12 +44,19 @@ def pre_of(maximize):
 
 
 def sparse_adam(param, indices, values, exp_avg, exp_avg_sq, *, step, lr=1e-3,
-                beta1=0.9, beta2=0.999, eps=1e-8, maximize=False):
+                beta1=0.9, beta2=0.999, eps=1e-8, maximize=False,
+                stochastic_rounding=False, seed=0):
     """torch's SparseAdam update of `param` (NumPy or GPU array, float32 or
     float64) from a COO gradient: `indices` (int, ``(nnz,)`` rows of the first
     dim, or ``(k, nnz)`` indices into the first k dims) and `values`
     (``(nnz, *param.shape[k:])``); duplicates are summed first. `exp_avg`,
     `exp_avg_sq`: like `param` (zeros at first); `step`: 1-based.
+
+    On the host, param, values and state may also be float16 or bfloat16
+    (float32 math, as the dense functions), and ``stochastic_rounding=True``
+    (with `seed`) rounds the bfloat16 stores as the dense functions do: the
+    same bits as `fastopt.functional.adam` gives the same element at the
+    same step and seed. A GPU's rows kernel takes float32 and float64 only.
 
     Example::
 
@@ -71,8 +79,14 @@ def sparse_adam(param, indices, values, exp_avg, exp_avg_sq, *, step, lr=1e-3,
     rows, width = _linear_rows(fn, indices, shape)
     if where == _facts.HOST:
         rows, values = coalesce(np.asarray(rows), np.asarray(values), width)
-    update_rows(fn, ADAM_ROWS, param, rows, values, (exp_avg, exp_avg_sq),
-                pre_of(maximize), sparse_adam_scalars(lr, beta1, beta2, eps, step))
+    variant, pre = ADAM_ROWS, pre_of(maximize)
+    if stochastic_rounding is not False:
+        if stochastic_rounding is not True:
+            raise TypeError(f"{fn}(): stochastic_rounding must be True or False, "
+                            f"got {stochastic_rounding!r}")
+        variant, pre = variant.with_sr, (*pre, *_rounding.key(fn, seed, step))
+    update_rows(fn, variant, param, rows, values, (exp_avg, exp_avg_sq),
+                pre, sparse_adam_scalars(lr, beta1, beta2, eps, step))
 
 
 def _linear_rows(fn, indices, shape):
@@ -127,10 +141,11 @@ def _run_host(fn, variant, arrays, rows, pre, hyper):
     param, values = views[0], views[1]
     n = param.size
     names = ["param", "values"] + [f"state[{k}]" for k in range(len(views) - 2)]
+    # float32 or float64 throughout, or 16-bit arrays (`_facts.storage`)
+    labels = _checks.Labels(names, 1, indexed=False)
+    stored = _checks.stored_as(fn, labels, 0, [v.dtype for v in views])
+    _rounding.check(fn, labels, variant, [stored])
     for name, v in zip(names, views):
-        if v.dtype not in _facts.CODES or v.dtype != param.dtype:
-            raise TypeError(f"{fn}(): {name} is {v.dtype}; expected float32 or float64 "
-                            f"like param ({param.dtype})")
         if not v.flags.c_contiguous:
             raise ValueError(f"{fn}(): {name} is not C-contiguous")
         if name != "values" and (v.size != n or not v.flags.writeable):
@@ -150,7 +165,12 @@ def _run_host(fn, variant, arrays, rows, pre, hyper):
                      + [views[2 + k].ctypes.data if s is not None else param.ctypes.data
                         for k, s in enumerate(_slot_columns(variant, len(views) - 2))],
                      np.int64)
-    krows.kernel(variant)(addrs, n, rows, width, _facts.LIKE[param.dtype], pre, hyper)
+    if stored:      # 16-bit arrays: float32 math (kernels.storage)
+        variant = variant.stored(stored)
+        like = storage.host_like(variant.columns)
+    else:
+        like = _facts.LIKE[param.dtype]
+    krows.kernel(variant)(addrs, n, rows, width, like, pre, hyper)
 
 
 def _slot_columns(variant, given):
@@ -169,6 +189,9 @@ def _run_device(fn, variant, arrays, rows, pre, hyper):
     from numba import cuda
 
     param = arrays[0]
+    if variant.sr:
+        raise TypeError(f"{fn}(): stochastic_rounding rounds bfloat16 rows on the host; "
+                        "the GPU's rows kernel takes float32 and float64 arrays only")
     flat = [_device_1d(a) for a in arrays]
     dtype = np.dtype(flat[0].dtype)
     if dtype not in _facts.CODES or any(np.dtype(f.dtype) != dtype for f in flat):

@@ -24,26 +24,26 @@ from . import cpu as _cpu
 from . import cuda as _cuda
 from .cpu import as_dtype_of
 from .cpu import view as _view
+from .storage import column, math_like, rnd_base
 from .variants import element_step
 
 _steps = {}     # variant key -> gathered element step, read by the overload below
 _kernels = {}
 
 
-def _gathered_at(key, i, j, param, grad, state, pre, hyper):
+def _gathered_at(key, i, j, param, grad, state, pre, hyper, rnd):
     """Stand-in resolved by the overload below; never called from Python."""
     raise NotImplementedError
 
 
 @overload(_gathered_at, prefer_literal=True, target="cpu")
-def _gathered_at_impl(key, i, j, param, grad, state, pre, hyper):
+def _gathered_at_impl(key, i, j, param, grad, state, pre, hyper, rnd):
     if not isinstance(key, types.StringLiteral):
         return None
     step = _steps[key.literal_value]
 
-    def impl(key, i, j, param, grad, state, pre, hyper):
-        # No stochastic rounding here: its random bits are never read.
-        step(i, j, param, grad, state, pre, hyper, (numba.uint64(0), numba.int64(0)))
+    def impl(key, i, j, param, grad, state, pre, hyper, rnd):
+        step(i, j, param, grad, state, pre, hyper, rnd)
 
     return impl
 
@@ -52,22 +52,30 @@ def _gathered_at_impl(key, i, j, param, grad, state, pre, hyper):
 def loop(key, addrs, n, rows, width, like, pre, hyper):
     """Rows `rows` (int64, unique, each < n // width) of the n-element param
     and state at `addrs` (param, grad values, 3 slots, as `kernels.cpu`)
-    updated from the ``len(rows)·width`` gradient values."""
-    pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
+    updated from the ``len(rows)·width`` gradient values. 16-bit columns
+    (a stored variant's `like`, `kernels.storage.host_like`) and stochastic
+    rounding as in `kernels.cpu.loop`: element i of the param takes the
+    random bits the dense kernel gives element i of a call's one tensor."""
+    math = math_like(like)
+    pre, hyper = as_dtype_of(pre, math), as_dtype_of(hyper, math)
     nnz = rows.shape[0]
-    param, grad = _view(addrs[0], 0, n, like), _view(addrs[1], 0, nnz * width, like)
-    state = (_view(addrs[2], 0, n, like), _view(addrs[3], 0, n, like),
-             _view(addrs[4], 0, n, like))
+    param = _view(addrs[0], 0, n, column(like, 0))
+    grad = _view(addrs[1], 0, nnz * width, column(like, 1))
+    state = (_view(addrs[2], 0, n, column(like, 2)), _view(addrs[3], 0, n, column(like, 3)),
+             _view(addrs[4], 0, n, column(like, 4)))
+    rnd = (rnd_base(pre, 0), numba.int64(0))
     if nnz * width < _cpu.SERIAL_BELOW:
         for k in range(nnz):
             base = rows[k] * width
             for j in range(width):
-                _gathered_at(key, base + j, k * width + j, param, grad, state, pre, hyper)
+                _gathered_at(key, base + j, k * width + j, param, grad, state, pre, hyper,
+                             rnd)
     else:
         for k in numba.prange(nnz):
             base = rows[k] * width
             for j in range(width):
-                _gathered_at(key, base + j, k * width + j, param, grad, state, pre, hyper)
+                _gathered_at(key, base + j, k * width + j, param, grad, state, pre, hyper,
+                             rnd)
 
 
 def _loop(key):
@@ -95,7 +103,8 @@ _cuda_kernels = {}
 def kernel_function(variant, python=False):
     """The CUDA kernel before `cuda.jit`: ``update(param, grad, s0, s1, s2,
     rows, width, pre, hyper)``, 1-D arrays (an unused slot: any array, never
-    touched), a thread per element of the gradient's values."""
+    touched), a thread per element of the gradient's values. float32 and
+    float64 only: 16-bit rows are refused on a GPU (`fastopt._sparse`)."""
     step = element_step(variant, python=python, gathered=True)
 
     def update(param, grad, s0, s1, s2, rows, width, pre, hyper):

@@ -233,3 +233,75 @@ def test_single_array_fast_and_python_paths_agree_bitwise(monkeypatch):
     for a, b in zip(fast, slow):
         np.testing.assert_array_equal(a, b, strict=True)
     assert not np.array_equal(fast[0], start)
+
+
+def _bf16_call(kind):
+    """Arrays and options of a single-array 16-bit call: bfloat16 throughout
+    (with stochastic rounding), or master weights (float32 master and
+    state, bfloat16 grad and model copy)."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    bf16, rng = ml_dtypes.bfloat16, np.random.default_rng(5)
+    p, g, m, v = (rng.standard_normal(7).astype(np.float32) for _ in range(4))
+    v = np.abs(v)
+    if kind == "master":
+        return [p, g.astype(bf16), m, v], dict(model=p.astype(bf16))
+    return [a.astype(bf16) for a in (p, g, m, v)], dict(stochastic_rounding=True, seed=3)
+
+
+@pytest.mark.parametrize("kind", ["bf16-sr", "master"])
+def test_16bit_single_arrays_take_the_accelerator(kind, monkeypatch):
+    """After a checked call, 16-bit single-array calls (a model copy,
+    stochastic rounding) run in the accelerator's one compiled call, as
+    float32's do, bit for bit as the Python path."""
+    fast, options = _bf16_call(kind)
+    slow = [a.copy() for a in fast]
+    slow_options = {k: (a.copy() if k == "model" else a) for k, a in options.items()}
+    F.adam(*[a.copy() for a in fast], step=1, **ADAM,
+           **{k: (a.copy() if k == "model" else a) for k, a in options.items()})
+    python_path = []
+
+    def observer(kind, variant, fn):
+        if kind != "cpu":
+            return fn
+        return lambda *a: python_path.append(variant) or fn(*a)
+
+    with _accel.observe(observer):
+        for step in (1, 2, 3):
+            F.adam(*fast, step=step, **ADAM, **options)
+        assert len(python_path) == 1, "the first call checks in Python, the others not"
+        monkeypatch.setenv("FASTOPT_ACCELERATORS", "0")
+        _accel.SINGLE.clear()
+        _accel.STORED.clear()
+        for step in (1, 2, 3):
+            F.adam(*slow, step=step, **ADAM, **slow_options)
+    assert len(python_path) == 4
+    for a, b in zip(fast + list(options.values())[:1], slow + list(slow_options.values())[:1]):
+        if isinstance(a, np.ndarray):
+            np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8), strict=True)
+
+
+@pytest.mark.parametrize("edit, match", [
+    ("readonly", r"param is read-only"),
+    ("overlap", r"exp_avg_sq shares memory with exp_avg"),
+    ("shape", r"grad has shape \(8,\), expected \(7,\)"),
+    ("dtype", r"grad has dtype float64, expected bfloat16"),
+])
+def test_16bit_fast_path_declines_what_python_must_name(edit, match):
+    """A known 16-bit call's accelerator declines anything its check does not
+    vouch for; the Python path names it, and nothing is written."""
+    arrays, options = _bf16_call("bf16-sr")
+    F.adam(*arrays, step=1, **ADAM, **options)      # remembered
+    p, g, m, v = arrays
+    if edit == "readonly":
+        p.flags.writeable = False
+    elif edit == "overlap":
+        v = m
+    elif edit == "shape":
+        g = np.zeros(8, g.dtype)
+    else:
+        g = g.astype(np.float64)
+    before = [a.copy() for a in (p, m, v)]
+    with pytest.raises((ValueError, TypeError), match=match):
+        F.adam(p, g, m, v, step=2, **ADAM, **options)
+    for a, b in zip((p, m, v), before):
+        np.testing.assert_array_equal(a.view(np.uint16), b.view(np.uint16))

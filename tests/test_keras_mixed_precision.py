@@ -123,3 +123,101 @@ def test_16bit_errors_name_the_argument():
     with pytest.raises(TypeError, match=r"grads\[0\] has dtype float16, expected float64"):
         fastopt.Adam().apply_gradients([(np.ones(3, np.float16), p64)])
     assert (p64 == 1).all()
+
+
+# -- fastopt.keras (model.compile / model.fit) on a 16-bit model ---------------
+def _keras_model(policy):
+    """A small model whose variables are of `policy`'s dtype."""
+    keras.utils.set_random_seed(0)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        return keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="tanh"),
+                                 keras.layers.Dense(1)])
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _fused():
+    if keras.backend.backend() != "torch":
+        pytest.skip("fastopt.keras runs on Keras's torch backend")
+    import fastopt.keras
+    return fastopt.keras
+
+
+@pytest.mark.parametrize("name,kw,dt", [("Adam", {"learning_rate": 1e-2}, "bfloat16"),
+                                        ("AdamW", {"learning_rate": 1e-2}, "float16")],
+                         ids=["Adam-bf16", "AdamW-f16"])
+def test_fastopt_keras_master_weights_are_float32_training(name, kw, dt):
+    """fastopt.keras on a model built under the "bfloat16" / "float16" policy,
+    ``master_weights=True``: float32 masters and state (optimizer variables),
+    the masters equal fastopt.keras's float32 training on the same 16-bit
+    gradients bit for bit, and the variables are the masters rounded to
+    nearest. AdamW's weight decay splits the biases off (excluded), so both
+    calls of a step carry masters."""
+    import torch
+    cls = getattr(_fused(), name)
+    model = _keras_model(dt)
+    assert {v.dtype for v in model.trainable_variables} == {dt}
+    pure = [keras.Variable(v.numpy().astype(np.float32), name=v.name)
+            for v in model.trainable_variables]
+    ours, ref = cls(**kw, master_weights=True), cls(**kw)
+    if name == "AdamW":
+        ours.exclude_from_weight_decay(var_names=["bias"])
+        ref.exclude_from_weight_decay(var_names=["bias"])
+    x = torch.as_tensor(np.random.default_rng(1).normal(size=(16, 6)).astype("float32"))
+    for _ in range(STEPS):
+        for v in model.trainable_variables:
+            v.value.grad = None
+        keras.losses.mean_squared_error(x[:, :1], model(x)).mean().backward()
+        grads = [v.value.grad for v in model.trainable_variables]
+        ours.apply_gradients(zip(grads, model.trainable_variables))
+        ref.apply_gradients(zip([g.float() for g in grads], pure))
+    assert {v.dtype for v in ours.variables if v.path.endswith(("_momentum", "_velocity"))} \
+        == {"float32"}
+    masters = [v for v in ours.variables if v.path.endswith("_master")]
+    assert len(masters) == len(pure)
+    for m, p, v in zip(masters, pure, model.trainable_variables):
+        assert m.dtype == "float32"
+        assert torch.equal(m.value.view(torch.int32), p.value.view(torch.int32))
+        assert torch.equal(v.value.view(torch.int16), m.value.to(v.value.dtype).view(torch.int16))
+
+
+def test_fastopt_keras_master_weights_fit_save_load(tmp_path):
+    """model.compile / model.fit with master weights on a bfloat16 model; the
+    masters are optimizer variables, so model.save / load_model continues the
+    run bit for bit. ``state_dtype="float32"`` keeps float32 state and no
+    masters. (Under "mixed_bfloat16" the variables are float32 already.)"""
+    fused = _fused()
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(32, 6)).astype("float32")
+    y = x[:, :1] * 0.5
+
+    def fit(model, epochs):
+        model.fit(x, y, epochs=epochs, batch_size=16, shuffle=False, verbose=0)
+        return model
+
+    whole = _keras_model("bfloat16")
+    whole.compile(optimizer=fused.Adam(learning_rate=1e-2, master_weights=True), loss="mse")
+    history = whole.fit(x, y, epochs=4, batch_size=16, shuffle=False, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    first = _keras_model("bfloat16")
+    first.compile(optimizer=fused.Adam(learning_rate=1e-2, master_weights=True), loss="mse")
+    path = tmp_path / "model.keras"
+    fit(first, 2).save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.optimizer.master_weights is True
+    fit(loaded, 2)
+    for a, b in zip(loaded.weights + loaded.optimizer.variables,
+                    whole.weights + whole.optimizer.variables):
+        assert a.dtype == b.dtype and np.array_equal(keras.ops.convert_to_numpy(a.value),
+                                                     keras.ops.convert_to_numpy(b.value))
+    assert sum(v.path.endswith("_master") for v in loaded.optimizer.variables) == 4
+
+    state = _keras_model("bfloat16")
+    state.compile(optimizer=fused.Adam(learning_rate=1e-2, state_dtype="float32"), loss="mse")
+    fit(state, 1)
+    assert [v.dtype for v in state.optimizer.variables[2:]] == ["float32"] * 8
+    with pytest.raises(ValueError, match="state_dtype must be None .* or 'float32'"):
+        fused.Adam(state_dtype="float64")
+    assert {v.dtype for v in _keras_model("mixed_bfloat16").trainable_variables} == {"float32"}

@@ -266,3 +266,31 @@ def test_grad_scaler_against_torch_fused_adam(dtype):
             assert torch.equal(a, b)
         else:
             torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)
+
+
+def test_torch_16bit_lists_plan_once(monkeypatch):
+    """fastopt.torch on bfloat16 params, and with master weights (float32
+    masters beside 16-bit grads): the tables of a layout are built at the
+    first step and reused after, as float32's; a list of torch tensors with
+    a bad dtype mix still names it, writing nothing."""
+    from fastopt import _multi
+    built = []
+    original = _multi._plan_stored_host
+    monkeypatch.setattr(_multi, "_plan_stored_host",
+                        lambda *a, **k: built.append(1) or original(*a, **k))
+    for master in (False, True):
+        params = [torch.ones(s, dtype=torch.bfloat16, requires_grad=True) for s in SHAPES]
+        opt = FT.Adam(params, lr=1e-2)
+        opt.master_weights = master
+        for p in params:      # the same grads each step (zero_grad(set_to_none=False))
+            p.grad = torch.full_like(p, 0.5)
+        for _ in range(3):
+            opt.step()
+        assert len(built) == 1, master
+        assert all((p.detach().float() < 1).all() for p in params)
+        built.clear()
+    p, g = [torch.ones(3, dtype=torch.float64)], [torch.ones(3, dtype=torch.bfloat16)]
+    with pytest.raises(TypeError, match=r"grad\[0\] has dtype bfloat16, expected float64"):
+        F.adam(p, g, [torch.zeros(3, dtype=torch.float64)], [torch.zeros(3, dtype=torch.float64)],
+               step=1, lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8)
+    assert (p[0] == 1).all()

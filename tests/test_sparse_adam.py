@@ -140,3 +140,38 @@ def test_sparse_adam_benchmark_runs():
     report = run_sparse((50, 4), 20, "float64", None, repeats=2, warmup=1)
     assert all("median_ms" in r for r in report["results"]), report
     assert "torch.optim.SparseAdam" in summary(report)
+
+
+def test_bfloat16_rows_with_stochastic_rounding_are_the_dense_bits():
+    """sparse_adam on bfloat16 host arrays (float32 math) with stochastic
+    rounding: each touched row gets the bits the dense kernel
+    (`fastopt.functional.adam`, Keras form: SparseAdam's arithmetic) gives
+    the same elements at the same step and seed; other rows are untouched.
+    Stochastic rounding on float32 rows is refused, naming the argument."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    import fastopt.functional as F
+    from fastopt._sparse import sparse_adam
+    bf16, rng = ml_dtypes.bfloat16, np.random.default_rng(4)
+    p = rng.standard_normal((6, 5)).astype(bf16)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    dense = [p.copy(), m.copy(), v.copy()]
+    rows = np.array([1, 4])
+    hyper = dict(lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8)
+    for step in (1, 2, 3):
+        values = rng.standard_normal((2, 5)).astype(bf16)
+        grad = np.zeros_like(p)
+        grad[rows] = values
+        sparse_adam(p, rows, values, m, v, step=step, stochastic_rounding=True, seed=7,
+                    **hyper)
+        F.adam(dense[0], grad, dense[1], dense[2], step=step, convention="keras",
+               stochastic_rounding=True, seed=7, **hyper)
+    for got, want in zip((p, m, v), dense):
+        assert np.array_equal(got[rows].view(np.uint16), want[rows].view(np.uint16))
+    others = np.setdiff1d(np.arange(6), rows)
+    assert (m[others].astype(np.float32) == 0).all()
+    p32 = np.ones((6, 5), np.float32)
+    with pytest.raises(TypeError, match=r"sparse_adam\(\): stochastic_rounding=True rounds "
+                                        r"bfloat16 .* param has none"):
+        sparse_adam(p32, rows, np.ones((2, 5), np.float32), np.zeros_like(p32),
+                    np.zeros_like(p32), step=1, stochastic_rounding=True)
+    assert (p32 == 1).all()

@@ -15,6 +15,11 @@ Rows (µs per call, median of repeats):
   layout repeating (target <= 25 µs);
 * ``... first call``: the same on arrays seen for the first time (every
   check, the plan built; the list's tables too);
+* ``adam 1 array, float16``: the first row on float16 arrays (float32
+  math, `kernels.storage`);
+* ``adam 1 host array, ...``, ``fastopt.torch Adam 1 CPU tensor, ...``:
+  host calls (CPU kernels on one element), float32 beside bfloat16
+  (`host_16bit`);
 * ``launcher alone``: a `kernels.cuda.packed_launcher` with fixed arrays (this
   step's scalars packed, the recorded driver call), the floor under the rows above;
 * ``python call``: an empty Python function with the same arguments.
@@ -108,6 +113,11 @@ def recorded(repeats=7, calls=2000):
         rows["launcher alone"] = _median_us(
             lambda: launcher(0, pre, next(hypers)), calls, repeats)
 
+        half = [RecordedArray(np.zeros(N, np.float16)) for _ in range(4)]
+        rows["adam 1 array, float16"] = _median_us(
+            lambda: adam(*half, step=next(steps), **HYPERS), calls, repeats)
+        rows.update(host_16bit(repeats, calls))
+
         def empty(*args, **kwargs):
             return None
 
@@ -119,6 +129,40 @@ def recorded(repeats=7, calls=2000):
         launch.use(old)
         _repeat.FIXED.pop(RecordedArray, None)
         _repeat.clear()
+
+
+def host_16bit(repeats=7, calls=2000):
+    """Host-array calls on one element (the call's cost, not the kernel's),
+    float32 beside 16-bit: ``fastopt.functional.adam`` on NumPy arrays
+    (ml_dtypes bfloat16), and ``fastopt.torch.Adam`` on one CPU tensor;
+    each after a first, checked call, as in a training loop."""
+    import ml_dtypes
+
+    from ..functional import adam
+    rows = {}
+    steps = iter(range(2, 10 ** 9))
+    for name, dtype in (("float32", np.float32), ("bfloat16", ml_dtypes.bfloat16)):
+        arrays = [np.zeros(1, dtype) for _ in range(4)]
+        adam(*arrays, step=1, **HYPERS)
+        rows[f"adam 1 host array, {name}"] = _median_us(
+            lambda: adam(*arrays, step=next(steps), **HYPERS), calls, repeats)
+    try:
+        import torch
+
+        import fastopt.torch as fastopt_torch
+    except ImportError:
+        return rows
+    for name, dtype, master in (("float32", torch.float32, False),
+                                ("bfloat16", torch.bfloat16, False),
+                                ("bfloat16, master weights", torch.bfloat16, True)):
+        param = torch.nn.Parameter(torch.zeros(1, dtype=dtype))
+        param.grad = torch.zeros(1, dtype=dtype)
+        opt = fastopt_torch.Adam([param], lr=1e-3)
+        opt.master_weights = master
+        opt.step()
+        rows[f"fastopt.torch Adam 1 CPU tensor, {name}"] = _median_us(
+            opt.step, calls // 4, repeats)
+    return rows
 
 
 def on_gpu(repeats=7, calls=2000):

@@ -19,6 +19,20 @@ variables Keras's class would have. ``use_ema``'s averages ride in the same
 pass where the rule leaves a state slot free (`kernels.variants`), and a
 spec's host scalars kept by Keras (Nadam's ``u_product``) are advanced by
 the call.
+
+16-bit variables (a model built under Keras's ``"bfloat16"`` or
+``"float16"`` dtype policy) are updated with float32 math, their state in
+their dtype as Keras keeps it, unless the optimizer is made with
+``state_dtype="float32"`` (float32 state) or ``master_weights=True`` (or
+either attribute set before the first step, as on the Keras-style classes):
+a float32 master of each 16-bit variable, an optimizer variable beside its
+slots (``{path}_master``, in ``optimizer.variables`` and so in
+``save_own_variables`` / ``model.save``), float32 state, and the variable
+written from its master, rounded to nearest, in the same pass. The
+masters follow float32 training on the same (16-bit) gradients bit for
+bit. Under the ``"mixed_bfloat16"`` / ``"mixed_float16"`` policies the
+variables and their gradients are float32 already: no option is needed,
+and neither option changes a float32 variable.
 """
 import operator
 
@@ -27,6 +41,8 @@ import torch
 
 from .. import _batch, _front, functional
 from ..kernels import NUM_SLOTS
+
+_HALF = (torch.float16, torch.bfloat16)
 
 
 def supported_backend():
@@ -72,6 +88,7 @@ class _Plan:
         # A program's passes keep no moving average (Keras's own EMA code runs).
         self.fuses_ema = spec.program is None
         self.slots = {}        # (slot's Keras name, id(model variable)) -> its variable
+        self.masters = {}      # id(16-bit model variable) -> its float32 master
         self.key = None        # what `_groups` were made for
         self.tensors = self.dtypes = ()
         self._groups = ()
@@ -92,8 +109,10 @@ class _Plan:
                                        [v._value for v in variables])):
             return self._groups
         split = {}
+        masters = self.masters
         for i, v in enumerate(variables):
-            split.setdefault(decay and optimizer._use_weight_decay(v), []).append(i)
+            split.setdefault((decay and optimizer._use_weight_decay(v), id(v) in masters),
+                             []).append(i)
         first = id(variables[0])
         # The slots in use are those Keras's build made (SGD without momentum
         # has none; RMSprop's average_gradient only when centered).
@@ -101,7 +120,9 @@ class _Plan:
                  if (keras, first) in self.slots and name not in self.state_lists]
         # The moving averages (``use_ema``) ride in the update's pass where the
         # rule leaves a state slot free and the step updates every variable.
-        if (optimizer.use_ema and self.fuses_ema and len(slots) < NUM_SLOTS
+        # (Not with master weights, whose 16-bit copy takes that slot: Keras's
+        # own code averages the variables.)
+        if (optimizer.use_ema and self.fuses_ema and len(slots) < NUM_SLOTS and not masters
                 and [id(v) for v in variables] == list(
                     map(id, optimizer._trainable_variables))):
             slots.append(("ema", "average"))
@@ -118,8 +139,9 @@ class _Plan:
             return out
 
         self._groups = [_Group(decayed, index, [variables[i] for i in index], state(index),
-                               self.slot_names)
-                        for decayed, index in split.items()]
+                               self.slot_names,
+                               [masters[id(variables[i])] for i in index] if master else None)
+                        for (decayed, master), index in split.items()]
         self.tensors = [v._value for v in variables]
         self.dtypes = [t.dtype for t in self.tensors]
         self.key = key
@@ -129,9 +151,14 @@ class _Plan:
 class _Group:
     """One fused call's lists: the variables with weight decay on (or off)."""
 
-    def __init__(self, decayed, index, variables, state, slot_names):
+    def __init__(self, decayed, index, variables, state, slot_names, masters=None):
         self.decayed, self.index, self.state = decayed, index, state
         self.params = [v._value for v in variables]
+        # Master weights: the kernel updates the float32 masters (its param)
+        # and writes the 16-bit variables (its model copy).
+        self.model = None
+        if masters is not None:
+            self.params, self.model = [m._value for m in masters], self.params
         self.shapes = [t.shape for t in self.params]
         self.cpu = self.params[0].is_cpu
         self.device = self.params[0].get_device()
@@ -157,8 +184,10 @@ class _Group:
     def name(self, argument, k):
         """The caller's name of the call's `argument` of its k-th variable."""
         path = self._paths[k]
-        if argument == "param":
+        if argument == "model" or (argument == "param" and self.model is None):
             return path
+        if argument == "param":
+            return f"the float32 master of {path}"
         if argument == "grad":
             return f"the gradient of {path}"
         return f"the {self._slot_names.get(argument, argument)} of {path}"
@@ -168,9 +197,19 @@ class FusedOptimizer:
     """The part of a `fastopt.keras` class that is fastopt's (module docstring)."""
 
     spec = None
+    state_dtype = None       # "float32": float32 state for 16-bit variables
+    master_weights = False   # float32 masters of 16-bit variables (module docstring)
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, master_weights=False, state_dtype=None, **kwargs):
         super().__init__(*args, **kwargs)
+        if master_weights is not False:
+            if not isinstance(master_weights, bool):
+                raise TypeError(f"{self._fastopt_who()}: master_weights must be True or "
+                                f"False, got {master_weights!r}")
+            self.master_weights = master_weights
+        if state_dtype is not None:
+            self.state_dtype = state_dtype
+            self._fastopt_float32_state()     # checked here, used at build
         plan = _Plan(self.spec)
         object.__setattr__(self, "_fastopt", plan)
         who = self._fastopt_who()
@@ -182,10 +221,55 @@ class FusedOptimizer:
     def _fastopt_who(self):
         return f"fastopt.keras.{type(self).__name__}"
 
+    def get_config(self):
+        config = super().get_config()
+        if self.master_weights:
+            config["master_weights"] = True
+        if self.state_dtype is not None:
+            config["state_dtype"] = self.state_dtype
+        return config
+
+    def _fastopt_float32_state(self):
+        """Whether the state of 16-bit variables is float32 (`state_dtype`,
+        or `master_weights`)."""
+        choice = self.state_dtype
+        if choice is not None and choice not in ("float32", torch.float32):
+            raise ValueError(f"{self._fastopt_who()}: state_dtype must be None (the "
+                             f"variable's dtype) or 'float32', got {choice!r}")
+        return bool(self.master_weights) or choice is not None
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        if not self.master_weights:
+            return
+        # A float32 master of each 16-bit variable, made from its value.
+        masters = self._fastopt.masters
+        for v in variables:
+            if v.dtype in ("float16", "bfloat16"):
+                master = self.add_variable(
+                    shape=v.shape, dtype="float32", name=f"{v.path.replace('/', '_')}_master",
+                    layout=getattr(v, "_layout", None))
+                with torch.no_grad():
+                    master._value.copy_(v._value)
+                masters[id(v)] = master
+
     def add_variable_from_reference(self, reference_variable, name=None,
                                     initializer="zeros"):
-        variable = super().add_variable_from_reference(reference_variable, name,
-                                                       initializer)
+        if (reference_variable.dtype in ("float16", "bfloat16")
+                and name in self._fastopt.slot_names.values()
+                and self._fastopt_float32_state()):
+            # a state slot: Keras's naming, float32 (state_dtype, master_weights);
+            # Keras's other variables (gradient accumulators, EMA) keep theirs
+            prefix = reference_variable.path.replace("/", "_")
+            variable = self.add_variable(
+                shape=reference_variable.shape, initializer=initializer, dtype="float32",
+                name=f"{prefix}_{name or 'var'}",
+                layout=getattr(reference_variable, "_layout", None))
+        else:
+            variable = super().add_variable_from_reference(reference_variable, name,
+                                                           initializer)
         self._fastopt.slots[name, id(reference_variable)] = variable
         return variable
 
@@ -223,7 +307,8 @@ class FusedOptimizer:
                                  hypers=plan.caller_names,
                                  checked=group.checked and group.fits(group_grads)):
                     own = hyper if group.decayed else {**hyper, **dict.fromkeys(others, 0.0)}
-                    plan.call(group.params, group_grads, **group.state, step=step, lr=lr,
+                    plan.call(group.params, group_grads, **group.state, model=group.model,
+                              step=step, lr=lr,
                               weight_decay=decay if group.decayed else 0.0,
                               convention="keras", **own, **host)
                 group.checked = True
