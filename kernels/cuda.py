@@ -105,15 +105,19 @@ def kernel_function(variant, python=False):
         return update
     # A capturable step (`kernels.capture`): the scalars from the device's
     # step count and lr, the count advanced by the last block to finish.
-    count_of, _, lr_of, counter_of = _capture.helpers(python)
+    # GradScaler's found_inf set: the whole launch returns, writing nothing.
+    count_of, _, lr_of, counter_of, found = _capture.helpers(python)
     scalars = _capture.scalar_function(variant.capture, python)
+    device_pre = _capture.pre_function(variant, python)
 
     def captured(addrs, n, pre, cst, dev):
+        if found(dev[3]):
+            return
         count = count_of(dev[0])
         t = count[0] + cst[0]
         lr = lr_of(dev[1], cst[1])
         hyper = scalars(t, lr, cst[3:])
-        pre = (pre[0], pre[1], pre[2], pre[3] - lr * cst[2], pre[4], pre[5])
+        pre = device_pre(pre, lr, cst, dev[4])
         body(addrs, n, pre, hyper, cuda.grid(1), cuda.gridsize(1))
         # The last block to finish writes the count (`kernels.capture`).
         cuda.syncthreads()

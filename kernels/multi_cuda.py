@@ -83,13 +83,17 @@ def kernel_function(variant, python=False):
     # A capturable step (`kernels.capture`): each chunk's scalars from its
     # tensor's step count (dev[3] counts, or one for every tensor), the
     # counts advanced by the last block to finish, each address once.
-    _, count_at, lr_of, counter_of = _capture.helpers(python)
+    # GradScaler's found_inf set: the whole launch returns, writing nothing.
+    _, count_at, lr_of, counter_of, found = _capture.helpers(python)
     scalars = _capture.scalar_function(variant.capture, python)
+    device_pre = _capture.pre_function(variant, python)
 
     def captured(table, chunks, pre, cst, dev):
+        if found(dev[4]):
+            return
         nsteps = dev[3]
         lr = lr_of(dev[1], cst[1])
-        pre = (pre[0], pre[1], pre[2], pre[3] - lr * cst[2], pre[4], pre[5])
+        pre = device_pre(pre, lr, cst, dev[5])
         for c in range(cuda.blockIdx.x, chunks.shape[0], cuda.gridDim.x):
             t = chunks[c, 0]
             hyper = scalars(count_at(dev[0], nsteps, t if nsteps > 1 else 0)[0] + cst[0],
