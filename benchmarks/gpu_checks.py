@@ -16,7 +16,8 @@ bit, and runs the device norm reduction against NumPy. `sass` writes the
 SASS of Adam's single-array and many-tensor kernels and prints their
 registers, local memory and global load/store widths. `launcher` compares
 the packed driver launcher with Numba's launch bit for bit on every case;
-`capture` replays a captured 148-tensor list step against eager steps.
+`capture` replays a captured 148-tensor list step against eager steps, and
+runs capturable Adam under GradScaler with no host synchronisation.
 `programs` runs the program optimizers (Lamb, Adafactor and Muon in both
 conventions: tests/test_programs_cuda.py's cases, 3 steps, float32
 and float64) on CuPy arrays, torch CUDA tensors and Numba device arrays,
@@ -286,6 +287,62 @@ def capture_adam(tensors=148):
           f"times, equal to eager; counts 8; torch.optim.Adam within {worst:.1e}")
 
 
+def capture_amp(tensors=40, steps=12):
+    """fastopt.torch.Adam(capturable=True) under torch.amp.GradScaler on
+    CUDA, with injected infs: no host synchronisation in the step
+    (``torch.cuda.set_sync_debug_mode("error")`` around ``scaler.step``: the
+    kernel reads found_inf and the scale), and against torch's fused
+    capturable Adam under the same scaler: the same skipped steps, scales
+    and counts, the gradients it leaves (unscaled; a skipped step's as they
+    were) bit for bit, params within float32 rounding."""
+    import torch
+
+    import fastopt.torch as FT
+    rng = np.random.default_rng(4)
+    sizes = [int(n) for n in rng.integers(1, 70_000, tensors)]
+
+    def run(make, watch):
+        torch.manual_seed(0)
+        params = [torch.randn(n, device="cuda", requires_grad=True) for n in sizes]
+        opt = make(params)
+        scaler = torch.amp.GradScaler("cuda", init_scale=1000.0, growth_interval=3)
+        gen = torch.Generator(device="cuda").manual_seed(1)
+        trace = []
+        for k in range(steps):
+            for p in params:
+                p.grad = torch.randn(p.shape, device="cuda", generator=gen) * scaler.get_scale()
+            if k % 5 == 2:
+                params[k % tensors].grad[0] = float("inf")
+            if watch and k >= 2:    # state made: the step must not synchronise
+                torch.cuda.set_sync_debug_mode("error")
+            try:
+                scaler.step(opt)
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+            trace.append((scaler.get_scale(), [p.grad.clone() for p in params]))
+            scaler.update()
+        counts = {float(opt.state[p]["step"]) for p in params}
+        return params, trace, counts
+
+    kw = dict(lr=1e-3, weight_decay=0.01, capturable=True)
+    ref, ref_trace, ref_counts = run(lambda ps: torch.optim.Adam(ps, fused=True, **kw), False)
+    got, got_trace, got_counts = run(lambda ps: FT.Adam(ps, **kw), True)
+    if got_counts != ref_counts:
+        raise AssertionError(f"counts {got_counts}, torch fused {ref_counts}")
+    for k, ((s1, g1), (s2, g2)) in enumerate(zip(ref_trace, got_trace)):
+        if s1 != s2:
+            raise AssertionError(f"step {k}: scale {s2}, torch fused {s1}")
+        for t, (x, y) in enumerate(zip(g1, g2)):
+            if not torch.equal(x, y):
+                raise AssertionError(f"step {k}: grad[{t}] differs from torch fused's")
+    worst = max(float((x - y).abs().max()) for x, y in zip(ref, got))
+    if worst > 1e-5:
+        raise AssertionError(f"params differ from torch fused capturable Adam by {worst}")
+    print(f"capture amp: {tensors}-tensor capturable Adam under GradScaler, {steps} steps "
+          f"(skipped ones included) without a host synchronisation; scales, counts "
+          f"{sorted(got_counts)} and grads equal to torch fused; params within {worst:.1e}")
+
+
 def programs():
     """`kernels.passes_cuda` on a GPU against the CPU path (see the module
     docstring). Muon on torch tensors runs Newton-Schulz in bfloat16 (cuBLAS
@@ -328,6 +385,7 @@ if __name__ == "__main__":
     elif what == "capture":
         capture()
         capture_adam()
+        capture_amp()
     elif what == "programs":
         programs()
     else:

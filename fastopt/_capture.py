@@ -22,6 +22,16 @@ spec's `fastopt.spec.StepScalars` instead of its host ``scalars``:
 A device step refuses what depends on the host's step: stochastic rounding
 (its key hashes the step), an optimizer whose scalars are kept on the host
 (NAdam's mu_product, ASGD's eta and mu: `Spec.device` None) and programs.
+
+``torch.amp.GradScaler``, as torch's fused capturable steps take it: a call
+may give ``found_inf`` and ``loss_scale`` (GradScaler's ``found_inf`` and
+scale, one-element float32 arrays, like ``step``). On a GPU the kernel
+reads them (`kernels.capture`): found_inf nonzero, the launch writes
+nothing and the count stays; otherwise each gradient is divided by
+loss_scale (torch divides; it does not multiply by the inverse) before
+everything else, and written back so divided, as torch's fused steps leave
+``.grad``. Nothing is read back. On the CPU the host reads both (no
+synchronisation there) and the same kernel variant divides and writes back.
 """
 import functools
 import numbers
@@ -65,9 +75,11 @@ def _lr_index(spec):
     return names.index("lr") if "lr" in names else None
 
 
-def call(name, spec, param, grad, states, step, values, host, sr):
+def call(name, spec, param, grad, states, step, values, host, sr, found_inf=None,
+         loss_scale=None):
     """One capturable update (the module docstring): ``step`` an array or a
-    list of them, ``lr`` (in `values`) a number or an array."""
+    list of them, ``lr`` (in `values`) a number or an array; `found_inf` and
+    `loss_scale` GradScaler's, or None."""
     fn = f"{name}()"
     if spec.device is None or spec.program is not None or spec.host:
         raise ValueError(
@@ -90,6 +102,8 @@ def call(name, spec, param, grad, states, step, values, host, sr):
         except ValueError:
             raise ValueError(f"{fn}: model needs a free state slot for the copy, and "
                              f"{name} with these options uses all of them") from None
+    if loss_scale is not None:   # the gradient unscaled in the kernel, written back
+        which = which.with_unscale
     decoupled = h.decoupled_weight_decay
     if decoupled is None:
         decoupled = convention == "keras"
@@ -108,8 +122,9 @@ def call(name, spec, param, grad, states, step, values, host, sr):
     flat = _multi._flatten([list(param), list(grad)]) if many else [param, grad]
     if all([_facts.place(a) == HOST for a in flat + steps]):
         return _host(fn, spec, which, param, grad, states, steps, lr_array, pre, cst, h,
-                     convention)
-    return _gpu(fn, spec, which, param, grad, states, steps, lr_array, pre, cst, many, h)
+                     convention, many, found_inf, loss_scale)
+    return _gpu(fn, spec, which, param, grad, states, steps, lr_array, pre, cst, many, h,
+                found_inf, loss_scale)
 
 
 # -- the CPU: the same semantics, the count read and advanced on the host ------
@@ -118,10 +133,41 @@ def _compiled(scalar_fn):
     return numba.njit(cache=False)(scalar_fn)
 
 
-def _host(fn, spec, which, param, grad, states, steps, lr_array, pre, cst, h, convention):
+def _host_value(fn, name, a):
+    """The value of a one-element float32 host array (GradScaler's found_inf
+    or scale: NumPy, or a torch CPU tensor)."""
+    try:
+        view = _facts.host_view(a) if _facts.place(a) == HOST else None
+    except (TypeError, ValueError):
+        view = None
+    if view is None or view.dtype != _F32 or view.size != 1:
+        raise TypeError(f"{fn}: {name} must be a one-element float32 array on the "
+                        f"params' device, got {_facts.describe(a)}")
+    return float(view.reshape(-1)[0])
+
+
+def _grads_apart(fn, which, param, grad, states, many):
+    """With the gradients written back (``loss_scale``), no gradient may
+    share memory with another array of the call."""
+    params, grads = (list(param), list(grad)) if many else ([param], [grad])
+    lists = states if many else {k: (None if v is None else [v]) for k, v in states.items()}
+    names, columns = _multi._columns(fn[:-2], which, params, grads, lists)
+    views = [_facts.host_view(a) for a in _multi._flatten(columns)]
+    _checks.no_overlap(fn[:-2], _checks.Labels(names, len(params), indexed=many),
+                       [v.ctypes.data for v in views], [v.nbytes for v in views],
+                       grads_written=True)
+
+
+def _host(fn, spec, which, param, grad, states, steps, lr_array, pre, cst, h, convention,
+          many=False, found_inf=None, loss_scale=None):
     count, step_dtype = _hostscalars._read_one(fn, "step", steps)
     if count != int(count) or count < 0:
         raise ValueError(f"{fn}: step must hold a whole count >= 0, got {count}")
+    if found_inf is not None and _host_value(fn, "found_inf", found_inf) != 0.0:
+        return    # GradScaler found an inf or NaN: nothing written, the count kept
+    if loss_scale is not None:    # (the variant divides by it: `Variant.unscale`)
+        scale = _host_value(fn, "loss_scale", loss_scale)
+        _grads_apart(fn, which, param, grad, states, many)
     lr = cst[1]
     if lr_array is not None:
         lr, _ = _hostscalars._read_one(fn, "lr", [lr_array])
@@ -136,8 +182,13 @@ def _host(fn, spec, which, param, grad, states, steps, lr_array, pre, cst, h, co
     pre = (*pre[:3], decay, *pre[4:])
     if not _precision.scalars_fit(hyper):
         _precision.check(fn[:-2], spec, h, which, pre, hyper, param)
+    if loss_scale is not None:
+        pre = (*pre, scale)
     from . import _dispatch
     _dispatch.update(fn[:-2], which, param, grad, states, pre, hyper)
+    if loss_scale is not None:   # the grads were written back unscaled
+        written = _multi._flatten([list(grad)]) if many else [grad]
+        _batch.run(functools.partial(_facts.bump_torch_versions, written))
     _hostscalars.run_after(lambda: _hostscalars.fill(steps, count + 1))
 
 
@@ -175,7 +226,8 @@ def _one_element(fn, name, a, device):
     return info
 
 
-def _gpu(fn, spec, which, param, grad, states, steps, lr_array, pre, cst, many, h):
+def _gpu(fn, spec, which, param, grad, states, steps, lr_array, pre, cst, many, h,
+         found_inf=None, loss_scale=None):
     from numba import cuda as numba_cuda
 
     from .kernels import cuda as kc
@@ -203,6 +255,11 @@ def _gpu(fn, spec, which, param, grad, states, steps, lr_array, pre, cst, many, 
         raise ValueError(f"{fn}: step holds one array twice; give one for all params "
                          "or a distinct one per param")
     lr_info = None if lr_array is None else _one_element(fn, "lr", lr_array, device)
+    found_info = (None if found_inf is None
+                  else _one_element(fn, "found_inf", found_inf, device))
+    scale_info = (None if loss_scale is None
+                  else _one_element(fn, "loss_scale", loss_scale, device))
+    amp_ptrs = tuple([0 if i is None else i.ptr for i in (found_info, scale_info)])
     params = infos[0]
     dtypes = [p.dtype for p in params]
     if len(set(dtypes)) != 1:
@@ -214,18 +271,21 @@ def _gpu(fn, spec, which, param, grad, states, steps, lr_array, pre, cst, many, 
     itemsize = np.array([i.dtype.itemsize for i in finfo], np.int64)
     _checks.aligned(fn[:-2], labels, ptrs, itemsize)
     _checks.no_overlap(fn[:-2], labels, ptrs,
-                       itemsize * np.array([i.size for i in finfo], np.int64))
+                       itemsize * np.array([i.size for i in finfo], np.int64),
+                       grads_written=which.unscale)
     variant = which.captured(spec.device.fn)
     cols = list(_facts.kernel_columns(which)[0])
     cst_ = _facts.scalars(dtype, cst)
     pre_ = _facts.scalars(dtype, pre)
-    written = [a for c, column in enumerate(columns) if c != _facts.GRAD for a in column]
+    written = [a for c, column in enumerate(columns)
+               if c != _facts.GRAD or which.unscale for a in column]
     backend = _launch.backend()
     sizes = [p.size for p in params]
     if backend is None and _device.simulated():
         views = [_device.flat_view(i) for i in finfo]
         step_views = [i.owner for i in step_infos]
         lr_view = None if lr_info is None else lr_info.owner
+        amp_views = tuple([None if i is None else i.owner for i in (found_info, scale_info)])
         stream = 0
 
         def launch():
@@ -234,7 +294,8 @@ def _gpu(fn, spec, which, param, grad, states, steps, lr_array, pre, cst, many, 
                 arrays = tuple(views[c * n] for c in cols)
                 blocks, threads = kc.launch_config(sizes[0])
                 kc.kernel(variant)[blocks, threads, stream](
-                    arrays, sizes[0], pre_, cst_, (step_views[0], lr_view, counter))
+                    arrays, sizes[0], pre_, cst_, (step_views[0], lr_view, counter,
+                                                   *amp_views))
                 return
             entry = _multi._table(ptrs, sizes, cols, list(range(n)), n)
             if len(entry["chunks"]) == 0:
@@ -244,7 +305,7 @@ def _gpu(fn, spec, which, param, grad, states, steps, lr_array, pre, cst, many, 
             blocks, threads = mc.launch_config(len(chunks))
             mc.kernel(variant)[blocks, threads, stream](
                 table, chunks, pre_, cst_, (tuple(step_views), lr_view, counter,
-                                            len(step_views)))
+                                            len(step_views), *amp_views))
 
         return _batch.run(_facts.bump_after(launch, written))
     stream_of = functools.partial(_device.stream_handle, params[0])
@@ -262,17 +323,21 @@ def _gpu(fn, spec, which, param, grad, states, steps, lr_array, pre, cst, many, 
 
     def run():
         if switch is None:
-            return launcher(stream_of(), pre_, cst_)
+            return launcher(stream_of(), pre_, cst_, amp_ptrs)
         with switch():
-            launcher(stream_of(), pre_, cst_)
+            launcher(stream_of(), pre_, cst_, amp_ptrs)
 
     _batch.run(_facts.bump_after(run, written))
 
 
 def _launcher(backend, variant, dtype, many, ptrs, sizes, cols, n, step_ptrs, lr_ptr,
               device, ncst, stream):
-    """``launch(stream, pre, cst)`` of one layout: its done-counter, tables and
-    packed parameters made here, once (a captured step allocates nothing)."""
+    """``launch(stream, pre, cst, amp)`` of one layout: its done-counter, tables
+    and packed parameters made here, once (a captured step allocates
+    nothing); amp: the addresses of GradScaler's found_inf and scale (0:
+    none), given per launch: GradScaler makes new tensors every step, which
+    must not make a new layout (a new counter and tables: allocations, and a
+    synchronisation for a list's)."""
     from numba import cuda as numba_cuda
 
     from .kernels import cuda as kc
@@ -292,9 +357,9 @@ def _launcher(backend, variant, dtype, many, ptrs, sizes, cols, n, step_ptrs, lr
             config = kc.launch_config(sizes[0], device)
             dev = (step_ptrs[0], lr_ptr, counter_ptr)
 
-            def launch(handle, pre, cst):
+            def launch(handle, pre, cst, amp):
                 kc.kernel(variant)[config[0], config[1], _device.numba_stream(handle)](
-                    addrs, sizes[0], pre, cst, dev)
+                    addrs, sizes[0], pre, cst, dev + amp)
         else:
             entry = _multi._table(ptrs, sizes, cols, list(range(n)), n)
             table, chunks = mc.device_table(entry, device, numba_stream)
@@ -306,10 +371,10 @@ def _launcher(backend, variant, dtype, many, ptrs, sizes, cols, n, step_ptrs, lr
                    len(step_ptrs))
             config = mc.launch_config(len(chunks), device)
 
-            def launch(handle, pre, cst):
+            def launch(handle, pre, cst, amp):
                 if len(chunks):
                     mc.kernel(variant)[config[0], config[1], _device.numba_stream(handle)](
-                        table, chunks, pre, cst, dev)
+                        table, chunks, pre, cst, dev + amp)
         launch.keep = keep
         return launch
     # packed parameters, one driver call (kernels/launch.py)
@@ -322,7 +387,7 @@ def _launcher(backend, variant, dtype, many, ptrs, sizes, cols, n, step_ptrs, lr
                             (5, 1, 6, ncst, NUM_DEV_SINGLE), device)
         plan.set(0, addrs)
         plan.set(1, (sizes[0],))
-        plan.set(4, (step_ptrs[0], lr_ptr, counter_ptr))
+        dev = (step_ptrs[0], lr_ptr, counter_ptr)
         plan.grid, plan.block = kc.launch_config(sizes[0], device)
     else:
         entry = _multi._table(ptrs, sizes, cols, list(range(n)), n)
@@ -334,17 +399,21 @@ def _launcher(backend, variant, dtype, many, ptrs, sizes, cols, n, step_ptrs, lr
                             lambda: mc.argtypes(variant, dtype, ncst),
                             (18, 6, ncst, NUM_DEV_MULTI), device)
         plan.set(0, tables)
-        plan.set(3, (steps_ptr, lr_ptr, counter_ptr, len(step_ptrs)))
+        dev = (steps_ptr, lr_ptr, counter_ptr, len(step_ptrs))
         plan.grid, plan.block = mc.launch_config(max(nchunks, 1), device)
         if nchunks == 0:
             plan = None
-    pre_k, cst_k = (2, 3) if single else (1, 2)
+    pre_k, cst_k, dev_k = (2, 3, 4) if single else (1, 2, 3)
+    last = [None]    # the amp addresses the plan holds
 
-    def launch(handle, pre, cst):
+    def launch(handle, pre, cst, amp):
         if plan is None:
             return
         plan.set(pre_k, tuple(pre))
         plan.set(cst_k, tuple(cst))
+        if amp != last[0]:
+            plan.set(dev_k, dev + amp)
+            last[0] = amp
         backend.launch(plan, handle)
 
     launch.keep = keep

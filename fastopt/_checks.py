@@ -162,7 +162,7 @@ def aligned(fn, labels, addresses, itemsizes):
             "their elements")
 
 
-def no_overlap(fn, labels, addresses, nbytes):
+def no_overlap(fn, labels, addresses, nbytes, grads_written=False):
     """No written array may share memory with any other array of the call.
 
     `addresses` and `nbytes` run over the flattened columns (param[0..n),
@@ -170,13 +170,15 @@ def no_overlap(fn, labels, addresses, nbytes):
     the arrays sorted by start address: an array overlaps an earlier one
     exactly when it starts before the furthest end seen so far (of any
     earlier array if it is written, of an earlier written one if not).
+    grads_written: the grads are written too (back unscaled,
+    `kernels.variants.Variant.unscale`).
     """
     start = np.asarray(addresses, np.int64)
     size = np.asarray(nbytes, np.int64)
     live = np.flatnonzero(size)            # empty arrays overlap nothing
     if live.size < 2:
         return
-    written = (live // labels.n) != GRAD
+    written = ((live // labels.n) != GRAD) | grads_written
     order = np.argsort(start[live], kind="stable")
     idx, wr = live[order], written[order]
     lo, hi = start[idx], start[idx] + size[idx]

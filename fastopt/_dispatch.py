@@ -71,7 +71,7 @@ def update(fn, variant, param, grad, states, pre, hyper):
         run = _repeat.single(variant, param, grad, states)
         if run is not None:
             return _batch.run(functools.partial(run, pre, hyper))
-    assert len(hyper) == len(variant.spec.hyper) and len(pre) == len(PRE) + 2 * variant.sr
+    assert len(hyper) == len(variant.spec.hyper) and len(pre) == variant.num_pre
     names, arrays = _facts.arguments(fn, variant, param, grad, states)
     labels = _checks.Labels(names, 1, indexed=False)
     if all([type(a) is np.ndarray for a in arrays]):

@@ -134,7 +134,7 @@ def update_many(fn, variant, params, grads, states, pre, hyper):
             and not (variant.model or variant.sr)
             and _update_scanned(fn, variant, params, grads, states, pre, hyper)):
         return
-    assert len(hyper) == len(variant.spec.hyper) and len(pre) == len(PRE) + 2 * variant.sr
+    assert len(hyper) == len(variant.spec.hyper) and len(pre) == variant.num_pre
     names, columns = _columns(fn, variant, params, grads, states)
     n = len(params)
     if n == 0:

@@ -518,6 +518,13 @@ SHARED_DOC = """
         updates below bfloat16's resolution still move the param on average;
         the random bits are a hash of `seed`, `step`, the tensor's number in
         the call and the element's index: the same on the CPU and the GPU.
+    found_inf, loss_scale: ``torch.amp.GradScaler``'s, for a capturable step
+        (``step`` a one-element float32 array; not the multi-pass
+        optimizers): one-element float32 arrays beside the params. found_inf
+        nonzero: nothing is written and the count stays; loss_scale: each
+        gradient divided by it first (as torch's fused kernels divide) and
+        written back so divided. On a GPU the kernel reads both: no host
+        synchronisation (`fastopt._capture`).
     convention: ``"keras"`` or ``"torch"``: whose update rule to follow where
         they differ.
 """

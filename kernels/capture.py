@@ -14,8 +14,18 @@ the host's per-step scalars ``hyper``:
   array, torch's capturable ``state['step']``; for the many-tensor kernel, a
   device table of one such address per tensor, or one for them all), of the
   learning rate (a one-element float32 array, or 0 for the host's), and of a
-  uint32 done-counter (zero between launches), and for the many-tensor
-  kernel the number of step addresses.
+  uint32 done-counter (zero between launches), for the many-tensor
+  kernel the number of step addresses, then the addresses of
+  ``torch.amp.GradScaler``'s ``found_inf`` and scale (one-element float32
+  arrays, or 0 for none).
+
+GradScaler, as torch's fused capturable kernels take it: every thread reads
+``found_inf`` first, and if it is nonzero (an inf or NaN in some gradient)
+the launch returns at once, everywhere: nothing written, the count not
+advanced, the done-counter untouched. A variant with
+`kernels.variants.Variant.unscale` divides each gradient by the scale
+(torch divides, it does not multiply by the inverse) and writes it back so
+divided; the kernel appends the scale to ``pre`` for it (1 when none).
 
 Every thread reads the count s and computes t = s + 1 and the rule's scalars
 ``StepScalars.fn(t, lr, consts)`` itself (in the kernel's dtype: no float64
@@ -70,6 +80,14 @@ def _counter_device(addr):
     return _view(addr, 0, 1, numba.uint32(0))
 
 
+@numba.njit(inline="always")
+def _found_device(addr):
+    found = False
+    if addr != 0:
+        found = _view(addr, 0, 1, numba.float32(0))[0] != numba.float32(0)
+    return found
+
+
 def _count_sim(array):
     return array
 
@@ -86,15 +104,36 @@ def _counter_sim(array):
     return array
 
 
+def _found_sim(array):
+    return array is not None and array[0] != 0
+
+
 def helpers(python):
-    """``(count, count_at, lr, counter)`` for the target: the step count's
-    view, tensor k's in a table of them, the learning rate, and the
-    done-counter's view. (The fence and the atomic are written in the
-    kernels themselves: the simulator swaps its `cuda` module into the
-    kernel's globals only.)"""
+    """``(count, count_at, lr, counter, found)`` for the target: the step
+    count's view, tensor k's in a table of them, the learning rate (or any
+    one-element float32 value, with a fallback), the done-counter's view,
+    and whether ``found_inf`` is set. (The fence and the atomic are written
+    in the kernels themselves: the simulator swaps its `cuda` module into
+    the kernel's globals only.)"""
     if python:
-        return _count_sim, _count_at_sim, _lr_sim, _counter_sim
-    return _count_device, _count_at_device, _lr_device, _counter_device
+        return _count_sim, _count_at_sim, _lr_sim, _counter_sim, _found_sim
+    return _count_device, _count_at_device, _lr_device, _counter_device, _found_device
+
+
+def pre_function(variant, python):
+    """``pre(pre, lr, cst, scale) -> pre``: the host's ``pre`` with the
+    decoupled decay taken from the device lr and, for a variant that
+    unscales (`Variant.unscale`), the loss scale at address `scale` (1 for
+    0) appended."""
+    lr_of = _lr_sim if python else _lr_device
+    if variant.unscale:
+        def device_pre(pre, lr, cst, scale):
+            return (pre[0], pre[1], pre[2], pre[3] - lr * cst[2], pre[4], pre[5],
+                    lr_of(scale, cst[0]))
+    else:
+        def device_pre(pre, lr, cst, scale):
+            return (pre[0], pre[1], pre[2], pre[3] - lr * cst[2], pre[4], pre[5])
+    return device_pre if python else numba.njit(inline="always")(device_pre)
 
 
 def scalar_function(fn, python):
@@ -110,6 +149,6 @@ def scalar_function(fn, python):
     return scalars
 
 
-NUM_DEV_SINGLE = 3    # step, lr, counter
-NUM_DEV_MULTI = 4     # step table, lr, counter, number of steps
+NUM_DEV_SINGLE = 5    # step, lr, counter, found_inf, scale
+NUM_DEV_MULTI = 6     # step table, lr, counter, number of steps, found_inf, scale
 NUM_CST = 3           # 1, lr, dwd: then the spec's constants

@@ -76,14 +76,15 @@ def kernel_function(variant, python=False):
     quads = _vector.quad_loop(variant, step) if vector else None
     aligned16 = _vector.aligned16
 
-    def update(addrs, n, pre, hyper):
+    def body(addrs, n, pre, hyper, start, stride):
+        # The update of elements start, start + stride, ... of the five
+        # arrays at `addrs`: both kernels' one body (the capturable kernel
+        # adds only the device scalars and the done-counter).
         like = pre[0]
         param, grad = view_of(addrs[0], n, lp(like)), view_of(addrs[1], n, lg(like))
         state = (view_of(addrs[2], n, l0(like)), view_of(addrs[3], n, l1(like)),
                  view_of(addrs[4], n, l2(like)))
         rnd = (base_of(pre, 0), 0)
-        start = cuda.grid(1)
-        stride = cuda.gridsize(1)
         done = 0
         if vector:
             a0, a1, a2, a3, a4 = addrs
@@ -91,34 +92,33 @@ def kernel_function(variant, python=False):
                 done = quads(a0, a1, a2, a3, a4, 0, n, start, stride, pre, hyper)
         for i in range(done + start, n, stride):
             step(i, param, grad, state, pre, hyper, rnd)
+
+    # Inlined on the device; plain Python under the simulator, which swaps
+    # its per-thread `cuda` into the kernel's globals only: the thread's
+    # place in the grid is passed in.
+    body = body if python else numba.njit(inline="always")(body)
+
+    def update(addrs, n, pre, hyper):
+        body(addrs, n, pre, hyper, cuda.grid(1), cuda.gridsize(1))
 
     if variant.capture is None:
         return update
     # A capturable step (`kernels.capture`): the scalars from the device's
     # step count and lr, the count advanced by the last block to finish.
-    count_of, _, lr_of, counter_of = _capture.helpers(python)
+    # GradScaler's found_inf set: the whole launch returns, writing nothing.
+    count_of, _, lr_of, counter_of, found = _capture.helpers(python)
     scalars = _capture.scalar_function(variant.capture, python)
+    device_pre = _capture.pre_function(variant, python)
 
     def captured(addrs, n, pre, cst, dev):
-        like = pre[0]
+        if found(dev[3]):
+            return
         count = count_of(dev[0])
         t = count[0] + cst[0]
         lr = lr_of(dev[1], cst[1])
         hyper = scalars(t, lr, cst[3:])
-        pre = (pre[0], pre[1], pre[2], pre[3] - lr * cst[2], pre[4], pre[5])
-        param, grad = view_of(addrs[0], n, lp(like)), view_of(addrs[1], n, lg(like))
-        state = (view_of(addrs[2], n, l0(like)), view_of(addrs[3], n, l1(like)),
-                 view_of(addrs[4], n, l2(like)))
-        rnd = (base_of(pre, 0), 0)
-        start = cuda.grid(1)
-        stride = cuda.gridsize(1)
-        done = 0
-        if vector:
-            a0, a1, a2, a3, a4 = addrs
-            if aligned16(a0, a1, a2, a3, a4):
-                done = quads(a0, a1, a2, a3, a4, 0, n, start, stride, pre, hyper)
-        for i in range(done + start, n, stride):
-            step(i, param, grad, state, pre, hyper, rnd)
+        pre = device_pre(pre, lr, cst, dev[4])
+        body(addrs, n, pre, hyper, cuda.grid(1), cuda.gridsize(1))
         # The last block to finish writes the count (`kernels.capture`).
         cuda.syncthreads()
         if cuda.threadIdx.x == 0:

@@ -49,58 +49,57 @@ def kernel_function(variant, python=False):
     quads = _vector.quad_loop(variant, step) if vector else None
     aligned16 = _vector.aligned16
 
-    def update(table, chunks, pre, hyper):
+    def chunk(table, t, start, n, pre, hyper, tid, nthreads):
+        # The update of chunk (t, start, n) by threads tid, tid + nthreads,
+        # ... of a block: both kernels' one body (the capturable kernel adds
+        # only the device scalars and the done-counter).
         like = pre[0]
+        param = view(table, t, 0, start, n, lp(like))
+        grad = view(table, t, 1, start, n, lg(like))
+        state = (view(table, t, 2, start, n, l0(like)),
+                 view(table, t, 3, start, n, l1(like)),
+                 view(table, t, 4, start, n, l2(like)))
+        rnd = (base_of(pre, t), start)
+        done = 0
+        if vector:
+            a0, a1, a2, a3, a4 = (table[t, 0], table[t, 1], table[t, 2], table[t, 3],
+                                  table[t, 4])
+            if aligned16(a0, a1, a2, a3, a4):
+                done = quads(a0, a1, a2, a3, a4, start, n, tid, nthreads, pre, hyper)
+        for i in range(done + tid, n, nthreads):
+            step(i, param, grad, state, pre, hyper, rnd)
+
+    # Inlined on the device; plain Python under the simulator (as in
+    # `kernels.cuda`: the thread's place is passed in).
+    chunk = chunk if python else numba.njit(inline="always")(chunk)
+
+    def update(table, chunks, pre, hyper):
         for c in range(cuda.blockIdx.x, chunks.shape[0], cuda.gridDim.x):
-            t, start, n = chunks[c, 0], chunks[c, 1], chunks[c, 2]
-            param = view(table, t, 0, start, n, lp(like))
-            grad = view(table, t, 1, start, n, lg(like))
-            state = (view(table, t, 2, start, n, l0(like)),
-                     view(table, t, 3, start, n, l1(like)),
-                     view(table, t, 4, start, n, l2(like)))
-            rnd = (base_of(pre, t), start)
-            done = 0
-            if vector:
-                a0, a1, a2, a3, a4 = (table[t, 0], table[t, 1], table[t, 2], table[t, 3],
-                                      table[t, 4])
-                if aligned16(a0, a1, a2, a3, a4):
-                    done = quads(a0, a1, a2, a3, a4, start, n, cuda.threadIdx.x,
-                                 cuda.blockDim.x, pre, hyper)
-            for i in range(done + cuda.threadIdx.x, n, cuda.blockDim.x):
-                step(i, param, grad, state, pre, hyper, rnd)
+            chunk(table, chunks[c, 0], chunks[c, 1], chunks[c, 2], pre, hyper,
+                  cuda.threadIdx.x, cuda.blockDim.x)
 
     if variant.capture is None:
         return update
     # A capturable step (`kernels.capture`): each chunk's scalars from its
     # tensor's step count (dev[3] counts, or one for every tensor), the
     # counts advanced by the last block to finish, each address once.
-    _, count_at, lr_of, counter_of = _capture.helpers(python)
+    # GradScaler's found_inf set: the whole launch returns, writing nothing.
+    _, count_at, lr_of, counter_of, found = _capture.helpers(python)
     scalars = _capture.scalar_function(variant.capture, python)
+    device_pre = _capture.pre_function(variant, python)
 
     def captured(table, chunks, pre, cst, dev):
-        like = pre[0]
+        if found(dev[4]):
+            return
         nsteps = dev[3]
         lr = lr_of(dev[1], cst[1])
-        pre = (pre[0], pre[1], pre[2], pre[3] - lr * cst[2], pre[4], pre[5])
+        pre = device_pre(pre, lr, cst, dev[5])
         for c in range(cuda.blockIdx.x, chunks.shape[0], cuda.gridDim.x):
-            t, start, n = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+            t = chunks[c, 0]
             hyper = scalars(count_at(dev[0], nsteps, t if nsteps > 1 else 0)[0] + cst[0],
                             lr, cst[3:])
-            param = view(table, t, 0, start, n, lp(like))
-            grad = view(table, t, 1, start, n, lg(like))
-            state = (view(table, t, 2, start, n, l0(like)),
-                     view(table, t, 3, start, n, l1(like)),
-                     view(table, t, 4, start, n, l2(like)))
-            rnd = (base_of(pre, t), start)
-            done = 0
-            if vector:
-                a0, a1, a2, a3, a4 = (table[t, 0], table[t, 1], table[t, 2], table[t, 3],
-                                      table[t, 4])
-                if aligned16(a0, a1, a2, a3, a4):
-                    done = quads(a0, a1, a2, a3, a4, start, n, cuda.threadIdx.x,
-                                 cuda.blockDim.x, pre, hyper)
-            for i in range(done + cuda.threadIdx.x, n, cuda.blockDim.x):
-                step(i, param, grad, state, pre, hyper, rnd)
+            chunk(table, t, chunks[c, 1], chunks[c, 2], pre, hyper,
+                  cuda.threadIdx.x, cuda.blockDim.x)
         last = cuda.shared.array(1, numba.int32)
         cuda.syncthreads()
         if cuda.threadIdx.x == 0:

@@ -233,7 +233,7 @@ def rnd_base(pre, t):
 
 @overload(rnd_base, inline="always")
 def _rnd_base(pre, t):
-    if len(pre.types) <= NUM_PRE:
+    if len(pre.types) < NUM_PRE + 2:   # (an unscale divisor alone: no key)
         return lambda pre, t: numba.uint64(0)
     n = NUM_PRE
 
@@ -265,7 +265,7 @@ def rnd_base_function(sr, python=False):
 
 def py_rnd_base(pre, t):
     n = NUM_PRE
-    if len(pre) <= n:
+    if len(pre) < n + 2:
         return np.uint64(0)
     k = (int(pre[n]) << 16) | int(pre[n + 1])
     return _py_mix32(k ^ int(_py_mix32(int(t))))

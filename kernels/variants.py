@@ -75,6 +75,12 @@ class Variant:
            CUDA kernel reads the step count and the learning rate from
            device memory, computes the rule's scalars itself and advances
            the count in the same launch (`kernels.capture`).
+    unscale: torch's fused loss-scale undo (``torch.amp.GradScaler``): the
+           gradient divided by one more ``pre`` scalar (the scale; the
+           capturable CUDA kernel puts it there from device memory), in
+           the math's dtype as torch's fused kernels divide, before every
+           other transform, and written back so divided (torch's fused
+           steps leave ``.grad`` unscaled).
     """
 
     rule: str
@@ -86,6 +92,7 @@ class Variant:
     model: bool = False
     sr: bool = False
     capture: object = None
+    unscale: bool = False
 
     def __post_init__(self):
         if self.storage and (len(self.storage) != 3 + self.model
@@ -110,31 +117,43 @@ class Variant:
 
     def __reduce__(self):   # unpickled as the interned object, not a twin of it
         return variant, (self.rule, self.flags, self.clip, self.l2, self.ema,
-                         self.storage, self.model, self.sr, self.capture)
+                         self.storage, self.model, self.sr, self.capture, self.unscale)
 
     def stored(self, storage):
         """This variant with arrays stored in `storage` (() for native)."""
         return variant(self.rule, self.flags, self.clip, self.l2, self.ema,
-                       tuple(storage), self.model, self.sr, self.capture)
+                       tuple(storage), self.model, self.sr, self.capture, self.unscale)
 
     @functools.cached_property
     def with_model(self):
         """This variant writing a 16-bit model copy (`model`); ValueError
         if no state slot is free for it."""
         return variant(self.rule, self.flags, self.clip, self.l2, self.ema,
-                       self.storage, True, self.sr, self.capture)
+                       self.storage, True, self.sr, self.capture, self.unscale)
 
     @functools.cached_property
     def with_sr(self):
         """This variant rounding its bfloat16 stores stochastically (`sr`)."""
         return variant(self.rule, self.flags, self.clip, self.l2, self.ema,
-                       self.storage, self.model, True, self.capture)
+                       self.storage, self.model, True, self.capture, self.unscale)
 
     def captured(self, fn):
         """This variant with its scalars computed in the kernel by `fn`
         (`capture`)."""
         return variant(self.rule, self.flags, self.clip, self.l2, self.ema,
-                       self.storage, self.model, self.sr, fn)
+                       self.storage, self.model, self.sr, fn, self.unscale)
+
+    @functools.cached_property
+    def with_unscale(self):
+        """This variant dividing the gradient by a loss scale (`unscale`)."""
+        return variant(self.rule, self.flags, self.clip, self.l2, self.ema,
+                       self.storage, self.model, self.sr, self.capture, True)
+
+    @functools.cached_property
+    def num_pre(self):
+        """How many ``pre`` scalars the kernel takes from the host: `PRE`'s,
+        then a stochastic-rounding key's two, then `unscale`'s divisor."""
+        return len(PRE) + 2 * self.sr + self.unscale
 
     @functools.cached_property
     def spec(self):
@@ -215,12 +234,13 @@ class Variant:
                 f"{'-ema' if self.ema else ''}{'-model' if self.model else ''}{'-sr' if self.sr else ''}"
                 f"{'-s' + '.'.join(self.storage) if self.storage else ''}"
                 f"{'-cap.' + self.capture.__module__ + '.' + self.capture.__qualname__ if self.capture else ''}"
+                f"{'-unscale' if self.unscale else ''}"
                 f"{'-' + own if own else ''}-{FINGERPRINT}")
 
 
 @functools.lru_cache(maxsize=None)
 def variant(rule, flags=(), clip=False, l2=False, ema=False, storage=(), model=False,
-            sr=False, capture=None):
+            sr=False, capture=None, unscale=False):
     """The one `Variant` object for these fields (its derived fields are cached).
 
     Cached twice: by the arguments as passed (the fast lookup every step
@@ -228,7 +248,7 @@ def variant(rule, flags=(), clip=False, l2=False, ema=False, storage=(), model=F
     ``variant("sgd", (), False, False, False)`` are the same object.
     """
     return _interned(rule, tuple(map(bool, flags)), bool(clip), bool(l2), bool(ema),
-                     tuple(storage), bool(model), bool(sr), capture)
+                     tuple(storage), bool(model), bool(sr), capture, bool(unscale))
 
 
 _interned = functools.lru_cache(maxsize=None)(Variant)
@@ -292,7 +312,7 @@ def element_step(variant, python=False, gathered=False):
     model0, model1, model2 = (variant.model_slot == k for k in range(NUM_SLOTS))
     if variant.model and len(variant.storage) != 4:
         raise ValueError(f"variant {variant.key}: a model copy needs its storage")
-    (lp, sp), (lg, _), (ls, ss) = (_storage.codec(f, python)
+    (lp, sp), (lg, sg), (ls, ss) = (_storage.codec(f, python)
                                    for f in variant.storage[:3] or (None,) * 3)
     _, sm = _storage.codec(variant.storage[3] if variant.model else None, python)
     # Stochastic rounding: stores that take random bits, ``(x, r) -> bits``
@@ -304,13 +324,23 @@ def element_step(variant, python=False, gathered=False):
     mix, u64 = _storage.mix(python), (np.uint64 if python else numba.uint64)
     low32 = _storage.to32(python)
     u32 = np.uint64 if python else numba.uint32
+    # torch's fused GradScaler unscale (`Variant.unscale`): its divisor
+    # follows the other pre scalars.
+    unscale, divisor = variant.unscale, len(PRE) + 2 * variant.sr
+    if unscale and gathered:
+        raise ValueError(f"variant {variant.key}: a gathered step cannot write its "
+                         "gradient back unscaled (its rows repeat)")
 
     @jit
     def at(i, j, param, grad, state, pre, hyper, rnd):
         # pre may carry a stochastic-rounding key after the `PRE` scalars.
         scale, bound, wd, decay, keep, take = pre[0], pre[1], pre[2], pre[3], pre[4], pre[5]
         p = lp(param[i])
-        g = lg(grad[j]) * scale
+        g = lg(grad[j])
+        if unscale:   # torch's order: divided, stored, then maximize and the rest
+            g = g / pre[divisor]
+            grad[j] = sg(g)
+        g = g * scale
         if clip:
             if g > bound:
                 g = bound

@@ -114,6 +114,7 @@ def quad_loop(variant, step, ops=CUDA):
     of 4); returns how many elements it did. The arrays the variant does not
     use are neither loaded nor stored. ops: `intrinsics` of the target."""
     used0, used1, used2 = variant.used
+    unscale = variant.unscale    # the gradient written back (`Variant.unscale`)
     quad, load4, store4 = ops
 
     @numba.njit(inline="always")
@@ -135,6 +136,8 @@ def quad_loop(variant, step, ops=CUDA):
             for k in range(WIDTH):   # no random bits: a 16-bit variant has no quads
                 step(k, param, grad, state, pre, hyper, (numba.uint64(0), numba.int64(0)))
             store4(a0, i, param)
+            if unscale:
+                store4(a1, i, grad)
             if used0:
                 store4(a2, i, s0)
             if used1:

@@ -11,7 +11,9 @@ kernels (`kernels.stream`).
   after another: a count written by any block but the last would be read by
   the next): step and lr from one-element device arrays, the scalars
   computed in the kernel, the count advanced once per call, single arrays
-  and lists with one count per tensor;
+  and lists with one count per tensor; GradScaler's found_inf and scale read
+  in the kernel (an overflow: nothing written, the count kept; else the
+  gradient divided and written back, as the CPU twin does);
 * the PTX of the capturable kernels and of STREAM's (compiled with no GPU):
   clean, 128-bit loads, the counter's atomic, and the packed launcher's
   layout against the ``.entry`` byte for byte, with no allocation, copy or
@@ -161,6 +163,14 @@ def test_functional_refusals():
                **{**hypers, "lr": cuda.to_device(np.zeros(1))})
     with pytest.raises(ValueError, match="one for all params or one per param"):
         F.adam([dp], [dg], [dm], [dv], step=[cuda.to_device(host_step)] * 2, **hypers)
+    # GradScaler's arrays: with a capturable step only, float32 beside the params
+    with pytest.raises(ValueError, match="found_inf and loss_scale .* need a capturable step"):
+        F.adam(p, g, m, v, step=1, found_inf=np.zeros(1, np.float32), **hypers)
+    with pytest.raises(TypeError, match="loss_scale must be a one-element float32 array"):
+        F.adam(p, g, m, v, step=host_step, loss_scale=np.ones(1), **hypers)
+    with pytest.raises(TypeError, match="found_inf must be a one-element float32 array on "
+                                        "the params' GPU"):
+        F.adam(dp, dg, dm, dv, step=cuda.to_device(host_step), found_inf=host_step, **hypers)
     assert host_step[0] == 0 and not p.any()    # nothing written
 
 
@@ -218,6 +228,45 @@ def test_simulated_lists_one_count_per_tensor():
         np.testing.assert_allclose(d.copy_to_host(), p, rtol=1e-5, atol=1e-5)
 
 
+def test_simulated_grad_scaler_found_inf_and_unscale():
+    """GradScaler's found_inf and scale in device memory, the kernel reading
+    them (single array, then a list): found_inf set, nothing is written and
+    the count stays; cleared, each gradient is divided by the scale and
+    written back, and params and state are the CPU twin's (the same kernel
+    variant on the host) bit for bit."""
+    cuda = _sim()
+    rng = np.random.default_rng(3)
+    hyp = dict(lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.1,
+               convention="torch")
+    sizes = [70, 5]
+    p0 = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+    g0 = [(rng.standard_normal(n) * 1000).astype(np.float32) for n in sizes]
+    scale = np.full(1, 1000.0, np.float32)    # not a power of 2: a division, not 1/s
+    for many in (False, True):
+        k = 2 if many else 1
+        cols = [[cuda.to_device(x) for x in p0[:k]], [cuda.to_device(x) for x in g0[:k]],
+                [cuda.to_device(np.zeros(n, np.float32)) for n in sizes[:k]],
+                [cuda.to_device(np.zeros(n, np.float32)) for n in sizes[:k]]]
+        args = cols if many else [c[0] for c in cols]
+        step = cuda.to_device(np.full(1, 4, np.float32))
+        found = cuda.to_device(np.ones(1, np.float32))
+        F.adam(*args, step=step, found_inf=found, loss_scale=cuda.to_device(scale), **hyp)
+        assert step.copy_to_host()[0] == 4
+        for col, want in zip(cols, [p0, g0, None, None]):
+            for d, w in zip(col, want or [np.zeros(n, np.float32) for n in sizes]):
+                assert np.array_equal(d.copy_to_host(), w)
+        found.copy_to_device(np.zeros(1, np.float32))
+        F.adam(*args, step=step, found_inf=found, loss_scale=cuda.to_device(scale), **hyp)
+        assert step.copy_to_host()[0] == 5
+        for j in range(k):
+            host = [p0[j].copy(), g0[j].copy(), np.zeros(sizes[j], np.float32),
+                    np.zeros(sizes[j], np.float32)]
+            F.adam(*host, step=np.full(1, 4, np.float32), loss_scale=scale, **hyp)
+            assert np.array_equal(host[1], g0[j] / scale[0])    # as torch divides
+            for col, h in zip(cols, host):
+                assert np.array_equal(col[j].copy_to_host(), h)
+
+
 def test_stream_kernels_simulated():
     from fastopt.kernels import stream
     cuda = _sim()
@@ -238,8 +287,9 @@ def _probed():
     from fastopt.kernels import stream
     from fastopt.kernels.variants import variant
     spec = {s.name: s for s in SPECS}
-    adam = variant("adam", (False, True)).captured(spec["adam"].device.fn)
-    radam = variant("radam", ()).captured(spec["radam"].device.fn)
+    # with GradScaler's unscale (`Variant.unscale`): the divisor, the gradient's store
+    adam = variant("adam", (False, True)).captured(spec["adam"].device.fn).with_unscale
+    radam = variant("radam", ()).captured(spec["radam"].device.fn).with_unscale
     f32 = np.dtype(np.float32)
     return [("capture-adam-single", kc.kernel_function(adam), kc.argtypes(adam, f32, 10)),
             ("capture-radam-multi", mc.kernel_function(radam), mc.argtypes(radam, f32, 14)),
@@ -262,6 +312,8 @@ def test_ptx_clean(ptx_records, name):
     if name.startswith("capture"):
         # the done-counter: one fence and one atomic add per block
         assert rec["atomics"] == 1 and rec["fences"] >= 1, rec
+        # param, grad (written back unscaled), exp_avg, exp_avg_sq
+        assert rec["v4_stores"] >= 4, rec
 
 
 @pytest.fixture
@@ -292,11 +344,17 @@ def recorder():
 
 @pytest.mark.parametrize("many", [False, True], ids=["single", "list"])
 def test_packed_layout_and_no_host_round_trip(ptx_records, recorder, many):
+    """The packed launch against the kernel's ``.entry``; a repeated call,
+    and one with GradScaler's found_inf and scale (its launch passes their
+    addresses; new tensors every step, as GradScaler makes them), allocates,
+    copies, synchronises and reads back nothing."""
     rec, Recorded = recorder
     n = 37
     arrays = [Recorded(np.zeros(n, np.float32)) for _ in range(4)]
     step = Recorded(np.zeros(1, np.float32))
     lr = Recorded(np.full(1, 0.01, np.float32))
+    found = Recorded(np.ones(1, np.float32))    # the host copy is never read
+    scale = Recorded(np.full(1, 1024.0, np.float32))
     hyp = dict(beta1=0.9, beta2=0.999, eps=1e-8, convention="torch")
     fn = F.adam if not many else F.radam
     args = arrays if not many else [[a] for a in arrays]
@@ -305,17 +363,28 @@ def test_packed_layout_and_no_host_round_trip(ptx_records, recorder, many):
     assert made["to_device"] == (4 if many else 1)
     fn(*args, step=step if not many else [step], lr=lr, **hyp)
     assert rec.calls == made   # a repeated call: no allocation, copy or synchronisation
-    first, second = rec.launches
+    amp = dict(found_inf=found, loss_scale=scale)
+    fn(*args, step=step if not many else [step], lr=lr, **hyp, **amp)
+    made = dict(rec.calls)    # a new kernel (it unscales): its own counter (and tables)
+    found, scale = Recorded(np.ones(1, np.float32)), Recorded(np.full(1, 8.0, np.float32))
+    fn(*args, step=step if not many else [step], lr=lr, **hyp, found_inf=found,
+       loss_scale=scale)
+    assert rec.calls == made
+    first, second, third, fourth = rec.launches
     want = ptx_records["capture-radam-multi" if many else "capture-adam-single"]["params"]
-    assert first.ptx_types == want
+    assert first.ptx_types == want and third.ptx_types == want
     values = first.values
-    counter = values[-2 if many else -1]
-    dev = values[-4:] if many else values[-3:]
+    counter = values[-4 if many else -3]
+    dev = values[-6:] if many else values[-5:]
     if many:
-        assert dev[1:] == [lr.host.ctypes.data, counter, 1]
+        assert dev[1:] == [lr.host.ctypes.data, counter, 1, 0, 0]
     else:
-        assert dev == [step.host.ctypes.data, lr.host.ctypes.data, counter]
+        assert dev == [step.host.ctypes.data, lr.host.ctypes.data, counter, 0, 0]
     assert second.raw == first.raw
+    assert third.values[:-2] == fourth.values[:-2]
+    assert third.values[-2:] == [amp["found_inf"].host.ctypes.data,
+                                 amp["loss_scale"].host.ctypes.data]
+    assert fourth.values[-2:] == [found.host.ctypes.data, scale.host.ctypes.data]
 
 
 def test_stream_packed_layout(ptx_records):
@@ -357,6 +426,7 @@ if __name__ == "__main__":
             "key": name, "local": ".local" in ptx,
             "f64": bool(re.search(r"\.f64\b", ptx)),
             "v4_loads": len(re.findall(r"ld\.global(?:\.nc)?\.v4\.f32", ptx)),
+            "v4_stores": len(re.findall(r"st\.global\.v4\.f32", ptx)),
             "atomics": len(re.findall(r"atom\.global\.add\.u32", ptx)),
             "fences": ptx.count("membar.gl") + ptx.count("fence.sc.gpu")
             + ptx.count("fence.acq_rel.gpu"),

@@ -215,14 +215,14 @@ def test_cuda_simulator_matches_cpu(storage):
         assert np.array_equal(got.view(np.uint8), joined.view(np.uint8))
 
 
-def _scaled_training(make, dtype):
+def _scaled_training(make, dtype, steps=100):
     torch.manual_seed(0)
     model = torch.nn.Linear(8, 3).to(dtype)
     opt = make(model.parameters())
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=5)
     gen = torch.Generator().manual_seed(1)
     scales, grads = [], []
-    for step in range(100):
+    for step in range(steps):
         loss = model(torch.randn(4, 8, generator=gen).to(dtype)).float().pow(2).sum()
         scaler.scale(loss).backward()
         if step % 7 == 3:       # an overflow: the step must write nothing
@@ -294,3 +294,34 @@ def test_torch_16bit_lists_plan_once(monkeypatch):
         F.adam(p, g, [torch.zeros(3, dtype=torch.float64)], [torch.zeros(3, dtype=torch.float64)],
                step=1, lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8)
     assert (p[0] == 1).all()
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW"])
+def test_grad_scaler_capturable_against_torch_fused(name):
+    """capturable=True: GradScaler's found_inf and grad_scale go to the
+    kernel as tensors (read there on a GPU, by the host here, the CPU's
+    twin) and the kernel divides and writes the gradient back. Against
+    torch's fused step (non-capturable: torch refuses capturable on the
+    CPU) under the same scaler and injected infs: the same skipped steps,
+    scales, step counts (float32 tensors on the param's device, not
+    advanced by a skipped step) and the gradients it leaves; params and
+    state within float32 rounding (the capturable step's scalars are
+    float32)."""
+    kw = dict(lr=1e-2, weight_decay=0.1)
+    ref, (ref_scales, ref_grads), ref_state = _scaled_training(
+        lambda ps: getattr(torch.optim, name)(ps, fused=True, **kw), torch.float32, 40)
+    got, (got_scales, got_grads), got_state = _scaled_training(
+        lambda ps: getattr(FT, name)(ps, capturable=True, **kw), torch.float32, 40)
+    assert got_scales == ref_scales
+    for a, b in zip(ref_grads, got_grads):   # (a skipped step's: still scaled by ~2**10)
+        finite = all([bool(torch.isfinite(x).all()) for x in a])
+        for x, y in zip(a, b):
+            torch.testing.assert_close(y, x, rtol=1e-3, atol=1e-3 if finite else 1.0)
+    for k in ref_state:
+        assert got_state[k]["step"].dtype == torch.float32
+        assert float(got_state[k]["step"]) == float(ref_state[k]["step"]) == 40 - 6   # 6 steps with an inf
+        for key in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(got_state[k][key], ref_state[k][key],
+                                       rtol=1e-5, atol=1e-5)
+    for a, b in zip(ref, got):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)

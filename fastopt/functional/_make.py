@@ -75,11 +75,15 @@ def make(spec, step_default=None, module="fastopt.functional"):
                          scalars(h, convention, step))
         return _source(spec, call, step_default, module)
 
-    def call(param, grad, states, step, values, host=None, sr=False, seed=0):
+    def call(param, grad, states, step, values, host=None, sr=False, seed=0,
+             found_inf=None, loss_scale=None):
         if type(step) is not int or step < 1 or step > MAX_STEP:
             if _capture.is_array(step):    # a capturable step (`fastopt._capture`)
-                return _capture.call(name, spec, param, grad, states, step, values, host, sr)
+                return _capture.call(name, spec, param, grad, states, step, values, host, sr,
+                                     found_inf, loss_scale)
             check_step(name, step)
+        if found_inf is not None or loss_scale is not None:
+            _amp_refused(name, step)
         which, pre, h, convention, fits = settings(values)
         if states["model"] is not None:    # fp32 master weights, a 16-bit copy
             try:
@@ -106,6 +110,14 @@ def make(spec, step_default=None, module="fastopt.functional"):
     return _source(spec, call, step_default, module)
 
 
+def _amp_refused(name, step):
+    """found_inf= and loss_scale= outside a capturable step."""
+    raise ValueError(f"{name}(): found_inf and loss_scale (torch.amp.GradScaler's, read on "
+                     "the device) need a capturable step: step as a one-element float32 "
+                     f"array, got {type(step).__name__}; with an int step, skip the call "
+                     "on an overflow and pass grad_scale=1/scale")
+
+
 def _source(spec, call, step_default=None, module="fastopt.functional"):
     """The function of `spec`, written from it, whose body calls `call`
     (`make`'s other arguments)."""
@@ -119,6 +131,8 @@ def _source(spec, call, step_default=None, module="fastopt.functional"):
     keyword += [f"{s.name}=None" for s in slots if s.arg == "keyword"]
     keyword += [f"{s.name}=None" for s in spec.host]
     keyword += ["stochastic_rounding=False", "seed=0"]
+    if spec.program is None:    # GradScaler's, for capturable steps (`fastopt._capture`)
+        keyword += ["found_inf=None", "loss_scale=None"]
     # The default convention is Keras's, or torch's for an optimizer only torch has.
     keyword.append(f"convention: str = {'keras' if spec.keras else 'torch'!r}")
     states = ", ".join(f"{s.name!r}: {s.name}" for s in slots)
@@ -126,9 +140,10 @@ def _source(spec, call, step_default=None, module="fastopt.functional"):
     host = (", {" + ", ".join(f"{s.name!r}: {s.name}" for s in spec.host) + "}"
             if spec.host else "")
     host = host or ", None"
+    amp = ", found_inf, loss_scale" if spec.program is None else ""
     source = (f"def {name}(param, grad, {', '.join(positional + ['*'] + keyword)}) -> None:\n"
               f"    _call(param, grad, {{{states}}}, step, ({values},){host}, "
-              "stochastic_rounding, seed)\n")
+              f"stochastic_rounding, seed{amp})\n")
     scope = {"_call": call}
     exec(source, scope)     # noqa: S102 - the source is built from the spec above
     fn = scope[name]

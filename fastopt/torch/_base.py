@@ -327,13 +327,23 @@ class Optimizer(torch.optim.Optimizer):
         # _step_supports_amp_scaling: it sets `grad_scale` and `found_inf`
         # (0-d tensors) for the step. A step with found_inf writes nothing
         # (torch's fused kernels skip it, and its step count is taken back);
-        # otherwise the gradient is unscaled in the kernel, by the shared
-        # transform's factor 1/grad_scale (exact for GradScaler's powers of 2).
+        # otherwise the gradient is unscaled in the kernel. Capturable
+        # groups hand both tensors to the kernels, which read them on the
+        # device (`fastopt._capture`: no host synchronisation; the kernel
+        # divides by grad_scale as torch's fused kernels do and writes the
+        # gradient back unscaled). Otherwise the step count is on the host
+        # anyway, and so are they read: the shared transform's factor
+        # 1/grad_scale (exact for GradScaler's powers of 2).
         found_inf = getattr(self, "found_inf", None)
+        amp_scale = getattr(self, "grad_scale", None)
+        amp = None
+        if found_inf is not None or amp_scale is not None:
+            if self._capturable and all([g.get("capturable") for g in self.param_groups]):
+                amp = {"found_inf": found_inf, "loss_scale": amp_scale}
+                found_inf = amp_scale = None
         if found_inf is not None and float(found_inf) != 0.0:
             self.__dict__.pop("_deferred_scale", None)
             return loss
-        amp_scale = getattr(self, "grad_scale", None)
         unscale = None if amp_scale is None else 1.0 / float(amp_scale)
         scale = self._pending_scale()   # a deferred clip (`fastopt.clip_grad_norm_`)
         if unscale is not None:
@@ -345,6 +355,8 @@ class Optimizer(torch.optim.Optimizer):
             hyper = self._checked_hyper(i, group)
             if scale is not None:   # a deferred clip, GradScaler's unscale
                 hyper = {**hyper, "grad_scale": hyper.get("grad_scale", 1.0) * scale}
+            if amp is not None:     # GradScaler's tensors, read on the device
+                hyper = {**hyper, **amp}
             layout, verdict = self._flat.get(i), None
             if layout is not None:
                 verdict = layout.ready(group, list(self._slots(hyper, layout.members[0])))
