@@ -329,6 +329,9 @@ BAD_STEPS = {
     "negative lr in the second group": (
         lambda m, o: o.param_groups[1].__setitem__("lr", -1.0), ValueError,
         r"param_groups\[1\]: Invalid learning rate"),
+    "a beta out of range in the second group": (   # a tuple: its halves checked again
+        lambda m, o: o.param_groups[1].__setitem__("betas", (0.9, 1.0)), ValueError,
+        r"param_groups\[1\]: Invalid beta parameter at index 1"),
     "lr of a wrong type": (
         lambda m, o: o.param_groups[1].__setitem__("lr", "big"), TypeError,
         r"param_groups\[1\]"),
