@@ -134,8 +134,9 @@ def recorded(repeats=7, calls=2000):
 def host_16bit(repeats=7, calls=2000):
     """Host-array calls on one element (the call's cost, not the kernel's),
     float32 beside 16-bit: ``fastopt.functional.adam`` on NumPy arrays
-    (ml_dtypes bfloat16), and ``fastopt.torch.Adam`` on one CPU tensor;
-    each after a first, checked call, as in a training loop."""
+    (ml_dtypes bfloat16), and ``fastopt.torch.Adam`` on one CPU tensor
+    beside torch's fused Adam on the same tensor; each after a first,
+    checked call, as in a training loop."""
     import ml_dtypes
 
     from ..functional import adam
@@ -162,6 +163,11 @@ def host_16bit(repeats=7, calls=2000):
         opt.step()
         rows[f"fastopt.torch Adam 1 CPU tensor, {name}"] = _median_us(
             opt.step, calls // 4, repeats)
+        if not master:    # the reference: torch's own fused step, same tensor
+            ref = torch.optim.Adam([param], lr=1e-3, fused=True)
+            ref.step()
+            rows[f"torch Adam(fused=True) 1 CPU tensor, {name}"] = _median_us(
+                ref.step, calls // 4, repeats)
     return rows
 
 
