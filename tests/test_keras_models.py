@@ -8,6 +8,7 @@
   exclusion from weight decay), matched on the loss history;
 * ``model.save`` / ``keras.saving.load_model`` mid-training, continued.
 """
+import functools
 import os
 import sys
 
@@ -66,9 +67,14 @@ def _close(got, want, tol, rtol=0.0):
 @pytest.mark.parametrize("cls", CLASSES)
 def test_training_loop(cls, module):
     kwargs = OPTIONS.get(cls, {})
-    want = _training_loop(getattr(keras.optimizers, cls)(**kwargs))
     got = _training_loop(getattr(sys.modules[module], cls)(**kwargs))
-    _close(got, want, 1e-5)
+    _close(got, _keras_training_loop(cls), 1e-5)
+
+
+@functools.lru_cache(maxsize=None)
+def _keras_training_loop(cls):
+    """Keras's run of `test_training_loop`, once for both fastopt modules."""
+    return _training_loop(getattr(keras.optimizers, cls)(**OPTIONS.get(cls, {})))
 
 
 def _fit(optimizer, epochs=3, model=None, **kwargs):
