@@ -188,10 +188,11 @@ def _py_bf16_store_sr(x, r):
     return np.uint16((b + (int(r) & 0xFFFF)) >> 16)
 
 
-def sr_store(fmt, python=False):
-    """``store(x, r)`` of a column in format `fmt` under stochastic rounding:
-    bfloat16's stochastic store; any other format's own store, `r` unused."""
-    if fmt == "bf16":
+def store_r(fmt, stochastic, python=False):
+    """``store(x, r)`` of a column in format `fmt`, `r` a value's random
+    bits: bfloat16's stochastic store if `stochastic`, else the format's
+    own store, `r` unused (and its computation then dead code)."""
+    if fmt == "bf16" and stochastic:
         return _py_bf16_store_sr if python else bf16_store_sr
     store = codec(fmt, python)[1]
     if python:
@@ -205,11 +206,16 @@ def _f16_store_r(x, r):
 
 
 @_rule
+def _bf16_store_r(x, r):
+    return bf16_store(x)
+
+
+@_rule
 def _same_r(x, r):
     return x
 
 
-_ignore_r = {"f32": _same_r, "f16": _f16_store_r}
+_ignore_r = {"f32": _same_r, "f16": _f16_store_r, "bf16": _bf16_store_r}
 
 
 def mix(python=False):

@@ -312,15 +312,16 @@ def element_step(variant, python=False, gathered=False):
     model0, model1, model2 = (variant.model_slot == k for k in range(NUM_SLOTS))
     if variant.model and len(variant.storage) != 4:
         raise ValueError(f"variant {variant.key}: a model copy needs its storage")
-    (lp, sp), (lg, sg), (ls, ss) = (_storage.codec(f, python)
+    (lp, _), (lg, sg), (ls, ss) = (_storage.codec(f, python)
                                    for f in variant.storage[:3] or (None,) * 3)
-    _, sm = _storage.codec(variant.storage[3] if variant.model else None, python)
-    # Stochastic rounding: stores that take random bits, ``(x, r) -> bits``
-    # (defined whether used or not; `sr` False prunes their branches).
+    # Every store takes the value's random bits, ``(x, r) -> bits``: under
+    # stochastic rounding bfloat16's rounds with them, any other store (and
+    # every store without it, r = 0) ignores them, and LLVM drops their
+    # computation.
     sr = variant.sr
     fmts = variant.storage or ("f32",) * 3
-    rp, rs = _storage.sr_store(fmts[0], python), _storage.sr_store(fmts[2], python)
-    rm = _storage.sr_store(fmts[3] if variant.model else None, python)
+    rp, rs = (_storage.store_r(f, sr, python) for f in (fmts[0], fmts[2]))
+    rm = _storage.store_r(fmts[3] if variant.model else None, sr, python)
     mix, u64 = _storage.mix(python), (np.uint64 if python else numba.uint64)
     low32 = _storage.to32(python)
     u32 = np.uint64 if python else numba.uint32
@@ -354,26 +355,17 @@ def element_step(variant, python=False, gathered=False):
         s1 = ls(state[1][i]) if used1 else p
         s2 = ls(state[2][i]) if used2 else p
         p, (s0, s1, s2) = rule(p, g, (s0, s1, s2), hyper, flags)
-        if sr:
-            # rnd: the chunk's base (`kernels.storage.rnd_base`) and where it
-            # starts in its tensor: e = rnd[1] + i is the element's index.
-            # All in 32 bits (`kernels.storage.mix32`).
-            r = mix(low32(rnd[0] + u64(rnd[1] + i)))
-            param[i] = rp(p, r)
-            if used0:
-                state[0][i] = rs(s0, r >> u32(16))
-            if used1:
-                state[1][i] = rs(s1, mix(r ^ u32(1)))
-            if used2:
-                state[2][i] = rs(s2, mix(r ^ u32(2)))
-        else:
-            param[i] = sp(p)
-            if used0:
-                state[0][i] = ss(s0)
-            if used1:
-                state[1][i] = ss(s1)
-            if used2:
-                state[2][i] = ss(s2)
+        # rnd: the chunk's base (`kernels.storage.rnd_base`) and where it
+        # starts in its tensor: e = rnd[1] + i is the element's index. All in
+        # 32 bits (`kernels.storage.mix32`).
+        r = mix(low32(rnd[0] + u64(rnd[1] + i))) if sr else u32(0)
+        param[i] = rp(p, r)
+        if used0:
+            state[0][i] = rs(s0, r >> u32(16))
+        if used1:
+            state[1][i] = rs(s1, mix(r ^ u32(1)))
+        if used2:
+            state[2][i] = rs(s2, mix(r ^ u32(2)))
         # The moving average of the updated param, from the value just
         # computed: the pass that wrote p reads no array again for it.
         if ema0:
@@ -383,21 +375,13 @@ def element_step(variant, python=False, gathered=False):
         if ema2:
             state[2][i] = ss(ls(state[2][i]) * keep + p * take)
         # Master weights: the 16-bit model copy of the float32 master just
-        # written, rounded to nearest; never read.
-        if sr:
-            if model0:
-                state[0][i] = rm(p, mix(r ^ u32(3)))
-            if model1:
-                state[1][i] = rm(p, mix(r ^ u32(3)))
-            if model2:
-                state[2][i] = rm(p, mix(r ^ u32(3)))
-        else:
-            if model0:
-                state[0][i] = sm(p)
-            if model1:
-                state[1][i] = sm(p)
-            if model2:
-                state[2][i] = sm(p)
+        # written (stochastically rounded under `sr`); never read.
+        if model0:
+            state[0][i] = rm(p, mix(r ^ u32(3)))
+        if model1:
+            state[1][i] = rm(p, mix(r ^ u32(3)))
+        if model2:
+            state[2][i] = rm(p, mix(r ^ u32(3)))
 
     if gathered:
         return at
