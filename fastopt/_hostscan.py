@@ -87,17 +87,7 @@ def _kind(a, ndarray, descrs):
 def _like(a, p, ndim, dims, writeable, ndarray):
     """Whether the object at `a` is an exact ndarray with the dtype of the
     array at `p` and shape (ndim, dims), C-contiguous, writeable if asked."""
-    if (_i64(a + _OB_TYPE) != ndarray or _i64(a + _DESCR) != _i64(p + _DESCR)
-            or _i32(a + _NDIM) != ndim):
-        return False
-    flags = _i32(a + _FLAGS)
-    if not flags & _C_CONTIGUOUS or (writeable and not flags & _WRITEABLE):
-        return False
-    a_dims = _i64(a + _DIMS)
-    for d in range(ndim):
-        if _i64(a_dims + 8 * d) != _i64(dims + 8 * d):
-            return False
-    return True
+    return _like_as(a, _i64(p + _DESCR), ndim, dims, writeable, ndarray)
 
 
 _BLOCK = 8      # tensors per parallel task of the walk
@@ -223,7 +213,9 @@ def _walk_stored(ids, used, ndarray, want, sizes):
 
 @numba.njit(cache=True)
 def _like_as(a, descr, ndim, dims, writeable, ndarray):
-    """`_like` with the dtype descriptor at address `descr` instead of param's."""
+    """Whether the object at `a` is an exact ndarray with the dtype descriptor
+    at address `descr` and shape (ndim, dims), C-contiguous, writeable if
+    asked."""
     if (_i64(a + _OB_TYPE) != ndarray or _i64(a + _DESCR) != descr
             or _i32(a + _NDIM) != ndim):
         return False
