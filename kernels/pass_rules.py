@@ -147,19 +147,26 @@ def lamb_update(m, v, hyper):
 
 
 @formula
-def lamb_moments(i, param, grad, mom, vel, pre, hyper, k0, k1, a, b):
-    """Pass 1: ``p ← decay·p`` (read, not written), g transformed,
-    ``m ← m + (g − m)·(1 − β₁)``, ``v ← v + (g² − v)·(1 − β₂)``; sums of p²
-    and of u² (u as `lamb_update`)."""
-    lr, beta1, one_minus_beta1, beta2, one_minus_beta2, c1, c2, eps = hyper
-    p = param[i] * pre[3]
-    g = grad_in(grad[i], p, pre)
+def moments(i, g, mom, vel, one_minus_beta1, one_minus_beta2):
+    """Element i's Adam moments, Keras's lerp forms, stored and returned:
+    ``m ← m + (g − m)·(1 − β₁)``, ``v ← v + (g² − v)·(1 − β₂)``."""
     m = mom[i]
     m = m + (g - m) * one_minus_beta1
     v = vel[i]
     v = v + (g * g - v) * one_minus_beta2
     mom[i] = m
     vel[i] = v
+    return m, v
+
+
+@formula
+def lamb_moments(i, param, grad, mom, vel, pre, hyper, k0, k1, a, b):
+    """Pass 1: ``p ← decay·p`` (read, not written), g transformed,
+    ``m ← m + (g − m)·(1 − β₁)``, ``v ← v + (g² − v)·(1 − β₂)``; sums of p²
+    and of u² (u as `lamb_update`)."""
+    lr, beta1, one_minus_beta1, beta2, one_minus_beta2, c1, c2, eps = hyper
+    p = param[i] * pre[3]
+    m, v = moments(i, grad_in(grad[i], p, pre), mom, vel, one_minus_beta1, one_minus_beta2)
     u = lamb_update(m, v, hyper)
     return a + p * p, b + u * u
 
@@ -391,13 +398,7 @@ def muon_adamw_keras(i, param, grad, mom, vel, pre, hyper, k0, k1, a, b):
     one_minus_beta1, one_minus_beta2 = hyper[6], hyper[8]
     alpha, eps, decay = hyper[9], hyper[10], hyper[11]
     p = param[i] * decay
-    g = grad_in(grad[i], p, pre)
-    m = mom[i]
-    m = m + (g - m) * one_minus_beta1
-    v = vel[i]
-    v = v + (g * g - v) * one_minus_beta2
-    mom[i] = m
-    vel[i] = v
+    m, v = moments(i, grad_in(grad[i], p, pre), mom, vel, one_minus_beta1, one_minus_beta2)
     param[i] = p - (m * alpha) / (sqrt(v) + eps)
     return a, b
 
