@@ -20,17 +20,21 @@ import os
 from . import _hostscan, _threads
 from .kernels import cpu, multi_cpu
 
-# variant -> what `fastopt._dispatch` / `fastopt._multi` keep of it for their
-# fast path (each builds its own entry on first use); emptied by `observe`.
+# What `fastopt._dispatch` / `fastopt._multi` keep for their fast path (each
+# builds its own entry on first use): variant -> the single plan; (variant,
+# loops) -> the list runner; emptied by `observe`.
 SINGLE, MANY = {}, {}
 # (variant, id(param's dtype), id(grad's dtype)) -> the "single" accelerator
 # of the 16-bit storage a checked call had, and that stored variant (`_dispatch`)
 STORED = {}
 
 # Looked up at each call, so that each stays the module's own function.
-_BUILD = {"single": lambda v: _hostscan.runner(v), "many": lambda v: _hostscan.list_runner(v),
-          "cpu": lambda v: cpu.kernel(v, not _threads.serial_only()),
-          "multi_cpu": lambda v: multi_cpu.kernel(v, not _threads.serial_only())}
+# `form`: which loop the accelerator runs (`_hostscan.runner`'s `which`,
+# `list_runner`'s `loops`), or whether the kernel is the parallel one.
+_BUILD = {"single": lambda v, form: _hostscan.runner(v, form),
+          "many": lambda v, form: _hostscan.list_runner(v, form),
+          "cpu": lambda v, form: cpu.kernel(v, form and not _threads.serial_only()),
+          "multi_cpu": lambda v, form: multi_cpu.kernel(v, form and not _threads.serial_only())}
 _observer = None
 
 
@@ -41,14 +45,16 @@ def enabled():
             and not _threads.serial_only())
 
 
-def get(kind, variant):
+def get(kind, variant, form):
     """The accelerator (``"single"``, ``"many"``; None when off) or the CPU
     kernel (``"cpu"``, ``"multi_cpu"``) of `variant`, as `observe`'s
-    observer, if any, hands it out."""
+    observer, if any, hands it out. form: the accelerator's loop (see
+    `_BUILD`), or, for a kernel, whether its arrays are large enough for the
+    parallel one (`kernels.cpu.parallel_for`, `kernels.multi_cpu.parallel_for`)."""
     if kind in ("single", "many") and not enabled():
         found = None
     else:
-        found = _BUILD[kind](variant)
+        found = _BUILD[kind](variant, form)
     return found if _observer is None else _observer(kind, variant, found)
 
 

@@ -29,10 +29,10 @@ Keras-style: the value, which it advances once per step itself).
 import numbers
 import sys
 
-import numba
 import numpy as np
 
 from . import _batch, _checks, _facts, _front
+from .kernels.cache import cached
 from .kernels.cpu import view
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -170,7 +170,7 @@ def _size(a):
 
 
 # -- many one-element arrays, read and written in one pass -----------------------
-@numba.njit(cache=True)
+@cached()
 def read_at(addrs, like):
     """The values of the one-element arrays at `addrs` (of `like`'s dtype), as float64."""
     out = np.empty(addrs.size, np.float64)
@@ -179,7 +179,7 @@ def read_at(addrs, like):
     return out
 
 
-@numba.njit(cache=True)
+@cached()
 def _fill_at(addrs, like, value):
     for i in range(addrs.size):
         view(addrs[i], 0, 1, like)[0] = value

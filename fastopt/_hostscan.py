@@ -18,7 +18,7 @@ a tensor's arrays, C-contiguous, and writeable where written. Anything else
 (tuples, subclasses, torch tensors, a byte-swapped dtype, a read-only param,
 memory shared within a single call) makes them decline, and the caller takes
 the Python path, which checks the same things and names the culprit. A
-stored variant's runner (16-bit columns, `_stored_runner`) accepts exactly
+stored variant's runner (16-bit columns, `_walk_stored`) accepts exactly
 its columns' canonical dtypes (float32, float16, ml_dtypes' bfloat16), one
 per column, and declines anything else the same way. The
 walk's caller holds the GIL until it returns (the walk's threads only read)
@@ -41,6 +41,8 @@ from numba.core.extending import intrinsic
 from . import _facts
 from ._facts import FLOAT_DTYPES, ITEMSIZES
 from .kernels import NUM_ARRAYS, cpu, multi_cpu, storage
+from .kernels.cache import cached
+from .kernels.cpu import SERIAL_BELOW
 from .kernels.multi_cpu import prefetch
 
 # CPython (standard build): PyObject = (ob_refcnt, ob_type); a list adds
@@ -66,7 +68,7 @@ def _loader(ty):
 _i64, _i32 = _loader(types.int64), _loader(types.int32)
 
 
-@numba.njit(cache=True)
+@cached()
 def _kind(a, ndarray, descrs):
     """(dtype code, ndim, dims address, element count) of the object at `a`;
     code -1 if it is not an exact ndarray of an accepted dtype."""
@@ -83,7 +85,7 @@ def _kind(a, ndarray, descrs):
     return code, ndim, dims, size
 
 
-@numba.njit(cache=True)
+@cached()
 def _like(a, p, ndim, dims, writeable, ndarray):
     """Whether the object at `a` is an exact ndarray with the dtype of the
     array at `p` and shape (ndim, dims), C-contiguous, writeable if asked."""
@@ -93,7 +95,7 @@ def _like(a, p, ndim, dims, writeable, ndarray):
 _BLOCK = 8      # tensors per parallel task of the walk
 
 
-@numba.njit(cache=True, parallel=True)
+@cached(parallel=True)
 def _walk(lists, read_only, ndarray, descrs, out, expect):
     """Fill `out` from the arrays of the lists at addresses `lists`.
 
@@ -131,7 +133,7 @@ def _walk(lists, read_only, ndarray, descrs, out, expect):
     return 1, digest(out)
 
 
-@numba.njit(cache=True)
+@cached()
 def _walk_block(items, read_only, ndarray, descrs, out, n, first, stop):
     """`_walk`'s work on tensors [first, stop): whether all are accepted."""
     ncols = items.size
@@ -159,7 +161,7 @@ def _walk_block(items, read_only, ndarray, descrs, out, n, first, stop):
     return True
 
 
-@numba.njit(cache=True)
+@cached()
 def _walk_one(ids, used, ndarray, descrs, itemsizes):
     """The single-array form: `ids` are the objects of the kernel's
     `NUM_ARRAYS` columns (param, grad, the state slots), `used` says which
@@ -185,7 +187,7 @@ def _walk_one(ids, used, ndarray, descrs, itemsizes):
     return True, code, size, data
 
 
-@numba.njit(cache=True)
+@cached()
 def _walk_stored(ids, used, ndarray, want, sizes):
     """`_walk_one` for a stored variant (16-bit arrays, `kernels.storage`):
     each used column j must have the dtype descriptor `want[j]` (itemsize
@@ -211,7 +213,7 @@ def _walk_stored(ids, used, ndarray, want, sizes):
     return True, size, data
 
 
-@numba.njit(cache=True)
+@cached()
 def _like_as(a, descr, ndim, dims, writeable, ndarray):
     """Whether the object at `a` is an exact ndarray with the dtype descriptor
     at address `descr` and shape (ndim, dims), C-contiguous, writeable if
@@ -229,7 +231,7 @@ def _like_as(a, descr, ndim, dims, writeable, ndarray):
     return True
 
 
-@numba.njit(cache=True)
+@cached()
 def digest(values):
     """A 64-bit mix of int64 values (FNV-1a over words, then a final avalanche)."""
     h = np.uint64(14695981039346656037)
@@ -241,7 +243,7 @@ def digest(values):
     return np.int64(h)
 
 
-@numba.njit(cache=True)
+@cached()
 def same(a, b):
     """Whether two int64 arrays are equal (a hash match is confirmed with it)."""
     if a.size != b.size:
@@ -311,11 +313,20 @@ def _stored_columns(variant):
 
 
 @functools.lru_cache(maxsize=None)
-def runner(variant):
-    """``run(ids, used, pre, hyper)``: `check_one`, then `variant`'s CPU kernel
-    if the check passed, in one compiled call; it returns whether the check
-    passed (if not, nothing ran). `pre` and `hyper` are the kernel's tuples
-    of Python floats. None where the fast path is off (`enabled`).
+def runner(variant, which=0):
+    """``run(ids, used, pre, hyper) -> status``: `check_one`, then, if the
+    check passed, `variant`'s CPU loop number `which`, in one compiled call.
+    None where the fast path is off (`enabled`). `pre` and `hyper` are the
+    kernel's tuples of Python floats.
+
+    Loop w = 2·code + parallel, where code is the arrays' dtype's index in
+    `FLOAT_DTYPES` (0 for a stored variant: its columns are fixed) and
+    parallel whether they take the parallel loop (`kernels.cpu.parallel_for`).
+    status: 0 the check declined, nothing ran; 1 done; ``2 + w``: the arrays
+    passed but take loop w, not this one's, and nothing ran (the caller
+    takes ``runner(variant, w)``). One loop per runner, so that a program
+    compiles only the loops its arrays take (a runner of all four took 2.9 s
+    to compile, most of it the two parallel regions).
 
     One jitted call instead of two: with cold caches (a training step between
     two updates) each entry into a jitted function costs ~10 µs (measured: a
@@ -324,71 +335,91 @@ def runner(variant):
     """
     if not enabled():
         return None
-    cpu.kernel(variant)     # registers the element step `cpu.loop` inlines
+    cpu.kernel(variant)     # registers the element step the loops inline
     key = variant.key
-    if variant.columns:     # 16-bit arrays: each column of its own dtype
-        return _stored_runner(variant)
+    code, parallel = divmod(which, 2)
+    # closure constants: the branches not taken are pruned at compile time
+    parallel, stored = bool(parallel), bool(variant.columns)
+    if stored:      # 16-bit arrays: each column of its own dtype (`_walk_stored`)
+        checked = _stored_columns(variant)
+        like = storage.host_like(variant.columns)
+    else:
+        checked, like = (_DESCRS, ITEMSIZES), _LIKES[code]
 
-    @cpu.jit()
-    def run(ndarray, descrs, itemsizes, ids, used, pre, hyper):
-        ok, code, n, addrs = _walk_one(ids, used, ndarray, descrs, itemsizes)
-        if ok and n:
-            if code == _FLOAT32_CODE:
-                cpu.loop(key, addrs, n, np.float32(0), pre, hyper)
-            else:
-                cpu.loop(key, addrs, n, np.float64(0), pre, hyper)
-        return ok
-
-    return functools.partial(run, _NDARRAY, _DESCRS, ITEMSIZES)
-
-
-_FLOAT32_CODE = FLOAT_DTYPES.index(np.dtype(np.float32))
-
-
-def _stored_runner(variant):
-    """`runner` of a stored variant (float32 math over 16-bit columns): the
-    same ``run(ids, used, pre, hyper)``, its check `_walk_stored`."""
-    key = variant.key
-    want, sizes = _stored_columns(variant)
-
-    @cpu.jit()
-    def run(ndarray, want, sizes, like, ids, used, pre, hyper):
-        ok, n, addrs = _walk_stored(ids, used, ndarray, want, sizes)
-        if ok and n:
+    @cpu.jit(parallel=parallel)
+    def run(ndarray, checked, like, ids, used, pre, hyper):
+        if stored:
+            ok, n, addrs = _walk_stored(ids, used, ndarray, *checked)
+            code = 0
+        else:
+            ok, code, n, addrs = _walk_one(ids, used, ndarray, *checked)
+        if not ok:
+            return 0
+        if n == 0:
+            return 1
+        need = 2 * code + (n >= SERIAL_BELOW)
+        if need != which:
+            return 2 + need
+        if parallel:
+            cpu.parallel_loop(key, addrs, n, like, pre, hyper)
+        else:
             cpu.loop(key, addrs, n, like, pre, hyper)
-        return ok
+        return 1
 
-    return functools.partial(run, _NDARRAY, want, sizes, storage.host_like(variant.columns))
+    return functools.partial(run, _NDARRAY, checked, like)
+
+
+_LIKES = tuple([dtype.type(0) for dtype in FLOAT_DTYPES])   # a loop's `like` by code
 
 
 @functools.lru_cache(maxsize=None)
-def list_runner(variant):
+def list_runner(variant, loops=(0,) * len(FLOAT_DTYPES)):
     """``run(lists, out, expect, tables, pre, hyper) -> (status, hash)``:
     `_walk` (`lists`: the columns' ids, grad's second; `out`, `expect` and
     the result as `_walk` says), then, when the layout is `expect`, the
-    variant's many-tensor CPU loop over `tables`, in one compiled call.
+    variant's many-tensor CPU loops over `tables`, in one compiled call.
     tables: ``(addrs, chunks, parts)`` (`kernels.multi_cpu`) of each dtype of
     `FLOAT_DTYPES` in turn, float32's then float64's, for the checked layout
-    `expect`.
+    `expect`; loops: per dtype, which loop its table takes (`LOOP_NONE`,
+    `LOOP_SERIAL`, `LOOP_PARALLEL`: `loops_of`). A runner compiles only
+    those, so `expect` must be a layout with these loops.
     None where the fast path is off. One call instead of two, as `runner`.
     """
     if not enabled():
         return None
-    multi_cpu.kernel(variant)   # registers the element step `multi_cpu.loop` inlines
+    multi_cpu.kernel(variant)   # registers the element step the loops inline
     key = variant.key
+    like32, like64 = _LIKES
+    # closure constants: the loops not taken are pruned at compile time
+    (serial32, parallel32), (serial64, parallel64) = [
+        (k == LOOP_SERIAL, k == LOOP_PARALLEL) for k in loops]
 
-    @cpu.jit()
+    @cpu.jit(parallel=LOOP_PARALLEL in loops)
     def run(ndarray, descrs, lists, out, expect, tables, pre, hyper):
         status, hashed = _walk(lists, 1, ndarray, descrs, out, expect)
         if status == 2:
             addrs32, chunks32, parts32, addrs64, chunks64, parts64 = tables
-            if chunks32.shape[0]:
-                multi_cpu.loop(key, addrs32, chunks32, parts32, np.float32(0), pre, hyper)
-            if chunks64.shape[0]:
-                multi_cpu.loop(key, addrs64, chunks64, parts64, np.float64(0), pre, hyper)
+            if serial32:
+                multi_cpu.loop(key, addrs32, chunks32, parts32, like32, pre, hyper)
+            elif parallel32:
+                multi_cpu.parallel_loop(key, addrs32, chunks32, parts32, like32, pre, hyper)
+            if serial64:
+                multi_cpu.loop(key, addrs64, chunks64, parts64, like64, pre, hyper)
+            elif parallel64:
+                multi_cpu.parallel_loop(key, addrs64, chunks64, parts64, like64, pre, hyper)
         return status, hashed
 
     return functools.partial(run, _NDARRAY, _DESCRS)
+
+
+LOOP_NONE, LOOP_SERIAL, LOOP_PARALLEL = range(3)
+
+
+def loops_of(tables):
+    """`list_runner`'s loops for `tables` (as there)."""
+    return tuple([LOOP_NONE if not tables[3 * c + 1].shape[0] else
+                  LOOP_PARALLEL if multi_cpu.parallel_for(tables[3 * c + 2]) else LOOP_SERIAL
+                  for c in range(len(FLOAT_DTYPES))])
 
 
 _NDARRAY = id(np.ndarray)

@@ -50,7 +50,7 @@ import numpy as np
 from . import _accel, _batch, _checks, _device, _facts, _hostscan, _repeat, _rounding
 from ._facts import HOST
 from ._front import frame as _frame
-from .kernels import NUM_ARRAYS, PRE, cpu, storage
+from .kernels import NUM_ARRAYS, PRE, cpu, multi_cpu, storage
 from .kernels import launch as _launch
 
 # Elements per chunk: large enough that a chunk's loop runs at full speed
@@ -239,11 +239,8 @@ def _update_scanned(fn, variant, params, grads, states, pre, hyper):
     kernel on its tables in the same compiled call. Inside an all-or-nothing
     step (`_batch`) the walk only checks, and the run waits.
     """
-    run = _accel.MANY.get(variant, _UNBUILT)
-    if run is _UNBUILT:
-        run = _accel.MANY[variant] = _accel.get("many", variant)
     columns = [params, grads, *[states.get(s) for s in variant.slots if s is not None]]
-    if run is None or not all([type(c) is list for c in columns]):
+    if not all([type(c) is list for c in columns]):
         return False
     ids = tuple([id(c) for c in columns])
     layout = _frame.layout
@@ -253,6 +250,12 @@ def _update_scanned(fn, variant, params, grads, states, pre, hyper):
         guess = _layouts.get(layout.key, _NO_LAYOUT)
     else:
         guess = _layouts.get(_last_layout.get((CHUNK, variant.used, ids)), _NO_LAYOUT)
+    # the runner of the loops the guessed layout's tables take
+    run = _accel.MANY.get((variant, guess["loops"]), _UNBUILT)
+    if run is _UNBUILT:
+        run = _accel.MANY[(variant, guess["loops"])] = _accel.get("many", variant, guess["loops"])
+    if run is None:
+        return False
     n = len(params)
     out = np.empty((len(columns) + 2) * n, np.int64)
     status, digest = run(ids, out, guess["layout"], guess["tables"], pre, hyper)
@@ -281,12 +284,12 @@ _pending = _batch.pending
 
 
 def _run_entry(variant, entry, pre, hyper):
-    kern = _accel.get("multi_cpu", variant)
     tables = entry["tables"]
     for code, dtype in enumerate(_facts.FLOAT_DTYPES):
         addrs, chunks, parts = tables[3 * code:3 * code + 3]
         if len(chunks):
-            kern(addrs, chunks, parts, _facts.LIKE[dtype], pre, hyper)
+            _accel.get("multi_cpu", variant, multi_cpu.parallel_for(parts))(
+                addrs, chunks, parts, _facts.LIKE[dtype], pre, hyper)
 
 
 def _entry(fn, labels, variant, layout, digest):
@@ -315,7 +318,7 @@ def _layout_entry(fn, labels, variant, layout):
     for c in range(len(_facts.FLOAT_DTYPES)):
         table = _build_table(addr, size, cols, np.flatnonzero(code == c))
         tables += [table["addrs"], table["chunks"], _parts(table["chunks"])]
-    return {"layout": layout, "tables": tuple(tables)}
+    return {"layout": layout, "tables": tuple(tables), "loops": _hostscan.loops_of(tables)}
 
 
 # Parts per CPU thread (`_parts`): a few, so that a thread count set below
@@ -342,7 +345,8 @@ def _parts(chunks):
 # What `_update_scanned` compares lists it has not seen with: no layout.
 _NO_TABLES = (np.empty((0, NUM_ARRAYS), np.int64), np.empty((0, 3), np.int64),
               np.zeros(1, np.int64))
-_NO_LAYOUT = {"layout": np.empty(0, np.int64), "tables": _NO_TABLES * 2}
+_NO_LAYOUT = {"layout": np.empty(0, np.int64), "tables": _NO_TABLES * 2,
+              "loops": _hostscan.loops_of(_NO_TABLES * 2)}
 
 
 def _torch_device(columns, flat):
@@ -490,7 +494,8 @@ _stored_runs = _Cache()   # `_plan_stored_host`'s runs by layout and dtypes
 
 def _run_stored(runs, pre, hyper):
     for v, addrs, chunks, parts, like in runs:
-        _accel.get("multi_cpu", v)(addrs, chunks, parts, like, pre, hyper)
+        _accel.get("multi_cpu", v, multi_cpu.parallel_for(parts))(
+            addrs, chunks, parts, like, pre, hyper)
 
 
 def _plan_layout_host(fn, labels, variant, addresses, sizes, dtypes, pre, hyper):

@@ -1,5 +1,6 @@
-"""The CPU skeleton: one loop (parallel from `SERIAL_BELOW` elements),
-compiled once per variant and dtype.
+"""The CPU skeleton: one loop, compiled once per variant and dtype, in two
+kernels: on the calling thread, and a parallel region (from `SERIAL_BELOW`
+elements, the host's choice).
 
 Binding a variant's element step to the loop must survive Numba's on-disk
 cache. The loop is a closure over the variant's *key string* only (a value the
@@ -21,6 +22,7 @@ from numba.core import types
 from numba.core.extending import intrinsic, overload
 from numba.np.arrayobj import populate_array
 
+from .cache import lock_writes
 from .multi_table import view_codegen, view_signature
 from .storage import column, math_like, rnd_base
 from .variants import element_step
@@ -40,9 +42,11 @@ def jit(cache=True, parallel=True):
     (unless told not), no fastmath (above), and NumPy's error model. A
     division by zero then gives inf or nan, as in a parallel loop's body,
     instead of raising as Python does; the check per element that raising
-    needs keeps LLVM from vectorizing a serial loop (measured: 6x slower)."""
-    return numba.njit(parallel=parallel, cache=cache, fastmath=FASTMATH,
+    needs keeps LLVM from vectorizing a serial loop (measured: 6x slower).
+    Cache writes are locked (`kernels.cache`)."""
+    njit = numba.njit(parallel=parallel, cache=cache, fastmath=FASTMATH,
                       error_model="numpy")
+    return (lambda fn: lock_writes(njit(fn))) if cache else njit
 
 
 def serial_key(variant):
@@ -98,31 +102,54 @@ def view(typingctx, addr, start, n, like):
 
 
 @numba.njit(inline="always")
-def loop(key, addrs, n, like, pre, hyper):
-    """The loop of the variant whose element step `_steps` holds under the
-    literal `key`, as `kernel` describes its arguments, parallel from
-    `SERIAL_BELOW` elements; inlined into the jitted caller, which must be
-    made by `jit` (a call from one compiled function into another's copy of
-    the loop could, loaded from Numba's cache, bind to a loop of the same
-    signature compiled by another process for another variant)."""
+def _operands(addrs, n, like, pre, hyper):
+    """The loop's views and scalars: the arrays as 1-D views of their
+    columns' dtypes, `pre` and `hyper` in the math's dtype, the random bits'
+    base of stochastic rounding."""
     math = math_like(like)
     pre, hyper = as_dtype_of(pre, math), as_dtype_of(hyper, math)
     param, grad = view(addrs[0], 0, n, column(like, 0)), view(addrs[1], 0, n, column(like, 1))
     state = (view(addrs[2], 0, n, column(like, 2)), view(addrs[3], 0, n, column(like, 3)),
              view(addrs[4], 0, n, column(like, 4)))
-    rnd = (rnd_base(pre, 0), numba.int64(0))
-    if n < SERIAL_BELOW:
-        for i in range(n):
-            _element_at(key, i, param, grad, state, pre, hyper, rnd)
-    else:
-        for i in numba.prange(n):
-            _element_at(key, i, param, grad, state, pre, hyper, rnd)
+    return param, grad, state, pre, hyper, (rnd_base(pre, 0), numba.int64(0))
+
+
+@numba.njit(inline="always")
+def loop(key, addrs, n, like, pre, hyper):
+    """The loop of the variant whose element step `_steps` holds under the
+    literal `key`, as `kernel` describes its arguments, on the calling
+    thread; inlined into the jitted caller, which must be made by `jit` (a
+    call from one compiled function into another's copy of the loop could,
+    loaded from Numba's cache, bind to a loop of the same signature compiled
+    by another process for another variant)."""
+    param, grad, state, pre, hyper, rnd = _operands(addrs, n, like, pre, hyper)
+    for i in range(n):
+        _element_at(key, i, param, grad, state, pre, hyper, rnd)
+
+
+@numba.njit(inline="always")
+def parallel_loop(key, addrs, n, like, pre, hyper):
+    """`loop` as a parallel region (``prange``)."""
+    param, grad, state, pre, hyper, rnd = _operands(addrs, n, like, pre, hyper)
+    for i in numba.prange(n):
+        _element_at(key, i, param, grad, state, pre, hyper, rnd)
+
+
+def parallel_for(n):
+    """Whether n elements take the parallel loop (from `SERIAL_BELOW`)."""
+    return n >= SERIAL_BELOW
 
 
 def _loop(key, cache=True, parallel=True):
+    # Closure constants are pruned at compile time: one loop is compiled. (A
+    # closure over a dispatcher would not be cached: Numba keys a closure by
+    # its pickled cells.)
     @jit(cache, parallel)
     def update(addrs, n, like, pre, hyper):
-        loop(key, addrs, n, like, pre, hyper)
+        if parallel:
+            parallel_loop(key, addrs, n, like, pre, hyper)
+        else:
+            loop(key, addrs, n, like, pre, hyper)
 
     return update
 
@@ -140,9 +167,12 @@ def kernel(variant, parallel=True):
     addresses, not arrays: the host checks the arrays (none may overlap a
     written one) and keeps them alive for the call.
 
-    parallel=False gives the same loop on the calling thread alone, for a
+    parallel=True: the loop as a parallel region, for ``parallel_for(n)``
+    elements; parallel=False: on the calling thread, for fewer, or for a
     process that must not start a parallel region (a forked child of one
-    that started GNU OpenMP).
+    that started GNU OpenMP). Two kernels, each compiled on first use: a
+    program of small arrays never compiles a parallel region (Numba's
+    parallel lowering is most of a kernel's compile time).
     """
     kernels = _kernels if parallel else _serial
     kern = kernels.get(variant)

@@ -1,5 +1,6 @@
 """The CPU skeleton for many tensors: one loop per call, whatever N (a
-parallel region from `kernels.cpu.SERIAL_BELOW` elements in all).
+parallel region from `kernels.cpu.SERIAL_BELOW` elements in all, in a
+kernel of its own as `kernels.cpu`'s).
 
 The host describes same-dtype tensors with three int64 tables:
 ``addrs[t] = (param, grad, slot0, slot1, slot2)`` addresses of tensor t
@@ -61,18 +62,28 @@ def prefetch(typingctx, addr, start, like):
 @numba.njit(inline="always")
 def loop(key, addrs, chunks, parts, like, pre, hyper):
     """The loop over `chunks` of the variant whose element step `kernels.cpu`
-    holds under the literal `key`, as `kernel` describes its arguments: one
-    part runs on the calling thread, more in parallel; inlined into its
-    jitted caller, which must be made by `kernels.cpu.jit` (why inlined:
-    `kernels.cpu.loop`)."""
+    holds under the literal `key`, as `kernel` describes its arguments, on
+    the calling thread; inlined into its jitted caller, which must be made
+    by `kernels.cpu.jit` (why inlined: `kernels.cpu.loop`)."""
     pre, hyper = as_dtype_of(pre, math_like(like)), as_dtype_of(hyper, math_like(like))
-    if parts.shape[0] <= 2:
-        for c in range(chunks.shape[0]):
+    for c in range(chunks.shape[0]):
+        _chunk(key, c, addrs, chunks, like, pre, hyper)
+
+
+@numba.njit(inline="always")
+def parallel_loop(key, addrs, chunks, parts, like, pre, hyper):
+    """`loop` as a parallel region over the parts."""
+    pre, hyper = as_dtype_of(pre, math_like(like)), as_dtype_of(hyper, math_like(like))
+    for j in numba.prange(parts.shape[0] - 1):
+        for c in range(parts[j], parts[j + 1]):
             _chunk(key, c, addrs, chunks, like, pre, hyper)
-    else:
-        for j in numba.prange(parts.shape[0] - 1):
-            for c in range(parts[j], parts[j + 1]):
-                _chunk(key, c, addrs, chunks, like, pre, hyper)
+
+
+def parallel_for(parts):
+    """Whether a table of these `parts` takes the parallel loop: more than
+    one part (the host makes one part of fewer than `kernels.cpu.SERIAL_BELOW`
+    elements in all)."""
+    return parts.shape[0] > 2
 
 
 @numba.njit(inline="always")
@@ -97,9 +108,12 @@ def _chunk(key, c, addrs, chunks, like, pre, hyper):
 
 
 def _loop(key, cache=True, parallel=True):
-    @_cpu.jit(cache, parallel)
+    @_cpu.jit(cache, parallel)      # one loop compiled, as `kernels.cpu._loop`
     def update(addrs, chunks, parts, like, pre, hyper):
-        loop(key, addrs, chunks, parts, like, pre, hyper)
+        if parallel:
+            parallel_loop(key, addrs, chunks, parts, like, pre, hyper)
+        else:
+            loop(key, addrs, chunks, parts, like, pre, hyper)
 
     return update
 
@@ -115,7 +129,8 @@ def kernel(variant, parallel=True):
     non-decreasing from 0 to C; all as above; `like` a scalar of
     the tensors' dtype; `pre` and `hyper` tuples of Python floats. The caller
     keeps the memory alive and guarantees that no written array overlaps
-    another. parallel=False: as `kernels.cpu.kernel`.
+    another. parallel: as `kernels.cpu.kernel`, for tables whose parts are
+    ``parallel_for``.
     """
     kernels = _kernels if parallel else _serial
     kern = kernels.get(variant)

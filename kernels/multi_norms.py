@@ -50,6 +50,7 @@ from .cpu import as_dtype_of
 from .cpu import view as _host_view
 from .cuda import view as _gpu_view
 from . import cuda as _cuda
+from .cache import cached
 
 L2, L1, MAX, MIN, COUNT, POW = range(6)
 MODES = ("L2", "L1", "MAX", "MIN", "COUNT", "POW")
@@ -145,7 +146,7 @@ def _norm(mode, value, p):
     return value
 
 
-@numba.njit(cache=True)
+@cached()
 def combine(norms, mode, p):
     """The total norm of tensors whose norms are `norms` (float64), as
     ``torch.linalg.vector_norm(torch.stack(norms), p)`` computes it."""
@@ -170,7 +171,7 @@ def combine(norms, mode, p):
     return _norm(mode, acc, p)
 
 
-@numba.njit(cache=True)
+@cached()
 def tensor_norms(partial, chunks, ntensors, mode, p):
     """Each tensor's norm (float64) from its chunks' partials; a tensor with
     no chunk (no element) gets the mode's identity, as torch's empty norm."""
@@ -213,7 +214,7 @@ def _fetch(addrs, sizes, t, itemsize):
             _prefetch(addrs[t] + b)
 
 
-@numba.njit(cache=True, error_model="numpy")
+@cached(error_model="numpy")
 def norms_list(addrs, sizes, chunk, like, mode, p):
     """Each tensor's norm (float64 array), tensors `addrs[t]` of `sizes[t]`
     elements of the dtype of `like`, on the calling thread: per chunk of
@@ -235,7 +236,7 @@ def norms_list(addrs, sizes, chunk, like, mode, p):
     return out
 
 
-@numba.njit(cache=True, error_model="numpy")
+@cached(error_model="numpy")
 def scale_list(addrs, sizes, like, factor):
     """Every element of tensors `addrs[t]` (`sizes[t]` elements of the dtype
     of `like`) times `factor` cast to that dtype, in place, tensor after

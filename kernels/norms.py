@@ -15,6 +15,7 @@ import numba
 import numpy as np
 from numba import cuda
 
+from .cache import cached
 from .cuda import THREADS, launch_config
 
 _kernels = {}   # threads per block -> kernel
@@ -95,12 +96,12 @@ def _sum_of_squares(x):
 
 # reassoc lets the loop vectorise; the order still depends only on the
 # compiled code and the thread count, so a run repeats bit for bit.
-@numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
+@cached(parallel=True, fastmath={"reassoc", "contract"})
 def _sum_squares_host(x):
     return _sum_of_squares(x)
 
 
-@numba.njit(cache=True, fastmath={"reassoc", "contract"})
+@cached(fastmath={"reassoc", "contract"})
 def _sum_squares_serial(x):
     return _sum_of_squares(x)
 

@@ -36,8 +36,9 @@ from numba.core import cgutils
 from numba.core.extending import intrinsic
 
 from .cpu import as_dtype_of
+from .inlining import helper
 
-formula = numba.njit(inline="always")
+formula = helper     # `kernels.inlining`
 
 
 # -- primitives (their Python twins: `_PRIMITIVES`) ------------------------------

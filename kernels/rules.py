@@ -23,9 +23,9 @@ turn float32 arithmetic into float64 on the GPU.
 import math
 from dataclasses import dataclass
 
-import numba
+from .inlining import helper
 
-rule = numba.njit(inline="always")   # a helper inlined into the rules
+rule = helper   # a helper of the rules (`kernels.inlining`)
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,14 @@ from llvmlite import ir
 from numba.core import types
 from numba.core.extending import intrinsic, overload
 
+from .inlining import helper
+
 FORMATS = ("f32", "f16", "bf16")
 # A column's format from its NumPy dtype's name (ml_dtypes names its own "bfloat16").
 BY_DTYPE_NAME = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
 BITS = np.dtype(np.uint16)    # how a 16-bit column reaches a kernel
 
-_rule = numba.njit(inline="always")
+_rule = helper     # `kernels.inlining`
 
 
 # --- bit casts (one LLVM instruction each; they compile for both targets) ---

@@ -60,9 +60,11 @@ def _run_cases(check_oracles):
     # What a call enters from Python: the single-array path's jitted
     # check-and-run functions (the kernels compiled into them), and the
     # kernels the Python path calls. An entry never called has no signature.
-    entries = [(f"run:{v.key}", plan[0].func)
-               for v, plan in _accel.SINGLE.items() if plan[0] is not None]
-    entries += [(v.key, kern) for v, kern in cpu._kernels.items()]
+    entries = [(f"run:{v.key}:{loop}", run.func)
+               for v, plan in _accel.SINGLE.items() if plan[0] is not None
+               for loop, run in enumerate(plan[0])]
+    entries += [(v.key, kern) for kernels in (cpu._kernels, cpu._serial)
+                for v, kern in kernels.items()]
     hits = misses = signatures = 0
     compiled = []
     for name, dispatcher in entries:
@@ -159,3 +161,43 @@ if __name__ == "__main__":
         _run_twins(sys.argv[2:])
     else:
         _run_cases(check_oracles=sys.argv[1:2] == ["oracles"])
+
+
+_HOLDS_LOCK = """
+import fcntl, sys
+with open(sys.argv[1], "a") as f:
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print("held")
+    else:
+        print("free")
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock")
+def test_cache_writes_hold_the_index_lock(tmp_path, monkeypatch):
+    """Every cache write of a fastopt function holds ``<index>.lock``
+    (`kernels.cache`): another process asking for it while Numba saves is
+    refused. Without it, two processes adding two versions of one function
+    at once can leave an index entry naming the other's code."""
+    import numba
+
+    from fastopt.kernels.cache import lock_writes
+
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))
+    dispatcher = numba.njit(cache=True)(lambda x: x + 1)
+    cache_file = dispatcher._cache._cache_file
+    seen = []
+
+    def save(key, data):    # stands for Numba's: asks another process
+        seen.append(subprocess.run(
+            [sys.executable, "-c", _HOLDS_LOCK, cache_file._index_path + ".lock"],
+            capture_output=True, text=True, timeout=60).stdout.strip())
+
+    cache_file.save = save
+    lock_writes(dispatcher)
+    cache_file.save("key", "data")
+    assert seen == ["held"]
+    save("key", "data")      # and released after
+    assert seen == ["held", "free"]

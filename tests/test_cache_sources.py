@@ -90,16 +90,19 @@ def stats(dispatcher):
             "misses": sum(dispatcher.stats.cache_misses.values())}
 
 
-# The accelerators: `_accel.SINGLE` values are (partial of the dispatcher, ...),
+# The accelerators: `_accel.SINGLE` values are ((partials of the serial and
+# the parallel dispatchers), ...),
 # `_accel.MANY` values a partial of the dispatcher (None: accelerators off).
-runners = {f"runner:{name(vt)}": stats(plan[0].func)
-           for vt, plan in _accel.SINGLE.items() if plan[0] is not None}
-runners.update({f"list_runner:{name(vt)}": stats(run.func)
-                for vt, run in _accel.MANY.items() if run is not None})
+runners = {f"runner:{name(vt)}:{loop}": stats(run.func)
+           for vt, plan in _accel.SINGLE.items() if plan[0] is not None
+           for loop, run in enumerate(plan[0]) if run.func.signatures}   # the loops run
+runners.update({f"list_runner:{name(vt)}:{loops}": stats(run.func)
+                for (vt, loops), run in _accel.MANY.items() if run is not None})
 # The stand-alone kernels (defined in cpu.py and multi_cpu.py, so Numba's own
 # file check covers their edits): reported to show nothing else is stale.
 kernels = {f"{mod.__name__}:{name(vt)}": stats(kern)
-           for mod in (cpu, multi_cpu) for vt, kern in mod._kernels.items()}
+           for mod in (cpu, multi_cpu) for kernels in (mod._kernels, mod._serial)
+           for vt, kern in kernels.items()}
 print(json.dumps({
     "fastopt": fastopt.__file__, "kernels": fastopt.kernels.__file__,
     "fingerprint": variants.FINGERPRINT, "runners": runners, "kernels_": kernels,

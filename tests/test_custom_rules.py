@@ -325,7 +325,7 @@ spec = importlib.util.spec_from_file_location("user_rule", sys.argv[1])
 mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
 p, g, m = np.ones(4, np.float32), np.full(4, 0.5, np.float32), np.zeros(4, np.float32)
 mod.step_rule(p, g, m, lr=0.5)
-stats = cpu._kernels[mod.step_rule.variant].stats
+stats = cpu._serial[mod.step_rule.variant].stats   # 4 elements: the serial loop
 print(json.dumps({"p": p.tolist(), "hits": sum(stats.cache_hits.values()),
                   "misses": sum(stats.cache_misses.values())}))
 '''

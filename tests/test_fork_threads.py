@@ -87,8 +87,8 @@ _SERIAL_CHILD = """
 
     def child():
         v = variant("sgd")
-        return (_threads.serial_only(), _accel.get("cpu", v) is cpu.kernel(v, False),
-                _accel.get("single", v) is None)
+        return (_threads.serial_only(), _accel.get("cpu", v, True) is cpu.kernel(v, False),
+                _accel.get("single", v, 1) is None)
 
     if __name__ == "__main__":
         fastopt.functional.sgd(np.ones(10**6), np.ones(10**6), step=1, lr=0.1)

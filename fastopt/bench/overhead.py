@@ -197,8 +197,8 @@ def child(import_s, dtype, names):
         first[name] = time.perf_counter() - t0
     # The common path's jitted check-and-run functions, and the kernels the
     # Python path calls (loaded only if some call took it).
-    kernels = list(cpu._kernels.values()) + [
-        plan[0].func for plan in _accel.SINGLE.values() if plan[0] is not None]
+    kernels = list(cpu._kernels.values()) + list(cpu._serial.values()) + [
+        run.func for plan in _accel.SINGLE.values() if plan[0] is not None for run in plan[0]]
     print(json.dumps({
         "import_s": import_s, "first_step_s": first,
         "cache_hits": sum(sum(k.stats.cache_hits.values()) for k in kernels),

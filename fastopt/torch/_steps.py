@@ -12,18 +12,18 @@ leave them, take torch's own ops instead.
 """
 import operator
 
-import numba
 import numpy as np
 import torch
 
 from .._hostscalars import read_at
+from ..kernels.cache import cached
 from ..kernels.cpu import view
 
 _LIKE = {torch.float32: np.float32(0), torch.float64: np.float64(0)}
 _EXACT = 2.0 ** 53    # a float64 count above this has lost its units
 
 
-@numba.njit(cache=True)
+@cached()
 def _advance(addrs, like):
     for i in range(addrs.size):   # in order: a counter listed twice gains 2, as with torch
         value = view(addrs[i], 0, 1, like)
