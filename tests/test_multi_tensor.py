@@ -126,9 +126,20 @@ def _assert_same(got, want):
             np.testing.assert_array_equal(g, w, err_msg=f"{name}[{k}]", strict=True)
 
 
+# A few rules with the most state, flags and transforms stand for all where
+# what is tested is the loop or the grouping around the element step, the
+# same for every rule: the parallel loops, lists of mixed dtypes. (Each case
+# compiles kernels of its own, seconds of CI.)
+_REPRESENTATIVE = [c for c in CASES if c.id in (
+    "sgd-keras-nesterov", "rmsprop-keras-centered-momentum", "adam-torch-amsgrad-l2",
+    "adamw-keras-clip", "schedule-free-adamw-keras", "rprop-torch-maximize")]
+assert len(_REPRESENTATIVE) == 6
+_LISTS = [pytest.param(case, dtypes, id=f"{case.id}-{dtypes}") for case in CASES
+          for dtypes in DTYPE_SETS if dtypes != "mixed" or case in _REPRESENTATIVE]
+
+
 @pytest.mark.parametrize("target", targets_slow_beyond(CPU))
-@pytest.mark.parametrize("dtypes", list(DTYPE_SETS), ids=list(DTYPE_SETS))
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@pytest.mark.parametrize("case, dtypes", _LISTS)
 def test_list_equals_one_call_per_tensor(target, case, dtypes, small_chunks,
                                          seen_rules):
     host = _tensors(case, DTYPE_SETS[dtypes])
@@ -141,17 +152,7 @@ def test_list_equals_one_call_per_tensor(target, case, dtypes, small_chunks,
     _assert_same(_get(target, many), _get(target, single))
 
 
-# The serial and the parallel loops run the same element step; what differs
-# is the loop around it, the same for every rule. A few rules with the most
-# state, flags and transforms stand for all (each compiles the parallel
-# kernels of its variant, ~4 s of CI).
-_PARALLEL_CASES = [c for c in CASES if c.id in (
-    "sgd-keras-nesterov", "rmsprop-keras-centered-momentum", "adam-torch-amsgrad-l2",
-    "adamw-keras-clip", "schedule-free-adamw-keras", "rprop-torch-maximize")]
-assert len(_PARALLEL_CASES) == 6
-
-
-@pytest.mark.parametrize("case", _PARALLEL_CASES, ids=[c.id for c in _PARALLEL_CASES])
+@pytest.mark.parametrize("case", _REPRESENTATIVE, ids=[c.id for c in _REPRESENTATIVE])
 def test_serial_and_parallel_loops_agree(case):
     """Below `kernels.cpu.SERIAL_BELOW` elements a CPU loop runs on the
     calling thread, from there in parallel (kernels of their own): the same
