@@ -325,8 +325,8 @@ def runner(variant, which=0):
     status: 0 the check declined, nothing ran; 1 done; ``2 + w``: the arrays
     passed but take loop w, not this one's, and nothing ran (the caller
     takes ``runner(variant, w)``). One loop per runner, so that a program
-    compiles only the loops its arrays take (a runner of all four took 2.9 s
-    to compile, most of it the two parallel regions).
+    compiles only the loops its arrays take (in the tests, a runner of all
+    four loops took 2.6-2.9 s to compile on average, a serial one 0.7-0.9).
 
     One jitted call instead of two: with cold caches (a training step between
     two updates) each entry into a jitted function costs ~10 µs (measured: a
