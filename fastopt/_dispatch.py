@@ -112,7 +112,9 @@ def _runs(variant, code):
     return None if serial is None else (serial, _accel.get("single", variant, 2 * code + 1))
 
 
-_PARALLEL_FROM = cpu.SERIAL_BELOW   # the size from which `_runs`' parallel loop runs
+# `cpu.parallel_for(n)` is ``n >= _PARALLEL_FROM``: `update` compares without
+# the call on its fast path.
+_PARALLEL_FROM = cpu.SERIAL_BELOW
 
 
 def _defer_checked(variant, ids, used, pre, hyper):
@@ -228,10 +230,9 @@ def _single_plan(variant, param):
     """What `update`'s fast path needs of `variant`, in one lookup: its
     ``"single"`` accelerators (`_runs`) for `param`'s dtype, the names of its
     state slots (None: unused) and which of the kernel's arrays it uses."""
-    dtypes = _facts.FLOAT_DTYPES
     # A model copy is never float32 like param: the accelerator would decline.
     run = (None if variant.model or variant.sr
-           else _runs(variant, dtypes.index(param.dtype) if param.dtype in dtypes else 0))
+           else _runs(variant, _facts.CODES.get(param.dtype, 0)))
     plan = _accel.SINGLE[variant] = (run, *variant.slots,
                                      _facts.kernel_columns(variant)[1])
     return plan

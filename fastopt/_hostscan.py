@@ -344,7 +344,7 @@ def runner(variant, which=0):
         checked = _stored_columns(variant)
         like = storage.host_like(variant.columns)
     else:
-        checked, like = (_DESCRS, ITEMSIZES), _LIKES[code]
+        checked, like = (_DESCRS, ITEMSIZES), _facts.LIKE[FLOAT_DTYPES[code]]
 
     @cpu.jit(parallel=parallel)
     def run(ndarray, checked, like, ids, used, pre, hyper):
@@ -369,9 +369,6 @@ def runner(variant, which=0):
     return functools.partial(run, _NDARRAY, checked, like)
 
 
-_LIKES = tuple([dtype.type(0) for dtype in FLOAT_DTYPES])   # a loop's `like` by code
-
-
 @functools.lru_cache(maxsize=None)
 def list_runner(variant, loops=(0,) * len(FLOAT_DTYPES)):
     """``run(lists, out, expect, tables, pre, hyper) -> (status, hash)``:
@@ -389,7 +386,7 @@ def list_runner(variant, loops=(0,) * len(FLOAT_DTYPES)):
         return None
     multi_cpu.kernel(variant)   # registers the element step the loops inline
     key = variant.key
-    like32, like64 = _LIKES
+    like32, like64 = [_facts.LIKE[dtype] for dtype in FLOAT_DTYPES]
     # closure constants: the loops not taken are pruned at compile time
     (serial32, parallel32), (serial64, parallel64) = [
         (k == LOOP_SERIAL, k == LOOP_PARALLEL) for k in loops]
