@@ -26,14 +26,13 @@ the arrays are the gradients themselves):
   subclasses, tensors on other devices) goes through torch's own per-group
   code or NumPy.
 
-The host time of a call over thousands of small torch tensors is the reads
-of their properties (each a Python call into torch, and each tensor's
-objects out of the cache once a training step has been through other
-memory): the common case, plain dense CPU tensors of one float dtype, is
-recognised in one pass per property, checked in bulk on the values read
-(`_dense_cpu_group`); anything else takes the general grouping, which names
-no culprit because it refuses nothing: what the kernels cannot read goes to
-torch's code.
+The host time of a call over thousands of small torch tensors is reading
+their properties. The common case, plain dense CPU tensors of one float
+dtype, is read in one compiled loop through torch's DLPack exchange API
+(`_dense_cpu_group`, `kernels.dlpack`: 2,000 tensors in about 0.2 ms, where
+reading dtype, device, contiguity, address and size from Python took 0.6);
+anything else takes the general grouping, which names no culprit because it
+refuses nothing: what the kernels cannot read goes to torch's code.
 
 `get_total_norm` and `clip_coef` are the two halves, for the functional API:
 ``fastopt.functional.adam(..., grad_scale=clip_coef(get_total_norm(grads), 1.0))``.
@@ -46,11 +45,11 @@ import warnings
 
 import numpy as np
 
-from . import _device, _facts, _multi
-from .kernels import multi_norms
+from . import _device, _dlpack, _facts, _multi
+from .kernels import dlpack, multi_norms
 
-_GRAD, _DTYPE, _DEVICE, _LAYOUT, _IS_CPU = map(
-    operator.attrgetter, ("grad", "dtype", "device", "layout", "is_cpu"))
+_GRAD, _DTYPE, _DEVICE, _LAYOUT = map(
+    operator.attrgetter, ("grad", "dtype", "device", "layout"))
 _EPS = 1e-6     # torch's: max_norm / (total_norm + 1e-6)
 
 
@@ -436,33 +435,25 @@ def _torch_groups(grads, torch):
 
 
 def _dense_cpu_group(grads, torch):
-    """The common case, in one pass over the list per property read: plain
-    (no subclass), contiguous CPU tensors, all float32 or all float64, as one
-    host group; None otherwise (`_torch_groups` then groups them).
-
-    No layout is read: sparse layouts are never contiguous, or raise when
-    asked, and no layout but the strided ones (plain, and nested, whose
-    contiguous buffer holds its numel elements) has a data pointer; a tensor
-    that reports 0 for one, with elements, is refused too."""
+    """The common case: plain (no subclass), contiguous CPU tensors, all
+    float32 or all float64, as one host group, their addresses and sizes
+    read in one compiled loop through torch's DLPack exchange API
+    (`kernels.dlpack`); None otherwise, or with a torch that has no such API
+    (`_torch_groups` then groups them)."""
+    api = _dlpack.reader(torch.Tensor)
     n = len(grads)
-    dtype = grads[0].dtype
-    np_dtype = _device._torch_dtypes(torch).get(dtype)
-    if np_dtype not in _facts.CODES:
+    if api is None or list(map(type, grads)).count(torch.Tensor) != n:
         return None
-    tensor = torch.Tensor
-    try:
-        if not (list(map(type, grads)).count(tensor) == n
-                and list(map(_DTYPE, grads)).count(dtype) == n
-                and all(map(_IS_CPU, grads))
-                and all(map(tensor.is_contiguous, grads))):
-            return None
-        addresses = np.fromiter(map(tensor.data_ptr, grads), np.int64, n)
-    except RuntimeError:    # is_contiguous or data_ptr of a sparse or mkldnn tensor
+    first, dtype, addresses, sizes = dlpack.read_dense(
+        np.fromiter(map(id, grads), np.int64, n), *api)
+    np_dtype = _DLPACK_FLOATS.get(dtype)
+    if first >= 0 or np_dtype is None:
         return None
-    sizes = np.fromiter(map(tensor.numel, grads), np.int64, n)
-    if not addresses.all() and sizes[addresses == 0].any():
-        return None
-    return _Group("host", grads, dtype, "cpu", torch, addresses, sizes, np_dtype)
+    return _Group("host", grads, grads[0].dtype, "cpu", torch, addresses, sizes, np_dtype)
+
+
+# DLPack dtype words (`kernels.dlpack`) of the dtypes the kernels reduce
+_DLPACK_FLOATS = {dlpack.KDL_FLOAT | d.itemsize * 8 << 8 | 1 << 16: d for d in _facts.CODES}
 
 
 class _ComplexGroup(_Group):

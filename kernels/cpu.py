@@ -37,14 +37,15 @@ FASTMATH = False
 SERIAL_BELOW = 1 << 15
 
 
-def jit(cache=True, parallel=True):
+def jit(cache=True, parallel=True, fastmath=FASTMATH):
     """The decorator of every CPU function that runs a kernel loop: parallel
-    (unless told not), no fastmath (above), and NumPy's error model. A
+    (unless told not), no fastmath (above; a reduction may allow
+    reassociation, `kernels.multi_norms`), and NumPy's error model. A
     division by zero then gives inf or nan, as in a parallel loop's body,
     instead of raising as Python does; the check per element that raising
     needs keeps LLVM from vectorizing a serial loop (measured: 6x slower).
     Cache writes are locked (`kernels.cache`)."""
-    njit = numba.njit(parallel=parallel, cache=cache, fastmath=FASTMATH,
+    njit = numba.njit(parallel=parallel, cache=cache, fastmath=fastmath,
                       error_model="numpy")
     return (lambda fn: lock_writes(njit(fn))) if cache else njit
 
