@@ -7,6 +7,13 @@ duplicate indices summed, as torch does before its non-linear update) and
 runs one kernel call per param over the touched rows only
 (`fastopt._sparse.update_rows`, the Adam rule's element step at each touched
 element), so a step costs what the gradient's rows cost, not the table's.
+
+float16 and bfloat16 params on the CPU: the state in the param's dtype, as
+torch keeps it, float32 math and one rounding per stored value (the host
+rows kernel's 16-bit storage, `kernels.storage`). torch's SparseAdam rounds
+every intermediate op to 16 bits instead, so the two drift apart by a few
+16-bit ulps (docs/mixed-precision.md). The GPU rows kernel takes float32 and
+float64 only.
 """
 import math
 
@@ -14,6 +21,10 @@ import torch
 
 from .. import _sparse
 from ._base import check, flag
+
+
+_HALF = (torch.float16, torch.bfloat16)
+_DTYPES = (torch.float32, torch.float64, *_HALF)
 
 
 class SparseAdam(torch.optim.Optimizer):
@@ -67,9 +78,10 @@ class SparseAdam(torch.optim.Optimizer):
                 if not p.grad.is_sparse:
                     raise RuntimeError("SparseAdam does not support dense gradients, "
                                        "please consider Adam instead")
-                if p.dtype not in (torch.float32, torch.float64):
+                if p.dtype not in _DTYPES or (p.dtype in _HALF and p.device.type != "cpu"):
                     raise TypeError(f"fastopt.torch.SparseAdam updates float32 and float64 "
-                                    f"params, got {p.dtype}")
+                                    f"params, and float16 and bfloat16 params on the CPU; "
+                                    f"got {p.dtype} on {p.device}")
                 work.append((p, lr, beta1, beta2, eps, maximize, group["lr"]))
         for p, lr, beta1, beta2, eps, maximize, given_lr in work:
             state = self.state[p]
