@@ -434,6 +434,10 @@ def _torch_groups(grads, torch):
     return groups
 
 
+# DLPack dtype words (`kernels.dlpack`) of the dtypes the kernels reduce
+_DLPACK_FLOATS = {dlpack.KDL_FLOAT | d.itemsize * 8 << 8 | 1 << 16: d for d in _facts.CODES}
+
+
 def _dense_cpu_group(grads, torch):
     """The common case: plain (no subclass), contiguous CPU tensors, all
     float32 or all float64, as one host group, their addresses and sizes
@@ -450,10 +454,6 @@ def _dense_cpu_group(grads, torch):
     if first >= 0 or np_dtype is None:
         return None
     return _Group("host", grads, grads[0].dtype, "cpu", torch, addresses, sizes, np_dtype)
-
-
-# DLPack dtype words (`kernels.dlpack`) of the dtypes the kernels reduce
-_DLPACK_FLOATS = {dlpack.KDL_FLOAT | d.itemsize * 8 << 8 | 1 << 16: d for d in _facts.CODES}
 
 
 class _ComplexGroup(_Group):

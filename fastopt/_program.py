@@ -268,12 +268,15 @@ class Host:
         self.arrays, self.like, self.pre, self.hyper = arrays, _LIKE[first.dtype], pre, hyper
 
     def elementwise(self, step, sel, ks, sizes, out, reads):
-        return self._run(_passes.ELEMENTWISE[step.kernel], sel, step.arrays, ks,
-                         _chunks(sizes), out, reads)
+        chunks = _chunks(sizes)
+        kern = _passes.kernel(_passes.ELEMENTWISE, step.kernel, int(chunks[:, 2].sum()))
+        return self._run(kern, sel, step.arrays, ks, chunks, out, reads)
 
     def factored(self, step, sel, ks, shapes, out, reads):
-        return self._run(_passes.FACTORED[step.kernel], sel, step.arrays, ks,
-                         _matrices(shapes), out, reads)
+        mats = _matrices(shapes)
+        elements = int((mats[:, 2] * mats[:, 3]).sum())
+        kern = _passes.kernel(_passes.FACTORED, step.kernel, elements)
+        return self._run(kern, sel, step.arrays, ks, mats, out, reads)
 
     def _run(self, kern, sel, names, ks, table, out, reads):
         addrs = _addresses(self.arrays, names, ks)

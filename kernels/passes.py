@@ -33,8 +33,10 @@ order).
 
 Each skeleton is a factory over its pass's name, bound the way
 `kernels.cpu` binds its element steps: the compiled function closes over a
-key string only (which Numba's on-disk cache hashes), and an overload turns
-that literal into the formula at compile time. The key carries
+key string (which Numba's on-disk cache hashes), and an overload turns
+that literal into the formula at compile time. Each pass has a serial and
+a parallel kernel, compiled apart (`parallel` is in their closures, so the
+cache keeps them apart too); the host picks one by the pass's size. The key carries
 `kernels.pass_rules.FINGERPRINT`, as Numba's cache checks the caller's
 source file alone.
 """
@@ -44,7 +46,7 @@ from numba.core import types
 from numba.core.extending import overload
 
 from . import pass_rules as _rules
-from .cpu import SERIAL_BELOW, as_dtype_of, jit, view
+from .cpu import SERIAL_BELOW, as_dtype_of, jit, parallel_for, view
 from .pass_rules import cast
 
 CHUNK = 1 << 16   # elements per chunk of an elementwise pass (`fastopt._multi.CHUNK`)
@@ -166,15 +168,15 @@ def _chunk(key, c, addrs, chunks, env, pre, hyper, partial):
     partial[c, 1] = b
 
 
-def _elementwise(name):
+def _elementwise(name, parallel):
     """The elementwise kernel of pass `name` (`kernels.pass_rules.ELEMENTWISE`)."""
     key, nsums = _key(name), _rules.ELEMENTWISE[name][1]
 
-    @jit()
+    @jit(parallel=parallel)
     def kern(addrs, chunks, env, like, pre, hyper):
         pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
         partial = np.empty((chunks.shape[0], 2))
-        if _total(chunks) < SERIAL_BELOW:
+        if not parallel or _total(chunks) < SERIAL_BELOW:
             for c in range(chunks.shape[0]):
                 _chunk(key, c, addrs, chunks, env, pre, hyper, partial)
         else:
@@ -313,13 +315,13 @@ def _tile(key, q, blocks, addrs, mats, env, means, pre, hyper, vcol, nsums):
     return _lane_sum(acc, c)
 
 
-def _tiled(name):
+def _tiled(name, parallel):
     """The tiled kernel of pass `name` (`kernels.pass_rules.TILED`),
     parallel over the row blocks of every matrix."""
     key = _key(name)
     vcol, nsums, torch_mean = _rules.TILED[name]
 
-    @jit()
+    @jit(parallel=parallel)
     def kern(addrs, mats, env, like, pre, hyper):
         pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
         m = mats.shape[0]
@@ -329,7 +331,7 @@ def _tiled(name):
         blocks, first, offs = _blocks(mats)
         nb = first[m]
         part = np.empty(nb)
-        if _elements(mats) < SERIAL_BELOW:
+        if not parallel or _elements(mats) < SERIAL_BELOW:
             for q in range(nb):
                 part[q] = _tile(key, q, blocks, addrs, mats, env, means, pre, hyper, vcol,
                                 nsums)
@@ -403,14 +405,14 @@ def _factor_columns(k, first, addrs, mats, pre, hyper, colpart, offs, keras):
         col[j] = _rules.factor_update(col[j], cast(s, like), cast(r, like), hyper, keras)
 
 
-def _factor(keras):
+def _factor(keras, parallel):
     """Adafactor's factor pass (Keras's form or torch's): ``r ← β·r + (1 −
     β)·mean_C(g² + ε₁)``, ``c ← β·c + (1 − β)·mean_R(g² + ε₁)`` (Keras), or
     ``r ← lerp(r, ‖g_i‖²/C, w)``, ``c ← lerp(c, ‖g_j‖²/R, w)`` (torch); the
     sums of p². Columns: param, grad, row, col. Parallel over row blocks of
     every matrix (`_blocks`), then over the matrices for the column
     factors."""
-    @jit()
+    @jit(parallel=parallel)
     def kern(addrs, mats, env, like, pre, hyper):
         pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
         blocks, first, offs = _blocks(mats)
@@ -419,7 +421,7 @@ def _factor(keras):
         wpart = np.zeros(nb)
         for q in numba.prange(nb):
             _factor_block(q, blocks, addrs, mats, pre, hyper, colpart, offs, wpart, keras)
-        if offs[nb] < SERIAL_BELOW:    # the combine is small: no second parallel region
+        if not parallel or offs[nb] < SERIAL_BELOW:   # a small combine: no second region
             for k in range(m):
                 _factor_columns(k, first, addrs, mats, pre, hyper, colpart, offs, keras)
         else:
@@ -430,6 +432,18 @@ def _factor(keras):
     return kern
 
 
-ELEMENTWISE = {name: _elementwise(name) for name in _rules.ELEMENTWISE}
-FACTORED = {**{name: _factor(keras) for name, keras in _rules.FACTOR.items()},
-            **{name: _tiled(name) for name in _rules.TILED}}
+# Each pass's kernels, (serial, parallel): the host picks one by the pass's
+# element count (`kernels.cpu.parallel_for`), so that a program of small
+# tensors never compiles a parallel region (Numba's parallel lowering was
+# about half of these kernels' compile time).
+ELEMENTWISE = {name: (_elementwise(name, False), _elementwise(name, True))
+               for name in _rules.ELEMENTWISE}
+FACTORED = {**{name: (_factor(keras, False), _factor(keras, True))
+               for name, keras in _rules.FACTOR.items()},
+            **{name: (_tiled(name, False), _tiled(name, True)) for name in _rules.TILED}}
+
+
+def kernel(table, name, elements):
+    """Pass `name`'s kernel in `table` (`ELEMENTWISE` or `FACTORED`) for a
+    call over `elements` elements."""
+    return table[name][parallel_for(elements)]

@@ -370,3 +370,59 @@ def test_torch_lamb_options_and_checkpoint():
         fastopt.torch.Lamb(params, amsgrad=True)
     with pytest.raises(ValueError, match="max_grad_norm"):
         fastopt.torch.Lamb(params, max_grad_norm=0.0)
+
+
+# Every pass of every program, Keras's forms and torch's, over tensors large
+# enough for the parallel kernels (`kernels.passes`: from SERIAL_BELOW
+# elements a pass takes its parallel twin): a vector and a matrix.
+_BIG = [(40_000,), (200, 200)]
+_BIG_ROWS = [("keras", "Lamb", dict(weight_decay=2.0 ** -8)),
+             ("keras", "Adafactor", dict(_ADAFACTOR)),
+             ("keras", "Muon", dict(_MUON)),
+             ("torch", "Lamb", {}),
+             ("torch", "Adafactor", dict(weight_decay=0.1)),
+             ("torch", "Muon", {})]
+
+
+@pytest.mark.parametrize("front, cls, kwargs", _BIG_ROWS,
+                         ids=[f"{f}-{c}" for f, c, _ in _BIG_ROWS])
+def test_parallel_passes_equal_serial_ones(front, cls, kwargs, monkeypatch):
+    """Each pass's parallel kernel gives its serial twin's bits (its sums
+    are added in chunk order, whatever the threads)."""
+    from fastopt.kernels import passes
+    shapes = _BIG if cls != "Muon" or front == "keras" else _BIG[1:]   # torch's: matrices
+
+    def two_steps():
+        rng = np.random.default_rng(6)
+        start = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        if front == "keras":
+            params = [p.copy() for p in start]
+            opt = getattr(fastopt, cls)(**kwargs)
+            for _ in range(2):
+                opt.apply_gradients(zip([rng.standard_normal(s).astype(np.float32)
+                                         for s in shapes], params))
+            return params
+        params = [torch.nn.Parameter(torch.tensor(p)) for p in start]
+        opt = getattr(fastopt.torch, cls)(params, **kwargs)
+        for _ in range(2):
+            for p, g in zip(params, _grads(rng, shapes, np.float32)):
+                p.grad = g
+            opt.step()
+        return [p.detach().numpy() for p in params]
+
+    picked, pick = [], passes.kernel
+
+    def kernel(table, name, elements):
+        kern = pick(table, name, elements)
+        picked.append((name, kern is table[name][1]))
+        return kern
+
+    monkeypatch.setattr(passes, "kernel", kernel)
+    parallel = two_steps()
+    first, picked[:] = list(picked), []
+    monkeypatch.setattr(passes, "parallel_for", lambda n: False)
+    serial = two_steps()
+    assert first and all(p for _, p in first)
+    assert picked == [(name, False) for name, _ in first]
+    for a, b in zip(parallel, serial):
+        np.testing.assert_array_equal(a, b)
