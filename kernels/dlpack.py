@@ -115,3 +115,40 @@ def read_dense(objects, describe, clear):
         addrs[t] = address
         sizes[t] = size
     return -1, dtype, addrs, sizes
+
+
+@cached()
+def read_columns(objects, describe, clear):
+    """The tensors of a table read at once: `objects` (C, T) int64 object
+    addresses, column 0 the T params (C rows: params, grads, then state
+    slots). Returns ``(refused, dtypes, devices, fine)``: `refused` True if
+    the API refused a tensor (nothing else is then filled in); each
+    tensor's DLPack dtype word and device word (type | id << 32), and
+    whether it is contiguous with its param's shape."""
+    ncols, n = objects.shape
+    dtypes = np.zeros((ncols, n), np.int64)
+    devices = np.zeros((ncols, n), np.int64)
+    fine = np.zeros((ncols, n), np.bool_)
+    out = np.zeros(_WORDS, np.int64)
+    base = out.ctypes.data
+    for t in range(n):
+        pshape, pdim = np.int64(0), np.int64(0)
+        for c in range(ncols):
+            if _call_describe(describe, objects[c, t], base) != 0:
+                _call_void(clear)
+                return True, dtypes, devices, fine
+            dtypes[c, t] = out[2] >> 32
+            devices[c, t] = out[1]
+            ndim = out[2] & 0xFFFFFFFF
+            if c == 0:      # the param's shape stays where torch keeps it
+                pshape, pdim = out[3], ndim
+            shape = _host_view(out[3], 0, ndim, np.int64(0))
+            same = ndim == pdim
+            if same and c > 0:
+                mine = _host_view(pshape, 0, pdim, np.int64(0))
+                for d in range(ndim):
+                    if shape[d] != mine[d]:
+                        same = False
+            strides = _host_view(out[4], 0, ndim, np.int64(0))
+            fine[c, t] = same and _contiguous(shape, strides, ndim)
+    return False, dtypes, devices, fine

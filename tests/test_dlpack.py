@@ -87,3 +87,67 @@ def test_clip_the_same_without_the_api(monkeypatch):
     assert torch.equal(got, want)
     for a, b in zip(fast, slow):
         assert torch.equal(a.grad, b.grad)
+
+
+def _front_case(name):
+    """Params, grads and states of one fastopt.torch.Adam group, after a first
+    step (states made), altered as `name` says."""
+    import fastopt.torch as ftorch
+
+    gen = torch.Generator().manual_seed(5)
+    dtype = {"bf16": torch.bfloat16, "bf16, float32 state": torch.bfloat16,
+             "complex": torch.complex64, "float64": torch.float64}.get(name, torch.float32)
+    params = [torch.nn.Parameter(torch.randn(s, generator=gen).to(dtype))
+              for s in [(3, 4), (5,), (1,), (0,), (2, 1, 3)]]
+    if name == "plain tensors":
+        params = [p.detach().requires_grad_() for p in params]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=gen).to(dtype)
+    opt = ftorch.Adam(params, lr=1e-3)
+    if name == "bf16, float32 state":
+        opt.state_dtype = torch.float32
+    opt.step()
+    if name == "mixed dtypes":
+        p = torch.nn.Parameter(torch.randn(4, dtype=torch.float64))
+        p.grad = torch.randn(4, dtype=torch.float64)
+        opt.add_param_group({"params": [p]})
+        opt.param_groups[0]["params"].append(opt.param_groups.pop()["params"][0])
+        opt.step()
+    state = opt.state[params[0]]
+    if name == "state transposed":
+        state["exp_avg"] = torch.zeros(4, 3).t()
+    elif name == "state of another shape":
+        state["exp_avg"] = torch.zeros(12)
+    elif name == "state of another dtype":
+        state["exp_avg_sq"] = torch.zeros(3, 4, dtype=torch.float64)
+    elif name == "grad non-contiguous":
+        params[0].grad = torch.randn(4, 3).t()
+    elif name == "state missing":
+        del state["exp_avg"]
+    params = [p for p in opt.param_groups[0]["params"] if p.grad is not None]
+    return opt, params, [p.grad for p in params], [opt.state.get(p) for p in params]
+
+
+_FRONT = {"parameters": True, "plain tensors": True, "float64": True, "bf16": True,
+          "bf16, float32 state": True, "complex": True, "mixed dtypes": True, "state transposed": False,
+          "state of another shape": False, "state of another dtype": False,
+          "grad non-contiguous": False, "state missing": False}
+
+
+@pytest.mark.parametrize("name", list(_FRONT))
+def test_front_end_reads_equal_python_reads(name, monkeypatch):
+    """fastopt.torch's bulk check (`Optimizer._all_fine`) through DLPack
+    answers as its reads from Python do, or leaves the answer to them."""
+    from fastopt.torch import _base
+    monkeypatch.setattr(_base, "_READ_FROM", 1)     # small groups read from Python
+    opt, params, grads, states = _front_case(name)
+    keys = ["exp_avg", "exp_avg_sq"]
+    read = opt._read_kinds(params, grads, states, keys)
+    monkeypatch.setattr(type(opt), "_read_kinds", lambda *args: None)
+    python = opt._all_fine(params, grads, states, keys)
+    if _FRONT[name]:
+        assert read is not None and python is not None
+        assert read == python
+        assert [type(d) for d in read[1]] == [torch.device] * len(params)
+    else:
+        assert read is None

@@ -49,9 +49,11 @@ import operator
 import threading
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
-from .. import _batch, _front, _hostscalars, _threads
+from .. import _batch, _dlpack, _front, _hostscalars, _threads
+from ..kernels.dlpack import read_columns
 from ..functional._make import _PLAIN
 from . import _dtensor, _flat, _steps
 
@@ -115,6 +117,21 @@ def _real(t):
 
 
 _COMPLEX = frozenset({torch.complex64, torch.complex128})
+# The tensors `Optimizer._read_kinds` reads through DLPack: torch's own type
+# and Parameter (a plain tensor; torch's exchange API reads it as one).
+_PLAIN_TENSORS = frozenset({torch.Tensor, torch.nn.Parameter})
+# DLPack dtype words (code | bits << 8 | lanes << 16, `kernels.dlpack`) and
+# device types (kDLCPU, kDLCUDA) of the tensors fastopt.torch updates
+_DLPACK_DTYPES = {2 | 32 << 8 | 1 << 16: torch.float32, 2 | 64 << 8 | 1 << 16: torch.float64,
+                  2 | 16 << 8 | 1 << 16: torch.float16, 4 | 16 << 8 | 1 << 16: torch.bfloat16,
+                  5 | 64 << 8 | 1 << 16: torch.complex64,
+                  5 | 128 << 8 | 1 << 16: torch.complex128}
+_DLPACK_DEVICES = (1, 2)
+# From this many params a group's bulk check reads through DLPack: the read
+# costs ~20 µs of NumPy and dispatch whatever the count, the Python reads
+# ~1.8 µs a param with two state slots (1 param: 22 against 9.5 µs; 32: 46
+# against 69; 150: 130 against 267).
+_READ_FROM = 16
 # Bulk reads: map() with a C getter is ~1.5x a comprehension's attribute read.
 _GRAD, _DTYPE, _DEVICE, _SHAPE, _LAYOUT, _VERSION = map(
     operator.attrgetter, ("grad", "dtype", "device", "shape", "layout", "_version"))
@@ -612,7 +629,12 @@ class Optimizer(torch.optim.Optimizer):
     def _all_fine(self, params, grads, states, keys):
         """``(dtypes, devices)`` of `params` if every one of them, its grad
         and its existing state under `keys` can be updated (the conditions
-        `_check_param` raises on, checked in bulk), else None."""
+        `_check_param` raises on, checked in bulk), else None. Plain tensors
+        with all their state are read in one compiled loop (`_read_kinds`);
+        anything else property by property from Python."""
+        kinds = self._read_kinds(params, grads, states, keys)
+        if kinds is not None:
+            return kinds
         dtypes, devices, shapes = (list(map(get, params)) for get in (_DTYPE, _DEVICE, _SHAPE))
         if not (all(map(_DTYPES.__contains__, dtypes))
                 and all([p.is_cpu or p.is_cuda for p in params])
@@ -631,6 +653,49 @@ class Optimizer(torch.optim.Optimizer):
             if not _like(column, *want):
                 return None
         return dtypes, devices
+
+    def _read_kinds(self, params, grads, states, keys):
+        """`_all_fine`'s answer when it is yes and every tensor is a plain one
+        (`_PLAIN_TENSORS`) with all its state, read through torch's DLPack
+        exchange API in one compiled loop (`kernels.dlpack.read_columns`):
+        2,000 params with two state slots in 1.9 ms, where reading dtype,
+        device, shape and contiguity from Python took 4.2 (`_READ_FROM`:
+        from 16 params). None otherwise (a first step, a small group, a
+        subclass, a refusal or a mismatch), for `_all_fine` to read from
+        Python."""
+        api = _dlpack.reader(torch.Tensor)
+        if api is None or len(params) < _READ_FROM:
+            return None
+        columns = [params, grads] + [[None if s is None else s.get(key) for s in states]
+                                     for key in keys]
+        if not all([set(map(type, column)) <= _PLAIN_TENSORS for column in columns]):
+            return None     # None (a slot not made yet) is not a plain tensor either
+        refused, dtypes, devices, fine = read_columns(
+            np.array([list(map(id, column)) for column in columns], np.int64), *api)
+        if refused or not fine.all() or (devices != devices[0]).any() \
+                or (dtypes[1] != dtypes[0]).any():
+            return None
+        by_word, want = {}, dtypes[0].copy()    # want: each param's state dtype
+        for word in np.unique(dtypes[0]).tolist():
+            dtype = _DLPACK_DTYPES.get(word)
+            if dtype not in _DTYPES:
+                return None
+            by_word[word] = dtype
+            state = dtype if self.state_dtype is None else self._state_dtype_of(dtype)
+            if state != dtype:
+                want[dtypes[0] == word] = next(w for w, d in _DLPACK_DTYPES.items()
+                                               if d == state)
+        if (dtypes[2:] != want).any():
+            return None
+        by_device = {}
+        for word in np.unique(devices[0]).tolist():
+            kind, index = word & 0xFFFFFFFF, word >> 32
+            if kind not in _DLPACK_DEVICES:
+                return None
+            by_device[word] = (torch.device("cpu") if kind == _DLPACK_DEVICES[0]
+                               else torch.device("cuda", index))
+        return (list(map(by_word.__getitem__, dtypes[0].tolist())),
+                list(map(by_device.__getitem__, devices[0].tolist())))
 
     def _check_param(self, i, j, p, keys, g=None, state=None):
         """Raise, naming `p` and what is wrong with it, unless `_all_fine`
