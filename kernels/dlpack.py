@@ -1,5 +1,7 @@
-"""Many tensors' addresses and sizes read in one compiled loop, through the
-DLPack exchange API (DLPack >= 1.2, ``dlpack.h``).
+"""Many tensors read in one compiled loop, through the DLPack exchange API
+(DLPack >= 1.2, ``dlpack.h``): their addresses and sizes (`read_dense`, for
+`fastopt.clip_grad_norm_`), or their dtypes, devices and layout against
+their params' (`read_columns`, for fastopt.torch's bulk check).
 
 A framework that implements the exchange API publishes, on its tensor type,
 a table of C functions; one of them, ``dltensor_from_py_object_no_sync(obj,
@@ -119,12 +121,12 @@ def read_dense(objects, describe, clear):
 
 @cached()
 def read_columns(objects, describe, clear):
-    """The tensors of a table read at once: `objects` (C, T) int64 object
-    addresses, column 0 the T params (C rows: params, grads, then state
-    slots). Returns ``(refused, dtypes, devices, fine)``: `refused` True if
-    the API refused a tensor (nothing else is then filled in); each
-    tensor's DLPack dtype word and device word (type | id << 32), and
-    whether it is contiguous with its param's shape."""
+    """A table of tensors read at once: `objects` (C, T) int64 object
+    addresses, row 0 the T params, then their grads and state slots (a
+    column: one param's tensors). Returns ``(refused, dtypes, devices,
+    fine)``: `refused` True if the API refused a tensor (the tables are then
+    incomplete); each tensor's DLPack dtype word and device word (type | id
+    << 32), and whether it is contiguous with its param's shape."""
     ncols, n = objects.shape
     dtypes = np.zeros((ncols, n), np.int64)
     devices = np.zeros((ncols, n), np.int64)
