@@ -1,7 +1,8 @@
 """Tensors read through torch's DLPack exchange API (`kernels.dlpack`,
 `fastopt._dlpack`): the addresses and sizes torch reports, every tensor the
 kernels cannot read refused at its own index with no Python error left
-set, and `clip_grad_norm_` the same with and without the API."""
+set, `clip_grad_norm_` the same with and without the API, and
+fastopt.torch's bulk check through it answering as its Python reads do."""
 import sys
 import warnings
 
