@@ -434,10 +434,6 @@ def _torch_groups(grads, torch):
     return groups
 
 
-# DLPack dtype words (`kernels.dlpack`) of the dtypes the kernels reduce
-_DLPACK_FLOATS = {dlpack.KDL_FLOAT | d.itemsize * 8 << 8 | 1 << 16: d for d in _facts.CODES}
-
-
 def _dense_cpu_group(grads, torch):
     """The common case: plain (no subclass), contiguous CPU tensors, all
     float32 or all float64, as one host group, their addresses and sizes
@@ -448,12 +444,13 @@ def _dense_cpu_group(grads, torch):
     n = len(grads)
     if api is None or list(map(type, grads)).count(torch.Tensor) != n:
         return None
-    first, dtype, addresses, sizes = dlpack.read_dense(
+    first, word, addresses, sizes = dlpack.read_dense(
         np.fromiter(map(id, grads), np.int64, n), *api)
-    np_dtype = _DLPACK_FLOATS.get(dtype)
-    if first >= 0 or np_dtype is None:
+    dtype = _dlpack.torch_dtypes(torch).get(word)
+    np_dtype = _device._torch_dtypes(torch).get(dtype)
+    if first >= 0 or np_dtype not in _facts.CODES:
         return None
-    return _Group("host", grads, grads[0].dtype, "cpu", torch, addresses, sizes, np_dtype)
+    return _Group("host", grads, dtype, "cpu", torch, addresses, sizes, np_dtype)
 
 
 class _ComplexGroup(_Group):

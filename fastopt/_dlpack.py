@@ -9,6 +9,8 @@ None and callers read the tensors' properties from Python.
 """
 import ctypes
 
+from .kernels.dlpack import KDL_BFLOAT, KDL_COMPLEX, KDL_FLOAT, dtype_word
+
 _CAPSULE = b"dlpack_exchange_api"
 _MAJOR = 1
 # DLPackExchangeAPI: header (version: two uint32, prev_api), then the
@@ -43,3 +45,18 @@ def _find(tensor_type):
     describe = ctypes.c_void_p.from_address(table + 8 * _DLTENSOR_FROM_PYOBJECT).value
     clear = ctypes.cast(ctypes.pythonapi.PyErr_Clear, ctypes.c_void_p).value
     return (describe, clear) if describe else None
+
+
+def torch_dtypes(torch):
+    """The readers' dtype words (`kernels.dlpack.dtype_word`) of the torch
+    dtypes fastopt updates -> those dtypes."""
+    if not _torch_dtypes:
+        _torch_dtypes.update({
+            dtype_word(KDL_FLOAT, 32): torch.float32, dtype_word(KDL_FLOAT, 64): torch.float64,
+            dtype_word(KDL_FLOAT, 16): torch.float16, dtype_word(KDL_BFLOAT, 16): torch.bfloat16,
+            dtype_word(KDL_COMPLEX, 64): torch.complex64,
+            dtype_word(KDL_COMPLEX, 128): torch.complex128})
+    return _torch_dtypes
+
+
+_torch_dtypes = {}

@@ -29,8 +29,8 @@ from numba.core.extending import intrinsic
 from .cache import cached
 from .cpu import view as _host_view
 
-KDL_CPU = 1         # DLDeviceType
-KDL_FLOAT = 2       # DLDataTypeCode
+KDL_CPU, KDL_CUDA = 1, 2                     # DLDeviceType
+KDL_FLOAT, KDL_BFLOAT, KDL_COMPLEX = 2, 4, 5   # DLDataTypeCode
 # A DLTensor (64-bit): data @0, device (type, id: int32) @8, ndim (int32)
 # @16, dtype (code: uint8, bits: uint8, lanes: uint16) @20, shape @24,
 # strides @32 (int64 pointers), byte_offset (uint64) @40: six int64 words.
@@ -58,6 +58,20 @@ def _call_void(typingctx, fn):
         builder.call(callee, [])
         return context.get_dummy_value()
     return types.none(types.int64), codegen
+
+
+def dtype_word(code, bits):
+    """The dtype word the readers return for a DLPack (code, bits), one lane."""
+    return code | bits << 8 | 1 << 16
+
+
+@numba.njit(inline="always")
+def _fields(out):
+    """A filled DLTensor's (data address with its byte offset, device word
+    (type | id << 32), dtype word, ndim, shape, strides)."""
+    ndim = out[2] & 0xFFFFFFFF
+    return (out[0] + out[5], out[1], out[2] >> 32, ndim,
+            _host_view(out[3], 0, ndim, np.int64(0)), _host_view(out[4], 0, ndim, np.int64(0)))
 
 
 @numba.njit(inline="always")
@@ -98,20 +112,15 @@ def read_dense(objects, describe, clear):
         if _call_describe(describe, objects[t], base) != 0:
             _call_void(clear)
             return t, dtype, addrs, sizes
-        words = out[2] >> 32                    # dtype: code, bits, lanes
+        address, device, words, ndim, shape, strides = _fields(out)
         if t == 0:
             dtype = words
-        device = out[1] & 0xFFFFFFFF
-        ndim = out[2] & 0xFFFFFFFF
-        if (device != KDL_CPU or words != dtype or (words & 0xFF) != KDL_FLOAT
-                or (words >> 16) != 1):
+        if ((device & 0xFFFFFFFF) != KDL_CPU or words != dtype
+                or (words & 0xFF) != KDL_FLOAT or (words >> 16) != 1):
             return t, dtype, addrs, sizes
-        shape = _host_view(out[3], 0, ndim, np.int64(0))
-        strides = _host_view(out[4], 0, ndim, np.int64(0))
         size = 1
         for d in range(ndim):
             size *= shape[d]
-        address = out[0] + out[5]
         if not _contiguous(shape, strides, ndim) or (address == 0 and size != 0):
             return t, dtype, addrs, sizes
         addrs[t] = address
@@ -139,18 +148,14 @@ def read_columns(objects, describe, clear):
             if _call_describe(describe, objects[c, t], base) != 0:
                 _call_void(clear)
                 return True, dtypes, devices, fine
-            dtypes[c, t] = out[2] >> 32
-            devices[c, t] = out[1]
-            ndim = out[2] & 0xFFFFFFFF
+            _, devices[c, t], dtypes[c, t], ndim, shape, strides = _fields(out)
             if c == 0:      # the param's shape stays where torch keeps it
                 pshape, pdim = out[3], ndim
-            shape = _host_view(out[3], 0, ndim, np.int64(0))
             same = ndim == pdim
             if same and c > 0:
                 mine = _host_view(pshape, 0, pdim, np.int64(0))
                 for d in range(ndim):
                     if shape[d] != mine[d]:
                         same = False
-            strides = _host_view(out[4], 0, ndim, np.int64(0))
             fine[c, t] = same and _contiguous(shape, strides, ndim)
     return False, dtypes, devices, fine

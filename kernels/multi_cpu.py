@@ -60,12 +60,18 @@ def prefetch(typingctx, addr, start, like):
 
 
 @numba.njit(inline="always")
+def _scalars(like, pre, hyper):
+    """`pre` and `hyper` in the math's dtype, cast once before the loop."""
+    return as_dtype_of(pre, math_like(like)), as_dtype_of(hyper, math_like(like))
+
+
+@numba.njit(inline="always")
 def loop(key, addrs, chunks, parts, like, pre, hyper):
     """The loop over `chunks` of the variant whose element step `kernels.cpu`
     holds under the literal `key`, as `kernel` describes its arguments, on
     the calling thread; inlined into its jitted caller, which must be made
     by `kernels.cpu.jit` (why inlined: `kernels.cpu.loop`)."""
-    pre, hyper = as_dtype_of(pre, math_like(like)), as_dtype_of(hyper, math_like(like))
+    pre, hyper = _scalars(like, pre, hyper)
     for c in range(chunks.shape[0]):
         _chunk(key, c, addrs, chunks, like, pre, hyper)
 
@@ -73,7 +79,7 @@ def loop(key, addrs, chunks, parts, like, pre, hyper):
 @numba.njit(inline="always")
 def parallel_loop(key, addrs, chunks, parts, like, pre, hyper):
     """`loop` as a parallel region over the parts."""
-    pre, hyper = as_dtype_of(pre, math_like(like)), as_dtype_of(hyper, math_like(like))
+    pre, hyper = _scalars(like, pre, hyper)
     for j in numba.prange(parts.shape[0] - 1):
         for c in range(parts[j], parts[j + 1]):
             _chunk(key, c, addrs, chunks, like, pre, hyper)

@@ -15,9 +15,9 @@ formula per element (`kernels.pass_rules`, shared with the CUDA kernels of
   ``pre`` the shared gradient transforms (`kernels.variants.PRE`'s first
   four: scale, bound, wd, decay; clip and l2 as the 0/1 fifth and sixth) and
   ``hyper`` the step's scalars. It returns a float64 (T, R) table of
-  per-tensor sums (R may be 0). One ``prange`` over the chunks (a loop on
-  the calling thread below `SERIAL_BELOW` elements); each chunk's partial
-  sums go to a row of their own and are added up per tensor after the
+  per-tensor sums (R may be 0). One ``prange`` over the chunks (a loop
+  on the calling thread below `SERIAL_BELOW` elements: `kernel`); each
+  chunk's partial sums go to a row of their own and are added up per tensor after the
   parallel region, in chunk order, so the result does not depend on the
   thread count.
 * **tiled** ``kern(addrs, mats, env, like, pre, hyper) -> sums``: the
@@ -117,14 +117,6 @@ def _per_tensor(partial, chunks, ntensors, nsums):
 
 
 @numba.njit(inline="always")
-def _total(chunks):
-    n = 0
-    for c in range(chunks.shape[0]):
-        n += chunks[c, 2]
-    return n
-
-
-@numba.njit(inline="always")
 def _lane_sum(x, n):
     """``Σ x[:n]`` in float64, as 8 interleaved partial sums (x[j] into sum
     j mod 8) added up pairwise at the end, then the tail: eight independent
@@ -176,7 +168,7 @@ def _elementwise(name, parallel):
     def kern(addrs, chunks, env, like, pre, hyper):
         pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
         partial = np.empty((chunks.shape[0], 2))
-        if not parallel or _total(chunks) < SERIAL_BELOW:
+        if not parallel:     # the host's choice, by the pass's size (`kernel`)
             for c in range(chunks.shape[0]):
                 _chunk(key, c, addrs, chunks, env, pre, hyper, partial)
         else:
@@ -331,7 +323,7 @@ def _tiled(name, parallel):
         blocks, first, offs = _blocks(mats)
         nb = first[m]
         part = np.empty(nb)
-        if not parallel or _elements(mats) < SERIAL_BELOW:
+        if not parallel:     # the host's choice, by the pass's size (`kernel`)
             for q in range(nb):
                 part[q] = _tile(key, q, blocks, addrs, mats, env, means, pre, hyper, vcol,
                                 nsums)
@@ -342,14 +334,6 @@ def _tiled(name, parallel):
         return _block_sums(part, first, mats, addrs.shape[0], nsums)
 
     return kern
-
-
-@numba.njit(inline="always")
-def _elements(mats):
-    n = 0
-    for k in range(mats.shape[0]):
-        n += mats[k, 2] * mats[k, 3]
-    return n
 
 
 # -- factor (Adafactor's row and column factors) -------------------------------------

@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 from .. import _batch, _dlpack, _front, _hostscalars, _threads
-from ..kernels.dlpack import read_columns
+from ..kernels.dlpack import KDL_CPU, KDL_CUDA, read_columns
 from ..functional._make import _PLAIN
 from . import _dtensor, _flat, _steps
 
@@ -120,13 +120,6 @@ _COMPLEX = frozenset({torch.complex64, torch.complex128})
 # The tensors `Optimizer._read_kinds` reads through DLPack: torch's own type
 # and Parameter (a plain tensor; torch's exchange API reads it as one).
 _PLAIN_TENSORS = frozenset({torch.Tensor, torch.nn.Parameter})
-# DLPack dtype words (code | bits << 8 | lanes << 16, `kernels.dlpack`) and
-# device types (kDLCPU, kDLCUDA) of the tensors fastopt.torch updates
-_DLPACK_DTYPES = {2 | 32 << 8 | 1 << 16: torch.float32, 2 | 64 << 8 | 1 << 16: torch.float64,
-                  2 | 16 << 8 | 1 << 16: torch.float16, 4 | 16 << 8 | 1 << 16: torch.bfloat16,
-                  5 | 64 << 8 | 1 << 16: torch.complex64,
-                  5 | 128 << 8 | 1 << 16: torch.complex128}
-_DLPACK_DEVICES = (1, 2)
 # From this many params a group's bulk check reads through DLPack: the read
 # costs ~20 µs of NumPy and dispatch whatever the count, the Python reads
 # ~1.8 µs a param with two state slots (1 param: 22 against 9.5 µs; 32: 46
@@ -675,24 +668,25 @@ class Optimizer(torch.optim.Optimizer):
         if refused or not fine.all() or (devices != devices[0]).any() \
                 or (dtypes[1] != dtypes[0]).any():
             return None
+        of_word = _dlpack.torch_dtypes(torch)
+        word_of = {dtype: word for word, dtype in of_word.items()}
         by_word, want = {}, dtypes[0].copy()    # want: each param's state dtype
         for word in np.unique(dtypes[0]).tolist():
-            dtype = _DLPACK_DTYPES.get(word)
+            dtype = of_word.get(word)
             if dtype not in _DTYPES:
                 return None
             by_word[word] = dtype
             state = dtype if self.state_dtype is None else self._state_dtype_of(dtype)
             if state != dtype:
-                want[dtypes[0] == word] = next(w for w, d in _DLPACK_DTYPES.items()
-                                               if d == state)
+                want[dtypes[0] == word] = word_of[state]
         if (dtypes[2:] != want).any():
             return None
         by_device = {}
         for word in np.unique(devices[0]).tolist():
             kind, index = word & 0xFFFFFFFF, word >> 32
-            if kind not in _DLPACK_DEVICES:
+            if kind not in (KDL_CPU, KDL_CUDA):
                 return None
-            by_device[word] = (torch.device("cpu") if kind == _DLPACK_DEVICES[0]
+            by_device[word] = (torch.device("cpu") if kind == KDL_CPU
                                else torch.device("cuda", index))
         return (list(map(by_word.__getitem__, dtypes[0].tolist())),
                 list(map(by_device.__getitem__, devices[0].tolist())))
