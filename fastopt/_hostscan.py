@@ -43,7 +43,7 @@ from ._facts import FLOAT_DTYPES, ITEMSIZES
 from .kernels import NUM_ARRAYS, cpu, multi_cpu, storage
 from .kernels.cache import cached
 from .kernels.cpu import SERIAL_BELOW
-from .kernels.multi_cpu import prefetch
+from .kernels.cpu import prefetch
 
 # CPython (standard build): PyObject = (ob_refcnt, ob_type); a list adds
 # ob_size and then ob_item, the pointer to its items.

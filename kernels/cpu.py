@@ -18,7 +18,8 @@ kernels are memory-bound, so FMA buys no speed; the loop vectorizes without any
 flag because its iterations are independent.
 """
 import numba
-from numba.core import types
+from llvmlite import ir
+from numba.core import cgutils, types
 from numba.core.extending import intrinsic, overload
 from numba.np.arrayobj import populate_array
 
@@ -130,10 +131,95 @@ def loop(key, addrs, n, like, pre, hyper):
 
 @numba.njit(inline="always")
 def parallel_loop(key, addrs, n, like, pre, hyper):
-    """`loop` as a parallel region (``prange``)."""
-    param, grad, state, pre, hyper, rnd = _operands(addrs, n, like, pre, hyper)
-    for i in numba.prange(n):
+    """`loop` as a parallel region (``prange``) over blocks of `BLOCK`
+    elements, each run by `block`."""
+    math = math_like(like)
+    pre, hyper = as_dtype_of(pre, math), as_dtype_of(hyper, math)
+    base = rnd_base(pre, 0)
+    for b in numba.prange((n + BLOCK - 1) // BLOCK):
+        start = b * BLOCK
+        block(key, addrs, start, min(BLOCK, n - start), n, like, pre, hyper, base)
+
+
+# A parallel loop runs in blocks, and before each asks for the lines of its
+# columns `AHEAD` elements on. With the hardware prefetchers alone, a loop
+# whose arithmetic takes about as long as its memory traffic did not overlap
+# the two (measured, bfloat16 Adam, 1e7 elements out of memory, 2 threads:
+# 4.0-4.2 ms a call, 3.0 with its data in cache; prefetching, 3.1-3.4 ms;
+# the floor kernel, which prefetches the same way, from 3.4 to 2.7 ms;
+# float32 unchanged within noise). Blocks of 128 and 512 ahead were the best
+# of those tried (64 to 4096, 512 to 8192): longer bursts of prefetches
+# wait for the core's few line-fill buffers.
+BLOCK = 128
+AHEAD = 512
+LINE = 64       # bytes
+
+
+@numba.njit(inline="always")
+def block(key, addrs, start, m, end, like, pre, hyper, base):
+    """Elements [start, start + m) of the columns at `addrs` (a tensor's),
+    after prefetching the block `AHEAD` on if it ends by `end` (where the
+    tensor, or a chunk of it, ends); `base` is the stochastic rounding's
+    (`kernels.storage.rnd_base`)."""
+    if start + AHEAD + BLOCK <= end:
+        ahead(addrs[0], start, column(like, 0))
+        ahead(addrs[1], start, column(like, 1))
+        if addrs[2] != addrs[0]:     # an unused slot repeats param's address
+            ahead(addrs[2], start, column(like, 2))
+        if addrs[3] != addrs[0]:
+            ahead(addrs[3], start, column(like, 3))
+        if addrs[4] != addrs[0]:
+            ahead(addrs[4], start, column(like, 4))
+    param, grad = view(addrs[0], start, m, column(like, 0)), view(addrs[1], start, m, column(like, 1))
+    state = (view(addrs[2], start, m, column(like, 2)), view(addrs[3], start, m, column(like, 3)),
+             view(addrs[4], start, m, column(like, 4)))
+    rnd = (base, start)
+    for i in range(m):
         _element_at(key, i, param, grad, state, pre, hyper, rnd)
+
+
+@intrinsic
+def ahead(typingctx, addr, start, like):
+    """Prefetch the lines of elements [start + AHEAD, + BLOCK) at `addr`
+    (dtype of `like`): one prefetch a line, unrolled (a loop of them made
+    every kernel's compile about 10% slower)."""
+    def codegen(context, builder, sig, args):
+        addr, start, _ = args
+        dtype = context.get_data_type(sig.args[2])
+        first = builder.gep(builder.inttoptr(addr, dtype.as_pointer()),
+                            [builder.add(start, start.type(AHEAD))])
+        data = builder.bitcast(first, ir.IntType(8).as_pointer())
+        for line in range(BLOCK * like.bitwidth // 8 // LINE):
+            _prefetch_line(builder, builder.gep(data, [ir.IntType(64)(line * LINE)]))
+        return context.get_dummy_value()
+
+    return types.void(types.int64, types.int64, like), codegen
+
+
+def _prefetch_line(builder, data):
+    """LLVM's prefetch of the line at `data` (an i8*), for reading, kept in
+    all cache levels."""
+    i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+        "llvm.prefetch.p0")
+    builder.call(fn, [data, i32(0), i32(3), i32(1)])
+
+
+@intrinsic
+def prefetch(typingctx, addr, start, like):
+    """Ask the cache for the line holding element `start` of `addr` (dtype of
+    `like`): LLVM's prefetch, for reading, kept in all cache levels. (The
+    host's struct walk, `fastopt._hostscan`, and the many-tensor loop,
+    `kernels.multi_cpu`, use it too.)"""
+    def codegen(context, builder, sig, args):
+        addr, start, _ = args
+        dtype = context.get_data_type(sig.args[2])
+        data = builder.gep(builder.inttoptr(addr, dtype.as_pointer()), [start])
+        _prefetch_line(builder, builder.bitcast(data, ir.IntType(8).as_pointer()))
+        return context.get_dummy_value()
+
+    return types.void(types.int64, types.int64, like), codegen
 
 
 def parallel_for(n):
@@ -179,6 +265,6 @@ def kernel(variant, parallel=True):
     kern = kernels.get(variant)
     if kern is None:
         key = variant.key if parallel else serial_key(variant)
-        _steps[key] = element_step(variant)
+        _steps[key] = element_step(variant, host=True)
         kern = kernels[variant] = _loop(key, parallel=parallel)
     return kern

@@ -10,12 +10,13 @@ The host describes same-dtype tensors with three int64 tables:
 chunks of about equal element count starts (part j is chunks
 ``parts[j]:parts[j + 1]``). One ``prange`` walks the parts, so threads,
 which take equal numbers of them, get equal work however the chunk sizes
-vary; each chunk turns its addresses into typed 1-D views
-(`kernels.multi_table`) and runs the variant's element step over its n
-elements.
+vary; each chunk runs in blocks as `kernels.cpu`'s parallel loop does
+(`kernels.cpu.block`: prefetch the chunk's lines ahead, turn the addresses
+into typed 1-D views of the block, `kernels.multi_table`, run the variant's
+element step over them).
 
-Vectorization: views are built once per chunk, outside the element loop, and
-that loop runs from 0 to the chunk's length, so LLVM vectorizes it (packed
+Vectorization: views are built once per block, outside the element loop, and
+that loop runs from 0 to the block's length, so LLVM vectorizes it (packed
 sqrt/div in zmm/ymm registers) by versioning it with a runtime overlap check
 of the few pointers; a loop that reads the address table per element, or
 indexes one big raw-address view with a computed offset, stays scalar. The
@@ -27,36 +28,13 @@ Caching: like `kernels.cpu`, the loop is a closure over the variant's key
 string, resolved by `kernels.cpu`'s overload, so ``cache=True`` holds.
 """
 import numba
-from llvmlite import ir
-from numba.core import cgutils, types
-from numba.core.extending import intrinsic
 
 from . import cpu as _cpu
-from .cpu import _element_at, _steps, as_dtype_of
-from .cpu import view as _view
-from .storage import column, math_like, rnd_base
+from .cpu import _steps, as_dtype_of, prefetch
+from .storage import math_like, rnd_base
 from .variants import NUM_ARRAYS, element_step
 
 _kernels = {}   # variant -> compiled loop
-
-
-@intrinsic
-def prefetch(typingctx, addr, start, like):
-    """Ask the cache for the line holding element `start` of `addr` (dtype of
-    `like`): LLVM's prefetch, for reading, kept in all cache levels. (The
-    host's struct walk, `fastopt._hostscan`, uses it too.)"""
-    def codegen(context, builder, sig, args):
-        addr, start, _ = args
-        dtype = context.get_data_type(sig.args[2])
-        data = builder.gep(builder.inttoptr(addr, dtype.as_pointer()), [start])
-        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-            "llvm.prefetch.p0")
-        builder.call(fn, [builder.bitcast(data, i8p), i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
-
-    return types.void(types.int64, types.int64, like), codegen
 
 
 @numba.njit(inline="always")
@@ -103,14 +81,10 @@ def _chunk(key, c, addrs, chunks, like, pre, hyper):
         # prefetching more of it, or further ahead, was slower).
         for a in range(NUM_ARRAYS):
             prefetch(addrs[chunks[c + 1, 0], a], chunks[c + 1, 1], math_like(like))
-    param = _view(addrs[t, 0], start, n, column(like, 0))
-    grad = _view(addrs[t, 1], start, n, column(like, 1))
-    state = (_view(addrs[t, 2], start, n, column(like, 2)),
-             _view(addrs[t, 3], start, n, column(like, 3)),
-             _view(addrs[t, 4], start, n, column(like, 4)))
-    rnd = (rnd_base(pre, t), start)
-    for i in range(n):
-        _element_at(key, i, param, grad, state, pre, hyper, rnd)
+    # In blocks, each prefetching the chunk's lines ahead (`kernels.cpu.block`).
+    base, end = rnd_base(pre, t), start + n
+    for b in range(start, end, _cpu.BLOCK):
+        _cpu.block(key, addrs[t], b, min(_cpu.BLOCK, end - b), end, like, pre, hyper, base)
 
 
 def _loop(key, cache=True, parallel=True):
@@ -142,6 +116,6 @@ def kernel(variant, parallel=True):
     kern = kernels.get(variant)
     if kern is None:
         key = variant.key if parallel else _cpu.serial_key(variant)
-        _steps.setdefault(key, element_step(variant))
+        _steps.setdefault(key, element_step(variant, host=True))
         kern = kernels[variant] = _loop(key, parallel=parallel)
     return kern

@@ -92,7 +92,7 @@ def kernel(variant):
     kern = _kernels.get(variant)
     if kern is None:
         key = variant.key + "-rows"
-        _steps.setdefault(key, element_step(variant, gathered=True))
+        _steps.setdefault(key, element_step(variant, gathered=True, host=True))
         kern = _kernels[variant] = _loop(key)
     return kern
 

@@ -265,8 +265,11 @@ def all_variants():
                     yield variant(rule, flags, clip, l2, ema=True)
 
 
-def element_step(variant, python=False, gathered=False):
+def element_step(variant, python=False, gathered=False, host=False):
     """The per-element step of `variant`: ``step(i, param, grad, state, pre, hyper)``.
+
+    host=True: the step of a CPU kernel, whose 16-bit conversions may use
+    the CPU's own instructions (`kernels.storage.codec`), the same bits.
 
     gathered=True: ``step(i, j, param, grad, state, pre, hyper)``, the same
     update of element i of param and state from element j of grad (the rows
@@ -312,7 +315,7 @@ def element_step(variant, python=False, gathered=False):
     model0, model1, model2 = (variant.model_slot == k for k in range(NUM_SLOTS))
     if variant.model and len(variant.storage) != 4:
         raise ValueError(f"variant {variant.key}: a model copy needs its storage")
-    (lp, _), (lg, sg), (ls, ss) = (_storage.codec(f, python)
+    (lp, _), (lg, sg), (ls, ss) = (_storage.codec(f, python, host)
                                    for f in variant.storage[:3] or (None,) * 3)
     # Every store takes the value's random bits, ``(x, r) -> bits``: under
     # stochastic rounding bfloat16's rounds with them, any other store (and
@@ -320,8 +323,8 @@ def element_step(variant, python=False, gathered=False):
     # computation.
     sr = variant.sr
     fmts = variant.storage or ("f32",) * 3
-    rp, rs = (_storage.store_r(f, sr, python) for f in (fmts[0], fmts[2]))
-    rm = _storage.store_r(fmts[3] if variant.model else None, sr, python)
+    rp, rs = (_storage.store_r(f, sr, python, host) for f in (fmts[0], fmts[2]))
+    rm = _storage.store_r(fmts[3] if variant.model else None, sr, python, host)
     mix, u64 = _storage.mix(python), (np.uint64 if python else numba.uint64)
     low32 = _storage.to32(python)
     u32 = np.uint64 if python else numba.uint32

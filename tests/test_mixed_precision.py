@@ -8,6 +8,8 @@ test reports, per case, the elements whose bits differ after 50 steps and
 the largest difference in 16-bit ulps (README, "Differences from the
 libraries"); fused cases must be bit-equal.
 """
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -60,8 +62,10 @@ def test_conversions_are_the_libraries_casts():
                            high | rng.integers(0, 1 << 16, high.size, dtype=np.uint32)])
     x = bits.view(np.float32)
     nan = np.isnan(x)
-    for fmt, dtype in (("bf16", ml_dtypes.bfloat16), ("f16", np.float16)):
-        load, store = storage.codec(fmt)
+    for fmt, dtype, host in (("bf16", ml_dtypes.bfloat16, False),
+                             ("bf16", ml_dtypes.bfloat16, True),
+                             ("f16", np.float16, False)):
+        load, store = storage.codec(fmt, host=host)
         out = np.empty(x.size, np.uint16)
         _store_loop(store)(x, out)
         with np.errstate(invalid="ignore", over="ignore"):
@@ -80,6 +84,43 @@ def test_conversions_are_the_libraries_casts():
         _store_loop(load)(out, loaded)
         assert np.array_equal(loaded.view(np.uint32)[~nan],
                               out.view(dtype).astype(np.float32).view(np.uint32)[~nan])
+
+
+def test_native_bf16_store_is_the_integer_one_on_every_input():
+    """The CPU kernels' bfloat16 store through AVX512-BF16's conversion
+    (`kernels.storage.bf16_store_native`, which must repair what the
+    instruction flushes) against the integer rounding, on all 2^32 float32
+    bit patterns, in a vectorized loop as the kernels run it."""
+    import numba
+    from fastopt.kernels import storage
+    if not storage.HOST_BF16:
+        pytest.skip("the CPU has no AVX512-BF16 (the kernels use the integer store)")
+    native, exact = storage.bf16_store_native, storage.bf16_bits
+
+    @numba.njit(parallel=True, error_model="numpy")
+    def mismatches(chunk):
+        count = 0
+        for c in numba.prange(1 << 16):
+            for low in range(0, 1 << 16, chunk):
+                for k in range(chunk):
+                    b = numba.uint32((c << 16) | (low + k))
+                    x = storage._bits_float(b)
+                    count += numba.int64(native(x) != exact(b))
+        return count
+
+    assert mismatches(4096) == 0
+    # In a kernel: bfloat16 Adam's loop converts 16 values an instruction.
+    # (A kernel loaded from the disk cache has no assembly: an uncached twin.)
+    from fastopt.kernels import cpu, variant
+    v = variant("adam", (False, True), storage=("bf16",) * 3)
+    cached = cpu.kernel(v, parallel=False)
+    options = {k: o for k, o in cached.targetoptions.items() if k not in ("cache", "nopython")}
+    kern = numba.njit(**options)(cached.py_func)
+    a = np.zeros(64, np.uint16)
+    kern((a.ctypes.data,) * 5, 64, storage.host_like(v.columns), (1.0, 0, 0, 1.0, 0, 1.0),
+         (1e-3, 0.9, 0.1, 0.999, 0.001, 1e-8))
+    asm = kern.inspect_asm(kern.signatures[0])
+    assert re.search(r"vcvtneps2bf16\s+%zmm", asm), "the native store did not vectorize"
 
 
 def _trajectories(name, options, dtype, state_dtype=None):
@@ -325,3 +366,38 @@ def test_grad_scaler_capturable_against_torch_fused(name):
                                        rtol=1e-5, atol=1e-5)
     for a, b in zip(ref, got):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["bf16", "bf16-sr", "f16-f32", "master-bf16"])
+def test_parallel_blocks_equal_serial_loop(layout):
+    """From `kernels.cpu.SERIAL_BELOW` elements the CPU loop runs in parallel
+    blocks of `kernels.cpu.BLOCK`, each prefetching ahead
+    (`kernels.cpu.block`): over a size that ends mid-block, the serial
+    loop's bits for every 16-bit layout, stochastic rounding's per-element
+    random bits included."""
+    from fastopt.kernels import RULES, cpu, storage, variant
+    layouts = {"bf16": ("bf16", "bf16", "bf16"), "bf16-sr": ("bf16", "bf16", "bf16"),
+               "f16-f32": ("f16", "f16", "f32"), "master-bf16": ("f32", "bf16", "f32", "bf16")}
+    v = variant("adam", (False, True), storage=layouts[layout],
+                model=layout.startswith("master"), sr=layout.endswith("sr"))
+    n = cpu.SERIAL_BELOW + 3 * cpu.BLOCK + 37
+    rng = np.random.default_rng(4)
+    fmt_dtype = {"f32": np.float32, "f16": np.float16, "bf16": ml_dtypes.bfloat16}
+    columns = [(rng.random(n) * (0.1 if c > 1 else 1)).astype(fmt_dtype[f])
+               for c, f in enumerate(v.columns)]
+    columns[1] = rng.standard_normal(n).astype(fmt_dtype[v.columns[1]])
+    runs = []
+    for parallel in (True, False):
+        arrays = [a.copy() for a in columns]
+        used = [arrays[0], arrays[1], *(a if u else arrays[0]
+                                        for a, u in zip(arrays[2:], v.used))]
+        bits = [a.view(np.uint16) if a.itemsize == 2 else a for a in used]
+        addrs = tuple(a.ctypes.data for a in bits)
+        pre = (1.0, 0.0, 0.0, 1.0, 0.0, 1.0) + ((123.0, 45.0) if v.sr else ())
+        hyper = (1e-2, 0.9, 0.1, 0.999, 0.001, 1e-8)
+        assert len(hyper) == len(RULES["adam"].hyper)
+        cpu.kernel(v, parallel=parallel)(addrs, n, storage.host_like(v.columns), pre, hyper)
+        runs.append([a.view(np.uint8) for a, u in zip(arrays, (True, True, *v.used)) if u])
+    for blocks, serial in zip(*runs):
+        assert np.array_equal(blocks, serial)
+    assert not np.array_equal(runs[0][0], columns[0].view(np.uint8))

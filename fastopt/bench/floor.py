@@ -3,9 +3,10 @@
 For a rule with k state slots the floor reads param, grad and the k slots and
 writes param and the k slots, once each, with a multiply-add or two per
 written array; it is compiled and run like fastopt's CPU loop (`kernels.cpu.jit`,
-on the calling thread below `kernels.cpu.SERIAL_BELOW` elements, prange from
-there), so fastopt time / floor time is how far fastopt is from what the
-memory bus allows. The copy kernels give the device's copy
+on the calling thread below `kernels.cpu.SERIAL_BELOW` elements, from there
+prange over blocks of `kernels.cpu.BLOCK` elements, each after prefetching
+the lines `kernels.cpu.AHEAD` on), so fastopt time / floor time is how far
+fastopt is from what the memory bus allows. The copy kernels give the device's copy
 bandwidth.
 """
 import functools
@@ -14,7 +15,7 @@ import numba
 import numpy as np
 from numba import cuda   # module level: the CUDA simulator swaps it in kernels
 
-from ..kernels.cpu import SERIAL_BELOW, jit
+from ..kernels.cpu import AHEAD, BLOCK, SERIAL_BELOW, ahead, jit
 from ..kernels.storage import _float_bits as float_bits
 
 
@@ -26,10 +27,26 @@ def _cpu_floor(nslots):
             for i in range(param.size):
                 _floor_at(nslots, i, param, grad, state, h, keep)
         else:
-            for i in numba.prange(param.size):
-                _floor_at(nslots, i, param, grad, state, h, keep)
+            for b in numba.prange((param.size + BLOCK - 1) // BLOCK):
+                start = b * BLOCK
+                stop = min(start + BLOCK, param.size)
+                _fetch(param, start)
+                _fetch(grad, start)
+                for k in range(nslots):
+                    _fetch(state[k], start)
+                p, g = param[start:stop], grad[start:stop]
+                s = (state[0][start:stop], state[1][start:stop], state[2][start:stop])
+                for i in range(stop - start):
+                    _floor_at(nslots, i, p, g, s, h, keep)
 
     return floor
+
+
+@numba.njit(inline="always")
+def _fetch(a, start):
+    """`kernels.cpu`'s prefetch of the lines `AHEAD` elements on, of array `a`."""
+    if start + AHEAD + BLOCK <= a.size:
+        ahead(a.ctypes.data, start, a[0])
 
 
 @numba.njit(inline="always")
@@ -58,8 +75,18 @@ def _cpu_master_floor(nslots):
             for i in range(param.size):
                 _master_floor_at(nslots, i, param, grad, state, copy, h)
         else:
-            for i in numba.prange(param.size):
-                _master_floor_at(nslots, i, param, grad, state, copy, h)
+            for b in numba.prange((param.size + BLOCK - 1) // BLOCK):
+                start = b * BLOCK
+                stop = min(start + BLOCK, param.size)
+                _fetch(param, start)
+                _fetch(grad, start)
+                _fetch(copy, start)
+                for k in range(nslots):
+                    _fetch(state[k], start)
+                p, g, c = param[start:stop], grad[start:stop], copy[start:stop]
+                s = (state[0][start:stop], state[1][start:stop], state[2][start:stop])
+                for i in range(stop - start):
+                    _master_floor_at(nslots, i, p, g, s, c, h)
 
     return floor
 
