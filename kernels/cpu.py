@@ -104,12 +104,17 @@ def view(typingctx, addr, start, n, like):
 
 
 @numba.njit(inline="always")
+def scalars(like, pre, hyper):
+    """`pre` and `hyper` in the math's dtype, cast once before a loop."""
+    return as_dtype_of(pre, math_like(like)), as_dtype_of(hyper, math_like(like))
+
+
+@numba.njit(inline="always")
 def _operands(addrs, n, like, pre, hyper):
     """The loop's views and scalars: the arrays as 1-D views of their
     columns' dtypes, `pre` and `hyper` in the math's dtype, the random bits'
     base of stochastic rounding."""
-    math = math_like(like)
-    pre, hyper = as_dtype_of(pre, math), as_dtype_of(hyper, math)
+    pre, hyper = scalars(like, pre, hyper)
     param, grad = view(addrs[0], 0, n, column(like, 0)), view(addrs[1], 0, n, column(like, 1))
     state = (view(addrs[2], 0, n, column(like, 2)), view(addrs[3], 0, n, column(like, 3)),
              view(addrs[4], 0, n, column(like, 4)))
@@ -133,8 +138,7 @@ def loop(key, addrs, n, like, pre, hyper):
 def parallel_loop(key, addrs, n, like, pre, hyper):
     """`loop` as a parallel region (``prange``) over blocks of `BLOCK`
     elements, each run by `block`."""
-    math = math_like(like)
-    pre, hyper = as_dtype_of(pre, math), as_dtype_of(hyper, math)
+    pre, hyper = scalars(like, pre, hyper)
     base = rnd_base(pre, 0)
     for b in numba.prange((n + BLOCK - 1) // BLOCK):
         start = b * BLOCK
@@ -158,18 +162,19 @@ LINE = 64       # bytes
 @numba.njit(inline="always")
 def block(key, addrs, start, m, end, like, pre, hyper, base):
     """Elements [start, start + m) of the columns at `addrs` (a tensor's),
-    after prefetching the block `AHEAD` on if it ends by `end` (where the
+    after prefetching the block `AHEAD` on (`ahead`, below `end`, where the
     tensor, or a chunk of it, ends); `base` is the stochastic rounding's
     (`kernels.storage.rnd_base`)."""
-    if start + AHEAD + BLOCK <= end:
-        ahead(addrs[0], start, column(like, 0))
-        ahead(addrs[1], start, column(like, 1))
-        if addrs[2] != addrs[0]:     # an unused slot repeats param's address
-            ahead(addrs[2], start, column(like, 2))
-        if addrs[3] != addrs[0]:
-            ahead(addrs[3], start, column(like, 3))
-        if addrs[4] != addrs[0]:
-            ahead(addrs[4], start, column(like, 4))
+    ahead(addrs[0], start, end, column(like, 0))
+    ahead(addrs[1], start, end, column(like, 1))
+    if addrs[2] != addrs[0]:     # an unused slot repeats param's address
+        ahead(addrs[2], start, end, column(like, 2))
+    if addrs[3] != addrs[0]:
+        ahead(addrs[3], start, end, column(like, 3))
+    if addrs[4] != addrs[0]:
+        ahead(addrs[4], start, end, column(like, 4))
+    # The views spelled out here: returned from a helper, Numba's parfor
+    # array analysis fails on them inside the prange body.
     param, grad = view(addrs[0], start, m, column(like, 0)), view(addrs[1], start, m, column(like, 1))
     state = (view(addrs[2], start, m, column(like, 2)), view(addrs[3], start, m, column(like, 3)),
              view(addrs[4], start, m, column(like, 4)))
@@ -178,11 +183,18 @@ def block(key, addrs, start, m, end, like, pre, hyper, base):
         _element_at(key, i, param, grad, state, pre, hyper, rnd)
 
 
-@intrinsic
-def ahead(typingctx, addr, start, like):
+@numba.njit(inline="always")
+def ahead(addr, start, end, like):
     """Prefetch the lines of elements [start + AHEAD, + BLOCK) at `addr`
-    (dtype of `like`): one prefetch a line, unrolled (a loop of them made
-    every kernel's compile about 10% slower)."""
+    (dtype of `like`) if they end by element `end`."""
+    if start + AHEAD + BLOCK <= end:
+        _prefetch_block(addr, start, like)
+
+
+@intrinsic
+def _prefetch_block(typingctx, addr, start, like):
+    """`ahead`'s prefetches: one a line, unrolled (a loop of them made every
+    kernel's compile about 10% slower)."""
     def codegen(context, builder, sig, args):
         addr, start, _ = args
         dtype = context.get_data_type(sig.args[2])

@@ -30,17 +30,11 @@ string, resolved by `kernels.cpu`'s overload, so ``cache=True`` holds.
 import numba
 
 from . import cpu as _cpu
-from .cpu import _steps, as_dtype_of, prefetch
+from .cpu import _steps, prefetch, scalars
 from .storage import math_like, rnd_base
 from .variants import NUM_ARRAYS, element_step
 
 _kernels = {}   # variant -> compiled loop
-
-
-@numba.njit(inline="always")
-def _scalars(like, pre, hyper):
-    """`pre` and `hyper` in the math's dtype, cast once before the loop."""
-    return as_dtype_of(pre, math_like(like)), as_dtype_of(hyper, math_like(like))
 
 
 @numba.njit(inline="always")
@@ -49,7 +43,7 @@ def loop(key, addrs, chunks, parts, like, pre, hyper):
     holds under the literal `key`, as `kernel` describes its arguments, on
     the calling thread; inlined into its jitted caller, which must be made
     by `kernels.cpu.jit` (why inlined: `kernels.cpu.loop`)."""
-    pre, hyper = _scalars(like, pre, hyper)
+    pre, hyper = scalars(like, pre, hyper)
     for c in range(chunks.shape[0]):
         _chunk(key, c, addrs, chunks, like, pre, hyper)
 
@@ -57,7 +51,7 @@ def loop(key, addrs, chunks, parts, like, pre, hyper):
 @numba.njit(inline="always")
 def parallel_loop(key, addrs, chunks, parts, like, pre, hyper):
     """`loop` as a parallel region over the parts."""
-    pre, hyper = _scalars(like, pre, hyper)
+    pre, hyper = scalars(like, pre, hyper)
     for j in numba.prange(parts.shape[0] - 1):
         for c in range(parts[j], parts[j + 1]):
             _chunk(key, c, addrs, chunks, like, pre, hyper)

@@ -22,9 +22,9 @@ from numba.core.extending import overload
 
 from . import cpu as _cpu
 from . import cuda as _cuda
-from .cpu import as_dtype_of
+from .cpu import scalars
 from .cpu import view as _view
-from .storage import column, math_like, rnd_base
+from .storage import column, rnd_base
 from .variants import element_step
 
 _steps = {}     # variant key -> gathered element step, read by the overload below
@@ -56,8 +56,7 @@ def loop(key, addrs, n, rows, width, like, pre, hyper):
     (a stored variant's `like`, `kernels.storage.host_like`) and stochastic
     rounding as in `kernels.cpu.loop`: element i of the param takes the
     random bits the dense kernel gives element i of a call's one tensor."""
-    math = math_like(like)
-    pre, hyper = as_dtype_of(pre, math), as_dtype_of(hyper, math)
+    pre, hyper = scalars(like, pre, hyper)
     nnz = rows.shape[0]
     param = _view(addrs[0], 0, n, column(like, 0))
     grad = _view(addrs[1], 0, nnz * width, column(like, 1))

@@ -15,7 +15,7 @@ import numba
 import numpy as np
 from numba import cuda   # module level: the CUDA simulator swaps it in kernels
 
-from ..kernels.cpu import AHEAD, BLOCK, SERIAL_BELOW, ahead, jit
+from ..kernels.cpu import BLOCK, SERIAL_BELOW, ahead, jit
 from ..kernels.storage import _float_bits as float_bits
 
 
@@ -45,8 +45,7 @@ def _cpu_floor(nslots):
 @numba.njit(inline="always")
 def _fetch(a, start):
     """`kernels.cpu`'s prefetch of the lines `AHEAD` elements on, of array `a`."""
-    if start + AHEAD + BLOCK <= a.size:
-        ahead(a.ctypes.data, start, a[0])
+    ahead(a.ctypes.data, start, a.size, a[0])
 
 
 @numba.njit(inline="always")
