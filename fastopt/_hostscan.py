@@ -41,7 +41,7 @@ from numba.core.extending import intrinsic
 from . import _facts
 from ._facts import FLOAT_DTYPES, ITEMSIZES
 from .kernels import NUM_ARRAYS, cpu, multi_cpu, storage
-from .kernels.cache import cached
+from .kernels.cache import cached, named
 from .kernels.cpu import SERIAL_BELOW
 from .kernels.cpu import prefetch
 
@@ -325,8 +325,8 @@ def runner(variant, which=0):
     status: 0 the check declined, nothing ran; 1 done; ``2 + w``: the arrays
     passed but take loop w, not this one's, and nothing ran (the caller
     takes ``runner(variant, w)``). One loop per runner, so that a program
-    compiles only the loops its arrays take (in the tests, a runner of all
-    four loops took 2.6-2.9 s to compile on average, a serial one 0.7-0.9).
+    compiles only the loops its arrays take; the runner calls the kernel's
+    own (`kernels.cpu.call`), compiled once for it and for the general path.
 
     One jitted call instead of two: with cold caches (a training step between
     two updates) each entry into a jitted function costs ~10 µs (measured: a
@@ -335,18 +335,17 @@ def runner(variant, which=0):
     """
     if not enabled():
         return None
-    cpu.kernel(variant)     # registers the element step the loops inline
-    key = variant.key
     code, parallel = divmod(which, 2)
     # closure constants: the branches not taken are pruned at compile time
     parallel, stored = bool(parallel), bool(variant.columns)
+    cpu.kernel(variant, parallel)     # registers the loop `cpu.call` runs
+    kernel = cpu.key_of(variant, parallel)
     if stored:      # 16-bit arrays: each column of its own dtype (`_walk_stored`)
         checked = _stored_columns(variant)
         like = storage.host_like(variant.columns)
     else:
         checked, like = (_DESCRS, ITEMSIZES), _facts.LIKE[FLOAT_DTYPES[code]]
 
-    @cpu.jit(parallel=parallel)
     def run(ndarray, checked, like, ids, used, pre, hyper):
         if stored:
             ok, n, addrs = _walk_stored(ids, used, ndarray, *checked)
@@ -360,12 +359,10 @@ def runner(variant, which=0):
         need = 2 * code + (n >= SERIAL_BELOW)
         if need != which:
             return 2 + need
-        if parallel:
-            cpu.parallel_loop(key, addrs, n, like, pre, hyper)
-        else:
-            cpu.loop(key, addrs, n, like, pre, hyper)
+        cpu.call(kernel, (addrs, n, like, pre, hyper))
         return 1
 
+    run = cpu.jit(parallel=False)(named(run, f"{kernel}-{which}"))
     return functools.partial(run, _NDARRAY, checked, like)
 
 
@@ -378,34 +375,32 @@ def list_runner(variant, loops=(0,) * len(FLOAT_DTYPES)):
     tables: ``(addrs, chunks, parts)`` (`kernels.multi_cpu`) of each dtype of
     `FLOAT_DTYPES` in turn, float32's then float64's, for the checked layout
     `expect`; loops: per dtype, which loop its table takes (`LOOP_NONE`,
-    `LOOP_SERIAL`, `LOOP_PARALLEL`: `loops_of`). A runner compiles only
-    those, so `expect` must be a layout with these loops.
+    `LOOP_SERIAL`, `LOOP_PARALLEL`: `loops_of`). A runner calls only those
+    (`kernels.cpu.call`: the many-tensor kernels' own), so `expect` must be
+    a layout with these loops.
     None where the fast path is off. One call instead of two, as `runner`.
     """
     if not enabled():
         return None
-    multi_cpu.kernel(variant)   # registers the element step the loops inline
-    key = variant.key
     like32, like64 = [_facts.LIKE[dtype] for dtype in FLOAT_DTYPES]
-    # closure constants: the loops not taken are pruned at compile time
-    (serial32, parallel32), (serial64, parallel64) = [
-        (k == LOOP_SERIAL, k == LOOP_PARALLEL) for k in loops]
+    # closure constants: the calls not taken are pruned at compile time
+    run32, run64 = [k != LOOP_NONE for k in loops]
+    for k in loops:     # registers the loops `cpu.call` runs
+        if k != LOOP_NONE:
+            multi_cpu.kernel(variant, k == LOOP_PARALLEL)
+    kernel32, kernel64 = [multi_cpu.key_of(variant, k == LOOP_PARALLEL) for k in loops]
 
-    @cpu.jit(parallel=LOOP_PARALLEL in loops)
     def run(ndarray, descrs, lists, out, expect, tables, pre, hyper):
         status, hashed = _walk(lists, 1, ndarray, descrs, out, expect)
         if status == 2:
             addrs32, chunks32, parts32, addrs64, chunks64, parts64 = tables
-            if serial32:
-                multi_cpu.loop(key, addrs32, chunks32, parts32, like32, pre, hyper)
-            elif parallel32:
-                multi_cpu.parallel_loop(key, addrs32, chunks32, parts32, like32, pre, hyper)
-            if serial64:
-                multi_cpu.loop(key, addrs64, chunks64, parts64, like64, pre, hyper)
-            elif parallel64:
-                multi_cpu.parallel_loop(key, addrs64, chunks64, parts64, like64, pre, hyper)
+            if run32:
+                cpu.call(kernel32, (addrs32, chunks32, parts32, like32, pre, hyper))
+            if run64:
+                cpu.call(kernel64, (addrs64, chunks64, parts64, like64, pre, hyper))
         return status, hashed
 
+    run = cpu.jit(parallel=False)(named(run, f"{multi_cpu.key_of(variant)}-{loops}"))
     return functools.partial(run, _NDARRAY, _DESCRS)
 
 

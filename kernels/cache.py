@@ -10,6 +10,8 @@ the wrong signature (seen: a segmentation fault). `cached` functions take a
 lock on the index (``<index>.lock``, ``flock``) around each write; reads
 need none (the files are replaced whole).
 """
+import hashlib
+
 import numba
 
 try:
@@ -50,3 +52,19 @@ def lock_writes(dispatcher):
     cache_file.save = save_locked
     return dispatcher
 
+
+def named(fn, key):
+    """`fn` (a closure compiled once per `key`: a variant's loop, a runner),
+    its qualified name made its key's own.
+
+    Numba names a compiled function's symbol after its qualified name, its
+    argument types and a counter of the compiling process, and its cache
+    files after its qualified name. Two closures of one name compiled for
+    two keys by two processes can get the same symbol; a process that loads
+    both from the cache, or code linked against one of them, can then run
+    one for the other (seen: a list runner crashing, docs/design.md). With
+    the key's hash in the name their symbols differ, and each has its own
+    cache index."""
+    digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+    fn.__qualname__ = f"{fn.__qualname__}_{digest}"
+    return fn

@@ -23,7 +23,7 @@ from numba.core import cgutils, types
 from numba.core.extending import intrinsic, overload
 from numba.np.arrayobj import populate_array
 
-from .cache import lock_writes
+from .cache import lock_writes, named
 from .multi_table import view_codegen, view_signature
 from .storage import column, math_like, rnd_base
 from .variants import element_step
@@ -125,10 +125,9 @@ def _operands(addrs, n, like, pre, hyper):
 def loop(key, addrs, n, like, pre, hyper):
     """The loop of the variant whose element step `_steps` holds under the
     literal `key`, as `kernel` describes its arguments, on the calling
-    thread; inlined into the jitted caller, which must be made by `jit` (a
-    call from one compiled function into another's copy of the loop could,
-    loaded from Numba's cache, bind to a loop of the same signature compiled
-    by another process for another variant)."""
+    thread; inlined into the jitted caller, which must be made by `jit`.
+    Other compiled code runs a variant's loop through `call`, not a copy of
+    its own."""
     param, grad, state, pre, hyper, rnd = _operands(addrs, n, like, pre, hyper)
     for i in range(n):
         _element_at(key, i, param, grad, state, pre, hyper, rnd)
@@ -243,14 +242,37 @@ def _loop(key, cache=True, parallel=True):
     # Closure constants are pruned at compile time: one loop is compiled. (A
     # closure over a dispatcher would not be cached: Numba keys a closure by
     # its pickled cells.)
-    @jit(cache, parallel)
     def update(addrs, n, like, pre, hyper):
         if parallel:
             parallel_loop(key, addrs, n, like, pre, hyper)
         else:
             loop(key, addrs, n, like, pre, hyper)
 
-    return update
+    return jit(cache, parallel)(named(update, key))
+
+
+_by_key = {}    # kernel key -> the kernel (`kernel`, `kernels.multi_cpu.kernel`)
+
+
+def call(key, args):
+    """From compiled code: ``kernel(*args)``, `key` (a literal) naming the
+    kernel (`kernel` and `kernels.multi_cpu.kernel` register theirs), a
+    native call into that kernel's own compiled loop: a caller (the host's
+    runners, `fastopt._hostscan`) compiles no copy of it. Stand-in resolved
+    by the overload below; never called from Python."""
+    raise NotImplementedError
+
+
+@overload(call, prefer_literal=True, target="cpu")
+def _call_impl(key, args):
+    if not isinstance(key, types.StringLiteral):
+        return None
+    kern = _by_key[key.literal_value]
+
+    def impl(key, args):
+        kern(*args)
+
+    return impl
 
 
 _serial = {}    # variant -> compiled loop without a parallel region
@@ -276,7 +298,18 @@ def kernel(variant, parallel=True):
     kernels = _kernels if parallel else _serial
     kern = kernels.get(variant)
     if kern is None:
-        key = variant.key if parallel else serial_key(variant)
+        key = key_of(variant, parallel)
         _steps[key] = element_step(variant, host=True)
-        kern = kernels[variant] = _loop(key, parallel=parallel)
+        kern = kernels[variant] = registered(key, _loop(key, parallel=parallel))
     return kern
+
+
+def registered(key, kern):
+    """`kern`, which `call` now finds under `key`."""
+    _by_key[key] = kern
+    return kern
+
+
+def key_of(variant, parallel=True):
+    """The key under which `call` finds ``kernel(variant, parallel)``."""
+    return variant.key if parallel else serial_key(variant)

@@ -30,6 +30,7 @@ string, resolved by `kernels.cpu`'s overload, so ``cache=True`` holds.
 import numba
 
 from . import cpu as _cpu
+from .cache import named
 from .cpu import _steps, prefetch, scalars
 from .storage import math_like, rnd_base
 from .variants import NUM_ARRAYS, element_step
@@ -82,14 +83,13 @@ def _chunk(key, c, addrs, chunks, like, pre, hyper):
 
 
 def _loop(key, cache=True, parallel=True):
-    @_cpu.jit(cache, parallel)      # one loop compiled, as `kernels.cpu._loop`
-    def update(addrs, chunks, parts, like, pre, hyper):
+    def update(addrs, chunks, parts, like, pre, hyper):   # as `kernels.cpu._loop`'s
         if parallel:
             parallel_loop(key, addrs, chunks, parts, like, pre, hyper)
         else:
             loop(key, addrs, chunks, parts, like, pre, hyper)
 
-    return update
+    return _cpu.jit(cache, parallel)(named(update, key))
 
 
 _serial = {}    # variant -> compiled loop without a parallel region
@@ -109,7 +109,13 @@ def kernel(variant, parallel=True):
     kernels = _kernels if parallel else _serial
     kern = kernels.get(variant)
     if kern is None:
-        key = variant.key if parallel else _cpu.serial_key(variant)
+        key = _cpu.key_of(variant, parallel)
         _steps.setdefault(key, element_step(variant, host=True))
-        kern = kernels[variant] = _loop(key, parallel=parallel)
+        kern = kernels[variant] = _cpu.registered(key_of(variant, parallel),
+                                                  _loop(key, parallel=parallel))
     return kern
+
+
+def key_of(variant, parallel=True):
+    """The key under which `kernels.cpu.call` finds ``kernel(variant, parallel)``."""
+    return "many-" + _cpu.key_of(variant, parallel)

@@ -22,6 +22,7 @@ from numba.core.extending import overload
 
 from . import cpu as _cpu
 from . import cuda as _cuda
+from .cache import named
 from .cpu import scalars
 from .cpu import view as _view
 from .storage import column, rnd_base
@@ -78,11 +79,10 @@ def loop(key, addrs, n, rows, width, like, pre, hyper):
 
 
 def _loop(key):
-    @_cpu.jit()
     def update(addrs, n, rows, width, like, pre, hyper):
         loop(key, addrs, n, rows, width, like, pre, hyper)
 
-    return update
+    return _cpu.jit()(named(update, key))
 
 
 def kernel(variant):
