@@ -41,7 +41,7 @@ from numba.core.extending import intrinsic
 from . import _facts
 from ._facts import FLOAT_DTYPES, ITEMSIZES
 from .kernels import NUM_ARRAYS, cpu, multi_cpu, storage
-from .kernels.cache import cached, named
+from .kernels.cache import cached
 from .kernels.cpu import SERIAL_BELOW
 from .kernels.cpu import prefetch
 
@@ -346,6 +346,7 @@ def runner(variant, which=0):
     else:
         checked, like = (_DESCRS, ITEMSIZES), _facts.LIKE[FLOAT_DTYPES[code]]
 
+    @cpu.jit(parallel=False, key=f"{kernel}-{which}")
     def run(ndarray, checked, like, ids, used, pre, hyper):
         if stored:
             ok, n, addrs = _walk_stored(ids, used, ndarray, *checked)
@@ -362,7 +363,6 @@ def runner(variant, which=0):
         cpu.call(kernel, (addrs, n, like, pre, hyper))
         return 1
 
-    run = cpu.jit(parallel=False)(named(run, f"{kernel}-{which}"))
     return functools.partial(run, _NDARRAY, checked, like)
 
 
@@ -390,6 +390,7 @@ def list_runner(variant, loops=(0,) * len(FLOAT_DTYPES)):
             multi_cpu.kernel(variant, k == LOOP_PARALLEL)
     kernel32, kernel64 = [multi_cpu.key_of(variant, k == LOOP_PARALLEL) for k in loops]
 
+    @cpu.jit(parallel=False, key=f"{multi_cpu.key_of(variant)}-{loops}")
     def run(ndarray, descrs, lists, out, expect, tables, pre, hyper):
         status, hashed = _walk(lists, 1, ndarray, descrs, out, expect)
         if status == 2:
@@ -400,7 +401,6 @@ def list_runner(variant, loops=(0,) * len(FLOAT_DTYPES)):
                 cpu.call(kernel64, (addrs64, chunks64, parts64, like64, pre, hyper))
         return status, hashed
 
-    run = cpu.jit(parallel=False)(named(run, f"{multi_cpu.key_of(variant)}-{loops}"))
     return functools.partial(run, _NDARRAY, _DESCRS)
 
 

@@ -38,17 +38,24 @@ FASTMATH = False
 SERIAL_BELOW = 1 << 15
 
 
-def jit(cache=True, parallel=True, fastmath=FASTMATH):
+def jit(cache=True, parallel=True, fastmath=FASTMATH, key=None):
     """The decorator of every CPU function that runs a kernel loop: parallel
     (unless told not), no fastmath (above; a reduction may allow
     reassociation, `kernels.multi_norms`), and NumPy's error model. A
     division by zero then gives inf or nan, as in a parallel loop's body,
     instead of raising as Python does; the check per element that raising
     needs keeps LLVM from vectorizing a serial loop (measured: 6x slower).
-    Cache writes are locked (`kernels.cache`)."""
+    Cache writes are locked (`kernels.cache`). key: for a closure compiled
+    once per key (a variant's loop, a runner, a pass), that key, which names
+    it (`kernels.cache.named`)."""
     njit = numba.njit(parallel=parallel, cache=cache, fastmath=fastmath,
                       error_model="numpy")
-    return (lambda fn: lock_writes(njit(fn))) if cache else njit
+
+    def decorate(fn):
+        fn = fn if key is None else named(fn, key)
+        return lock_writes(njit(fn)) if cache else njit(fn)
+
+    return decorate
 
 
 def serial_key(variant):
@@ -242,13 +249,14 @@ def _loop(key, cache=True, parallel=True):
     # Closure constants are pruned at compile time: one loop is compiled. (A
     # closure over a dispatcher would not be cached: Numba keys a closure by
     # its pickled cells.)
+    @jit(cache, parallel, key=key)
     def update(addrs, n, like, pre, hyper):
         if parallel:
             parallel_loop(key, addrs, n, like, pre, hyper)
         else:
             loop(key, addrs, n, like, pre, hyper)
 
-    return jit(cache, parallel)(named(update, key))
+    return update
 
 
 _by_key = {}    # kernel key -> the kernel (`kernel`, `kernels.multi_cpu.kernel`)

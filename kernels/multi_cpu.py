@@ -30,7 +30,6 @@ string, resolved by `kernels.cpu`'s overload, so ``cache=True`` holds.
 import numba
 
 from . import cpu as _cpu
-from .cache import named
 from .cpu import _steps, prefetch, scalars
 from .storage import math_like, rnd_base
 from .variants import NUM_ARRAYS, element_step
@@ -83,13 +82,14 @@ def _chunk(key, c, addrs, chunks, like, pre, hyper):
 
 
 def _loop(key, cache=True, parallel=True):
-    def update(addrs, chunks, parts, like, pre, hyper):   # as `kernels.cpu._loop`'s
+    @_cpu.jit(cache, parallel, key=key)     # one loop compiled, as `kernels.cpu._loop`
+    def update(addrs, chunks, parts, like, pre, hyper):
         if parallel:
             parallel_loop(key, addrs, chunks, parts, like, pre, hyper)
         else:
             loop(key, addrs, chunks, parts, like, pre, hyper)
 
-    return _cpu.jit(cache, parallel)(named(update, key))
+    return update
 
 
 _serial = {}    # variant -> compiled loop without a parallel region

@@ -46,7 +46,6 @@ from numba.core import types
 from numba.core.extending import overload
 
 from . import pass_rules as _rules
-from .cache import named
 from .cpu import SERIAL_BELOW, as_dtype_of, jit, parallel_for, view
 from .pass_rules import cast
 
@@ -165,6 +164,7 @@ def _elementwise(name, parallel):
     """The elementwise kernel of pass `name` (`kernels.pass_rules.ELEMENTWISE`)."""
     key, nsums = _key(name), _rules.ELEMENTWISE[name][1]
 
+    @jit(parallel=parallel, key=f"{key}-{parallel}")
     def kern(addrs, chunks, env, like, pre, hyper):
         pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
         partial = np.empty((chunks.shape[0], 2))
@@ -176,7 +176,7 @@ def _elementwise(name, parallel):
                 _chunk(key, c, addrs, chunks, env, pre, hyper, partial)
         return _per_tensor(partial, chunks, addrs.shape[0], nsums)
 
-    return jit(parallel=parallel)(named(kern, f"{key}-{parallel}"))
+    return kern
 
 
 # -- matrices -----------------------------------------------------------------------
@@ -313,6 +313,7 @@ def _tiled(name, parallel):
     key = _key(name)
     vcol, nsums, torch_mean = _rules.TILED[name]
 
+    @jit(parallel=parallel, key=f"{key}-{parallel}")
     def kern(addrs, mats, env, like, pre, hyper):
         pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
         m = mats.shape[0]
@@ -332,7 +333,7 @@ def _tiled(name, parallel):
                                 nsums)
         return _block_sums(part, first, mats, addrs.shape[0], nsums)
 
-    return jit(parallel=parallel)(named(kern, f"{key}-{parallel}"))
+    return kern
 
 
 # -- factor (Adafactor's row and column factors) -------------------------------------
@@ -395,6 +396,7 @@ def _factor(keras, parallel):
     sums of p². Columns: param, grad, row, col. Parallel over row blocks of
     every matrix (`_blocks`), then over the matrices for the column
     factors."""
+    @jit(parallel=parallel, key=f"{keras}-{parallel}")
     def kern(addrs, mats, env, like, pre, hyper):
         pre, hyper = as_dtype_of(pre, like), as_dtype_of(hyper, like)
         blocks, first, offs = _blocks(mats)
@@ -411,7 +413,7 @@ def _factor(keras, parallel):
                 _factor_columns(k, first, addrs, mats, pre, hyper, colpart, offs, keras)
         return _block_sums(wpart, first, mats, addrs.shape[0], 1)
 
-    return jit(parallel=parallel)(named(kern, f"{keras}-{parallel}"))
+    return kern
 
 
 # Each pass's kernels, (serial, parallel): the host picks one by the pass's

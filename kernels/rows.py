@@ -22,7 +22,6 @@ from numba.core.extending import overload
 
 from . import cpu as _cpu
 from . import cuda as _cuda
-from .cache import named
 from .cpu import scalars
 from .cpu import view as _view
 from .storage import column, rnd_base
@@ -79,10 +78,11 @@ def loop(key, addrs, n, rows, width, like, pre, hyper):
 
 
 def _loop(key):
+    @_cpu.jit(key=key)
     def update(addrs, n, rows, width, like, pre, hyper):
         loop(key, addrs, n, rows, width, like, pre, hyper)
 
-    return _cpu.jit()(named(update, key))
+    return update
 
 
 def kernel(variant):
