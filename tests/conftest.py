@@ -106,6 +106,17 @@ def target(request):
     return request.param
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _ptx_compiling_early(request, tmp_path_factory):
+    """Under pytest-xdist, the selected PTX modules' compiling starts with
+    the session, in the background (tests/ptx_probe.py, `start_early`)."""
+    import ptx_probe
+    stop = ptx_probe.start_early(ptx_probe.scripts_of(request.session.items),
+                                 tmp_path_factory)
+    yield
+    stop()
+
+
 # The inner loop (``-m "not slow"``) runs a subset of each large table: the
 # rest of a table, and whole tests that start processes or compile every
 # variant, carry this mark.

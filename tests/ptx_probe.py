@@ -3,7 +3,8 @@
 `numba.cuda.compile_ptx` needs the real CUDA target, so the compiling runs in
 a child process with the simulator off (tests/conftest.py turns it on). The
 child emits one JSON record per variant and dtype; `records` collects them.
-Under pytest-xdist the workers share the compiling (`run_jobs`).
+Under pytest-xdist the workers share the compiling (`run_jobs`), and start
+it when the session starts (`start_early`).
 """
 import contextlib
 import json
@@ -11,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 
 from fastopt.kernels import PRE, RULES, all_variants
 
@@ -205,38 +207,105 @@ def assert_packing(rec, variant, dtype, multi):
         assert got == want, f"parameter {j} ({t}): {got.hex()} != {want.hex()}"
 
 
+def _child_env(share):
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    if share:
+        env[_SHARE] = share
+    return env
+
+
+def _read_chunks(share):
+    """Every chunk's lines (waiting on any chunk still being compiled), and
+    whether a chunk is missing."""
+    lines, missing = [], False
+    for k in range(_CHUNKS):
+        with _chunk_lock(share, k, wait=True):
+            if not os.path.exists(_chunk_file(share, k)):
+                missing = True
+                continue
+            with open(_chunk_file(share, k)) as f:
+                lines += f.read().splitlines()
+    return lines, missing
+
+
 def records(script, tmp_path_factory, timeout=1800):
     """Run `script` (a test module whose ``__main__`` calls `probe` or
     `run_jobs`) in a child process with the simulator off; its records keyed
-    by (variant key, dtype), or by key where a record has no dtype."""
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    by (variant key, dtype), or by key where a record has no dtype. Where
+    this worker started the script's child early (`start_early`), that
+    child's chunks are read once it is done."""
     share = _share_dir(script, tmp_path_factory)
-    if share:
-        env[_SHARE] = share
-    lines = []
-    missing = False
-    # A second try compiles the chunks of a worker whose child failed.
+    env = _child_env(share)
+    lines, missing = [], True
+    early = _early.get(script)
+    if share and early is not None and early.wait(timeout):
+        lines, missing = _read_chunks(share)
+    # Otherwise a child of this test's; a second try compiles the chunks of
+    # a worker whose child failed.
     for attempt in range(2):
+        if not missing:
+            break
         out = subprocess.run([sys.executable, script], env=env, capture_output=True,
                              text=True, timeout=timeout)
         assert out.returncode == 0, out.stderr[-4000:]
         if not share:
-            lines = out.stdout.splitlines()
+            lines, missing = out.stdout.splitlines(), False
             break
-        missing = False
-        lines = []
-        for k in range(_CHUNKS):
-            with _chunk_lock(share, k, wait=True):
-                if not os.path.exists(_chunk_file(share, k)):
-                    missing = True
-                    continue
-                with open(_chunk_file(share, k)) as f:
-                    lines += f.read().splitlines()
-        if not missing:
-            break
+        lines, missing = _read_chunks(share)
     assert not missing, f"PTX records of {script} missing after two tries"
     found = [json.loads(line) for line in lines]
     return {(r["key"], r["dtype"]) if "dtype" in r else r["key"]: r for r in found}
+
+
+# Starting the compiling when the session starts. A worker that came to a
+# PTX module's first test only late in the run compiled the module's chunks
+# then, alone, while the other worker had finished its tests (measured, the
+# whole suite on 2 cores: one core idle for the last ~100 s). Each worker
+# now starts the children of the selected PTX modules in the background
+# when the session starts; they claim chunks as `records`' children do.
+_early = {}     # script -> Event set once this process's early child is done
+
+
+def scripts_of(items):
+    """The PTX modules of the selected tests `items`: those with a test that
+    takes the module's ``ptx_records`` fixture, slowest first."""
+    paths = {str(item.path) for item in items if "ptx_records" in item.fixturenames}
+    return sorted(paths, key=lambda p: _SLOWEST.index(os.path.basename(p))
+                  if os.path.basename(p) in _SLOWEST else len(_SLOWEST))
+
+
+_SLOWEST = ("test_ptx.py", "test_multi_ptx.py", "test_ptx_16bit.py")
+
+
+def start_early(scripts, tmp_path_factory):
+    """Under pytest-xdist, run the children of `scripts` one after another in
+    a background thread (their chunks shared as `records`' are); returns the
+    function that stops them (at the session's end). Nothing elsewhere."""
+    shares = {script: _share_dir(script, tmp_path_factory) for script in scripts}
+    scripts = [script for script in scripts if shares[script]]
+    running, stopped = [], threading.Event()
+
+    def run():
+        for script in scripts:
+            if not stopped.is_set():
+                child = subprocess.Popen([sys.executable, script], env=_child_env(shares[script]),
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                running.append(child)
+                if stopped.is_set():    # stopped while it started
+                    child.kill()
+                child.wait()
+            _early[script].set()
+
+    def stop():
+        stopped.set()
+        for child in running:
+            child.kill()
+
+    for script in scripts:
+        _early[script] = threading.Event()
+    if scripts:
+        threading.Thread(target=run, daemon=True).start()
+    return stop
 
 
 def assert_clean(rec, variant):

@@ -26,13 +26,13 @@ def _variants():
 
 
 @pytest.fixture(scope="module")
-def records(tmp_path_factory):
+def ptx_records(tmp_path_factory):
     return ptx_probe.records(__file__, tmp_path_factory)
 
 
 @pytest.mark.parametrize("v", _variants(), ids=ptx_probe.variant_id)
-def test_16bit_ptx_is_clean(records, v):
-    rec = records[v.key]
+def test_16bit_ptx_is_clean(ptx_records, v):
+    rec = ptx_records[v.key]
     assert not rec["local"] and not rec["f64"] and rec["wide_index"], rec
     assert rec["loads16"] >= 1 and rec["stores16"] >= 1, rec
     if v.storage == ("bf16",) * 3:
